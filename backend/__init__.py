@@ -1,0 +1,17 @@
+"""The backend: the one door from the pages and the CLI to everything that does work."""
+from __future__ import annotations
+
+from backend.api import Backend, SconesError
+from backend.settings import Settings
+
+
+def get_backend(settings: Settings) -> Backend:
+    """The only place that chooses between the local and the AWS backend."""
+    if settings.backend == "local":
+        from backend.local.backend import LocalBackend
+
+        return LocalBackend(settings)
+    raise SconesError(
+        "The AWS backend is not part of this build yet; unset SCONES_BACKEND (or pass --backend local) "
+        "to use the local backend."
+    )

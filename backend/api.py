@@ -1,0 +1,243 @@
+"""The one door to everything that does work: the Backend protocol, its records and its errors.
+
+Pages and the CLI see only what is defined here. Both backends (local and AWS) return these
+frozen records and raise these named errors, so a page never indexes a raw SDK dict and never
+needs to know which backend answered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+# ---------------------------------------------------------------------------------------------
+# Named errors. Each message is one sentence a person can act on.
+# ---------------------------------------------------------------------------------------------
+
+
+class SconesError(Exception):
+    """Base of every error the backend raises on purpose; `code` follows AWS's error codes."""
+
+    code = "SconesError"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(SconesError):
+    code = "ValidationException"
+
+
+class ResourceNotFound(SconesError):
+    code = "ResourceNotFound"
+
+
+class ResourceInUse(SconesError):
+    code = "ResourceInUse"
+
+
+class ArchiveError(ValidationError):
+    """The archive is not a usable CIFAR-100 python archive (corrupt, truncated, wrong layout)."""
+
+    code = "InvalidArchive"
+
+
+class UnsafeArchiveError(ArchiveError):
+    """A member would write outside its folder, or is a link or a device."""
+
+    code = "UnsafeArchive"
+
+
+class UnsafePickleError(ArchiveError):
+    """A pickle tried to call something the CIFAR format never needs."""
+
+    code = "UnsafePickle"
+
+
+class ChecksumMismatch(ArchiveError):
+    code = "ChecksumMismatch"
+
+
+class DownloadError(SconesError):
+    code = "DownloadError"
+
+
+class InvalidKey(ValidationError):
+    code = "InvalidKey"
+
+
+class AccessDenied(SconesError):
+    code = "AccessDenied"
+
+
+class Throttling(SconesError):
+    code = "Throttling"
+
+
+class ResourceLimitExceeded(SconesError):
+    code = "ResourceLimitExceeded"
+
+
+class CredentialsError(SconesError):
+    code = "CredentialsError"
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+STEPS = ("stage", "train", "deploy", "workflow", "monitor", "cleanup")
+STEP_STATES = ("not_started", "in_progress", "done", "failed")
+
+# Job statuses follow SageMaker's (InProgress -> Completed | Failed | Stopped).
+JOB_IN_PROGRESS = "InProgress"
+JOB_COMPLETED = "Completed"
+JOB_FAILED = "Failed"
+JOB_STOPPED = "Stopped"
+JOB_TERMINAL = (JOB_COMPLETED, JOB_FAILED, JOB_STOPPED)
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    step: str
+    state: str  # one of STEP_STATES
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What a staging run wrote: the numbers the page and `scones stage` show."""
+
+    counts: dict[str, dict[str, int]]  # {split: {class: n}}
+    classes: tuple[str, ...]
+    bucket: str
+    train_prefix: str
+    test_prefix: str
+    train_lst: str
+    test_lst: str
+    seconds: float
+    source: str
+    note: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts,
+            "classes": list(self.classes),
+            "bucket": self.bucket,
+            "train_prefix": self.train_prefix,
+            "test_prefix": self.test_prefix,
+            "train_lst": self.train_lst,
+            "test_lst": self.test_lst,
+            "seconds": round(self.seconds, 3),
+            "source": self.source,
+            "note": self.note,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageReport":
+        return cls(
+            counts=d["counts"], classes=tuple(d["classes"]), bucket=d["bucket"],
+            train_prefix=d["train_prefix"], test_prefix=d["test_prefix"],
+            train_lst=d["train_lst"], test_lst=d["test_lst"], seconds=float(d["seconds"]),
+            source=d.get("source", ""), note=d.get("note", ""), timings=d.get("timings", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A long operation running outside the caller (a worker process locally)."""
+
+    job_id: str
+    kind: str
+    status: str  # JOB_* above
+    progress: float  # 0..1
+    message: str
+    created: str  # ISO 8601 UTC
+    updated: str
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    failure_reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    key: str
+    kind: str  # "ndarray", "list", "bytes"...
+    shape: tuple[int, ...]
+    dtype: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    name: str
+    size: int
+    type: str  # "file" or "dir"
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What the "Explore archive" view shows: files, pickle keys, array shapes, label names."""
+
+    source: str
+    members: tuple[ArchiveMember, ...]
+    pickles: dict[str, tuple[ArrayInfo, ...]]  # {"train": (...), "test": (...), "meta": (...)}
+    fine_label_names: tuple[str, ...]
+    coarse_label_names: tuple[str, ...]
+    counts: dict[str, dict[str, int]]  # {split: {fine name: n}} for the names present
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    modified: float  # epoch seconds
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers. Start calls return an id at once; the caller polls."""
+
+    name: str
+
+    def describe_workspace(self) -> dict[str, str]: ...
+
+    def step_statuses(self) -> dict[str, StepStatus]: ...
+
+    # staging
+    def start_staging(self, source: str, classes: list[str] | None = None,
+                      fallback_to_sample: bool = False) -> str: ...
+
+    def stage_data(self, source: str, classes: list[str] | None = None,
+                   progress: ProgressCallback | None = None,
+                   fallback_to_sample: bool = False) -> StageReport: ...
+
+    def save_upload(self, filename: str, data: bytes) -> str: ...
+
+    def latest_stage_report(self) -> StageReport | None: ...
+
+    def archive_info(self, source: str) -> ArchiveInfo: ...
+
+    # jobs
+    def describe_job(self, job_id: str) -> Job: ...
+
+    def list_jobs(self, kind: str | None = None, limit: int = 50) -> list[Job]: ...
+
+    def latest_job(self, kind: str) -> Job | None: ...
+
+    # objects
+    def list_objects(self, prefix: str = "") -> list[StoredObject]: ...
+
+    def get_object(self, key: str) -> bytes: ...

@@ -1,0 +1,94 @@
+"""Stage a CIFAR-100 archive into a bucket: PNGs per split plus SageMaker .lst files.
+
+Shared by both backends: the local one writes to its on-disk store, the AWS one to S3, through the
+small `ObjectSink` interface. The dataset manifest (`dataset.json`) is written last and removed
+first, so a run that fails half-way never leaves a dataset that looks staged.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from backend import cifar
+from backend.api import ValidationError
+
+TRAIN_PREFIX = "train/"
+TEST_PREFIX = "test/"
+TRAIN_LST = "train.lst"
+TEST_LST = "test.lst"
+MANIFEST = "dataset.json"
+PREFIXES = {"train": TRAIN_PREFIX, "test": TEST_PREFIX}
+LISTS = {"train": TRAIN_LST, "test": TEST_LST}
+
+
+class ObjectSink(Protocol):
+    bucket: str
+
+    def put_many(self, items: dict[str, bytes]) -> None: ...
+
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def delete_keys(self, keys: list[str]) -> None: ...
+
+
+def stage_archive(path: Path, classes: list[str], sink: ObjectSink,
+                  progress: cifar.Progress = cifar._no_progress, source: str = "") -> dict:
+    """Returns the report fields (see `StageReport`); raises a named error and leaves no manifest."""
+    t0 = time.perf_counter()
+    sink.delete_keys([MANIFEST] if MANIFEST in sink.list_keys(MANIFEST) else [])
+    archive = cifar.read_archive(path, progress, span=(0.0, 0.6))
+    ids = cifar.choose_classes(archive.fine_label_names, classes)
+    selections = {name: cifar.select(archive.splits[name], ids) for name in cifar.SPLITS}
+    del archive
+    empty = [classes[i] for i in range(len(ids)) if not any((s.class_index == i).any() for s in selections.values())]
+    if empty:
+        raise ValidationError(f"Class {', '.join(repr(e) for e in empty)} has no images in this archive; choose classes it holds.")
+    for name, sel in selections.items():
+        if len(set(sel.filenames)) != len(sel.filenames):
+            raise ValidationError(f"The archive's '{name}' split repeats an image file name; it cannot be staged as files.")
+    timings = {"read_and_filter": time.perf_counter() - t0}
+
+    t1 = time.perf_counter()
+    total = sum(len(s.filenames) for s in selections.values())
+    done = 0
+    written: dict[str, set[str]] = {}
+    for name, sel in selections.items():
+        prefix = PREFIXES[name]
+        batch: dict[str, bytes] = {}
+        written[name] = set()
+        for image, filename in zip(sel.images, sel.filenames):
+            key = prefix + filename
+            batch[key] = cifar.encode_png(image)
+            written[name].add(key)
+            if len(batch) >= 200:
+                sink.put_many(batch)
+                done += len(batch)
+                batch = {}
+                progress(0.6 + 0.35 * done / max(total, 1), f"Writing images: {done} of {total}")
+        sink.put_many(batch)
+        done += len(batch)
+    timings["write_images"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    sink.put_many({LISTS[name]: cifar.lst_text(sel).encode() for name, sel in selections.items()})
+    stale = [k for name, prefix in PREFIXES.items() for k in sink.list_keys(prefix) if k not in written[name]]
+    sink.delete_keys(stale)
+    counts = {
+        name: {c: int(np.count_nonzero(sel.class_index == i)) for i, c in enumerate(classes)}
+        for name, sel in selections.items()
+    }
+    seconds = time.perf_counter() - t0
+    timings["write_lists"] = time.perf_counter() - t2
+    report = {
+        "counts": counts, "classes": list(classes), "bucket": sink.bucket,
+        "train_prefix": TRAIN_PREFIX, "test_prefix": TEST_PREFIX,
+        "train_lst": TRAIN_LST, "test_lst": TEST_LST, "seconds": seconds,
+        "source": source, "timings": timings, "removed_stale": len(stale),
+    }
+    sink.put_many({MANIFEST: json.dumps(report, indent=1).encode()})
+    progress(1.0, "Staged")
+    return report
