@@ -241,3 +241,55 @@ class Backend(Protocol):
     def list_objects(self, prefix: str = "") -> list[StoredObject]: ...
 
     def get_object(self, key: str) -> bytes: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (SageMaker's CreateTrainingJob / DescribeTrainingJob shapes, as records)
+# ---------------------------------------------------------------------------------------------
+
+TRAINING_STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+SECONDARY_STATUSES = ("Starting", "Downloading", "Training", "Uploading", "Completed", "Failed", "Stopped")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    job_name: str
+    status: str  # TRAINING_STATUSES
+    secondary_status: str  # SECONDARY_STATUSES
+    hyperparameters: dict[str, str]  # as SageMaker stores them: strings
+    created: str  # ISO 8601 UTC
+    ended: str | None = None
+    seconds: float = 0.0
+    failure_reason: str = ""
+    # one dict per epoch: {"epoch": 1, "train:accuracy": 0.8, "validation:accuracy": 0.7, "train:loss": 0.5}
+    epochs: tuple[dict[str, float], ...] = ()
+    model_artifact: str | None = None  # s3://bucket/key of model.tar.gz once uploaded
+    backend: str = "local"
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.epochs[-1].items() if k != "epoch"} if self.epochs else {}
+
+
+@dataclass(frozen=True)
+class Model:
+    """As CreateModel: a name bound to an artifact; the pages say which backend it belongs to."""
+
+    model_name: str
+    job_name: str
+    model_artifact: str
+    created: str
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    metrics: dict[str, float] = field(default_factory=dict)
+    backend: str = "local"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    job_name: str
+    accuracy: float
+    classes: tuple[str, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]  # rows = true class, columns = predicted
+    per_class: dict[str, dict[str, float]]  # {class: {"precision", "recall"}}
+    worst: tuple[dict[str, Any], ...]  # [{"key", "label", "predicted", "confidence"}] most confidently wrong first
