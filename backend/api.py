@@ -149,6 +149,15 @@ class StageReport:
 
 
 @dataclass(frozen=True)
+class StagedImage:
+    key: str
+    split: str
+    label: str
+    class_index: int
+    data: bytes  # PNG
+
+
+@dataclass(frozen=True)
 class Job:
     """A long operation running outside the caller (a worker process locally)."""
 
@@ -229,6 +238,10 @@ class Backend(Protocol):
     def latest_stage_report(self) -> StageReport | None: ...
 
     def archive_info(self, source: str) -> ArchiveInfo: ...
+
+    def label_names(self, source: str = "sample") -> tuple[str, ...]: ...
+
+    def staged_samples(self, split: str = "train", per_class: int = 8) -> list[StagedImage]: ...
 
     # jobs
     def describe_job(self, job_id: str) -> Job: ...

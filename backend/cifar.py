@@ -76,8 +76,9 @@ def safe_load_pickle(f: BinaryIO, what: str) -> dict[str, Any]:
         obj = RestrictedUnpickler(f, encoding="bytes").load()
     except UnsafePickleError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, zlib.error, tarfile.ReadError) as exc:
+    except (tarfile.ReadError, zlib.error, OSError):
+        raise  # the archive stream itself is broken: reported for the whole file by read_archive
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise ArchiveError(f"The archive's '{what}' pickle is corrupt or truncated ({type(exc).__name__}).") from None
     if not isinstance(obj, dict):
         raise ArchiveError(f"The archive's '{what}' pickle holds a {type(obj).__name__}, not the CIFAR dictionary.")

@@ -10,7 +10,7 @@ from typing import Any
 from backend import cifar, staging
 from backend.api import (
     JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, DownloadError, Job, ProgressCallback, ResourceInUse,
-    ResourceNotFound, StageReport, StepStatus, StoredObject, ValidationError,
+    ResourceNotFound, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow
@@ -178,6 +178,28 @@ class LocalBackend:
                 raise ResourceNotFound("The official archive has not been downloaded yet: stage it once, or explore the bundled sample.")
             return cifar.describe_archive(cached, "official download")
         return cifar.describe_archive(Path(source), source)
+
+    def label_names(self, source: str = "sample") -> tuple[str, ...]:
+        """The 100 fine names (official order) of a local archive; the sample's for a URL."""
+        source = self.resolve_source(source)
+        path = SAMPLE_ARCHIVE if source in ("sample", "official") or source.startswith("http") else Path(source)
+        return cifar.read_archive(path, want_splits=()).fine_label_names
+
+    def staged_samples(self, split: str = "train", per_class: int = 8) -> list[StagedImage]:
+        report = self.latest_stage_report()
+        if report is None:
+            return []
+        prefix, lst = (report.train_prefix, report.train_lst) if split == "train" else (report.test_prefix, report.test_lst)
+        rows = cifar.parse_lst(self.get_object(lst).decode())
+        taken: dict[int, int] = {}
+        out: list[StagedImage] = []
+        for _, cls, rel in rows:
+            if taken.get(cls, 0) >= per_class or not 0 <= cls < len(report.classes):
+                continue
+            taken[cls] = taken.get(cls, 0) + 1
+            key = prefix + rel
+            out.append(StagedImage(key, split, report.classes[cls], cls, self.get_object(key)))
+        return sorted(out, key=lambda im: im.class_index)
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -1,0 +1,13 @@
+"""Scones Unlimited operator dashboard: `streamlit run app.py` (or `make run`)."""
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="Scones Unlimited", page_icon=":material/bakery_dining:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/stage.py", title="Stage data", icon=":material/inventory_2:", url_path="stage"),
+]
+
+st.navigation(PAGES).run()

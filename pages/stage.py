@@ -1,0 +1,150 @@
+"""Stage: choose a CIFAR-100 source and classes, stage them, see what was written."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError
+from backend.settings import DEFAULT_CLASSES
+from ui.charts import class_balance_chart, counts_frame
+from ui.state import backend
+from ui.widgets import image_grid, show_error
+
+SOURCES = {
+    "Bundled sample (offline, 1,200 real images)": "sample",
+    "Official download (169 MB, falls back to the sample offline)": "official",
+    "Local file path": "path",
+    "Upload an archive": "upload",
+}
+
+st.title("Stage data")
+st.caption("The CIFAR-100 python archive, filtered to the classes you choose, written to the bucket as PNGs "
+           "under `train/` and `test/` with SageMaker `.lst` files. Labels come from `fine_labels`, never filenames.")
+
+try:
+    b = backend()
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
+
+
+@st.cache_data(show_spinner=False)
+def label_names(source: str) -> tuple[str, ...]:
+    return backend().label_names(source)
+
+
+def source_ui() -> tuple[str | None, bytes | None, str]:
+    """Returns (source, uploaded bytes, uploaded file name)."""
+    choice = SOURCES[st.radio("Source", list(SOURCES), key="stage_source")]
+    if choice == "path":
+        path = st.text_input("Archive path on this machine", placeholder="/data/cifar-100-python.tar.gz", key="stage_path")
+        return (path.strip() or None), None, ""
+    if choice == "upload":
+        up = st.file_uploader("CIFAR-100 python archive (.tar.gz)", type=["gz", "tgz"], key="stage_upload")
+        return ("upload" if up else None), (up.getvalue() if up else None), (up.name if up else "")
+    return choice, None, ""
+
+
+def start(source: str, data: bytes | None, filename: str, classes: list[str]) -> None:
+    try:
+        if source == "upload":
+            source = b.save_upload(filename, data or b"")
+        job_id = b.start_staging(source, classes, fallback_to_sample=(source == "official"))
+        st.session_state["stage_job"] = job_id
+    except SconesError as exc:
+        show_error(exc)
+
+
+tab_stage, tab_explore = st.tabs(["Stage", "Explore archive"])
+
+with tab_stage:
+    with st.container(border=True):
+        source, data, filename = source_ui()
+        names = label_names("sample")
+        classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
+                                 default=list(DEFAULT_CLASSES), key="stage_classes")
+        running = b.latest_job("stage")
+        busy = running is not None and running.status == JOB_IN_PROGRESS
+        if st.button("Start staging", type="primary", disabled=busy or source is None, key="stage_start"):
+            if len(classes) < 2:
+                st.error("Choose at least two classes: a classifier needs two or more.")
+            else:
+                start(source, data, filename, classes)
+                st.rerun()
+
+    job = b.latest_job("stage")
+    active = job is not None and job.status == JOB_IN_PROGRESS
+
+    @st.fragment(run_every=0.5 if active else None)
+    def progress_view() -> None:
+        current = b.latest_job("stage")
+        if current is None:
+            return
+        if current.status == JOB_IN_PROGRESS:
+            st.progress(current.progress, text=f"{current.job_id}: {current.message}")
+            st.session_state["stage_watching"] = current.job_id
+        elif st.session_state.pop("stage_watching", None) == current.job_id:
+            st.rerun()  # the job just ended: redraw the whole page with its report
+        elif current.status != JOB_COMPLETED:
+            st.error(f"Staging {current.status.lower()}: {current.failure_reason}", icon=":material/error:")
+
+    progress_view()
+
+    report = b.latest_stage_report()
+    if report is None:
+        st.info("No data staged yet: choose a source and classes, then Start staging.")
+    else:
+        total = sum(sum(c.values()) for c in report.counts.values())
+        st.subheader("Staged dataset")
+        if report.note:
+            st.warning(report.note)
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Images", f"{total:,}")
+        m2.metric("Classes", len(report.classes))
+        m3.metric("Seconds", f"{report.seconds:.2f}")
+        m4.metric("Source", report.source if len(report.source) < 24 else "local file")
+        df = counts_frame(report.counts)
+        left, right = st.columns([2, 3])
+        with left:
+            table = df.pivot(index="class", columns="split", values="images").reindex(list(report.classes))
+            st.dataframe(table, key="stage_counts")
+            st.markdown(
+                f"Bucket `s3://{report.bucket}/` · images under `{report.train_prefix}` and `{report.test_prefix}` · "
+                f"lists `{report.train_lst}`, `{report.test_lst}`"
+            )
+        with right:
+            st.altair_chart(class_balance_chart(df), use_container_width=True)
+        st.subheader("Sample images")
+        split = st.segmented_control("Split", ["train", "test"], default="train", key="stage_sample_split") or "train"
+        samples = b.staged_samples(split, per_class=8)
+        for cls in report.classes:
+            st.markdown(f"**{cls}**")
+            image_grid([(s.data, s.key.rsplit('/', 1)[-1]) for s in samples if s.label == cls], columns=8)
+
+with tab_explore:
+    st.caption("Look inside an archive before staging it: its files, the pickles' keys and array shapes, "
+               "and the 100 fine / 20 coarse label names.")
+    which = st.selectbox("Archive", ["Bundled sample", "Official download (once downloaded)", "Local file path"], key="explore_which")
+    target = {"Bundled sample": "sample", "Official download (once downloaded)": "official"}.get(which)
+    if target is None:
+        target = st.text_input("Archive path", key="explore_path").strip() or None
+    if target and st.button("Explore", key="explore_go"):
+        try:
+            info = b.archive_info(target)
+        except SconesError as exc:
+            show_error(exc)
+        else:
+            st.markdown("**Files**")
+            st.dataframe(pd.DataFrame([vars(m) for m in info.members]), hide_index=True)
+            st.markdown("**Pickle keys**")
+            st.dataframe(pd.DataFrame([
+                {"pickle": p, "key": a.key, "kind": a.kind, "shape": " x ".join(map(str, a.shape)), "dtype": a.dtype}
+                for p, arrays in info.pickles.items() for a in arrays
+            ]), hide_index=True)
+            c1, c2 = st.columns(2)
+            c1.markdown(f"**{len(info.fine_label_names)} fine labels**")
+            c1.dataframe(pd.DataFrame({"fine label": info.fine_label_names}), height=300)
+            c2.markdown(f"**{len(info.coarse_label_names)} coarse labels**")
+            c2.dataframe(pd.DataFrame({"coarse label": info.coarse_label_names}), height=300)
+            st.markdown("**Images per fine label present**")
+            st.dataframe(pd.DataFrame(info.counts).fillna(0).astype(int), height=200)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from backend import get_backend
+from backend.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_data() -> Path:
+    """The shared real data: $SCONES_SHARED_DATA, else a `shared/data` folder beside the checkout."""
+    env = os.environ.get("SCONES_SHARED_DATA")
+    candidates = [Path(env)] if env else [p / "shared" / "data" for p in REPO.parents]
+    for c in candidates:
+        if (c / "cifar-100-python.tar.gz").is_file():
+            return c
+    raise RuntimeError(
+        "The shared CIFAR mirror was not found: set SCONES_SHARED_DATA to the folder holding "
+        "cifar-100-python.tar.gz, index.csv and samples/."
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _shared_data()
+
+
+@pytest.fixture(scope="session")
+def mirror_archive(shared_data: Path) -> Path:
+    return shared_data / "cifar-100-python.tar.gz"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    ws = tmp_path / "workspace"
+    monkeypatch.setenv("SCONES_HOME", str(ws))
+    monkeypatch.delenv("SCONES_BACKEND", raising=False)
+    return ws
+
+
+@pytest.fixture
+def backend(home: Path):
+    return get_backend(load_settings())

@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the pages: chart builders (pure) and small widgets."""
