@@ -45,14 +45,15 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
     return choice, None, ""
 
 
-def start(source: str, data: bytes | None, filename: str, classes: list[str]) -> None:
+def start(source: str, data: bytes | None, filename: str, classes: list[str]) -> bool:
     try:
         if source == "upload":
             source = b.save_upload(filename, data or b"")
-        job_id = b.start_staging(source, classes, fallback_to_sample=(source == "official"))
-        st.session_state["stage_job"] = job_id
+        b.start_staging(source, classes, fallback_to_sample=(source == "official"))
     except SconesError as exc:
         show_error(exc)
+        return False
+    return True
 
 
 tab_stage, tab_explore = st.tabs(["Stage", "Explore archive"])
@@ -68,8 +69,7 @@ with tab_stage:
         if st.button("Start staging", type="primary", disabled=busy or source is None, key="stage_start"):
             if len(classes) < 2:
                 st.error("Choose at least two classes: a classifier needs two or more.")
-            else:
-                start(source, data, filename, classes)
+            elif start(source, data, filename, classes):
                 st.rerun()
 
     job = b.latest_job("stage")
@@ -107,13 +107,13 @@ with tab_stage:
         left, right = st.columns([2, 3])
         with left:
             table = df.pivot(index="class", columns="split", values="images").reindex(list(report.classes))
-            st.dataframe(table, key="stage_counts")
+            st.dataframe(table)
             st.markdown(
                 f"Bucket `s3://{report.bucket}/` · images under `{report.train_prefix}` and `{report.test_prefix}` · "
                 f"lists `{report.train_lst}`, `{report.test_lst}`"
             )
         with right:
-            st.altair_chart(class_balance_chart(df), use_container_width=True)
+            st.altair_chart(class_balance_chart(df), width="stretch")
         st.subheader("Sample images")
         split = st.segmented_control("Split", ["train", "test"], default="train", key="stage_sample_split") or "train"
         samples = b.staged_samples(split, per_class=8)

@@ -1,0 +1,95 @@
+"""Pages run headless with Streamlit's AppTest against a real local backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend_cache(home):
+    from ui.state import backend
+
+    backend.clear()
+    yield
+    backend.clear()
+
+
+def page(name: str) -> AppTest:
+    """The whole app (navigation included), switched to one page."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    if name != "home.py":
+        at.switch_page(f"pages/{name}")
+    return at
+
+
+def test_home_shows_six_steps_backend_and_workspace(home):
+    at = page("home.py").run()
+    assert not at.exception
+    assert [m.value for m in at.metric] == ["local", str(home)]
+    titles = sorted(m.value for m in at.markdown if m.value.startswith("#### "))
+    assert titles == ["#### 1 · Stage", "#### 2 · Train", "#### 3 · Deploy", "#### 4 · Workflow",
+                      "#### 5 · Monitor", "#### 6 · Clean up"]
+    assert sum("not started" in m.value for m in at.markdown) == 6
+
+
+def test_home_reflects_a_staged_dataset(home, backend):
+    backend.stage_data("sample")
+    at = page("home.py").run()
+    assert not at.exception
+    assert any("done" in m.value for m in at.markdown)
+    assert any("1,200 images of bicycle, motorcycle" in c.value for c in at.caption)
+
+
+def test_stage_page_defaults_and_empty_state(home):
+    at = page("stage.py").run()
+    assert not at.exception
+    assert at.multiselect(key="stage_classes").value == ["bicycle", "motorcycle"]
+    assert len(at.multiselect(key="stage_classes").options) == 100
+    assert any("No data staged yet" in i.value for i in at.info)
+
+
+def test_stage_page_starts_a_job_and_shows_the_report(home, backend):
+    at = page("stage.py").run()
+    at.button(key="stage_start").click().run()
+    assert not at.exception
+    job = backend.latest_job("stage")
+    assert job is not None
+    assert backend.wait_job(job.job_id, timeout=60).status == "Completed"
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.metric][:2] == ["1,200", "2"]
+    table = at.dataframe[0].value
+    assert table.loc["bicycle", "train"] == 500 and table.loc["motorcycle", "test"] == 100
+    assert any(m.value == "**bicycle**" for m in at.markdown)
+
+
+def test_stage_page_rejects_one_class_and_a_missing_path(home, backend):
+    at = page("stage.py").run()
+    at.multiselect(key="stage_classes").set_value(["bicycle"]).run()
+    at.button(key="stage_start").click().run()
+    assert any("at least two classes" in e.value for e in at.error)
+    at.multiselect(key="stage_classes").set_value(["bicycle", "motorcycle"])
+    at.radio(key="stage_source").set_value("Local file path").run()
+    at.text_input(key="stage_path").input("/no/such.tar.gz").run()
+    at.button(key="stage_start").click().run()
+    assert any("No archive file at /no/such.tar.gz" in e.value for e in at.error)
+    assert backend.latest_job("stage") is None
+    assert not at.exception
+
+
+def test_explore_archive_view(home):
+    at = page("stage.py").run()
+    at.button(key="explore_go").click().run()
+    assert not at.exception
+    frames = [d.value for d in at.dataframe]
+    members = frames[0]
+    assert list(members["name"]) == ["cifar-100-python", "cifar-100-python/meta", "cifar-100-python/test",
+                                     "cifar-100-python/train"]
+    keys = frames[1]
+    data_row = keys[(keys["pickle"] == "train") & (keys["key"] == "data")].iloc[0]
+    assert data_row["shape"] == "1000 x 3072" and data_row["dtype"] == "uint8"
+    assert len(frames[2]) == 100 and len(frames[3]) == 20

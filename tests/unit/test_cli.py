@@ -1,0 +1,83 @@
+"""The `scones` command line as a contract: flags, JSON keys, exit codes (run as a real process)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCONES = [sys.executable, "-m", "backend.cli"]
+
+
+def scones(*args: str, home: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SCONES_")}
+    if home:
+        e["SCONES_HOME"] = str(home)
+    e.update(env or {})
+    return subprocess.run([*SCONES, *args], capture_output=True, text=True, env=e, timeout=120)
+
+
+def test_stage_mirror_json_counts(tmp_path, mirror_archive):
+    r = scones("stage", "--source", str(mirror_archive), "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # exactly one JSON document on stdout
+    assert doc["counts"] == {"train": {"bicycle": 500, "motorcycle": 500}, "test": {"bicycle": 100, "motorcycle": 100}}
+    for key in ("classes", "bucket", "train_prefix", "test_prefix", "train_lst", "test_lst", "seconds"):
+        assert key in doc
+    assert (tmp_path / "buckets" / doc["bucket"] / doc["train_lst"]).is_file()
+
+
+def test_global_flags_before_or_after_the_command_and_precedence(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r1 = scones("--home", str(a), "--json", "status", home=b)
+    r2 = scones("status", "--home", str(a), "--json", home=b)
+    for r in (r1, r2):
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["home"] == str(a) and doc["backend"] == "local"
+        assert set(doc["steps"]) == {"stage", "train", "deploy", "workflow", "monitor"}
+        assert doc["steps"]["stage"] == {"state": "not_started", "detail": "No data staged yet."}
+    env_only = json.loads(scones("status", "--json", home=b).stdout)
+    assert env_only["home"] == str(b)
+
+
+def test_status_after_staging_and_text_output(tmp_path):
+    assert scones("stage", "--source", "sample", home=tmp_path).returncode == 0
+    r = scones("status", home=tmp_path)
+    assert r.returncode == 0 and "stage" in r.stdout and "done" in r.stdout
+    doc = json.loads(scones("--json", "status", home=tmp_path).stdout)
+    assert doc["steps"]["stage"]["state"] == "done"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("stage", "--source", "/no/such/file.tar.gz"), "No archive file at /no/such/file.tar.gz"),
+    (("stage", "--source", "sample", "--classes", "bicycle"), "at least two"),
+    (("frobnicate",), "invalid choice"),
+    ((), "Name a command"),
+    (("--backend", "gcp", "status"), "invalid choice"),
+])
+def test_bad_usage_exits_2_with_one_sentence(tmp_path, args, message):
+    r = scones(*args, "--json", home=tmp_path) if args else scones(home=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.stdout == ""
+
+
+def test_a_staging_job_that_fails_exits_1(tmp_path):
+    bad = tmp_path / "x.tar.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    r = scones("stage", "--source", str(bad), "--json", home=tmp_path / "ws")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "Failed" and "not a tar archive" in doc["error"]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_environment_is_exit_2(tmp_path):
+    r = scones("status", home=tmp_path, env={"SCONES_BACKEND": "mars"})
+    assert r.returncode == 2 and "Unknown backend 'mars'" in r.stderr

@@ -1,0 +1,122 @@
+"""Store, database, settings and worker jobs of the local workspace."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.api import JOB_COMPLETED, JOB_FAILED, ResourceInUse, ResourceNotFound, ValidationError
+from backend.local.db import Database
+from backend.local.store import LocalStore
+from backend.settings import OFFICIAL_CIFAR_MD5, OFFICIAL_CIFAR_URL, load_settings
+
+
+def test_store_roundtrip_listing_and_atomic_writes(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("scones-unlimited", "train/a.png", b"1")
+    store.put_many("scones-unlimited", {"train/b.png": b"22", "test/c.png": b"333", "train.lst": b"x"})
+    assert [o.key for o in store.list("scones-unlimited", "train/")] == ["train/a.png", "train/b.png"]
+    assert [o.key for o in store.list("scones-unlimited", "train")] == ["train.lst", "train/a.png", "train/b.png"]
+    assert store.get("scones-unlimited", "test/c.png") == b"333"
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert store.delete_prefix("scones-unlimited", "train/") == 2
+    assert not (tmp_path / "scones-unlimited" / "train").exists()  # empty folders pruned
+    with pytest.raises(ResourceNotFound, match="No object s3://scones-unlimited/train/a.png"):
+        store.get("scones-unlimited", "train/a.png")
+    with pytest.raises(ValidationError, match="Bucket name"):
+        store.put("../x", "k", b"")
+
+
+def test_store_refuses_symlink_escape_planted_by_hand(tmp_path):
+    store = LocalStore(tmp_path / "b")
+    store.put("scones-unlimited", "ok", b"1")
+    (tmp_path / "b" / "scones-unlimited" / "link").symlink_to(tmp_path)
+    with pytest.raises(ValidationError, match="outside bucket"):
+        store.put("scones-unlimited", "link/escaped", b"1")
+
+
+def test_database_wal_and_versioned_schema(tmp_path):
+    db = Database(tmp_path / "s.db")
+    assert db.query_one("PRAGMA journal_mode")[0] == "wal"
+    assert db.query_one("SELECT version FROM schema_versions WHERE component='core'")["version"] == 1
+    assert db.migrate("extra", ("CREATE TABLE t1(x INTEGER)", "ALTER TABLE t1 ADD COLUMN y TEXT")) == 2
+    Database(tmp_path / "s.db").migrate("extra", ("CREATE TABLE t1(x INTEGER)", "ALTER TABLE t1 ADD COLUMN y TEXT"))
+    db.execute("INSERT INTO t1(x, y) VALUES(1, 'a')")
+    with pytest.raises(RuntimeError, match="newer version"):
+        Database(tmp_path / "s.db").migrate("extra", ("CREATE TABLE t1(x INTEGER)",))
+
+
+def test_database_rolls_back_a_failed_transaction(tmp_path):
+    db = Database(tmp_path / "s.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO datasets(bucket, state, updated) VALUES('b', 'staged', 'now')")
+            conn.execute("INSERT INTO datasets(bucket, state, updated) VALUES('b', 'staged', 'now')")
+    assert db.query("SELECT * FROM datasets") == []
+
+
+def test_settings_precedence_flag_env_default(tmp_path):
+    default = load_settings({})
+    assert default.home == Path("~/.scones").expanduser().resolve() and default.backend == "local"
+    assert default.cifar_url == OFFICIAL_CIFAR_URL and default.cifar_md5 == OFFICIAL_CIFAR_MD5
+    env = load_settings({"SCONES_HOME": str(tmp_path / "env"), "SCONES_BACKEND": "aws", "SCONES_CIFAR_MD5": "ABC"})
+    assert env.home == tmp_path / "env" and env.backend == "aws" and env.cifar_md5 == "abc"
+    flagged = env.with_overrides(home=str(tmp_path / "flag"), backend="local")
+    assert flagged.home == tmp_path / "flag" and flagged.backend == "local"
+    with pytest.raises(ValidationError, match="Unknown backend 'gcp'"):
+        load_settings({"SCONES_BACKEND": "gcp"})
+    with pytest.raises(ValidationError, match="SCONES_THRESHOLD"):
+        load_settings({"SCONES_THRESHOLD": "high"})
+
+
+def test_staging_job_runs_in_a_worker_process(backend):
+    job_id = backend.start_staging("sample")
+    job = backend.wait_job(job_id, timeout=60)
+    assert job.status == JOB_COMPLETED, job.failure_reason
+    assert job.result["counts"]["train"] == {"bicycle": 500, "motorcycle": 500}
+    assert job.progress == 1.0
+    assert backend.step_statuses()["stage"].state == "done"
+
+
+def test_a_failed_job_keeps_its_reason_and_status_shows_failed(backend, tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"nope")
+    job = backend.wait_job(backend.start_staging(str(bad)), timeout=60)
+    assert job.status == JOB_FAILED
+    assert "not a tar archive" in job.failure_reason
+    status = backend.step_statuses()["stage"]
+    assert status.state == "failed" and "not a tar archive" in status.detail
+
+
+def test_killed_worker_is_failed_as_soon_as_anyone_looks(backend):
+    job_id = backend.jobs.create("stage", {"source": "sample", "classes": ["bicycle", "motorcycle"]})
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    backend.jobs.set_pid(job_id, proc.pid)
+    assert backend.describe_job(job_id).status == "InProgress"
+    with pytest.raises(ResourceInUse, match="still running"):
+        backend.start_staging("sample")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    job = backend.describe_job(job_id)
+    assert job.status == JOB_FAILED
+    assert "exited unexpectedly" in job.failure_reason
+
+
+def test_stop_ends_a_running_job(backend):
+    job_id = backend.jobs.create("stage", {})
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    backend.jobs.set_pid(job_id, proc.pid)
+    job = backend.stop_job(job_id)
+    assert job.status == "Stopped"
+    proc.wait(timeout=10)
+    assert backend.describe_job(job_id).status == "Stopped"
+
+
+def test_unknown_job_is_a_named_error(backend):
+    with pytest.raises(ResourceNotFound, match="No job named 'nope'"):
+        backend.describe_job("nope")
