@@ -148,6 +148,21 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A member's bytes in one object, read in chunks: tarfile's stream mode would otherwise hold
+    three copies of a 150 MB pickle at once (chunk list, join, slice)."""
+    f = tar.extractfile(member)
+    chunks: list[bytes] = []
+    remaining = member.size
+    while remaining:
+        chunk = f.read(min(remaining, 4 << 20))
+        if not chunk:
+            raise ArchiveError(f"The archive member {member.name!r} is cut short: the archive is truncated.")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_archive(path: Path | str, progress: Progress = _no_progress,
                  span: tuple[float, float] = (0.0, 1.0), want_splits: tuple[str, ...] = SPLITS) -> Archive:
     """One streaming pass over a .tar.gz: check every member, unpickle meta/train/test."""
@@ -179,8 +194,7 @@ def read_archive(path: Path | str, progress: Progress = _no_progress,
                 if member.size > limit:
                     raise ArchiveError(f"The archive member {member.name!r} is {member.size:,} bytes, larger than any CIFAR file.")
                 ts = time.perf_counter()
-                fobj = tar.extractfile(member)
-                found[part.name] = safe_load_pickle(fobj, part.name)
+                found[part.name] = safe_load_pickle(io.BytesIO(_member_bytes(tar, member)), part.name)
                 timings[f"unpickle_{part.name}"] = time.perf_counter() - ts
         except (tarfile.ReadError, EOFError, zlib.error, OSError) as exc:
             raise ArchiveError(f"{path.name} is truncated or corrupt ({type(exc).__name__}): download it again.") from None

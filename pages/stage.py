@@ -106,7 +106,8 @@ with tab_stage:
         df = counts_frame(report.counts)
         left, right = st.columns([2, 3])
         with left:
-            table = df.pivot(index="class", columns="split", values="images").reindex(list(report.classes))
+            table = df.pivot(index="class", columns="split", values="images").reindex(
+                index=list(report.classes), columns=[s for s in ("train", "test") if s in report.counts])
             st.dataframe(table)
             st.markdown(
                 f"Bucket `s3://{report.bucket}/` · images under `{report.train_prefix}` and `{report.test_prefix}` · "

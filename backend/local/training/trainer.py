@@ -1,0 +1,356 @@
+"""The training loop of the local image-classification algorithm, on numpy arrays.
+
+Input: validated `Hyperparameters`, the training images (uint8, N x H x W x C) with their class
+indices, and optionally a validation set. Each epoch ends with a callback that receives the
+algorithm's metrics (`train:accuracy`, `train:loss`, `validation:accuracy`); a stop check runs
+between batches. The loop knows nothing about buckets, SQLite or processes: the service feeds it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from backend.local.training.hyperparameters import Hyperparameters
+from backend.local.training.model import ResNet, build_resnet
+
+EpochCallback = Callable[[dict[str, float]], None]
+StopCheck = Callable[[], bool]
+Log = Callable[[str], None]
+
+CROP_PAD = 4  # pixels of zero padding before a random crop of an image already at image_shape
+HOLDOUT_FRACTION = 0.2
+
+
+class TrainingStopped(Exception):
+    """The stop check asked the loop to end early (the job becomes Stopped, not Failed)."""
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64, 0..num_classes-1
+    keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError("images must be a uint8 array of shape (N, H, W, C)")
+        if len(self.images) != len(self.labels):
+            raise ValueError("images and labels must have the same length")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        keys = [self.keys[i] for i in index] if self.keys else []
+        return ImageSet(self.images[index], self.labels[index], keys)
+
+
+@dataclass
+class TrainResult:
+    model: ResNet  # float32, eval mode, on the CPU
+    mean: tuple[float, ...]  # per-channel mean and std of the training pixels (0..1 scale)
+    std: tuple[float, ...]
+    epochs: list[dict[str, float]]
+    epoch_seconds: list[float]
+    stopped_early: bool
+    device: str
+
+
+def holdout_split(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified (train, hold-out) index split of the training data, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    train_idx, hold_idx = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_hold = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
+        hold_idx.append(idx[:n_hold])
+        train_idx.append(idx[n_hold:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(hold_idx))
+
+
+# -- image preparation ---------------------------------------------------------------------------
+
+
+def fit_images(images: np.ndarray, hp: Hyperparameters) -> np.ndarray:
+    """Images at the size training crops from: shortest side = `resize` when set, else image_shape."""
+    channels, height, width = hp.image_shape
+    n, h, w, c = images.shape
+    if hp.resize:
+        scale = hp.resize / min(h, w)
+        size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    else:
+        size = (width, height)
+    if (w, h) != size:
+        images = np.stack([np.asarray(Image.fromarray(im.squeeze(-1) if c == 1 else im).resize(size, Image.BILINEAR))
+                           .reshape(size[1], size[0], c) for im in images])
+    if channels == 1 and images.shape[-1] == 3:
+        images = np.round(images @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+    elif channels == 3 and images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in 0..1."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    top, left = (x.shape[2] - height) // 2, (x.shape[3] - width) // 2
+    return x[:, :, top:top + height, left:left + width]
+
+
+# -- augmentation (batched, on tensors) ----------------------------------------------------------
+
+
+def random_crop_flip(x: torch.Tensor, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    if x.shape[2] == height and x.shape[3] == width:
+        x = F.pad(x, (CROP_PAD, CROP_PAD, CROP_PAD, CROP_PAD))
+    top = torch.randint(0, x.shape[2] - height + 1, (n,), generator=gen)
+    left = torch.randint(0, x.shape[3] - width + 1, (n,), generator=gen)
+    rows = (top[:, None] + torch.arange(height))[:, None, :, None]
+    cols = (left[:, None] + torch.arange(width))[:, None, None, :]
+    x = x[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def _rgb_to_hls(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc, minc = x.max(1).values, x.min(1).values
+    light = (maxc + minc) / 2
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    sat = torch.where(delta > 0, delta / torch.where(light <= 0.5, maxc + minc, 2.0 - maxc - minc).clamp_min(1e-6),
+                      torch.zeros_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    hue = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    return hue, light, sat
+
+
+def _hls_to_rgb(h: torch.Tensor, light: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    m2 = torch.where(light <= 0.5, light * (1.0 + s), light + s - light * s)
+    m1 = 2.0 * light - m2
+
+    def channel(hue: torch.Tensor) -> torch.Tensor:
+        hue = hue % 1.0
+        return torch.where(hue < 1 / 6, m1 + (m2 - m1) * hue * 6.0,
+                           torch.where(hue < 0.5, m2,
+                                       torch.where(hue < 2 / 3, m1 + (m2 - m1) * (2 / 3 - hue) * 6.0, m1)))
+
+    return torch.stack([channel(h + 1 / 3), channel(h), channel(h - 1 / 3)], 1)
+
+
+def random_hls(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The algorithm's crop_color shifts: hue +-36 (of OpenCV's 180), saturation and lightness +-50 (of 255)."""
+    if x.shape[1] != 3:
+        return x
+    n = x.shape[0]
+    dh = (torch.rand(n, generator=gen) * 72 - 36) / 180.0
+    ds = (torch.rand(n, generator=gen) * 100 - 50) / 255.0
+    dl = (torch.rand(n, generator=gen) * 100 - 50) / 255.0
+    h, light, s = _rgb_to_hls(x)
+    h = h + dh[:, None, None]
+    light = (light + dl[:, None, None]).clamp(0, 1)
+    s = (s + ds[:, None, None]).clamp(0, 1)
+    return _hls_to_rgb(h, light, s).clamp(0, 1)
+
+
+def random_affine(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """crop_color_transform: rotation up to 10 degrees, shear up to 0.1, aspect ratio change up to 0.25."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+    shear = (torch.rand(n, generator=gen) * 2 - 1) * 0.1
+    aspect = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.25
+    sx, sy = torch.sqrt(aspect), 1 / torch.sqrt(aspect)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = cos * sx
+    theta[:, 0, 1] = -sin * sx + shear
+    theta[:, 1, 0] = sin * sy
+    theta[:, 1, 1] = cos * sy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment(x: torch.Tensor, hp: Hyperparameters, gen: torch.Generator) -> torch.Tensor:
+    _, height, width = hp.image_shape
+    if hp.augmentation_type is None:
+        return center_crop(x, height, width)
+    x = random_crop_flip(x, height, width, gen)
+    if hp.augmentation_type in ("crop_color", "crop_color_transform"):
+        x = random_hls(x, gen)
+    if hp.augmentation_type == "crop_color_transform":
+        x = random_affine(x, gen)
+    return x
+
+
+# -- optimisation --------------------------------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if hp.optimizer in ("sgd", "nag"):
+        nesterov = hp.optimizer == "nag" and hp.momentum > 0
+        return torch.optim.SGD(params, lr=hp.learning_rate, momentum=hp.momentum,
+                               weight_decay=hp.weight_decay, nesterov=nesterov)
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.learning_rate, betas=(hp.beta_1, hp.beta_2), eps=hp.eps)
+    if hp.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=hp.learning_rate, alpha=hp.gamma, eps=hp.eps)
+    raise ValueError(f"unknown optimizer {hp.optimizer}")
+
+
+def learning_rate_at(epoch: int, hp: Hyperparameters) -> float:
+    """Step schedule: multiplied by lr_scheduler_factor after each epoch listed in lr_scheduler_step."""
+    drops = sum(1 for step in hp.lr_scheduler_step if epoch > step)
+    return hp.learning_rate * hp.lr_scheduler_factor ** drops
+
+
+class EarlyStopping:
+    """The algorithm's rule: after min_epochs, stop when validation accuracy has not improved by a
+    relative `tolerance` for `patience` epochs."""
+
+    def __init__(self, hp: Hyperparameters):
+        self.enabled = hp.early_stopping
+        self.min_epochs, self.patience, self.tolerance = (
+            hp.early_stopping_min_epochs, hp.early_stopping_patience, hp.early_stopping_tolerance)
+        self.best: float | None = None
+        self.since_best = 0
+
+    def should_stop(self, epoch: int, accuracy: float | None) -> bool:
+        if not self.enabled or accuracy is None:
+            return False
+        improved = self.best is None or (
+            accuracy > self.best if self.best == 0 else (accuracy - self.best) / self.best > self.tolerance)
+        if improved:
+            self.best, self.since_best = accuracy, 0
+        else:
+            self.since_best += 1
+        return epoch >= self.min_epochs and self.since_best >= self.patience
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device, hp: Hyperparameters):
+    """precision_dtype=float16: float16 autocast on CUDA, bfloat16 on CPUs (float32 weights either way)."""
+    if hp.precision_dtype != "float16":
+        return nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  device: torch.device, hp: Hyperparameters, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        xb = ((x[i:i + batch] - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, hp):
+            logits = model(xb)
+        out.append(torch.softmax(logits.float(), 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, hp.num_classes)
+
+
+def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None = None, *,
+          seed: int = 0, on_epoch: EpochCallback | None = None, should_stop: StopCheck | None = None,
+          log: Log | None = None, device: torch.device | None = None, threads: int | None = None) -> TrainResult:
+    """Train the ResNet `hp.num_layers` names; raises TrainingStopped when `should_stop()` turns true."""
+    log = log or (lambda line: None)
+    device = device or pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    _, height, width = hp.image_shape
+
+    x_train = to_tensor(fit_images(train_set.images, hp))
+    y_train = torch.from_numpy(train_set.labels)
+    mean = x_train.mean((0, 2, 3), keepdim=True)
+    std = x_train.std((0, 2, 3), keepdim=True).clamp_min(1e-3)
+    x_val = y_val = None
+    if validation is not None and len(validation):
+        x_val = center_crop(to_tensor(fit_images(validation.images, hp)), height, width)
+        y_val = torch.from_numpy(validation.labels)
+
+    model = build_resnet(hp.num_layers, hp.num_classes, hp.image_shape).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, hp)
+    stopper = EarlyStopping(hp)
+    n = len(x_train)
+    batch = min(hp.mini_batch_size, n)
+    log(f"Network: {model.arch.description}; {sum(p.numel() for p in model.parameters()):,} parameters; "
+        f"device {device.type}; precision {hp.precision_dtype}; {n} training images, "
+        f"{0 if x_val is None else len(x_val)} validation images.")
+
+    history: list[dict[str, float]] = []
+    epoch_seconds: list[float] = []
+    stopped_early = False
+    for epoch in range(1, hp.epochs + 1):
+        started = time.perf_counter()
+        lr = learning_rate_at(epoch, hp)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        if n % batch == 1 and n > 1:  # a batch of one image cannot be batch-normalised
+            order = order[:-1]
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i in range(0, len(order), batch):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"Stopped during epoch {epoch}.")
+            idx = order[i:i + batch]
+            xb = augment(x_train[idx], hp, gen)
+            xb = ((xb - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+            yb = y_train[idx].to(device)
+            with autocast_for(device, hp):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"The training loss became {loss_sum} in epoch {epoch}: lower learning_rate (now {hp.learning_rate}).")
+        metrics = {"epoch": float(epoch), "train:accuracy": correct / seen, "train:loss": loss_sum / seen}
+        if x_val is not None:
+            probs = predict_proba(model, x_val, mean, std, device, hp)
+            metrics["validation:accuracy"] = float((probs.argmax(1) == y_val).float().mean())
+            if hp.top_k:
+                top = probs.topk(hp.top_k, 1).indices
+                metrics["validation:top_k_accuracy"] = float((top == y_val[:, None]).any(1).float().mean())
+        epoch_seconds.append(time.perf_counter() - started)
+        history.append(metrics)
+        log(f"Epoch[{epoch - 1}] lr={lr:g} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch")
+            + f" time={epoch_seconds[-1]:.2f}s")
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if stopper.should_stop(epoch, metrics.get("validation:accuracy")):
+            log(f"Early stopping after epoch {epoch}: validation accuracy has not improved for "
+                f"{hp.early_stopping_patience} epochs (best {stopper.best:.4f}).")
+            stopped_early = True
+            break
+
+    model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
+    return TrainResult(model, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()),
+                       history, epoch_seconds, stopped_early, device.type)
