@@ -306,3 +306,64 @@ class Evaluation:
     confusion_matrix: tuple[tuple[int, ...], ...]  # rows = true class, columns = predicted
     per_class: dict[str, dict[str, float]]  # {class: {"precision", "recall"}}
     worst: tuple[dict[str, Any], ...]  # [{"key", "label", "predicted", "confidence"}] most confidently wrong first
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment (SageMaker's CreateEndpointConfig / CreateEndpoint / InvokeEndpoint, as records)
+# ---------------------------------------------------------------------------------------------
+
+ENDPOINT_STATUSES = ("Creating", "InService", "Updating", "Deleting", "Failed", "OutOfService")
+VARIANT_NAME = "AllTraffic"
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    enabled: bool = True
+    sampling_percent: int = 100  # InitialSamplingPercentage, 0..100
+    destination: str = ""  # s3://bucket/prefix (the local bucket locally)
+    capture_input: bool = True
+    capture_output: bool = True
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    config_name: str
+    model_name: str
+    instance_type: str
+    capture: CaptureConfig
+    created: str
+    variant_name: str = VARIANT_NAME
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    endpoint_name: str
+    status: str  # ENDPOINT_STATUSES
+    config_name: str
+    model_name: str
+    created: str
+    updated: str
+    capture: CaptureConfig
+    failure_reason: str = ""
+    url: str = ""  # local: http://127.0.0.1:<port>; AWS: empty
+    backend: str = "local"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One InvokeEndpoint answer, with the class names of the model that gave it."""
+
+    probabilities: tuple[float, ...]
+    classes: tuple[str, ...]
+
+    @property
+    def index(self) -> int:
+        return max(range(len(self.probabilities)), key=self.probabilities.__getitem__)
+
+    @property
+    def label(self) -> str:
+        return self.classes[self.index]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.index]
