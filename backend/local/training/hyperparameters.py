@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 from backend.api import ValidationError
-from backend.local.training.model import IMAGENET_DEPTHS, SMALL_IMAGE_DEPTHS
+from backend.local.training.architectures import IMAGENET_DEPTHS, SMALL_IMAGE_DEPTHS
 
 Raw = Mapping[str, "str | int | float | bool"]
 

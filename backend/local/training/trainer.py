@@ -11,7 +11,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from backend.local.training.data import ImageSet
 from backend.local.training.hyperparameters import Hyperparameters
 from backend.local.training.model import ResNet, build_resnet
 
@@ -27,32 +28,10 @@ StopCheck = Callable[[], bool]
 Log = Callable[[str], None]
 
 CROP_PAD = 4  # pixels of zero padding before a random crop of an image already at image_shape
-HOLDOUT_FRACTION = 0.2
 
 
 class TrainingStopped(Exception):
     """The stop check asked the loop to end early (the job becomes Stopped, not Failed)."""
-
-
-@dataclass
-class ImageSet:
-    images: np.ndarray  # (N, H, W, C) uint8
-    labels: np.ndarray  # (N,) int64, 0..num_classes-1
-    keys: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise ValueError("images must be a uint8 array of shape (N, H, W, C)")
-        if len(self.images) != len(self.labels):
-            raise ValueError("images and labels must have the same length")
-        self.labels = np.asarray(self.labels, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray) -> "ImageSet":
-        keys = [self.keys[i] for i in index] if self.keys else []
-        return ImageSet(self.images[index], self.labels[index], keys)
 
 
 @dataclass
@@ -64,18 +43,6 @@ class TrainResult:
     epoch_seconds: list[float]
     stopped_early: bool
     device: str
-
-
-def holdout_split(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified (train, hold-out) index split of the training data, the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    train_idx, hold_idx = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_hold = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
-        hold_idx.append(idx[:n_hold])
-        train_idx.append(idx[n_hold:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(hold_idx))
 
 
 # -- image preparation ---------------------------------------------------------------------------

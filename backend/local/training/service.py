@@ -1,0 +1,487 @@
+"""Training jobs, models and evaluations of the local backend, with SageMaker's names and statuses.
+
+`TrainingService` is held by `LocalBackend`. A create call validates everything it can at once
+(hyperparameters, the staged channels) and raises `ValidationError` before any process starts;
+then a JobRunner worker process runs `run()`, which reads the channels from the bucket, trains,
+records each epoch's metrics as it ends and writes model.tar.gz atomically under the job's output
+path. The job's status is the JobRunner's (reconciled with the real process, so a killed worker
+reads Failed at once); the secondary status, the metrics and the artifact are this service's rows.
+
+Nothing here imports torch at module level: the dashboard process describes, lists, evaluates
+(onnxruntime) and stops jobs without it; only the worker's `run()` imports the trainer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from backend.api import (
+    JOB_COMPLETED, JOB_FAILED, JOB_IN_PROGRESS, JOB_STOPPED, Evaluation, Job, Model, ResourceInUse,
+    ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, ValidationError,
+)
+from backend.local.db import Database, dumps, loads
+from backend.local.jobs import JobRunner, utcnow
+from backend.local.store import LocalStore
+from backend.local.training import hyperparameters as hps
+from backend.local.training.architectures import architecture
+from backend.local.training.artifact import ArtifactError, load_artifact, read_members
+from backend.local.training.data import Channel, ImageSet, holdout_split, read_channel, read_lst
+from backend.local.training.evaluation import evaluate_predictions, evaluation_from_dict, evaluation_to_dict
+
+JOB_KIND = "train"
+VALIDATION_CHOICES = ("test", "holdout")
+TRAIN_CHANNEL = Channel("train", "train/", "train.lst")
+TEST_CHANNEL = Channel("validation", "test/", "test.lst")
+MANIFEST_KEY = "dataset.json"
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's TrainingJobName / ModelName
+LOG_TAIL_BYTES = 256 * 1024
+STOP_POLL_SECONDS = 1.0
+
+TRAINING_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE training_jobs (
+        job_name          TEXT PRIMARY KEY,
+        job_id            TEXT NOT NULL UNIQUE,       -- the JobRunner job that runs it
+        hyperparameters   TEXT NOT NULL,              -- {name: string}, as SageMaker stores them
+        validation        TEXT NOT NULL,              -- test | holdout
+        seed              INTEGER NOT NULL,
+        secondary_status  TEXT NOT NULL,
+        transitions       TEXT NOT NULL DEFAULT '[]', -- [{"status", "start", "message"}]
+        output_path       TEXT NOT NULL,              -- s3://bucket/output/<job_name>/output/model.tar.gz
+        model_artifact    TEXT,                       -- set once the artifact is completely written
+        classes           TEXT NOT NULL DEFAULT '[]',
+        created           TEXT NOT NULL
+    );
+    CREATE INDEX training_jobs_created ON training_jobs(created);
+    CREATE TABLE training_metrics (
+        job_name  TEXT NOT NULL REFERENCES training_jobs(job_name) ON DELETE CASCADE,
+        epoch     INTEGER NOT NULL,
+        metrics   TEXT NOT NULL,
+        recorded  TEXT NOT NULL,
+        PRIMARY KEY (job_name, epoch)
+    );
+    CREATE TABLE models (
+        model_name      TEXT PRIMARY KEY,
+        job_name        TEXT NOT NULL,
+        model_artifact  TEXT NOT NULL,
+        classes         TEXT NOT NULL,
+        image_shape     TEXT NOT NULL,
+        metrics         TEXT NOT NULL,
+        created         TEXT NOT NULL
+    );
+    CREATE TABLE evaluations (
+        job_name    TEXT NOT NULL,
+        data_digest TEXT NOT NULL,                    -- of test.lst: a re-staged test split is evaluated afresh
+        result      TEXT NOT NULL,
+        created     TEXT NOT NULL,
+        PRIMARY KEY (job_name, data_digest)
+    );
+    """,
+)
+
+
+def sagemaker_job_name(base: str = "image-classification") -> str:
+    """Like the SageMaker SDK's default: base name, UTC time to the millisecond."""
+    now = datetime.now(timezone.utc)
+    return f"{base}-{now:%Y-%m-%d-%H-%M-%S}-{now.microsecond // 1000:03d}"
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValidationError(
+            f"{what} {name!r} is not valid: use 1 to 63 letters, digits and hyphens, starting with a letter or digit.")
+    return name
+
+
+class TrainingService:
+    def __init__(self, db: Database, store: LocalStore, bucket: str, jobs: JobRunner, settings: Any = None):
+        self.db, self.store, self.bucket, self.jobs, self.settings = db, store, bucket, jobs, settings
+        self.backend_name = getattr(jobs, "backend_name", "local")
+        db.migrate("training", TRAINING_MIGRATIONS)
+
+    # -- what the form needs -------------------------------------------------------------------
+
+    def hyperparameter_specs(self) -> list[dict[str, Any]]:
+        """Every hyperparameter of the algorithm: name, help, default (string or None), choices, required."""
+        out = []
+        for spec in hps.SPECS:
+            choices = None
+            if spec.parse in (hps.flag01,):
+                choices = ["0", "1"]
+            elif spec.parse is hps.true_false:
+                choices = ["True", "False"]
+            elif spec.name in ("optimizer", "augmentation_type", "kv_store", "precision_dtype"):
+                choices = list({"optimizer": hps.OPTIMIZERS, "augmentation_type": hps.AUGMENTATIONS,
+                                "kv_store": hps.KV_STORES, "precision_dtype": hps.PRECISIONS}[spec.name])
+            elif spec.name == "num_layers":
+                choices = [str(n) for n in hps.NUM_LAYERS]
+            default = None if spec.default in (None, ()) else hps.format_value(spec.default)
+            out.append({"name": spec.name, "help": hps.help_text(spec.name), "default": default,
+                        "choices": choices, "required": spec.required, "allowed": spec.allowed})
+        return out
+
+    def default_hyperparameters(self, preset: str = "local") -> dict[str, str]:
+        """A preset ('local': chosen for CPU training here; 'sagemaker': the notebook's values for AWS),
+        with num_classes and num_training_samples taken from the staged data when there is any."""
+        if preset not in hps.PRESETS:
+            raise ValidationError(f"Unknown preset {preset!r}: choose one of {', '.join(hps.PRESETS)}.")
+        values = dict(hps.PRESETS[preset])
+        try:
+            rows = read_lst(self.store, self.bucket, TRAIN_CHANNEL)
+        except (ResourceNotFound, ValidationError):
+            return values
+        values["num_training_samples"] = str(len(rows))
+        values["num_classes"] = str(max(len(self._dataset_classes()), max(label for _, label, _ in rows) + 1))
+        return values
+
+    def describe_network(self, num_layers: int | str, image_shape: str = "3,32,32") -> str:
+        try:
+            _, h, w = hps.image_shape(image_shape)
+            return architecture(int(num_layers), min(h, w)).description
+        except ValueError:
+            return ""
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def create_training_job(self, hyperparameters: dict[str, str | int | float], job_name: str | None = None,
+                            validation: str = "test", seed: int | None = None) -> str:
+        """Validate at once (ValidationError names the problem), then start a worker; returns the job name."""
+        hp = hps.validate(hyperparameters)
+        if validation not in VALIDATION_CHOICES:
+            raise ValidationError(f"validation={validation!r} is not valid: use 'test' (the staged test split, as "
+                                  "the workflow does) or 'holdout' (20% of the training data).")
+        classes = self._check_data(hp, validation)
+        if job_name is None:
+            job_name = sagemaker_job_name()
+            while self._row(job_name) is not None:
+                time.sleep(0.002)
+                job_name = sagemaker_job_name()
+        _check_name(job_name, "Training job name")
+        if self._row(job_name) is not None:
+            raise ResourceInUse(f"A training job named {job_name!r} already exists: choose another name.")
+        running = self.jobs.running(JOB_KIND)
+        if running:
+            name = self._name_for_job_id(running[0].job_id) or running[0].job_id
+            raise ResourceLimitExceeded(
+                f"Training job {name} is still running and local training runs one job at a time: "
+                "wait for it to end or stop it.")
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        stored = hps.as_strings(hp, hyperparameters)
+        job_id = self.jobs.create(JOB_KIND, {"job_name": job_name})
+        now = utcnow()
+        self.db.execute(
+            "INSERT INTO training_jobs(job_name, job_id, hyperparameters, validation, seed, secondary_status, "
+            "transitions, output_path, classes, created) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (job_name, job_id, dumps(stored), validation, seed, "Starting",
+             dumps([{"status": "Starting", "start": now, "message": "Launching the training worker process."}]),
+             f"s3://{self.bucket}/{self.artifact_key(job_name)}", dumps(classes), now),
+        )
+        try:
+            self.jobs.spawn(job_id)
+        except OSError as exc:
+            self.jobs.fail(job_id, f"The training worker process could not start ({exc}).")
+        return job_name
+
+    @staticmethod
+    def artifact_key(job_name: str) -> str:
+        return f"output/{job_name}/output/model.tar.gz"
+
+    def describe_training_job(self, name: str) -> TrainingJob:
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"No training job named {name!r}: list the training jobs to see their names.")
+        return self._record(row)
+
+    def list_training_jobs(self, limit: int = 100) -> list[TrainingJob]:
+        rows = self.db.query("SELECT * FROM training_jobs ORDER BY created DESC LIMIT ?", (limit,))
+        return [self._record(r) for r in rows]
+
+    def stop_training_job(self, name: str) -> TrainingJob:
+        """Stop a running job (its worker gets SIGTERM); a job that has already ended is returned as it is."""
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"No training job named {name!r}: list the training jobs to see their names.")
+        job = self.jobs.stop(row["job_id"])
+        if job.status == JOB_STOPPED:
+            self._transition(name, "Stopped", "Stopped by the operator.")
+        return self._record(self._row(name))
+
+    def training_log(self, name: str) -> str:
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"No training job named {name!r}: list the training jobs to see their names.")
+        path = self.jobs.logs_dir / f"{row['job_id']}.log"
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - LOG_TAIL_BYTES))
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def step_status(self) -> StepStatus:
+        """The dashboard's 'train' step: the newest training job."""
+        jobs = self.list_training_jobs(limit=1)
+        if not jobs:
+            return StepStatus("train", "not_started", "No training job yet.")
+        job = jobs[0]
+        if job.status == JOB_IN_PROGRESS:
+            return StepStatus("train", "in_progress", f"{job.job_name}: {job.secondary_status}, epoch "
+                              f"{len(job.epochs)} of {job.hyperparameters.get('epochs', '30')}.")
+        if job.status == JOB_COMPLETED:
+            acc = job.final_metrics.get("validation:accuracy")
+            tail = f", validation accuracy {acc:.3f}" if acc is not None else ""
+            return StepStatus("train", "done", f"{job.job_name} completed{tail}.")
+        return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}: {job.failure_reason}")
+
+    # -- models --------------------------------------------------------------------------------
+
+    def create_model(self, job_name: str, model_name: str | None = None) -> Model:
+        """As CreateModel: a name bound to a Completed job's complete artifact."""
+        job = self.describe_training_job(job_name)
+        if job.status != JOB_COMPLETED or not job.model_artifact:
+            raise ValidationError(f"Training job {job_name} is {job.status}; only a Completed job has a model artifact.")
+        model_name = _check_name(model_name or job_name, "Model name")
+        if self.db.query_one("SELECT 1 FROM models WHERE model_name=?", (model_name,)):
+            raise ValidationError(f"Cannot create already existing model {model_name!r}: choose another name.")
+        meta, _ = read_members(self.store.get(self.bucket, self.artifact_key(job_name)))
+        self.db.execute(
+            "INSERT INTO models(model_name, job_name, model_artifact, classes, image_shape, metrics, created) "
+            "VALUES(?,?,?,?,?,?,?)",
+            (model_name, job_name, job.model_artifact, dumps(meta["classes"]), dumps(meta["image_shape"]),
+             dumps(job.final_metrics), utcnow()),
+        )
+        return self.describe_model(model_name)
+
+    def describe_model(self, name: str) -> Model:
+        row = self.db.query_one("SELECT * FROM models WHERE model_name=?", (name,))
+        if row is None:
+            raise ResourceNotFound(f"No model named {name!r}: create one from a Completed training job.")
+        return self._model(row)
+
+    def list_models(self) -> list[Model]:
+        return [self._model(r) for r in self.db.query("SELECT * FROM models ORDER BY created DESC")]
+
+    def _model(self, row: Any) -> Model:
+        return Model(
+            model_name=row["model_name"], job_name=row["job_name"], model_artifact=row["model_artifact"],
+            created=row["created"], classes=tuple(loads(row["classes"])),
+            image_shape=tuple(loads(row["image_shape"])), metrics=loads(row["metrics"]), backend=self.backend_name,
+        )
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, name: str) -> Evaluation:
+        """The job's model (its artifact, through onnxruntime as the endpoint will) on the staged test split."""
+        job = self.describe_training_job(name)
+        if job.status != JOB_COMPLETED or not job.model_artifact:
+            raise ValidationError(f"Training job {name} is {job.status}; evaluate a Completed job.")
+        lst_bytes = self.store.get(self.bucket, TEST_CHANNEL.lst_key)
+        digest = hashlib.sha256(lst_bytes).hexdigest()[:16]
+        cached = self.db.query_one("SELECT result FROM evaluations WHERE job_name=? AND data_digest=?", (name, digest))
+        if cached:
+            return evaluation_from_dict(loads(cached["result"]))
+        model = load_artifact(self.store.get(self.bucket, self.artifact_key(name)), threads=min(2, os.cpu_count() or 1))
+        channels, height, width = model.image_shape
+        test = read_channel(self.store, self.bucket, TEST_CHANNEL, size=(width, height))
+        if int(test.labels.max()) >= len(model.classes):
+            raise ValidationError(
+                f"The staged test split has class {int(test.labels.max())} but the model knows {len(model.classes)} "
+                "classes: the data was re-staged with other classes; train again.")
+        images = test.images
+        if images.shape[1:3] != (height, width):
+            images = _resize_all(images, (width, height))
+        if channels == 1:
+            images = (images @ [0.299, 0.587, 0.114]).round().astype("uint8")[..., None]
+        probabilities = model.predict(images)
+        result = evaluate_predictions(name, model.classes, test.labels, probabilities, test.keys)
+        self.db.execute(
+            "INSERT OR REPLACE INTO evaluations(job_name, data_digest, result, created) VALUES(?,?,?,?)",
+            (name, digest, dumps(evaluation_to_dict(result)), utcnow()),
+        )
+        return result
+
+    # -- the worker side -----------------------------------------------------------------------
+
+    def run(self, job: Job, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        """Called in the worker process: download the channels, train, upload model.tar.gz."""
+        from backend.local.training import trainer
+        from backend.local.training.artifact import build_artifact, export_onnx
+
+        name = job.params["job_name"]
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"Training job {name} has no record; it cannot run.")
+        hp = hps.validate(loads(row["hyperparameters"]))
+        log = _printer()
+        started = time.perf_counter()
+        log(f"Training job {name} (worker pid {os.getpid()}); hyperparameters: {loads(row['hyperparameters'])}")
+
+        self._transition(name, "Downloading", "Reading the train and validation channels from the bucket.")
+        progress(0.02, "Downloading")
+        train_set, validation_set = self._load_channels(hp, row["validation"])
+        log(f"Read {len(train_set)} training and {len(validation_set)} validation images "
+            f"({'test split' if row['validation'] == 'test' else '20% hold-out of the training data'}) "
+            f"in {time.perf_counter() - started:.2f} s.")
+
+        self._transition(name, "Training", "Training image classification model.")
+        progress(0.05, f"Training: epoch 0 of {hp.epochs}")
+        last_check = [0.0, False]
+
+        def should_stop() -> bool:
+            now = time.monotonic()
+            if now - last_check[0] >= STOP_POLL_SECONDS:
+                last_check[0] = now
+                last_check[1] = self.jobs.describe(job.job_id).status != JOB_IN_PROGRESS
+            return last_check[1]
+
+        def on_epoch(metrics: dict[str, float]) -> None:
+            epoch = int(metrics["epoch"])
+            self.db.execute(
+                "INSERT OR REPLACE INTO training_metrics(job_name, epoch, metrics, recorded) VALUES(?,?,?,?)",
+                (name, epoch, dumps(metrics), utcnow()),
+            )
+            progress(0.05 + 0.9 * epoch / hp.epochs, f"Training: epoch {epoch} of {hp.epochs}")
+            print("#metrics " + json.dumps({k: round(v, 6) for k, v in metrics.items()}), flush=True)
+
+        try:
+            result = trainer.train(hp, train_set, validation_set, seed=int(row["seed"]), on_epoch=on_epoch,
+                                   should_stop=should_stop, log=log)
+        except trainer.TrainingStopped as exc:
+            log(str(exc))
+            raise SystemExit(143) from None
+        except FloatingPointError as exc:
+            raise ValidationError(str(exc)) from None
+        train_seconds = time.perf_counter() - started
+
+        self._transition(name, "Uploading", "Uploading the generated training model.")
+        progress(0.97, "Uploading")
+        classes = self._class_names(loads(row["classes"]), hp.num_classes)
+        final = {k: v for k, v in result.epochs[-1].items() if k != "epoch"} if result.epochs else {}
+        onnx_bytes = export_onnx(result.model, result.mean, result.std, hp.image_shape)
+        data = build_artifact(onnx_bytes, classes=classes, image_shape=hp.image_shape, mean=result.mean,
+                              std=result.std, hyperparameters=loads(row["hyperparameters"]), metrics=final,
+                              job_name=name, network=result.model.arch.description)
+        key = self.artifact_key(name)
+        self.store.put(self.bucket, key, data)  # atomic: a reader never sees half an archive
+        uri = f"s3://{self.bucket}/{key}"
+        self.db.execute("UPDATE training_jobs SET model_artifact=? WHERE job_name=?", (uri, name))
+        self._transition(name, "Completed", "Training job completed.")
+        log(f"Wrote {uri} ({len(data):,} bytes). Total {time.perf_counter() - started:.1f} s.")
+        return {
+            "job_name": name, "model_artifact": uri, "metrics": final, "epochs": len(result.epochs),
+            "stopped_early": result.stopped_early, "epoch_seconds": [round(s, 3) for s in result.epoch_seconds],
+            "train_seconds": round(train_seconds, 3), "total_seconds": round(time.perf_counter() - started, 3),
+            "device": result.device,
+        }
+
+    def _load_channels(self, hp: hps.Hyperparameters, validation: str) -> tuple[ImageSet, ImageSet]:
+        _, height, width = hp.image_shape
+        size = None if hp.resize else (width, height)
+        train_set = read_channel(self.store, self.bucket, TRAIN_CHANNEL, size=size)
+        if len(train_set) != hp.num_training_samples:
+            raise ValidationError(
+                f"num_training_samples={hp.num_training_samples} does not match the train channel, which holds "
+                f"{len(train_set)} images: set it to {len(train_set)}.")
+        if validation == "holdout":
+            train_idx, hold_idx = holdout_split(train_set.labels)
+            return train_set.subset(train_idx), train_set.subset(hold_idx)
+        return train_set, read_channel(self.store, self.bucket, TEST_CHANNEL, size=size)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_data(self, hp: hps.Hyperparameters, validation: str) -> list[str]:
+        """The staged channels exist and agree with num_training_samples and num_classes."""
+        train_rows = read_lst(self.store, self.bucket, TRAIN_CHANNEL)
+        if len(train_rows) != hp.num_training_samples:
+            raise ValidationError(
+                f"num_training_samples={hp.num_training_samples} does not match the train channel "
+                f"(s3://{self.bucket}/{TRAIN_CHANNEL.lst_key} lists {len(train_rows)} images): set it to {len(train_rows)}.")
+        labels = {label for _, label, _ in train_rows}
+        if validation == "test":
+            labels |= {label for _, label, _ in read_lst(self.store, self.bucket, TEST_CHANNEL)}
+        if max(labels) >= hp.num_classes:
+            raise ValidationError(
+                f"num_classes={hp.num_classes} is not valid: the staged lists use class indices up to {max(labels)}, "
+                f"so use at least {max(labels) + 1}.")
+        return self._dataset_classes()
+
+    def _dataset_classes(self) -> list[str]:
+        try:
+            return list(json.loads(self.store.get(self.bucket, MANIFEST_KEY)).get("classes", []))
+        except (ResourceNotFound, ValueError, AttributeError):
+            return []
+
+    @staticmethod
+    def _class_names(staged: list[str], num_classes: int) -> list[str]:
+        return [staged[i] if i < len(staged) else f"class_{i}" for i in range(num_classes)]
+
+    def _row(self, name: str) -> Any:
+        return self.db.query_one("SELECT * FROM training_jobs WHERE job_name=?", (name,))
+
+    def _name_for_job_id(self, job_id: str) -> str | None:
+        row = self.db.query_one("SELECT job_name FROM training_jobs WHERE job_id=?", (job_id,))
+        return row["job_name"] if row else None
+
+    def _transition(self, name: str, status: str, message: str) -> None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT transitions FROM training_jobs WHERE job_name=?", (name,)).fetchone()
+            transitions = loads(row["transitions"]) if row else []
+            if transitions and transitions[-1]["status"] == status:
+                return
+            transitions.append({"status": status, "start": utcnow(), "message": message})
+            conn.execute("UPDATE training_jobs SET secondary_status=?, transitions=? WHERE job_name=?",
+                         (status, dumps(transitions), name))
+
+    def _record(self, row: Any) -> TrainingJob:
+        job = self.jobs.describe(row["job_id"])  # reconciles a dead worker to Failed
+        name = row["job_name"]
+        secondary = row["secondary_status"]
+        if job.status == JOB_FAILED:
+            secondary = "Failed"
+        elif job.status == JOB_STOPPED:
+            secondary = "Stopped"
+        elif job.status == JOB_COMPLETED:
+            secondary = "Completed"
+        ended = job.updated if job.done else None
+        end_time = _parse_time(ended) if ended else datetime.now(timezone.utc)
+        seconds = max(0.0, (end_time - _parse_time(row["created"])).total_seconds())
+        epochs = tuple(
+            loads(r["metrics"]) for r in
+            self.db.query("SELECT metrics FROM training_metrics WHERE job_name=? ORDER BY epoch", (name,))
+        )
+        return TrainingJob(
+            job_name=name, status=job.status, secondary_status=secondary,
+            hyperparameters=loads(row["hyperparameters"]), created=row["created"], ended=ended,
+            seconds=seconds, failure_reason=job.failure_reason if job.status == JOB_FAILED else "",
+            epochs=epochs, model_artifact=row["model_artifact"] if job.status == JOB_COMPLETED else None,
+            backend=self.backend_name,
+        )
+
+
+def _resize_all(images: Any, size: tuple[int, int]) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images])
+
+
+def _printer() -> Callable[[str], None]:
+    def log(line: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"[{stamp}] {line}", file=sys.stdout, flush=True)
+    return log
+
+
+__all__ = ["TrainingService", "TRAINING_MIGRATIONS", "JOB_KIND", "ArtifactError"]
