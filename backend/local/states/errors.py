@@ -58,10 +58,7 @@ class StatesFailure(Exception):
 
     def error_output(self) -> dict:
         """The JSON a Catcher hands on (`{"Error", "Cause"}`)."""
-        out = {"Error": self.error}
-        if self.cause is not None:
-            out["Cause"] = self.cause
-        return out
+        return {"Error": self.error or "", "Cause": self.cause or ""}
 
 
 class TaskError(StatesFailure):

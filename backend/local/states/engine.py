@@ -1,0 +1,419 @@
+"""StatesEngine: start, describe, list, stop and trace executions of ASL definitions.
+
+An execution runs on a worker thread of this process (or on the caller's thread with
+`run_execution`). Its events collect in memory and reach SQLite in batches: a background flusher
+writes what is pending a few times a second, and the final status goes in one transaction with the
+last events. Every row carries the runner's identity (pid + process start time), so an engine that
+starts later can tell an execution that is still running elsewhere from one whose runner died,
+and ends the latter as FAILED with States.Runtime instead of leaving it RUNNING forever.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from backend.local.db import Database
+
+from . import errors, store
+from .machine import Machine, compile_machine
+from .runner import RunnerIdentity
+from .runtime import HISTORY_LIMIT, Clock, History, Run, RunInfo, Scope
+from .state_types.base import run_block, serialize
+from .values import PAYLOAD_LIMIT_BYTES, dumps, to_datetime, utf8_size
+
+STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+_TERMINAL_EVENT = {
+    "SUCCEEDED": ("ExecutionSucceeded", "executionSucceededEventDetails"),
+    "FAILED": ("ExecutionFailed", "executionFailedEventDetails"),
+    "TIMED_OUT": ("ExecutionTimedOut", "executionTimedOutEventDetails"),
+    "ABORTED": ("ExecutionAborted", "executionAbortedEventDetails"),
+}
+_BAD_NAME = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
+
+Resolver = Callable[[str, Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    """One execution as DescribeExecution shows it; input and output are JSON text."""
+
+    arn: str
+    name: str
+    state_machine_name: str
+    status: str
+    input: str
+    output: str | None
+    error: str | None
+    cause: str | None
+    start_date: datetime
+    stop_date: datetime | None
+
+    @property
+    def input_value(self) -> Any:
+        return json.loads(self.input)
+
+    @property
+    def output_value(self) -> Any:
+        return None if self.output is None else json.loads(self.output)
+
+    @property
+    def done(self) -> bool:
+        return self.status != "RUNNING"
+
+
+class _Active:
+    """Engine-side bookkeeping of one execution running in this process."""
+
+    def __init__(self, run: Run, machine: Machine):
+        self.run = run
+        self.machine = machine
+        self.flush_lock = threading.Lock()
+        self.cancel_timeout: Callable[[], None] | None = None
+
+
+class StatesEngine:
+    """A local Step Functions: runs definitions, keeps executions and history in SQLite."""
+
+    def __init__(self, db: Database, resolver: Resolver | None = None, *, clock: Clock | None = None,
+                 region: str = "us-east-1", account_id: str = "123456789012", role_arn: str | None = None,
+                 flush_interval: float = 0.25, history_limit: int = HISTORY_LIMIT):
+        self.db = db
+        self.db.migrate("states", store.STATES_MIGRATIONS)
+        self.resolver = resolver
+        self.clock = clock or Clock()
+        self.region = region
+        self.account_id = account_id
+        self.role_arn = role_arn or f"arn:aws:iam::{account_id}:role/scones-local-states"
+        self.flush_interval = flush_interval
+        self.history_limit = history_limit
+        self.runner = RunnerIdentity.current()
+        self._active: dict[str, _Active] = {}
+        self._lock = threading.Lock()
+        self._flush_wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self.recover_lost_executions()
+
+    # --- starting -------------------------------------------------------------------------------
+
+    def start_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
+                        state_machine_name: str = "local") -> str:
+        """Start an execution on a worker thread; returns its ARN at once."""
+        active, existing = self._begin(definition, input, name, state_machine_name)
+        if existing is not None:
+            return existing
+        threading.Thread(target=self._execute, args=(active,), daemon=True,
+                         name=f"states-{active.run.info.name}"[:60]).start()
+        return active.run.info.arn
+
+    def run_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
+                      state_machine_name: str = "local") -> ExecutionRecord:
+        """Run an execution to its end on the calling thread; returns its description."""
+        active, existing = self._begin(definition, input, name, state_machine_name)
+        if existing is not None:
+            return self.wait(existing)
+        self._execute(active)
+        return self.describe_execution(active.run.info.arn)
+
+    def _begin(self, definition, input, name, state_machine_name) -> tuple[_Active | None, str | None]:
+        machine = compile_machine(definition)
+        name = str(uuid.uuid4()) if name is None else name
+        _check_name(name, "execution name")
+        _check_name(state_machine_name, "state machine name")
+        input_value, input_text = _read_input(input)
+        arn = f"arn:aws:states:{self.region}:{self.account_id}:execution:{state_machine_name}:{name}"
+        start = self.clock.now()
+        info = RunInfo(arn=arn, name=name, state_machine_name=state_machine_name,
+                       state_machine_arn=f"arn:aws:states:{self.region}:{self.account_id}:stateMachine:{state_machine_name}",
+                       role_arn=self.role_arn, region=self.region, input_value=input_value, start_time=start)
+        history = History(limit=self.history_limit)
+        history.on_pressure = self._flush_wake.set
+        history.append("ExecutionStarted", 0, start, "executionStartedEventDetails",
+                       {"input": input_text, "inputDetails": {"truncated": False}, "roleArn": self.role_arn})
+        active = _Active(None, machine)  # type: ignore[arg-type]
+        active.run = Run(info, self.clock, self.resolver, history,
+                         lambda status, error, cause: self._close(active, status, None, error, cause))
+        try:
+            with self.db.transaction() as conn:
+                store.insert_execution(conn, {
+                    "arn": arn, "name": name, "state_machine_name": state_machine_name,
+                    "definition": machine.text, "input": input_text, "start_date": start,
+                    "runner_pid": self.runner.pid, "runner_start": self.runner.start,
+                })
+                store.write_events(conn, arn, history.take())
+        except sqlite3.IntegrityError:
+            return None, self._existing(arn, input_text, machine.text)
+        with self._lock:
+            self._active[arn] = active
+        if machine.timeout_seconds:
+            active.cancel_timeout = self.clock.call_later(
+                machine.timeout_seconds,
+                lambda: active.run.halt("TIMED_OUT", errors.TIMEOUT,
+                                        f"The execution ran longer than its TimeoutSeconds ({machine.timeout_seconds} s)."),
+            )
+        self._ensure_flusher()
+        return active, None
+
+    def _existing(self, arn: str, input_text: str, definition_text: str) -> str:
+        """StartExecution with the name of a running execution and the same input is idempotent."""
+        with self.db.connect() as conn:
+            row = store.get_execution(conn, arn)
+        if (row is not None and row["status"] == "RUNNING" and row["input"] == input_text
+                and row["definition"] == definition_text):
+            return arn
+        raise errors.ExecutionAlreadyExists(
+            f"An execution named '{arn.rsplit(':', 1)[1]}' already exists for state machine "
+            f"'{arn.split(':')[-2]}'; choose another name."
+        )
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def _execute(self, active: _Active) -> None:
+        run = active.run
+        try:
+            output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
+            text = serialize(output, "execution output")
+            self._close(active, "SUCCEEDED", text, None, None)
+        except errors.StatesFailure as failure:
+            self._close(active, "FAILED", None, failure.error, failure.cause)
+        except errors.ExecutionHalted:
+            pass
+        except Exception as e:  # never leave an execution RUNNING because of an engine bug
+            self._close(active, "FAILED", None, errors.RUNTIME, f"The local states engine failed: {e!r}")
+        finally:
+            if active.cancel_timeout is not None:
+                active.cancel_timeout()
+            if run.halted is None:
+                run.halted = "DONE"
+            run.stopper.set()
+            with self._lock:
+                self._active.pop(run.info.arn, None)
+            run.done.set()
+
+    def _close(self, active: _Active, status: str, output: str | None, error: str | None, cause: str | None) -> bool:
+        """Write the terminal event and status with whatever events are still pending."""
+        run = active.run
+        etype, key = _TERMINAL_EVENT[status]
+        if status == "SUCCEEDED":
+            details = {"output": output, "outputDetails": {"truncated": False}}
+        else:
+            details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
+        with active.flush_lock:
+            try:
+                run.history.append(etype, None, self.clock.now(), key, details, terminal=True)
+            except errors.ExecutionHalted:
+                return False  # someone else closed it first
+            events = run.history.take()
+            with self.db.transaction() as conn:
+                if store.status_of(conn, run.info.arn) != "RUNNING":
+                    return False  # stopped from another process: its ExecutionAborted stands
+                store.write_events(conn, run.info.arn, events)
+                store.close_execution(conn, run.info.arn, status, output, error, cause, self.clock.now())
+        return True
+
+    # --- flushing ---------------------------------------------------------------------------------
+
+    def _ensure_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="states-flusher")
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            self._flush_wake.wait(self.flush_interval)
+            self._flush_wake.clear()
+            with self._lock:
+                actives = list(self._active.values())
+            for active in actives:
+                try:
+                    self._flush(active)
+                except sqlite3.Error:
+                    pass  # the next round or the final close writes them
+            if actives:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 5:
+                with self._lock:
+                    if not self._active:
+                        self._flusher = None
+                        return
+
+    def _flush(self, active: _Active) -> None:
+        run = active.run
+        with active.flush_lock:
+            events = run.history.take()
+            if not events:
+                return
+            with self.db.transaction() as conn:
+                if store.status_of(conn, run.info.arn) != "RUNNING":
+                    stopped_elsewhere = True
+                else:
+                    stopped_elsewhere = False
+                    store.write_events(conn, run.info.arn, events)
+        if stopped_elsewhere:
+            with run.history.lock:
+                run.history.closed = True
+            run.halted = run.halted or "STOPPED"
+            run.stopper.set()
+
+    def flush(self) -> None:
+        """Write every pending event now (tests and shutdown)."""
+        with self._lock:
+            actives = list(self._active.values())
+        for active in actives:
+            self._flush(active)
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def describe_execution(self, arn: str) -> ExecutionRecord:
+        with self.db.connect() as conn:
+            row = store.get_execution(conn, arn)
+        if row is None:
+            raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
+        if row["status"] == "RUNNING" and self._lost(row["runner_pid"], row["runner_start"]):
+            self._mark_lost(arn, row["runner_pid"])
+            return self.describe_execution(arn)
+        return _record(row)
+
+    def list_executions(self, state_machine_name: str | None = None, status: str | None = None) -> list[ExecutionRecord]:
+        if status is not None and status not in STATUSES:
+            raise errors.ValidationError(f"Status filter must be one of {', '.join(STATUSES)}, got '{status}'.")
+        self.recover_lost_executions()
+        with self.db.connect() as conn:
+            rows = store.list_executions(conn, state_machine_name, status)
+        return [_record(r) for r in rows]
+
+    def get_execution_history(self, arn: str, reverse_order: bool = False) -> list[dict]:
+        """Events in AWS's shape: id, previousEventId, type, timestamp and the ...EventDetails."""
+        with self._lock:
+            active = self._active.get(arn)
+        if active is not None:
+            with active.flush_lock:
+                with self.db.connect() as conn:
+                    rows = store.get_events(conn, arn)
+                with active.run.history.lock:
+                    rows += list(active.run.history.pending)
+        else:
+            with self.db.connect() as conn:
+                if store.get_execution(conn, arn) is None:
+                    raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
+                rows = store.get_events(conn, arn)
+        events = []
+        for eid, prev, etype, ts, key, details in rows:
+            event = {"timestamp": to_datetime(ts), "type": etype, "id": eid, "previousEventId": prev}
+            if key is not None:
+                event[key] = details if details is not None else {}
+            events.append(event)
+        return events[::-1] if reverse_order else events
+
+    def wait(self, arn: str, timeout: float | None = None) -> ExecutionRecord:
+        """Block until the execution ends or `timeout` seconds pass; returns its description."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            active = self._active.get(arn)
+        if active is not None:
+            active.run.done.wait(timeout)
+            return self.describe_execution(arn)
+        while True:
+            record = self.describe_execution(arn)
+            if record.done or (deadline is not None and time.monotonic() >= deadline):
+                return record
+            pause = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    # --- stopping ----------------------------------------------------------------------------------
+
+    def stop_execution(self, arn: str, error: str | None = None, cause: str | None = None) -> ExecutionRecord:
+        """Stop a running execution: it ends ABORTED at once, and its Waits and loops wake up."""
+        with self._lock:
+            active = self._active.get(arn)
+        if active is not None and active.run.halt("ABORTED", error, cause):
+            return self.describe_execution(arn)
+        with self.db.transaction() as conn:
+            status = store.status_of(conn, arn)
+            if status is None:
+                raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
+            if status == "RUNNING":
+                self._append_terminal(conn, arn, "ABORTED", error, cause)
+        return self.describe_execution(arn)
+
+    def _append_terminal(self, conn: sqlite3.Connection, arn: str, status: str, error: str | None, cause: str | None) -> None:
+        last = store.last_event(conn, arn)
+        etype, key = _TERMINAL_EVENT[status]
+        details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
+        now = self.clock.now()
+        store.write_events(conn, arn, [(last + 1, last, etype, now, key, details)])
+        store.close_execution(conn, arn, status, None, error, cause, now)
+
+    # --- runners that died -------------------------------------------------------------------------
+
+    def _lost(self, pid: int | None, start: str | None) -> bool:
+        if pid is None:
+            return True
+        identity = RunnerIdentity(pid, start or "")
+        if identity == self.runner:
+            return False
+        return not identity.alive()
+
+    def _mark_lost(self, arn: str, pid: int | None) -> None:
+        with self.db.transaction() as conn:
+            if store.status_of(conn, arn) == "RUNNING":
+                self._append_terminal(
+                    conn, arn, "FAILED", errors.RUNTIME,
+                    f"The runner of this execution (process {pid}) is gone: it stopped before the execution "
+                    "ended, so the execution was lost. Start it again.",
+                )
+
+    def recover_lost_executions(self) -> list[str]:
+        """End as FAILED (States.Runtime) every RUNNING execution whose runner process is gone."""
+        with self.db.connect() as conn:
+            rows = store.running(conn)
+        lost = [r["arn"] for r in rows if self._lost(r["runner_pid"], r["runner_start"])]
+        for arn in lost:
+            self._mark_lost(arn, next(r["runner_pid"] for r in rows if r["arn"] == arn))
+        return lost
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= 80 or _BAD_NAME.search(name):
+        raise errors.InvalidName(
+            f"Invalid {what} {name!r}: use 1 to 80 characters without spaces, wildcards, brackets or "
+            "any of \" # % \\ ^ | ~ ` $ & , ; : /."
+        )
+
+
+def _read_input(value: Any) -> tuple[Any, str]:
+    if value is None:
+        return {}, "{}"
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8")
+    try:
+        if isinstance(value, str):
+            text, parsed = value, json.loads(value)
+        else:
+            text = dumps(value)
+            parsed = json.loads(text)
+    except RecursionError:
+        raise errors.InvalidExecutionInput("The execution input is nested too deeply.") from None
+    except (TypeError, ValueError) as e:
+        raise errors.InvalidExecutionInput(f"The execution input is not valid JSON: {e}.") from None
+    if utf8_size(text) > PAYLOAD_LIMIT_BYTES:
+        raise errors.InvalidExecutionInput(
+            f"The execution input is larger than {PAYLOAD_LIMIT_BYTES:,} bytes (Step Functions' payload quota)."
+        )
+    return parsed, text
+
+
+def _record(row: sqlite3.Row) -> ExecutionRecord:
+    return ExecutionRecord(
+        arn=row["arn"], name=row["name"], state_machine_name=row["state_machine_name"], status=row["status"],
+        input=row["input"], output=row["output"], error=row["error"], cause=row["cause"],
+        start_date=to_datetime(row["start_date"]), stop_date=to_datetime(row["stop_date"]),
+    )

@@ -1,0 +1,113 @@
+"""The engine's tables (prefixed sf_) and the SQL that reads and writes them.
+
+Events are written in batches: a transaction per flush (a few per second while an execution runs)
+and one when it ends, never one per event.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterable
+
+STATES_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sf_executions (
+        arn                 TEXT PRIMARY KEY,
+        name                TEXT NOT NULL,
+        state_machine_name  TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        definition          TEXT NOT NULL,
+        input               TEXT NOT NULL,
+        output              TEXT,
+        error               TEXT,
+        cause               TEXT,
+        start_date          REAL NOT NULL,
+        stop_date           REAL,
+        runner_pid          INTEGER,
+        runner_start        TEXT
+    );
+    CREATE INDEX sf_executions_machine ON sf_executions(state_machine_name, start_date);
+    CREATE INDEX sf_executions_status ON sf_executions(status);
+    CREATE TABLE sf_events (
+        execution_arn   TEXT NOT NULL,
+        id              INTEGER NOT NULL,
+        previous_id     INTEGER NOT NULL,
+        type            TEXT NOT NULL,
+        timestamp       REAL NOT NULL,
+        details_key     TEXT,
+        details         TEXT,
+        PRIMARY KEY (execution_arn, id)
+    ) WITHOUT ROWID
+    """,
+)
+
+_EXEC_COLUMNS = ("arn, name, state_machine_name, status, input, output, error, cause, start_date, stop_date, "
+                 "runner_pid, runner_start")
+
+
+def insert_execution(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO sf_executions(arn, name, state_machine_name, status, definition, input, start_date, "
+        "runner_pid, runner_start) VALUES(?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
+        (row["arn"], row["name"], row["state_machine_name"], row["definition"], row["input"],
+         row["start_date"], row["runner_pid"], row["runner_start"]),
+    )
+
+
+def write_events(conn: sqlite3.Connection, arn: str, events: Iterable[tuple]) -> None:
+    conn.executemany(
+        "INSERT INTO sf_events(execution_arn, id, previous_id, type, timestamp, details_key, details) "
+        "VALUES(?, ?, ?, ?, ?, ?, ?)",
+        [(arn, eid, prev, etype, ts, key, None if details is None else json.dumps(details, ensure_ascii=False))
+         for eid, prev, etype, ts, key, details in events],
+    )
+
+
+def status_of(conn: sqlite3.Connection, arn: str) -> str | None:
+    row = conn.execute("SELECT status FROM sf_executions WHERE arn=?", (arn,)).fetchone()
+    return None if row is None else row[0]
+
+
+def close_execution(conn: sqlite3.Connection, arn: str, status: str, output: str | None, error: str | None,
+                    cause: str | None, stop_date: float) -> int:
+    return conn.execute(
+        "UPDATE sf_executions SET status=?, output=?, error=?, cause=?, stop_date=? WHERE arn=? AND status='RUNNING'",
+        (status, output, error, cause, stop_date, arn),
+    ).rowcount
+
+
+def last_event(conn: sqlite3.Connection, arn: str) -> int:
+    row = conn.execute("SELECT MAX(id) FROM sf_events WHERE execution_arn=?", (arn,)).fetchone()
+    return row[0] or 0
+
+
+def get_execution(conn: sqlite3.Connection, arn: str) -> sqlite3.Row | None:
+    return conn.execute(f"SELECT {_EXEC_COLUMNS}, definition FROM sf_executions WHERE arn=?", (arn,)).fetchone()
+
+
+def list_executions(conn: sqlite3.Connection, state_machine_name: str | None, status: str | None) -> list[sqlite3.Row]:
+    sql = f"SELECT {_EXEC_COLUMNS} FROM sf_executions"
+    where, params = [], []
+    if state_machine_name is not None:
+        where.append("state_machine_name=?")
+        params.append(state_machine_name)
+    if status is not None:
+        where.append("status=?")
+        params.append(status)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return conn.execute(sql + " ORDER BY start_date DESC, rowid DESC", params).fetchall()
+
+
+def running(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT arn, runner_pid, runner_start FROM sf_executions WHERE status='RUNNING'"
+    ).fetchall()
+
+
+def get_events(conn: sqlite3.Connection, arn: str) -> list[tuple]:
+    rows = conn.execute(
+        "SELECT id, previous_id, type, timestamp, details_key, details FROM sf_events "
+        "WHERE execution_arn=? ORDER BY id", (arn,),
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5])) for r in rows]
