@@ -11,7 +11,8 @@ def get_backend(settings: Settings) -> Backend:
         from backend.local.backend import LocalBackend
 
         return LocalBackend(settings)
-    raise SconesError(
-        "The AWS backend is not part of this build yet; unset SCONES_BACKEND (or pass --backend local) "
-        "to use the local backend."
-    )
+    if settings.backend == "aws":
+        from backend.aws.backend import AwsBackend
+
+        return AwsBackend(settings)
+    raise SconesError(f"Unknown backend {settings.backend!r}: use 'local' or 'aws'.")

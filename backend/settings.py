@@ -14,6 +14,7 @@ from backend.api import ValidationError
 OFFICIAL_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 OFFICIAL_CIFAR_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 DEFAULT_CLASSES = ("bicycle", "motorcycle")
+LOCAL_BUCKET = "scones-unlimited"
 BACKENDS = ("local", "aws")
 SAMPLE_ARCHIVE = Path(__file__).resolve().parent / "sample_data" / "cifar-100-python.tar.gz"
 
@@ -24,9 +25,15 @@ class Settings:
     backend: str = "local"
     cifar_url: str = OFFICIAL_CIFAR_URL
     cifar_md5: str = OFFICIAL_CIFAR_MD5
-    bucket: str = "scones-unlimited"
+    bucket: str = ""  # empty: "scones-unlimited" locally, "sagemaker-<region>-<account>" on AWS
     download_timeout: float = 30.0
     threshold: float = 0.93
+    aws_region: str = ""  # empty: the standard chain (AWS_REGION, AWS_DEFAULT_REGION, profile)
+    sagemaker_role_arn: str = ""
+    lambda_role_arn: str = ""
+    states_role_arn: str = ""
+    training_instance_type: str = "ml.p3.2xlarge"
+    endpoint_instance_type: str = "ml.m5.xlarge"
 
     @property
     def db_path(self) -> Path:
@@ -87,7 +94,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         backend=_check_backend(env.get("SCONES_BACKEND") or "local"),
         cifar_url=env.get("SCONES_CIFAR_URL") or OFFICIAL_CIFAR_URL,
         cifar_md5=(env.get("SCONES_CIFAR_MD5") or OFFICIAL_CIFAR_MD5).lower(),
-        bucket=env.get("SCONES_BUCKET") or "scones-unlimited",
+        bucket=env.get("SCONES_BUCKET") or "",
         download_timeout=_float_env(env, "SCONES_DOWNLOAD_TIMEOUT", 30.0),
         threshold=threshold,
+        aws_region=env.get("SCONES_AWS_REGION") or "",
+        sagemaker_role_arn=env.get("SCONES_SAGEMAKER_ROLE_ARN") or "",
+        lambda_role_arn=env.get("SCONES_LAMBDA_ROLE_ARN") or "",
+        states_role_arn=env.get("SCONES_STATES_ROLE_ARN") or "",
+        training_instance_type=env.get("SCONES_TRAINING_INSTANCE_TYPE") or "ml.p3.2xlarge",
+        endpoint_instance_type=env.get("SCONES_ENDPOINT_INSTANCE_TYPE") or "ml.m5.xlarge",
     )

@@ -1,7 +1,7 @@
 """Stage a CIFAR-100 archive into a bucket: PNGs per split plus SageMaker .lst files.
 
 Shared by both backends: the local one writes to its on-disk store, the AWS one to S3, through the
-small `ObjectSink` interface. The dataset manifest (`dataset.json`) is written last and removed
+`ObjectStore` interface. The dataset manifest (`dataset.json`) is written last and removed
 first, so a run that fails half-way never leaves a dataset that looks staged.
 """
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Protocol
-
 import numpy as np
 
 from backend import cifar
 from backend.api import ValidationError
+from backend.objects import ObjectStore
 
 TRAIN_PREFIX = "train/"
 TEST_PREFIX = "test/"
@@ -25,21 +24,11 @@ PREFIXES = {"train": TRAIN_PREFIX, "test": TEST_PREFIX}
 LISTS = {"train": TRAIN_LST, "test": TEST_LST}
 
 
-class ObjectSink(Protocol):
-    bucket: str
-
-    def put_many(self, items: dict[str, bytes]) -> None: ...
-
-    def list_keys(self, prefix: str) -> list[str]: ...
-
-    def delete_keys(self, keys: list[str]) -> None: ...
-
-
-def stage_archive(path: Path, classes: list[str], sink: ObjectSink,
+def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
                   progress: cifar.Progress = cifar._no_progress, source: str = "") -> dict:
     """Returns the report fields (see `StageReport`); raises a named error and leaves no manifest."""
     t0 = time.perf_counter()
-    sink.delete_keys([MANIFEST] if MANIFEST in sink.list_keys(MANIFEST) else [])
+    sink.delete_keys([o.key for o in sink.list(MANIFEST) if o.key == MANIFEST])
     archive = cifar.read_archive(path, progress, span=(0.0, 0.6))
     ids = cifar.choose_classes(archive.fine_label_names, classes)
     selections = {name: cifar.select(archive.splits[name], ids) for name in cifar.SPLITS}
@@ -75,7 +64,7 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectSink,
 
     t2 = time.perf_counter()
     sink.put_many({LISTS[name]: cifar.lst_text(sel).encode() for name, sel in selections.items()})
-    stale = [k for name, prefix in PREFIXES.items() for k in sink.list_keys(prefix) if k not in written[name]]
+    stale = [o.key for name, prefix in PREFIXES.items() for o in sink.list(prefix) if o.key not in written[name]]
     sink.delete_keys(stale)
     counts = {
         name: {c: int(np.count_nonzero(sel.class_index == i)) for i, c in enumerate(classes)}

@@ -146,3 +146,28 @@ class LocalStore:
             except OSError:
                 return
             folder = folder.parent
+
+
+class LocalBucket:
+    """One bucket of the local store, as `backend.objects.ObjectStore`."""
+
+    def __init__(self, store: LocalStore, bucket: str):
+        self.store, self.bucket = store, check_bucket(bucket)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def get(self, key: str) -> bytes:
+        return self.store.get(self.bucket, key)
+
+    def put_many(self, items: dict[str, bytes], progress=None) -> None:
+        self.store.put_many(self.bucket, items)
+        if progress:
+            progress(len(items))
+
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        return self.store.list(self.bucket, prefix)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for key in keys:
+            self.store.delete(self.bucket, key)

@@ -1,0 +1,1 @@
+"""The AWS backend: boto3 clients for S3, SageMaker, Lambda and Step Functions."""

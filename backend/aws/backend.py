@@ -1,0 +1,54 @@
+"""The AWS backend: the shared workspace records, with the bucket on S3.
+
+Staging runs in a local worker process (reading and filtering the archive is quick) and uploads
+to S3. Training, deployment and the workflow on AWS arrive with the AWS backend issue; until then
+those steps say so in one sentence instead of pretending.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from backend.api import CredentialsError
+from backend.aws.errors import aws_errors
+from backend.aws.s3 import S3Bucket
+from backend.settings import Settings
+from backend.workspace import WorkspaceBackend
+
+CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16,
+                       user_agent_extra="scones-dashboard")
+
+
+class AwsBackend(WorkspaceBackend):
+    name = "aws"
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        with aws_errors("reading the AWS configuration"):
+            self.session = boto3.session.Session(region_name=settings.aws_region or None)
+
+    @cached_property
+    def region(self) -> str:
+        if not self.session.region_name:
+            raise CredentialsError("No AWS region is set: set AWS_REGION (or SCONES_AWS_REGION), e.g. us-east-1.")
+        return self.session.region_name
+
+    def client(self, service: str) -> Any:
+        with aws_errors(f"creating the {service} client"):
+            return self.session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+
+    @cached_property
+    def account_id(self) -> str:
+        with aws_errors("checking the AWS credentials (sts:GetCallerIdentity)"):
+            return self.client("sts").get_caller_identity()["Account"]
+
+    @cached_property
+    def objects(self) -> S3Bucket:  # type: ignore[override]
+        bucket = self.settings.bucket or f"sagemaker-{self.region}-{self.account_id}"
+        return S3Bucket(self.client("s3"), bucket, self.region)
+
+    def describe_workspace(self) -> dict[str, str]:
+        return {**super().describe_workspace(), "region": self.region, "account": self.account_id}

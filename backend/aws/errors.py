@@ -1,0 +1,82 @@
+"""AWS failures as the project's named errors, each one sentence a person can act on.
+
+Nothing here ever formats a credential: messages name the operation and the error code only.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from botocore.exceptions import (
+    BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
+    PartialCredentialsError, ProfileNotFound,
+)
+
+from backend.api import (
+    AccessDenied, CredentialsError, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, SconesError,
+    Throttling, ValidationError,
+)
+
+CREDENTIALS_HINT = ("set AWS_PROFILE (after 'aws configure' or 'aws sso login'), or AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or use the local backend")
+
+_CODES: dict[str, type[SconesError]] = {
+    **dict.fromkeys(("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AllAccessDisabled",
+                     "Forbidden", "403"), AccessDenied),
+    **dict.fromkeys(("ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "NoSuchBucket", "404",
+                     "NotFound", "StateMachineDoesNotExist", "ExecutionDoesNotExist"), ResourceNotFound),
+    **dict.fromkeys(("Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown",
+                     "RequestLimitExceeded"), Throttling),
+    **dict.fromkeys(("ValidationException", "ValidationError", "InvalidParameterValue",
+                     "InvalidParameterValueException", "InvalidRequest", "InvalidDefinition",
+                     "InvalidArn"), ValidationError),
+    **dict.fromkeys(("ResourceLimitExceeded", "LimitExceededException", "ServiceQuotaExceededException"),
+                    ResourceLimitExceeded),
+    **dict.fromkeys(("ResourceInUse", "ResourceInUseException", "ResourceConflictException",
+                     "BucketAlreadyExists", "ExecutionAlreadyExists", "StateMachineAlreadyExists"), ResourceInUse),
+    **dict.fromkeys(("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+                     "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken"), CredentialsError),
+}
+
+_ADVICE: dict[type[SconesError], str] = {
+    AccessDenied: "the credentials in use lack that permission; add it to their IAM policy (see README, Running on AWS)",
+    ResourceNotFound: "check the name and the region, or create it first",
+    Throttling: "AWS is rate-limiting this account; wait a moment and try again",
+    ValidationError: "fix the value it names",
+    ResourceLimitExceeded: "the account's quota is used up; request an increase in Service Quotas or use a smaller instance type",
+    ResourceInUse: "it already exists or is busy; use another name or wait for it",
+    CredentialsError: f"the AWS credentials are expired or invalid; {CREDENTIALS_HINT}",
+}
+
+
+def translate(exc: Exception, operation: str) -> SconesError:
+    """One named error for any boto3/botocore failure of `operation`."""
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return CredentialsError(f"No AWS credentials were found for {operation}: {CREDENTIALS_HINT}.")
+    if isinstance(exc, ProfileNotFound):
+        return CredentialsError(f"The AWS profile named in AWS_PROFILE does not exist: fix AWS_PROFILE or run 'aws configure'.")
+    if isinstance(exc, NoRegionError):
+        return CredentialsError(f"No AWS region is set for {operation}: set AWS_REGION (or SCONES_AWS_REGION), e.g. us-east-1.")
+    if isinstance(exc, EndpointConnectionError):
+        return SconesError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        cls = _CODES.get(code, SconesError)
+        detail = (err.get("Message") or "").strip().rstrip(".")
+        advice = _ADVICE.get(cls, "see the AWS console for details")
+        message = f"AWS refused {operation} ({code}{': ' + detail if detail else ''}); {advice}."
+        out = cls(message)
+        out.code = code or cls.code
+        return out
+    if isinstance(exc, BotoCoreError):
+        return SconesError(f"{operation} failed in the AWS SDK ({type(exc).__name__}); check the AWS settings.")
+    raise exc
+
+
+@contextmanager
+def aws_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, operation) from None

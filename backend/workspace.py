@@ -1,0 +1,211 @@
+"""What every backend shares: the workspace (SQLite records, worker jobs) and staging through an
+`ObjectStore`. The local backend puts its bucket on disk; the AWS backend puts it on S3."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from backend import cifar, staging
+from backend.api import (
+    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, DownloadError, Job, ProgressCallback, ResourceInUse,
+    ResourceNotFound, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
+)
+from backend.local.db import Database, dumps, loads
+from backend.local.jobs import JobRunner, utcnow
+from backend.objects import ObjectStore
+from backend.settings import DEFAULT_CLASSES, SAMPLE_ARCHIVE, Settings
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+def normalize_classes(classes: list[str] | tuple[str, ...] | None) -> list[str]:
+    if not classes:
+        return list(DEFAULT_CLASSES)
+    return [c.strip() for c in classes if c and c.strip()]
+
+
+class WorkspaceBackend:
+    name = "workspace"
+    objects: ObjectStore
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_path)
+        self.jobs = JobRunner(self.db, settings.home, settings.logs_dir, self.name)
+
+    # -- workspace -------------------------------------------------------------------------
+
+    def describe_workspace(self) -> dict[str, str]:
+        return {"backend": self.name, "home": str(self.settings.home), "bucket": self.objects.bucket}
+
+    def step_statuses(self) -> dict[str, StepStatus]:
+        steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
+        steps["stage"] = self._stage_status()
+        return steps
+
+    def _stage_status(self) -> StepStatus:
+        job = self.jobs.latest("stage")
+        if job and job.status == JOB_IN_PROGRESS:
+            return StepStatus("stage", "in_progress", f"{job.message} ({job.progress:.0%}).")
+        report = self.latest_stage_report()
+        if job and job.status == JOB_FAILED and report is None:
+            return StepStatus("stage", "failed", job.failure_reason)
+        if report is not None:
+            n = sum(sum(c.values()) for c in report.counts.values())
+            return StepStatus("stage", "done", f"{n:,} images of {', '.join(report.classes)} in s3://{report.bucket}/.")
+        return StepStatus("stage", "not_started", "No data staged yet.")
+
+    # -- staging ---------------------------------------------------------------------------
+
+    def resolve_source(self, source: str | None) -> str:
+        """Check a source before any work starts: 'sample', 'official', a URL or an existing file."""
+        source = (source or "official").strip()
+        if source in ("sample", "official") or re.match(r"^https?://", source):
+            return source
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ResourceNotFound(f"No archive file at {path}: check the path, or use the bundled sample.")
+        return str(path.resolve())
+
+    def start_staging(self, source: str | None = None, classes: list[str] | None = None,
+                      fallback_to_sample: bool = False) -> str:
+        source = self.resolve_source(source)
+        classes = normalize_classes(classes)
+        if len(set(classes)) < 2:
+            raise ValidationError("Choose at least two different classes: a classifier needs two or more.")
+        running = self.jobs.running("stage")
+        if running:
+            raise ResourceInUse(f"Staging job {running[0].job_id} is still running; wait for it to finish.")
+        return self.jobs.start("stage", {"source": source, "classes": classes, "fallback_to_sample": fallback_to_sample})
+
+    def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
+        """Called in the worker process."""
+        if job.kind == "stage":
+            p = job.params
+            report = self.stage_data(p["source"], p["classes"], progress, p.get("fallback_to_sample", False), job.job_id)
+            return report.to_dict()
+        raise ValidationError(f"Unknown job kind {job.kind!r}.")
+
+    def _archive_path(self, source: str, progress: ProgressCallback) -> Path:
+        if source == "sample":
+            return SAMPLE_ARCHIVE
+        if source == "official" or re.match(r"^https?://", source):
+            url = self.settings.cifar_url if source == "official" else source
+            return cifar.download(url, self.settings.downloads_dir, self.settings.cifar_md5, progress,
+                                  self.settings.download_timeout, span=(0.0, 0.5))
+        return Path(source)
+
+    def stage_data(self, source: str | None = None, classes: list[str] | None = None,
+                   progress: ProgressCallback | None = None, fallback_to_sample: bool = False,
+                   job_id: str | None = None) -> StageReport:
+        source = self.resolve_source(source)
+        classes = normalize_classes(classes)
+        progress = progress or (lambda f, m: None)
+        bucket = self.objects.bucket
+        started = time.perf_counter()
+        self._set_dataset(bucket, "staging", None, job_id)
+        note = ""
+        try:
+            try:
+                path = self._archive_path(source, progress)
+            except DownloadError as exc:
+                if not fallback_to_sample:
+                    raise
+                note = f"{exc} Staged the bundled sample (1,200 real CIFAR-100 images) instead."
+                source, path = "sample", SAMPLE_ARCHIVE
+            report = staging.stage_archive(path, classes, self.objects, progress, source)
+            report["seconds"] = time.perf_counter() - started
+            report["note"] = note
+            result = StageReport.from_dict(report)
+        except BaseException:
+            self._set_dataset(bucket, "failed", None, job_id)
+            raise
+        self._set_dataset(bucket, "staged", result.to_dict(), job_id)
+        return result
+
+    def _set_dataset(self, bucket: str, state: str, report: dict | None, job_id: str | None) -> None:
+        self.db.execute(
+            "INSERT INTO datasets(bucket, state, report, job_id, updated) VALUES(?,?,?,?,?) "
+            "ON CONFLICT(bucket) DO UPDATE SET state=excluded.state, report=excluded.report, "
+            "job_id=excluded.job_id, updated=excluded.updated",
+            (bucket, state, None if report is None else dumps(report), job_id, utcnow()),
+        )
+
+    def latest_stage_report(self) -> StageReport | None:
+        row = self.db.query_one("SELECT report FROM datasets WHERE bucket=? AND state='staged'", (self.objects.bucket,))
+        return StageReport.from_dict(loads(row["report"])) if row else None
+
+    def save_upload(self, filename: str, data: bytes) -> str:
+        if not data:
+            raise ValidationError(f"The uploaded file {filename!r} is empty; choose the CIFAR-100 .tar.gz archive.")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ValidationError(f"The uploaded file is {len(data) / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name)[-80:] or "upload"
+        self.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        path = self.settings.uploads_dir / f"{uuid.uuid4().hex[:8]}-{safe}"
+        tmp = path.with_name(".tmp-" + path.name)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return str(path)
+
+    def archive_info(self, source: str | None = None) -> ArchiveInfo:
+        source = self.resolve_source(source or "sample")
+        if source == "sample":
+            return cifar.describe_archive(SAMPLE_ARCHIVE, "bundled sample")
+        if source == "official" or re.match(r"^https?://", source):
+            cached = self.settings.downloads_dir / f"cifar-100-python-{self.settings.cifar_md5}.tar.gz"
+            if not cached.is_file():
+                raise ResourceNotFound("The official archive has not been downloaded yet: stage it once, or explore the bundled sample.")
+            return cifar.describe_archive(cached, "official download")
+        return cifar.describe_archive(Path(source), source)
+
+    def label_names(self, source: str = "sample") -> tuple[str, ...]:
+        """The 100 fine names (official order) of a local archive; the sample's for a URL."""
+        source = self.resolve_source(source)
+        path = SAMPLE_ARCHIVE if source in ("sample", "official") or source.startswith("http") else Path(source)
+        return cifar.read_archive(path, want_splits=()).fine_label_names
+
+    def staged_samples(self, split: str = "train", per_class: int = 8) -> list[StagedImage]:
+        report = self.latest_stage_report()
+        if report is None:
+            return []
+        prefix, lst = (report.train_prefix, report.train_lst) if split == "train" else (report.test_prefix, report.test_lst)
+        rows = cifar.parse_lst(self.get_object(lst).decode())
+        taken: dict[int, int] = {}
+        out: list[StagedImage] = []
+        for _, cls, rel in rows:
+            if taken.get(cls, 0) >= per_class or not 0 <= cls < len(report.classes):
+                continue
+            taken[cls] = taken.get(cls, 0) + 1
+            key = prefix + rel
+            out.append(StagedImage(key, split, report.classes[cls], cls, self.get_object(key)))
+        return sorted(out, key=lambda im: im.class_index)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def describe_job(self, job_id: str) -> Job:
+        return self.jobs.describe(job_id)
+
+    def list_jobs(self, kind: str | None = None, limit: int = 50) -> list[Job]:
+        return self.jobs.list(kind, limit)
+
+    def latest_job(self, kind: str) -> Job | None:
+        return self.jobs.latest(kind)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> Job:
+        return self.jobs.wait(job_id, timeout)
+
+    def stop_job(self, job_id: str) -> Job:
+        return self.jobs.stop(job_id)
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def list_objects(self, prefix: str = "") -> list[StoredObject]:
+        return self.objects.list(prefix)
+
+    def get_object(self, key: str) -> bytes:
+        return self.objects.get(key)

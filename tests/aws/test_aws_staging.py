@@ -1,0 +1,120 @@
+"""The AWS backend's staging and error handling, against moto."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, NoCredentialsError
+
+from backend import get_backend
+from backend.api import (
+    AccessDenied, CredentialsError, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, Throttling,
+    ValidationError,
+)
+from backend.aws.errors import translate
+from backend.aws.s3 import MULTIPART_THRESHOLD
+from backend.settings import load_settings
+
+MOTO_ACCOUNT = "123456789012"
+
+
+def test_stage_to_s3_then_restage_skips_unchanged(aws):
+    b = get_backend(load_settings())
+    report = b.stage_data("sample")
+    assert report.bucket == f"sagemaker-us-east-1-{MOTO_ACCOUNT}"
+    assert report.counts == {"train": {"bicycle": 500, "motorcycle": 500}, "test": {"bicycle": 100, "motorcycle": 100}}
+    s3 = boto3.client("s3", region_name="us-east-1")
+    keys = {o.key for o in b.list_objects()}
+    assert len([k for k in keys if k.startswith("train/")]) == 1000
+    assert {"train.lst", "test.lst", "dataset.json"} <= keys
+    lst = s3.get_object(Bucket=report.bucket, Key="train.lst")["Body"].read().decode()
+    assert lst.splitlines()[0] == "0\t0\tbike_s_000682.png"
+    tags = s3.get_bucket_tagging(Bucket=report.bucket)["TagSet"]
+    assert {"Key": "project", "Value": "scones-unlimited"} in tags
+
+    uploaded_before = b.objects.uploaded
+    b.stage_data("sample")
+    assert b.objects.uploaded - uploaded_before <= 1  # only dataset.json (its timings change)
+    assert b.objects.skipped >= 1202
+    assert b.latest_stage_report().counts == report.counts
+    assert b.step_statuses()["stage"].state == "done"
+    assert b.describe_workspace()["account"] == MOTO_ACCOUNT
+
+
+def test_large_objects_go_multipart(aws):
+    b = get_backend(load_settings())
+    big = os.urandom(MULTIPART_THRESHOLD + 1024)
+    b.objects.put_many({"big/blob.bin": big})
+    head = boto3.client("s3", region_name="us-east-1").head_object(Bucket=b.objects.bucket, Key="big/blob.bin")
+    assert "-" in head["ETag"]  # a multipart upload's ETag
+    assert b.get_object("big/blob.bin") == big
+    with pytest.raises(ResourceNotFound, match="No object s3://"):
+        b.get_object("big/none.bin")
+
+
+def test_missing_credentials_is_one_clear_sentence(aws_env, monkeypatch):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k)
+    b = get_backend(load_settings())
+    with pytest.raises(CredentialsError, match="No AWS credentials were found") as err:
+        b.describe_workspace()
+    assert "AWS_PROFILE" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_region_is_one_clear_sentence(aws_env, monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(CredentialsError, match="No AWS region is set"):
+        get_backend(load_settings()).describe_workspace()
+
+
+def test_cli_status_without_credentials_exits_2_and_prints_no_secret(aws_env, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    r = subprocess.run([sys.executable, "-m", "backend.cli", "status", "--backend", "aws", "--json"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2
+    assert "No AWS credentials were found" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_cli_stage_on_aws_through_a_worker_process(moto_server, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "backend.cli", "stage", "--source", "sample", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["counts"]["test"] == {"bicycle": 100, "motorcycle": 100}
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
+    assert s3.list_objects_v2(Bucket=doc["bucket"], Prefix="test/")["KeyCount"] == 200
+    # the secret never reaches the output
+    assert "testing-secret-value" not in r.stdout + r.stderr
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "DoThing")
+
+
+@pytest.mark.parametrize("code, cls, advice", [
+    ("AccessDenied", AccessDenied, "IAM policy"),
+    ("AccessDeniedException", AccessDenied, "IAM policy"),
+    ("ResourceNotFound", ResourceNotFound, "check the name"),
+    ("ThrottlingException", Throttling, "wait a moment"),
+    ("ValidationException", ValidationError, "fix the value"),
+    ("ResourceLimitExceeded", ResourceLimitExceeded, "Service Quotas"),
+    ("ResourceInUse", ResourceInUse, "already exists"),
+    ("ExpiredToken", CredentialsError, "expired or invalid"),
+])
+def test_client_error_codes_map_to_named_errors(code, cls, advice):
+    err = translate(client_error(code), "creating the training job")
+    assert type(err) is cls
+    assert err.code == code
+    assert str(err).startswith(f"AWS refused creating the training job ({code}: {code} happened)")
+    assert advice in str(err) and "\n" not in str(err)
+
+
+def test_no_credentials_error_translates():
+    err = translate(NoCredentialsError(), "listing buckets")
+    assert isinstance(err, CredentialsError) and "aws configure" in str(err)
