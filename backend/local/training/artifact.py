@@ -17,6 +17,7 @@ import io
 import json
 import tarfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -57,7 +58,9 @@ def export_onnx(model: Any, mean: Sequence[float], std: Sequence[float], image_s
     served = Served().eval()
     dummy = torch.zeros((1, *image_shape), dtype=torch.float32)
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript-based exporter (dynamo=False) needs no extra package; torch marks it deprecated.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             served, (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},

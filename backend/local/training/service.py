@@ -470,6 +470,49 @@ class TrainingService:
         )
 
 
+class TrainingBackendMixin:
+    """The training methods of a backend, delegated to `self.training` (a TrainingService).
+
+    LocalBackend inherits this and sets `self.training`; pages and the CLI call these names.
+    """
+
+    training: TrainingService
+
+    def training_hyperparameter_specs(self) -> list[dict[str, Any]]:
+        return self.training.hyperparameter_specs()
+
+    def default_training_hyperparameters(self, preset: str = "local") -> dict[str, str]:
+        return self.training.default_hyperparameters(preset)
+
+    def create_training_job(self, hyperparameters: dict[str, str | int | float], job_name: str | None = None,
+                            validation: str = "test", seed: int | None = None) -> str:
+        return self.training.create_training_job(hyperparameters, job_name, validation, seed)
+
+    def describe_training_job(self, name: str) -> TrainingJob:
+        return self.training.describe_training_job(name)
+
+    def list_training_jobs(self) -> list[TrainingJob]:
+        return self.training.list_training_jobs()
+
+    def stop_training_job(self, name: str) -> TrainingJob:
+        return self.training.stop_training_job(name)
+
+    def training_log(self, name: str) -> str:
+        return self.training.training_log(name)
+
+    def evaluate_training_job(self, name: str) -> Evaluation:
+        return self.training.evaluate(name)
+
+    def create_model(self, job_name: str, model_name: str | None = None) -> Model:
+        return self.training.create_model(job_name, model_name)
+
+    def describe_model(self, name: str) -> Model:
+        return self.training.describe_model(name)
+
+    def list_models(self) -> list[Model]:
+        return self.training.list_models()
+
+
 def _resize_all(images: Any, size: tuple[int, int]) -> Any:
     import numpy as np
     from PIL import Image
@@ -484,4 +527,4 @@ def _printer() -> Callable[[str], None]:
     return log
 
 
-__all__ = ["TrainingService", "TRAINING_MIGRATIONS", "JOB_KIND", "ArtifactError"]
+__all__ = ["TrainingService", "TrainingBackendMixin", "TRAINING_MIGRATIONS", "JOB_KIND", "ArtifactError"]

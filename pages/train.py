@@ -1,0 +1,228 @@
+"""Train: the image-classification algorithm's hyperparameters, Start, a live chart, the jobs, evaluation."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
+from ui.charts_training import (
+    confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame,
+)
+from ui.state import backend
+from ui.widgets import image_grid, show_error
+
+POLL_SECONDS = 1.5
+# The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
+MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
+        "augmentation_type", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype", "use_pretrained_model"]
+DATA = ["image_shape", "num_classes", "num_training_samples"]
+EARLY = ["early_stopping", "early_stopping_patience", "early_stopping_min_epochs", "early_stopping_tolerance"]
+PRESETS = {"local": "Local CPU defaults", "sagemaker": "SageMaker workflow (AWS values)"}
+VALIDATION = {"test": "Test split (as the workflow does)", "holdout": "Hold-out: 20% of the training data"}
+
+st.title("Train")
+st.caption("SageMaker's built-in image-classification algorithm (a ResNet), run locally in a worker process on the "
+           "staged `train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
+           "names; a bad value is refused before anything starts.")
+
+try:
+    b = backend()
+    specs = {s["name"]: s for s in b.training_hyperparameter_specs()}
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
+
+
+def load_preset(preset: str) -> None:
+    """Fill every form field from a preset (fields the preset leaves out become empty = the algorithm's default)."""
+    try:
+        values = b.default_training_hyperparameters(preset)
+    except SconesError as exc:
+        show_error(exc)
+        return
+    for name in specs:
+        st.session_state[f"hp_{name}"] = values.get(name, "")
+    st.session_state["train_preset"] = preset
+
+
+if "train_preset" not in st.session_state:
+    load_preset("local")
+
+
+def field(name: str, container: Any = st) -> str:
+    spec = specs[name]
+    key = f"hp_{name}"
+    label = name + (" *" if spec["required"] else "")
+    if spec["choices"]:
+        options = ([""] if not spec["required"] else []) + spec["choices"]
+        if st.session_state.get(key, "") not in options:
+            st.session_state[key] = ""
+        return container.selectbox(label, options, key=key, help=spec["help"],
+                                   format_func=lambda v: v if v else "(not set)")
+    return container.text_input(label, key=key, help=spec["help"],
+                                placeholder=f"default {spec['default']}" if spec["default"] else "not set")
+
+
+def form_ui() -> tuple[dict[str, str], str, str, bool]:
+    """Returns (hyperparameters that are set, validation channel, job name, start pressed)."""
+    c1, c2, _ = st.columns([1, 1, 2])
+    if c1.button(PRESETS["local"], key="train_preset_local", help="Values chosen for CPU training on this machine."):
+        load_preset("local")
+    if c2.button(PRESETS["sagemaker"], key="train_preset_sagemaker",
+                 help="The Scones notebook's values for AWS (ResNet-152, 30 epochs): slow on a CPU."):
+        load_preset("sagemaker")
+    st.caption(f"Preset: **{PRESETS[st.session_state.get('train_preset', 'local')]}**")
+    with st.form("train_form", border=True):
+        cols = st.columns(4)
+        for i, name in enumerate(MAIN):
+            field(name, cols[i % 4])
+        st.markdown("**Data** (filled in from the staged data)")
+        cols = st.columns(4)
+        for i, name in enumerate(DATA):
+            field(name, cols[i])
+        with st.expander("Early stopping"):
+            cols = st.columns(4)
+            for i, name in enumerate(EARLY):
+                field(name, cols[i])
+        with st.expander("More hyperparameters"):
+            rest = [n for n in specs if n not in MAIN + DATA + EARLY]
+            cols = st.columns(4)
+            for i, name in enumerate(rest):
+                field(name, cols[i % 4])
+        c1, c2 = st.columns(2)
+        validation = c1.radio("Validation channel", list(VALIDATION), format_func=VALIDATION.get,
+                              key="train_validation", horizontal=True)
+        job_name = c2.text_input("Job name (optional)", key="train_job_name",
+                                 placeholder="image-classification-<date-time>")
+        start = st.form_submit_button("Start training", type="primary", key="train_start")
+    values = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in specs}
+    return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
+
+
+def jobs_table(jobs: list[TrainingJob]) -> pd.DataFrame:
+    rows = []
+    for j in jobs:
+        m = j.final_metrics
+        rows.append({
+            "job name": j.job_name, "status": j.status, "secondary status": j.secondary_status,
+            "created": j.created.replace("T", " ")[:19], "seconds": round(j.seconds, 1),
+            "epochs": f"{len(j.epochs)}/{j.hyperparameters.get('epochs', '30')}",
+            "train accuracy": m.get("train:accuracy"), "validation accuracy": m.get("validation:accuracy"),
+            "train loss": m.get("train:loss"),
+        })
+    return pd.DataFrame(rows)
+
+
+def job_view(name: str) -> None:
+    """Status, live chart, Stop and log of one job; polled while it runs."""
+    try:
+        job = b.describe_training_job(name)
+    except SconesError as exc:
+        show_error(exc)
+        return
+    planned = int(job.hyperparameters.get("epochs", "30"))
+    running = job.status == JOB_IN_PROGRESS
+    if running:
+        st.session_state["train_watching"] = name
+    elif st.session_state.pop("train_watching", None) == name:
+        st.rerun()  # the job just ended: redraw the whole page (job list, evaluation)
+    c1, c2, c3 = st.columns([2, 2, 1])
+    c1.markdown(f"**{job.job_name}** · {job.status} · {job.secondary_status}")
+    c2.progress(min(len(job.epochs) / planned, 1.0), text=f"epoch {len(job.epochs)} of {planned}")
+    if running and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
+        try:
+            b.stop_training_job(name)
+        except SconesError as exc:
+            show_error(exc)
+        st.rerun()
+    if job.failure_reason:
+        st.error(f"{job.status}: {job.failure_reason}", icon=":material/error:")
+    df = metrics_frame(job.epochs)
+    if len(df):
+        st.altair_chart(metrics_chart(df, planned), width="stretch")
+    elif running:
+        st.info(f"{job.secondary_status}: the chart fills in as each epoch ends.")
+    st.caption(f"{len(job.epochs)} of {planned} epochs recorded · {job.seconds:.0f} s"
+               + (f" · artifact `{job.model_artifact}`" if job.model_artifact else ""))
+    with st.expander("Log"):
+        st.code(b.training_log(name)[-20000:] or "(empty)", language="text")
+
+
+def evaluation_view(job: TrainingJob) -> None:
+    try:
+        ev = b.evaluate_training_job(job.job_name)
+    except SconesError as exc:
+        show_error(exc)
+        return
+    c1, c2 = st.columns([1, 2])
+    c1.metric("Test accuracy", f"{ev.accuracy:.3f}")
+    c1.dataframe(per_class_frame(ev.per_class), column_config={
+        "precision": st.column_config.NumberColumn(format="%.3f"),
+        "recall": st.column_config.NumberColumn(format="%.3f")})
+    c2.altair_chart(confusion_chart(confusion_frame(ev.classes, ev.confusion_matrix)))
+    st.markdown(f"**Most confidently wrong** ({len(ev.worst)} shown)")
+    if not ev.worst:
+        st.success("No test image is misclassified.")
+    items = []
+    for w in ev.worst:
+        try:
+            items.append((b.get_object(w["key"]), f"{w['label']} → {w['predicted']} {w['confidence']:.2f}"))
+        except SconesError:
+            continue
+    image_grid(items, columns=6, width=96)
+
+
+report = b.latest_stage_report()
+if report is None:
+    st.info("No data staged yet: stage the data first (Stage data page), then come back to train.")
+
+st.subheader("New training job")
+hyperparameters, validation, job_name, start = form_ui()
+if start:
+    try:
+        created = b.create_training_job(hyperparameters, job_name=job_name or None, validation=validation)
+    except SconesError as exc:
+        show_error(exc)
+    else:
+        st.session_state["train_selected"] = created
+        st.toast(f"Started {created}")
+        st.rerun()
+
+st.subheader("Training jobs")
+try:
+    jobs = b.list_training_jobs()
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
+if not jobs:
+    st.info("No training job yet: set the hyperparameters above and press Start training.")
+    st.stop()
+
+st.dataframe(jobs_table(jobs), hide_index=True, column_config={
+    c: st.column_config.NumberColumn(format="%.3f") for c in ("train accuracy", "validation accuracy", "train loss")})
+names = [j.job_name for j in jobs]
+if st.session_state.get("train_selected") not in names:
+    st.session_state["train_selected"] = names[0]
+selected = st.selectbox("Job", names, key="train_selected")
+current = next(j for j in jobs if j.job_name == selected)
+
+st.fragment(run_every=POLL_SECONDS if current.status == JOB_IN_PROGRESS else None)(job_view)(selected)
+
+if current.status == JOB_COMPLETED:
+    st.subheader("Evaluation on the test split")
+    st.caption("The job's model.tar.gz, loaded with onnxruntime as the endpoint will load it, on the staged test images.")
+    if st.button("Evaluate", key="train_evaluate") or st.session_state.get("train_evaluated") == selected:
+        st.session_state["train_evaluated"] = selected
+        evaluation_view(current)
+    models = {m.model_name for m in b.list_models()}
+    if selected in models:
+        st.caption(f"Model `{selected}` exists (created from this job).")
+    elif st.button("Create model", key="train_create_model", help="As CreateModel: the deploy page serves models."):
+        try:
+            b.create_model(selected)
+        except SconesError as exc:
+            show_error(exc)
+        else:
+            st.rerun()

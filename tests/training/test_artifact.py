@@ -1,0 +1,105 @@
+"""model.tar.gz: ONNX weights that give the torch model's outputs, loaded without torch."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.local.training.artifact import (
+    ArtifactError, build_artifact, export_onnx, load_artifact, read_members,
+)
+from backend.local.training.model import build_resnet
+
+REPO = Path(__file__).resolve().parents[2]
+MEAN, STD = (0.5, 0.45, 0.4), (0.25, 0.24, 0.26)
+
+
+@pytest.fixture(scope="module")
+def model_and_artifact():
+    torch.manual_seed(0)
+    model = build_resnet(20, 2, (3, 16, 16))
+    with torch.no_grad():  # non-trivial batch-norm statistics, so the export must carry them
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    data = build_artifact(export_onnx(model, MEAN, STD, (3, 16, 16)), classes=["bicycle", "motorcycle"],
+                          image_shape=(3, 16, 16), mean=MEAN, std=STD, hyperparameters={"num_layers": "20"},
+                          metrics={"validation:accuracy": 0.9}, job_name="job-1", network="ResNet-20")
+    return model, data
+
+
+def test_onnx_outputs_match_torch(model_and_artifact):
+    model, data = model_and_artifact
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    loaded = load_artifact(data)
+    probs = loaded.predict(images)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = torch.softmax(model((x - mean) / std), 1).numpy()
+    assert probs.shape == (6, 2)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_the_archive_holds_what_serving_needs(model_and_artifact):
+    _, data = model_and_artifact
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["model.json", "model.onnx"]
+    meta, onnx_bytes = read_members(data)
+    assert meta["classes"] == ["bicycle", "motorcycle"] and meta["image_shape"] == [3, 16, 16]
+    assert meta["normalization"] == {"mean": list(MEAN), "std": list(STD)}
+    assert meta["hyperparameters"] == {"num_layers": "20"} and meta["input"]["normalization_in_graph"] is True
+    assert onnx_bytes[:2] == b"\x08\x08" or len(onnx_bytes) > 100_000
+
+
+def test_loading_and_predicting_never_imports_torch(model_and_artifact, tmp_path):
+    _, data = model_and_artifact
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(data)
+    png = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(png, format="PNG")
+    (tmp_path / "x.png").write_bytes(png.getvalue())
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from backend.local.training.artifact import load_artifact\n"
+        f"m = load_artifact(Path({str(path)!r}).read_bytes())\n"
+        f"p = m.predict_image_bytes(Path({str(tmp_path / 'x.png')!r}).read_bytes())\n"
+        "assert len(p) == 2 and abs(sum(p) - 1) < 1e-5, p\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok', m.classes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert "ok ('bicycle', 'motorcycle')" in out.stdout
+
+
+def test_a_truncated_or_foreign_archive_is_refused(model_and_artifact):
+    _, data = model_and_artifact
+    with pytest.raises(ArtifactError, match="not a readable model.tar.gz"):
+        read_members(data[: len(data) // 2])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ArtifactError, match="lacks model.onnx"):
+        read_members(buf.getvalue())
+
+
+def test_wrong_input_shape_is_a_clear_error(model_and_artifact):
+    _, data = model_and_artifact
+    with pytest.raises(ArtifactError, match=r"expects images of shape \(3, 16, 16\)"):
+        load_artifact(data).predict(np.zeros((1, 8, 8, 3), dtype=np.uint8))

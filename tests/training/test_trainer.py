@@ -1,0 +1,115 @@
+"""The training loop on arrays: it learns, it reports each epoch, it stops when asked."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.local.training import hyperparameters as H
+from backend.local.training.data import ImageSet
+from backend.local.training.trainer import (
+    EarlyStopping, TrainingStopped, augment, fit_images, learning_rate_at, predict_proba, to_tensor, train,
+)
+from tests.training import synthetic
+
+
+def hp(**extra):
+    return H.validate(synthetic.hyperparameters(n_train=96, size=12, **extra))
+
+
+def sets(n_train=96, n_test=48, size=12):
+    x, y = synthetic.images(n_train, size, seed=1)
+    xt, yt = synthetic.images(n_test, size, seed=2)
+    return ImageSet(x, y), ImageSet(xt, yt)
+
+
+def test_a_tiny_synthetic_task_is_learned_above_095():
+    train_set, test_set = sets()
+    seen = []
+    result = train(hp(epochs=4, augmentation_type="crop"), train_set, test_set, seed=0, on_epoch=seen.append, threads=1)
+    assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
+    assert set(seen[0]) == {"epoch", "train:accuracy", "train:loss", "validation:accuracy"}
+    assert seen[-1]["validation:accuracy"] > 0.95
+    assert seen[-1]["train:loss"] < seen[0]["train:loss"]
+    x = to_tensor(test_set.images)
+    mean, std = torch.tensor(result.mean).view(1, -1, 1, 1), torch.tensor(result.std).view(1, -1, 1, 1)
+    probs = predict_proba(result.model, x, mean, std, torch.device("cpu"), hp())
+    assert (probs.argmax(1).numpy() == test_set.labels).mean() > 0.95
+    assert len(result.epoch_seconds) == 4 and not result.stopped_early
+
+
+def test_the_same_seed_gives_the_same_metrics():
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=1))
+    a = train(params, train_set, test_set, seed=5, threads=1).epochs
+    b = train(params, train_set, test_set, seed=5, threads=1).epochs
+    assert a == b
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nag", "rmsprop"])
+def test_every_optimizer_runs(optimizer):
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=1, optimizer=optimizer,
+                                                  learning_rate="0.01", top_k="2"))
+    result = train(params, train_set, test_set, seed=0, threads=1)
+    assert result.epochs[0]["validation:top_k_accuracy"] == 1.0  # top-2 of 2 classes
+
+
+def test_the_stop_check_ends_training_with_trainingstopped():
+    train_set, test_set = sets(32, 16, 8)
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(TrainingStopped):
+        train(H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=50)), train_set, test_set,
+              seed=0, should_stop=should_stop, threads=1)
+    assert len(calls) == 4
+
+
+def test_early_stopping_follows_the_algorithms_rule():
+    rule = EarlyStopping(H.validate(synthetic.hyperparameters(
+        early_stopping="True", early_stopping_min_epochs="3", early_stopping_patience="2",
+        early_stopping_tolerance="0.05")))
+    # 0.5 best; 0.52 is a 4% relative gain (< 5% tolerance): no improvement
+    decisions = [rule.should_stop(e, a) for e, a in enumerate([0.5, 0.52, 0.51, 0.6, 0.61, 0.62], 1)]
+    assert decisions == [False, False, True, False, False, True]
+    off = EarlyStopping(H.validate(synthetic.hyperparameters()))
+    assert not any(off.should_stop(e, 0.5) for e in range(1, 30))
+
+
+def test_early_stopping_ends_a_job_before_its_epochs():
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=40, early_stopping="True",
+                                                  early_stopping_min_epochs="2", early_stopping_patience="1"))
+    result = train(params, train_set, test_set, seed=0, threads=1)
+    assert result.stopped_early and len(result.epochs) < 40
+
+
+def test_step_schedule():
+    params = hp(learning_rate="0.1", lr_scheduler_step="2,4", lr_scheduler_factor="0.5")
+    assert [learning_rate_at(e, params) for e in range(1, 7)] == [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+
+
+@pytest.mark.parametrize("kind", [None, "crop", "crop_color", "crop_color_transform"])
+def test_augmentation_keeps_shape_and_range(kind):
+    params = H.validate(synthetic.hyperparameters(size=12, **({"augmentation_type": kind} if kind else {})))
+    x = torch.rand(8, 3, 12, 12)
+    out = augment(x, params, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    if kind is None:
+        assert torch.equal(out, x)
+    else:
+        assert not torch.equal(out, x)
+
+
+def test_images_fit_image_shape_and_resize():
+    x, _ = synthetic.images(4, 16)
+    assert fit_images(x, H.validate(synthetic.hyperparameters(size=8))).shape == (4, 8, 8, 3)
+    gray = H.validate({**synthetic.hyperparameters(size=16), "image_shape": "1,16,16"})
+    assert fit_images(x, gray).shape == (4, 16, 16, 1)
+    resized = H.validate({**synthetic.hyperparameters(size=8), "resize": "12"})
+    assert fit_images(x, resized).shape == (4, 12, 12, 3)
+    assert np.array_equal(fit_images(x, H.validate(synthetic.hyperparameters(size=16))), x)

@@ -1,0 +1,83 @@
+"""Training chart builders: DataFrame in, alt.Chart out; no Streamlit here, so they test on their own."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import altair as alt
+import pandas as pd
+
+ACCURACY_METRICS = ("train:accuracy", "validation:accuracy")
+LOSS_METRICS = ("train:loss", "validation:loss")
+METRIC_COLUMNS = ["epoch", "metric", "value"]
+
+
+def metrics_frame(epochs: Iterable[Mapping[str, float]]) -> pd.DataFrame:
+    """Per-epoch metric dicts -> long table (epoch, metric, value); only the metrics a backend gave."""
+    rows = [
+        {"epoch": int(e["epoch"]), "metric": name, "value": float(value)}
+        for e in epochs for name, value in e.items() if name != "epoch" and value is not None
+    ]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def _panel(df: pd.DataFrame, title: str, y_title: str, domain: Sequence[float] | None, max_epoch: int) -> alt.Chart:
+    x_scale = alt.Scale(domain=[1, max(max_epoch, 2)], nice=False)
+    y_scale = alt.Scale(domain=list(domain)) if domain else alt.Scale(zero=False)
+    return (
+        alt.Chart(df, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("value:Q", title=y_title, scale=y_scale),
+            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom")),
+            tooltip=["epoch:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def metrics_chart(df: pd.DataFrame, epochs_planned: int | None = None) -> alt.Chart:
+    """Accuracy per epoch (train and validation); beside it the loss, when the backend reports one
+    (AWS's algorithm logs no loss, so its jobs show accuracy only)."""
+    max_epoch = max(int(df["epoch"].max()) if len(df) else 1, epochs_planned or 1)
+    accuracy = df[df["metric"].isin(ACCURACY_METRICS) | df["metric"].str.contains("accuracy")]
+    loss = df[df["metric"].isin(LOSS_METRICS) | df["metric"].str.endswith(":loss")]
+    charts = [_panel(accuracy, "Accuracy per epoch", "accuracy", (0.0, 1.0), max_epoch)]
+    if len(loss):
+        charts.append(_panel(loss, "Loss per epoch", "cross-entropy loss", None, max_epoch))
+    return alt.hconcat(*charts) if len(charts) > 1 else charts[0]
+
+
+def confusion_frame(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> pd.DataFrame:
+    """Long table (true, predicted, images, share of the true class) from a rows-are-true-class matrix."""
+    rows = []
+    for i, true in enumerate(classes):
+        total = sum(matrix[i]) or 1
+        for j, predicted in enumerate(classes):
+            rows.append({"true": true, "predicted": predicted, "images": int(matrix[i][j]),
+                         "share": matrix[i][j] / total})
+    return pd.DataFrame(rows, columns=["true", "predicted", "images", "share"])
+
+
+def confusion_chart(df: pd.DataFrame) -> alt.Chart:
+    """Heat map: true class down, predicted class across, colour = share of the true class, count written in."""
+    order = list(dict.fromkeys(df["true"]))
+    base = alt.Chart(df, title="Confusion matrix (rows: true class)").encode(
+        x=alt.X("predicted:N", title="predicted", sort=order, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("true:N", title="true", sort=order),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("share:Q", title="share of true class", scale=alt.Scale(domain=[0, 1], scheme="blues")),
+        tooltip=["true:N", "predicted:N", "images:Q", alt.Tooltip("share:Q", format=".1%")],
+    )
+    text = base.mark_text(fontSize=16).encode(
+        text="images:Q",
+        color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")),
+    )
+    return (cells + text).properties(width=110 * max(len(order), 2), height=90 * max(len(order), 2))
+
+
+def per_class_frame(per_class: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    rows = [{"class": c, "precision": v["precision"], "recall": v["recall"], "images": int(v.get("support", 0))}
+            for c, v in per_class.items()]
+    return pd.DataFrame(rows, columns=["class", "precision", "recall", "images"]).set_index("class")
