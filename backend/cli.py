@@ -47,6 +47,20 @@ def build_parser() -> Parser:
     p = sub.add_parser("status", help="the six workflow steps and their state")
     p.set_defaults(handler=cmd_status)
 
+    p = sub.add_parser("train", help="start a training job (the image-classification algorithm)")
+    p.add_argument("--epochs", type=int, default=None, help="same as --hp epochs=N")
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter; repeat it")
+    p.add_argument("--preset", default="local", help="defaults to start from: local (CPU here) or sagemaker")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("jobs", help="training jobs, newest first")
+    p.set_defaults(handler=cmd_jobs)
+
+    p = sub.add_parser("evaluate", help="evaluate a training job's model on the test split")
+    p.add_argument("--job", required=True, help="training job name")
+    p.set_defaults(handler=cmd_evaluate)
+
     for p in sub.choices.values():
         _add_globals(p, suppress=True)
     return parser
@@ -115,6 +129,65 @@ def cmd_status(backend: Any, args: argparse.Namespace, out: Output) -> int:
     }
     lines = [f"backend: {doc['backend']}   workspace: {doc['home']}"]
     lines += [f"  {name:9} {s['state']:12} {s['detail']}" for name, s in doc["steps"].items()]
+    out.done(doc, "\n".join(lines))
+    return EXIT_OK
+
+
+def parse_hps(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--hp {pair!r} is not NAME=VALUE, for example --hp learning_rate=0.05")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def job_doc(job: Any) -> dict[str, Any]:
+    return {"job_name": job.job_name, "status": job.status, "secondary_status": job.secondary_status,
+            "created": job.created, "seconds": round(job.seconds, 1), "metrics": job.final_metrics,
+            "failure_reason": job.failure_reason, "model_artifact": job.model_artifact}
+
+
+def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    hps = backend.default_training_hyperparameters(args.preset)
+    hps.update(parse_hps(args.hp))
+    if args.epochs is not None:
+        hps["epochs"] = str(args.epochs)
+    name = backend.create_training_job(hps)
+    job = backend.describe_training_job(name)
+    while args.wait and job.status not in ("Completed", "Failed", "Stopped"):
+        last = job.epochs[-1] if job.epochs else {}
+        acc = f", validation accuracy {last['validation:accuracy']:.3f}" if "validation:accuracy" in last else ""
+        out.progress(f"{name}: {job.secondary_status}, epoch {len(job.epochs)} of {hps.get('epochs')}{acc}")
+        time.sleep(0.5)
+        job = backend.describe_training_job(name)
+    doc = job_doc(job) if args.wait else {"job_name": job.job_name, "status": job.status}
+    text = f"{job.job_name}: {job.status}"
+    if args.wait and job.final_metrics:
+        text += " · " + ", ".join(f"{k} {v:.4f}" for k, v in job.final_metrics.items())
+    if job.failure_reason:
+        text += f" · {job.failure_reason}"
+    out.done(doc, text)
+    return EXIT_JOB_FAILED if args.wait and job.status in ("Failed", "Stopped") else EXIT_OK
+
+
+def cmd_jobs(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    jobs = backend.list_training_jobs()
+    doc = {"jobs": [job_doc(j) for j in jobs]}
+    lines = [f"{j.job_name:40} {j.status:11} {j.seconds:7.1f}s  "
+             + " ".join(f"{k}={v:.3f}" for k, v in j.final_metrics.items()) for j in jobs]
+    out.done(doc, "\n".join(lines) or "No training jobs yet.")
+    return EXIT_OK
+
+
+def cmd_evaluate(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    ev = backend.evaluate_training_job(args.job)
+    doc = {"job_name": ev.job_name, "accuracy": ev.accuracy, "classes": list(ev.classes),
+           "confusion_matrix": [list(r) for r in ev.confusion_matrix], "per_class": ev.per_class,
+           "worst": list(ev.worst)}
+    lines = [f"{ev.job_name}: accuracy {ev.accuracy:.4f}"]
+    lines += [f"  {c:12} precision {m['precision']:.3f}  recall {m['recall']:.3f}" for c, m in ev.per_class.items()]
     out.done(doc, "\n".join(lines))
     return EXIT_OK
 

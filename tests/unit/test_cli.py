@@ -81,3 +81,33 @@ def test_a_staging_job_that_fails_exits_1(tmp_path):
 def test_bad_environment_is_exit_2(tmp_path):
     r = scones("status", home=tmp_path, env={"SCONES_BACKEND": "mars"})
     assert r.returncode == 2 and "Unknown backend 'mars'" in r.stderr
+
+
+def test_train_jobs_evaluate(tmp_path):
+    assert scones("stage", "--source", "sample", home=tmp_path).returncode == 0
+    r = scones("train", "--epochs", "1", "--hp", "mini_batch_size=128", "--wait", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "Completed"
+    assert {"train:accuracy", "validation:accuracy"} <= set(doc["metrics"])
+    assert doc["model_artifact"].endswith(f"output/{doc['job_name']}/output/model.tar.gz")
+    assert doc["seconds"] > 0
+    jobs = json.loads(scones("jobs", "--json", home=tmp_path).stdout)["jobs"]
+    assert [j["job_name"] for j in jobs] == [doc["job_name"]]
+    assert set(jobs[0]) >= {"job_name", "status", "created", "seconds", "metrics"}
+    ev = json.loads(scones("evaluate", "--job", doc["job_name"], "--json", home=tmp_path).stdout)
+    assert ev["classes"] == ["bicycle", "motorcycle"]
+    assert sum(map(sum, ev["confusion_matrix"])) == 200
+    assert abs(ev["accuracy"] - doc["metrics"]["validation:accuracy"]) < 0.01
+    assert set(ev["per_class"]["bicycle"]) >= {"precision", "recall"}
+    assert all(set(w) >= {"key", "label", "predicted", "confidence"} for w in ev["worst"])
+    started = json.loads(scones("train", "--epochs", "1", "--json", home=tmp_path).stdout)
+    assert set(started) == {"job_name", "status"} and started["status"] == "InProgress"
+
+
+def test_train_with_a_bad_hyperparameter_exits_2(tmp_path):
+    assert scones("stage", "--source", "sample", home=tmp_path).returncode == 0
+    r = scones("train", "--hp", "optimizer=bogus", home=tmp_path)
+    assert r.returncode == 2 and "optimizer='bogus'" in r.stderr and "sgd" in r.stderr
+    r = scones("train", "--hp", "nonsense", home=tmp_path)
+    assert r.returncode == 2 and "NAME=VALUE" in r.stderr
