@@ -1,0 +1,450 @@
+"""The endpoint process: SageMaker's inference-container contract on 127.0.0.1.
+
+    python -m backend.local.serving.server --endpoint NAME --artifact model.tar.gz --ready-file F [...]
+
+- `GET /ping`: 200 once the model is loaded.
+- `POST /invocations`: a PNG or JPEG body (`image/png`, `image/jpeg`, `application/x-image`) of
+  any size, resized to the model's image_shape; answers `application/json`, the list of class
+  probabilities in the training's class order. A bad request gets a 4xx with
+  `{"error": <code>, "message": <one sentence>}` and the server goes on serving.
+
+It loads model.tar.gz with onnxruntime and Pillow only (no torch, no training code). HTTP/1.1
+keep-alive with TCP_NODELAY on every accepted socket (Nagle plus delayed ACK would add ~40 ms to
+each small response). One thread per connection; onnxruntime releases the GIL while it runs, so
+one intra-op thread per request uses both cores under concurrent clients.
+
+SIGTERM stops it gracefully: no new connections, idle keep-alive connections closed, requests in
+flight answered (with `Connection: close`), the capture file closed, then exit 0. The service
+relies on this for blue/green updates.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.local.serving.capture import CaptureWriter, Sampler, capture_line, media_type
+from backend.local.training.artifact import INPUT_NAME, OUTPUT_NAME, LoadedModel, read_members
+
+ACCEPTED_TYPES = ("image/png", "image/jpeg", "application/x-image")
+OUTPUT_TYPE = "application/json"
+MAX_BODY_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read and discard an oversized body up to this, keeping the connection
+MAX_PIXELS = 40_000_000  # any photo a phone or a DSLR takes; a decompression bomb is refused before decoding
+IDLE_TIMEOUT_SECONDS = 120.0
+STOP_GRACE_SECONDS = 30.0
+VARIANT_HEADER = "X-Amzn-Invoked-Production-Variant"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+           413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error"}
+
+
+class RequestError(Exception):
+    """A request the endpoint refuses: HTTP status, a short code, one sentence."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def load_model(path: Path, threads: int = 1) -> LoadedModel:
+    """model.tar.gz -> an onnxruntime session tuned for small requests on a small machine."""
+    import onnxruntime as ort
+
+    meta, onnx_bytes = read_members(path.read_bytes())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait on a shared 2-core box
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    model = LoadedModel(meta, session)
+    probs = model.predict(np.zeros((1, *model.image_shape), dtype=np.float32))  # warm-up, and a shape check
+    if probs.shape != (1, len(model.classes)):
+        raise ValueError(f"the graph answers {probs.shape[1]} probabilities for {len(model.classes)} classes")
+    return model
+
+
+class Predictor:
+    """Image bytes -> the JSON list of probabilities, with Pillow's limits against hostile images."""
+
+    def __init__(self, model: LoadedModel, max_pixels: int = MAX_PIXELS):
+        from PIL import Image
+
+        self.model, self.max_pixels = model, max_pixels
+        self.channels, self.height, self.width = model.image_shape
+        self.mode = "L" if self.channels == 1 else "RGB"
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check agrees with ours
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with a 413
+
+    def decode(self, body: bytes) -> np.ndarray:
+        """uint8 (H, W, C) at the model's image_shape."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            im = Image.open(io.BytesIO(body), formats=("PNG", "JPEG"))
+        except Image.DecompressionBombError:
+            raise RequestError(413, "ImageTooLarge", f"The image has more than {self.max_pixels:,} pixels; "
+                               "send a smaller image.") from None
+        except UnidentifiedImageError:
+            raise RequestError(400, "UnreadableImage", "The request body is not a PNG or JPEG image.") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
+            raise RequestError(400, "UnreadableImage", f"The image header is broken ({type(exc).__name__}).") from None
+        with im:
+            w, h = im.size
+            if w * h > self.max_pixels or w <= 0 or h <= 0:
+                raise RequestError(413, "ImageTooLarge", f"The image is {w}x{h} pixels; the limit is "
+                                   f"{self.max_pixels:,} pixels.")
+            try:
+                if im.format == "JPEG" and (w, h) != (self.width, self.height):
+                    im.draft(self.mode, (self.width, self.height))  # decode a big JPEG at a reduced scale
+                out = im.convert(self.mode)
+                if out.size != (self.width, self.height):
+                    out = out.resize((self.width, self.height), Image.BILINEAR, reducing_gap=2.0)
+                arr = np.asarray(out, dtype=np.uint8)
+            except Exception as exc:  # noqa: BLE001 - truncated or corrupt data: OSError, SyntaxError, ValueError...
+                raise RequestError(400, "UnreadableImage", f"The image data is truncated or corrupt "
+                                   f"({type(exc).__name__}).") from None
+        return arr.reshape(self.height, self.width, self.channels)
+
+    def __call__(self, body: bytes) -> bytes:
+        x = self.decode(body).transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 255)
+        probs = self.model.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][0]
+        return json.dumps([float(p) for p in probs]).encode()
+
+
+# -- data capture ------------------------------------------------------------------------------
+
+
+@dataclass
+class CaptureOptions:
+    root: Path  # the bucket folder
+    prefix: str
+    percent: float = 100.0
+    capture_input: bool = True
+    capture_output: bool = True
+    max_file_bytes: int = 8 * 1024 * 1024
+
+
+class Capture:
+    def __init__(self, endpoint: str, options: CaptureOptions):
+        self.options = options
+        self.sample = Sampler(options.percent)
+        self.writer = CaptureWriter(options.root, options.prefix, endpoint, max_file_bytes=options.max_file_bytes)
+
+    def record(self, body: bytes, content_type: str, output: bytes, when: float) -> None:
+        if not self.sample():
+            return
+        o = self.options
+        line = capture_line(input_data=body if o.capture_input else None, input_type=content_type,
+                            output_data=output if o.capture_output else None, output_type=OUTPUT_TYPE, when=when)
+        self.writer.write(line, when)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+class EndpointServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], endpoint: str, predictor: Predictor, capture: Capture | None,
+                 max_body: int = MAX_BODY_BYTES, access_log: bool = False):
+        super().__init__(address, EndpointHandler)
+        self.endpoint, self.predictor, self.capture = endpoint, predictor, capture
+        self.max_body, self.access_log = max_body, access_log
+        self.lock = threading.Lock()
+        self.handlers: set[EndpointHandler] = set()
+        self.stopping = False
+        self.requests = 0
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def begin_stop(self) -> None:
+        """No new connections; idle keep-alive connections closed; busy ones finish their request."""
+        with self.lock:
+            self.stopping = True
+            idle = [h for h in self.handlers if h.idle]
+        for h in idle:
+            try:
+                h.connection.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def wait_drained(self, timeout: float = STOP_GRACE_SECONDS) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not any(not h.idle for h in self.handlers):
+                    return True
+            time.sleep(0.01)
+        return False
+
+
+class EndpointHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "SconesLocalEndpoint/1.0"
+    timeout = IDLE_TIMEOUT_SECONDS
+    server: EndpointServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.idle = True
+        with self.server.lock:
+            self.server.handlers.add(self)
+            stopping = self.server.stopping
+        if stopping:
+            self.connection.shutdown(socket.SHUT_RD)
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.handlers.discard(self)
+        super().finish()
+
+    def handle_one_request(self) -> None:
+        with self.server.lock:
+            self.idle = True
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True
+        finally:
+            with self.server.lock:
+                self.idle = True
+
+    def parse_request(self) -> bool:
+        with self.server.lock:
+            self.idle = False
+        return super().parse_request()
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/ping":
+            self._send(200, b"", "application/json")
+        elif self.path.split("?", 1)[0] == "/invocations":
+            self._send_error(RequestError(405, "MethodNotAllowed", "Send POST to /invocations."))
+        else:
+            self._send_error(RequestError(404, "NotFound", f"No route {self.path!r}: use GET /ping or POST /invocations."))
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/invocations":
+            self._discard_body()
+            self._send_error(RequestError(404, "NotFound", f"No route {self.path!r}: use GET /ping or POST /invocations."))
+            return
+        try:
+            body = self._read_body()
+            content_type = (self.headers.get("Content-Type") or "").strip()
+            if media_type(content_type) not in ACCEPTED_TYPES:
+                shown = content_type or "none"
+                raise RequestError(415, "UnsupportedMediaType", f"Content type {shown!r} is not supported: send "
+                                   f"{', '.join(ACCEPTED_TYPES)}.")
+            if not body:
+                raise RequestError(400, "EmptyBody", "The request body is empty: send the bytes of a PNG or JPEG image.")
+            when = time.time()
+            output = self.server.predictor(body)
+        except RequestError as exc:
+            self._send_error(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
+            traceback.print_exc(file=sys.stderr)
+            self._send_error(RequestError(500, "InternalError", f"The model failed on this request ({type(exc).__name__})."))
+            return
+        capture = self.server.capture
+        if capture is not None:
+            try:
+                capture.record(body, content_type, output, when)
+            except OSError as exc:  # a full disk must not fail inference; say so in the log
+                print(f"capture write failed: {exc}", file=sys.stderr, flush=True)
+        self._send(200, output, OUTPUT_TYPE)
+
+    def do_PUT(self) -> None:
+        self._discard_body()
+        self._send_error(RequestError(405, "MethodNotAllowed", "Use GET /ping or POST /invocations."))
+
+    do_DELETE = do_PATCH = do_PUT
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _content_length(self) -> int:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise RequestError(411, "LengthRequired", "Send the body with a Content-Length header, not chunked.")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, "BadContentLength", f"Content-Length {raw!r} is not a byte count.")
+        return length
+
+    def _read_body(self) -> bytes:
+        length = self._content_length()
+        if length > self.server.max_body:
+            self._discard(length)
+            raise RequestError(413, "PayloadTooLarge", f"The body is {length:,} bytes; the limit is "
+                               f"{self.server.max_body:,} bytes (InvokeEndpoint's 6 MB).")
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            self.close_connection = True
+            raise RequestError(400, "IncompleteBody", f"The body ended after {len(body):,} of {length:,} bytes.")
+        return body
+
+    def _discard_body(self) -> None:
+        try:
+            self._discard(self._content_length())
+        except RequestError:
+            self.close_connection = True
+
+    def _discard(self, length: int) -> None:
+        if length > DRAIN_LIMIT_BYTES:
+            self.close_connection = True  # not worth reading: answer and close
+            return
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                self.close_connection = True
+                return
+            left -= len(chunk)
+
+    def _send_error(self, exc: RequestError) -> None:
+        if self.server.access_log or exc.status >= 500:
+            print(f"{self.command} {self.path} -> {exc.status} {exc.code}: {exc.message}", file=sys.stderr, flush=True)
+        body = json.dumps({"error": exc.code, "message": exc.message}).encode()
+        self._send(exc.status, body, "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        """Status line, headers and body in one write: one segment for a small answer."""
+        with self.server.lock:
+            if self.server.stopping:
+                self.close_connection = True
+            self.server.requests += 1
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                f"{VARIANT_HEADER}: AllTraffic\r\n")
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        if self.server.access_log:
+            super().log_message(format, *args)
+
+
+# -- process -----------------------------------------------------------------------------------
+
+
+def write_ready_file(path: Path, port: int) -> None:
+    """Atomically: the service reads the port from here once the model is loaded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps({"port": port, "pid": os.getpid(), "ready": time.time()}))
+    os.replace(tmp, path)
+
+
+def build_server(endpoint: str, artifact: Path, *, host: str = "127.0.0.1", port: int = 0, threads: int = 1,
+                 capture: CaptureOptions | None = None, max_body: int = MAX_BODY_BYTES,
+                 max_pixels: int = MAX_PIXELS, access_log: bool = False) -> EndpointServer:
+    """A ready server (model loaded, socket listening); the caller runs `serve_forever`."""
+    predictor = Predictor(load_model(artifact, threads), max_pixels)
+    cap = Capture(endpoint, capture) if capture is not None else None
+    return EndpointServer((host, port), endpoint, predictor, cap, max_body, access_log)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m backend.local.serving.server", description=__doc__.split("\n\n")[0])
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--artifact", required=True, type=Path, help="model.tar.gz")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0: a free port, written to --ready-file")
+    p.add_argument("--ready-file", type=Path)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per request")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
+    p.add_argument("--capture-root", type=Path, help="bucket folder; capture is off without it")
+    p.add_argument("--capture-prefix", default="")
+    p.add_argument("--capture-percent", type=float, default=100.0)
+    p.add_argument("--capture-input", choices=("0", "1"), default="1")
+    p.add_argument("--capture-output", choices=("0", "1"), default="1")
+    p.add_argument("--capture-max-file-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--access-log", action="store_true")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    """The one line the service shows as the endpoint's FailureReason."""
+    print(f"FailureReason: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        return fail(f"Local endpoints bind to 127.0.0.1 only, not {args.host}.")
+    # Block the stop signals in every thread; the main thread takes them with sigwait below.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    capture = None
+    if args.capture_root is not None:
+        capture = CaptureOptions(args.capture_root, args.capture_prefix, args.capture_percent,
+                                 args.capture_input == "1", args.capture_output == "1", args.capture_max_file_bytes)
+    started = time.monotonic()
+    try:
+        server = build_server(args.endpoint, args.artifact, host=args.host, port=args.port, threads=args.threads,
+                              capture=capture, max_body=args.max_body_bytes, max_pixels=args.max_pixels,
+                              access_log=args.access_log)
+    except FileNotFoundError:
+        return fail(f"The model artifact {args.artifact} is missing; create the model again from its training job.")
+    except OSError as exc:
+        return fail(f"The endpoint could not listen on {args.host}:{args.port} ({exc.strerror or exc}).")
+    except Exception as exc:  # noqa: BLE001 - any load failure ends the process with its reason
+        return fail(f"The model artifact does not load ({type(exc).__name__}: {exc}).")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    if args.ready_file is not None:
+        write_ready_file(args.ready_file, server.port)
+    print(f"endpoint {args.endpoint} serving {args.artifact.name} on http://{args.host}:{server.port} "
+          f"(ready in {time.monotonic() - started:.2f} s, pid {os.getpid()})", file=sys.stderr, flush=True)
+    sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.shutdown()  # stop accepting
+    server.server_close()
+    server.begin_stop()
+    drained = server.wait_drained()
+    if server.capture is not None:
+        server.capture.close()
+    print(f"endpoint {args.endpoint} stopped on {signal.Signals(sig).name} after {server.requests} requests"
+          f"{'' if drained else ' (requests still in flight were cut)'}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Deploy: a model to an endpoint with data capture, its status as it changes, and Try it on images."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from backend.api import SconesError
+from ui.charts_deploy import probabilities_frame, probability_chart
+from ui.state import backend
+from ui.widgets import show_error
+
+INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
+BUSY = ("Creating", "Updating", "Deleting")
+STATUS_COLORS = {"InService": "green", "Creating": "blue", "Updating": "blue", "Deleting": "orange",
+                 "Failed": "red", "OutOfService": "gray"}
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+
+st.title("Deploy")
+st.caption("A model behind an endpoint with SageMaker's serving contract (POST /invocations, a JSON list of "
+           "probabilities) and data capture in Model Monitor's JSONL format. Locally each endpoint is one process "
+           "on 127.0.0.1; models do not cross backends.")
+
+try:
+    b = backend()
+    workspace = b.describe_workspace()
+    models = b.list_models()
+    endpoints = b.list_endpoints()
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
+
+
+def badge(status: str) -> str:
+    return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
+
+
+def model_label(name: str) -> str:
+    model = next(m for m in models if m.model_name == name)
+    acc = model.metrics.get("validation:accuracy")
+    return f"{name} · validation accuracy {acc:.3f}" if acc is not None else name
+
+
+def model_ui() -> str | None:
+    """The chosen model's name, with its metrics shown."""
+    if not models:
+        st.info("No model yet: train a job on the Train page; its model appears here once it completes.")
+        return None
+    name = st.selectbox("Model", [m.model_name for m in models], format_func=model_label, key="deploy_model")
+    model = next(m for m in models if m.model_name == name)
+    metrics = sorted(model.metrics.items())
+    cols = st.columns(max(2, len(metrics) + 1))
+    for col, (metric, value) in zip(cols, metrics):
+        col.metric(metric, f"{value:.3f}")
+    cols[len(metrics)].metric("Classes", len(model.classes))
+    st.caption(f"Classes in order: {', '.join(model.classes)} · image shape {'x'.join(map(str, model.image_shape))} "
+               f"· training job {model.job_name} · backend {model.backend}")
+    if model.backend != workspace["backend"]:
+        st.warning(f"This model belongs to the {model.backend} backend: the {workspace['backend']} backend cannot "
+                   "serve it (models do not cross backends).")
+    return name
+
+
+def settings_ui(model_name: str) -> dict:
+    """Endpoint and data-capture settings, as keyword arguments of backend.deploy."""
+    default_name = endpoints[0].endpoint_name if endpoints else model_name
+    left, right = st.columns(2)
+    name = left.text_input("Endpoint name (an existing endpoint is updated)", value=default_name,
+                           key="deploy_endpoint_name").strip()
+    instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance",
+                               help="Recorded as SageMaker's; locally the endpoint is one process on this machine.")
+    enabled = st.toggle("Data capture", value=True, key="deploy_capture")
+    percent = st.slider("Sampling percentage", 0, 100, 100, key="deploy_percent", disabled=not enabled)
+    c1, c2 = st.columns(2)
+    options = c1.multiselect("Capture options", ["Input", "Output"], default=["Input", "Output"],
+                             key="deploy_options", disabled=not enabled)
+    destination = c2.text_input("Destination", value=f"s3://{workspace['bucket']}/data_capture",
+                                key="deploy_destination", disabled=not enabled).strip()
+    return {"endpoint_name": name, "capture_percent": int(percent), "capture_enabled": enabled,
+            "capture_input": "Input" in options, "capture_output": "Output" in options,
+            "destination": destination, "instance_type": instance}
+
+
+with st.container(border=True):
+    st.subheader("Deploy a model")
+    chosen = model_ui()
+    if chosen is not None:
+        settings = settings_ui(chosen)
+        if st.button("Deploy", type="primary", key="deploy_go"):
+            if settings["capture_enabled"] and not (settings["capture_input"] or settings["capture_output"]):
+                st.error("Choose Input, Output or both as capture options, or turn data capture off.")
+            else:
+                try:
+                    endpoint = b.deploy(chosen, **settings)
+                except SconesError as exc:
+                    show_error(exc)
+                else:
+                    st.session_state["deploy_notice"] = (f"Endpoint {endpoint.endpoint_name} is {endpoint.status} "
+                                                         f"with {chosen}.")
+                    st.rerun()
+    notice = st.session_state.pop("deploy_notice", None)
+    if notice:
+        st.success(notice, icon=":material/rocket_launch:")
+
+
+busy_now = any(e.status in BUSY for e in endpoints)
+
+
+@st.fragment(run_every=0.5 if busy_now else None)
+def endpoints_view() -> None:
+    """The endpoint list: polls while one is Creating/Updating, redraws the page when that ends."""
+    try:
+        current = b.list_endpoints()
+    except SconesError as exc:
+        show_error(exc)
+        return
+    st.subheader("Endpoints")
+    if not current:
+        st.info("No endpoint yet: choose a model and Deploy.")
+        return
+    for e in current:
+        with st.container(border=True):
+            c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
+            c1.markdown(f"**{e.endpoint_name}** {badge(e.status)}")
+            c2.markdown(f"model `{e.model_name}`")
+            capture = f"capture {e.capture.sampling_percent}% to {e.capture.destination}" if e.capture.enabled \
+                else "capture off"
+            c3.caption(f"{capture} · {e.url or 'no URL yet'} · updated {e.updated}")
+            if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
+                try:
+                    b.delete_endpoint(e.endpoint_name)
+                except SconesError as exc:
+                    show_error(exc)
+                else:
+                    st.rerun()
+            if e.status in ("Failed", "OutOfService") and c4.button("Start", key=f"start_{e.endpoint_name}",
+                                                                     icon=":material/play_arrow:"):
+                try:
+                    b.start_endpoint(e.endpoint_name)
+                except SconesError as exc:
+                    show_error(exc)
+                else:
+                    st.rerun()
+            if e.failure_reason:
+                (st.error if e.status == "Failed" else st.warning)(e.failure_reason)
+    if any(e.status in BUSY for e in current) != busy_now:
+        st.rerun()  # a transition started or ended: redraw the page (polling, Try it)
+
+
+endpoints_view()
+
+
+def images_ui() -> list[tuple[str, bytes, str]]:
+    """(name, bytes, content type) of the images to classify: uploads, or staged test images."""
+    source = st.segmented_control("Images", ["Upload", "Staged test images"], default="Upload",
+                                  key="try_source") or "Upload"
+    if source == "Upload":
+        files = st.file_uploader("PNG or JPEG images, any size", type=["png", "jpg", "jpeg"],
+                                 accept_multiple_files=True, key="try_upload") or []
+        return [(f.name, f.getvalue(), CONTENT_TYPES.get(f.name.rsplit(".", 1)[-1].lower(), "application/x-image"))
+                for f in files]
+    samples = b.staged_samples("test", per_class=4)
+    if not samples:
+        st.info("No staged test images: stage data first, or upload images.")
+        return []
+    names = [s.key.rsplit("/", 1)[-1] for s in samples]
+    picked = st.multiselect("Staged test images", names, default=names[:2], key="try_staged")
+    return [(n, s.data, "image/png") for n, s in zip(names, samples) if n in picked]
+
+
+def show_results(results: list[dict]) -> None:
+    for r in results:
+        with st.container(border=True):
+            c1, c2 = st.columns([1, 4])
+            c1.image(r["data"], caption=r["name"], width=96)
+            if r["error"]:
+                c2.error(r["error"])
+                continue
+            c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
+            c2.altair_chart(probability_chart(probabilities_frame(r["classes"], r["probabilities"])), width="stretch")
+
+
+st.subheader("Try it")
+serving = [e.endpoint_name for e in endpoints if e.status in ("InService", "Updating")]
+if not serving:
+    st.info("No endpoint is InService yet: deploy a model, then try it here.")
+else:
+    target = st.selectbox("Endpoint", serving, key="try_endpoint")
+    images = images_ui()
+    if st.button("Classify", type="primary", disabled=not images, key="try_go"):
+        results = []
+        for name, data, content_type in images:
+            try:
+                p = b.invoke_endpoint(target, data, content_type)
+            except SconesError as exc:
+                results.append({"name": name, "data": data, "error": str(exc)})
+            else:
+                results.append({"name": name, "data": data, "error": "", "label": p.label, "confidence": p.confidence,
+                                "classes": list(p.classes), "probabilities": list(p.probabilities)})
+        st.session_state["try_results"] = {"endpoint": target, "results": results}
+    shown = st.session_state.get("try_results")
+    if shown and shown["endpoint"] == target:
+        show_results(shown["results"])
+        ok = [r for r in shown["results"] if not r["error"]]
+        if ok:
+            st.dataframe(pd.DataFrame([{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"]}
+                                       for r in ok]), hide_index=True)
