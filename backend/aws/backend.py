@@ -1,8 +1,8 @@
 """The AWS backend: the shared workspace records, with the bucket on S3.
 
 Staging runs in a local worker process (reading and filtering the archive is quick) and uploads
-to S3. Training, deployment and the workflow on AWS arrive with the AWS backend issue; until then
-those steps say so in one sentence instead of pretending.
+to S3; training runs on SageMaker. Deployment, the workflow, monitoring and cleanup on AWS are
+the AWS backend issue's next steps.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from backend.api import CredentialsError
+from backend.api import CredentialsError, StepStatus
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import S3Bucket
+from backend.aws.training import AwsTrainingMixin
 from backend.settings import Settings
 from backend.workspace import WorkspaceBackend
 
@@ -22,7 +23,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(WorkspaceBackend):
+class AwsBackend(AwsTrainingMixin, WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):
@@ -52,3 +53,8 @@ class AwsBackend(WorkspaceBackend):
 
     def describe_workspace(self) -> dict[str, str]:
         return {**super().describe_workspace(), "region": self.region, "account": self.account_id}
+
+    def step_statuses(self) -> dict[str, StepStatus]:
+        steps = super().step_statuses()
+        steps["train"] = self.training_step_status()
+        return steps

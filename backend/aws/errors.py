@@ -4,6 +4,7 @@ Nothing here ever formats a credential: messages name the operation and the erro
 """
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -62,8 +63,10 @@ def translate(exc: Exception, operation: str) -> SconesError:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        cls = _CODES.get(code, SconesError)
         detail = (err.get("Message") or "").strip().rstrip(".")
+        cls = _CODES.get(code, SconesError)
+        if cls is ValidationError and re.search(r"[Cc]ould not find|does not exist|not found", detail):
+            cls = ResourceNotFound  # SageMaker reports a missing resource as a ValidationException
         advice = _ADVICE.get(cls, "see the AWS console for details")
         message = f"AWS refused {operation} ({code}{': ' + detail if detail else ''}); {advice}."
         out = cls(message)

@@ -39,6 +39,15 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         updated     TEXT NOT NULL
     );
     """,
+    # 2: names of the AWS resources this workspace created (the AWS backend's inventory).
+    """
+    CREATE TABLE aws_resources (
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        created     TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    """,
 )
 
 _migrate_lock = threading.Lock()

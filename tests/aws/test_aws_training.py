@@ -1,0 +1,124 @@
+"""Training on SageMaker through the AWS backend, against moto (which completes jobs at once)."""
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from backend import get_backend
+from backend.api import CredentialsError, ResourceLimitExceeded, ResourceNotFound, ValidationError
+from backend.aws.training import image_uri, parse_epoch_lines
+from backend.settings import load_settings
+
+ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+
+
+@pytest.fixture
+def staged(aws, monkeypatch):
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
+    b = get_backend(load_settings())
+    b.stage_data("sample")
+    return b
+
+
+def put_algorithm_logs(job_name: str, lines: list[str]) -> None:
+    logs = boto3.client("logs", region_name="us-east-1")
+    group = "/aws/sagemaker/TrainingJobs"
+    try:
+        logs.create_log_group(logGroupName=group)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    stream = f"{job_name}/algo-1-1700000000"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(logGroupName=group, logStreamName=stream,
+                        logEvents=[{"timestamp": int(time.time() * 1000) + i, "message": m} for i, m in enumerate(lines)])
+
+
+def test_create_describe_list_and_model(staged):
+    b = staged
+    hps = b.default_training_hyperparameters("sagemaker")
+    assert hps["num_layers"] == "152" and hps["num_training_samples"] == "1000" and hps["num_classes"] == "2"
+    name = b.create_training_job({**hps, "epochs": "2"})
+    d = boto3.client("sagemaker", region_name="us-east-1").describe_training_job(TrainingJobName=name)
+    assert d["AlgorithmSpecification"]["TrainingImage"] == "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
+    channels = {c["ChannelName"]: c for c in d["InputDataConfig"]}
+    bucket = b.objects.bucket
+    assert {k: v["DataSource"]["S3DataSource"]["S3Uri"] for k, v in channels.items()} == {
+        "train": f"s3://{bucket}/train/", "validation": f"s3://{bucket}/test/",
+        "train_lst": f"s3://{bucket}/train.lst", "validation_lst": f"s3://{bucket}/test.lst"}
+    assert all(c["ContentType"] == "application/x-image" for c in channels.values())
+    assert d["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    assert d["StoppingCondition"]["MaxRuntimeInSeconds"] > 0
+    assert d["HyperParameters"]["epochs"] == "2" and d["HyperParameters"]["image_shape"] == "3,32,32"
+
+    put_algorithm_logs(name, ["Epoch[0] Train-accuracy=0.612500", "Epoch[0] Validation-accuracy=0.580000",
+                              "Epoch[1] Train-accuracy=0.701", "Epoch[1] Validation-accuracy=0.655", "other line"])
+    job = b.describe_training_job(name)
+    assert job.status == "Completed" and job.backend == "aws"
+    assert job.final_metrics == {"train:accuracy": 0.701, "validation:accuracy": 0.655}
+    assert "train:loss" not in job.final_metrics  # the algorithm logs no loss
+    assert job.model_artifact == f"s3://{bucket}/output/{name}/output/model.tar.gz"
+    assert [j.job_name for j in b.list_training_jobs()] == [name]
+    assert "Epoch[1] Validation-accuracy=0.655" in b.training_log(name)
+    assert b.step_statuses()["train"].state == "done"
+
+    model = b.create_model(name)
+    assert model.backend == "aws" and model.job_name == name and model.classes == ("bicycle", "motorcycle")
+    assert [m.model_name for m in b.list_models()] == [model.model_name]
+
+
+def test_validation_as_the_local_backend(staged):
+    b = staged
+    hps = b.default_training_hyperparameters("sagemaker")
+    with pytest.raises(ValidationError, match="num_training_samples=999 does not match the train channel"):
+        b.create_training_job({**hps, "num_training_samples": "999"})
+    with pytest.raises(ValidationError, match="optimizer='adamw' is not valid"):
+        b.create_training_job({**hps, "optimizer": "adamw"})
+    with pytest.raises(ResourceNotFound, match="Could not find training job"):
+        b.describe_training_job("nope")
+    assert b.list_training_jobs() == []
+
+
+def test_guardrails_role_cpu_instance_and_quota(staged, monkeypatch):
+    hps = staged.default_training_hyperparameters("sagemaker")
+    monkeypatch.setenv("SCONES_TRAINING_INSTANCE_TYPE", "ml.m5.xlarge")
+    with pytest.raises(ValidationError, match="GPU instances only"):
+        get_backend(load_settings()).create_training_job(hps)
+    monkeypatch.delenv("SCONES_TRAINING_INSTANCE_TYPE")
+    monkeypatch.delenv("SCONES_SAGEMAKER_ROLE_ARN")
+    with pytest.raises(CredentialsError, match="SCONES_SAGEMAKER_ROLE_ARN"):
+        get_backend(load_settings()).create_training_job(hps)
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
+    b = get_backend(load_settings())
+    sm = b.client("sagemaker")
+    b.client = lambda service: sm if service == "sagemaker" else type(b).client(b, service)
+    with Stubber(sm) as stub:
+        stub.add_client_error("create_training_job", service_error_code="ResourceLimitExceeded",
+                              service_message="The account-level service limit 'ml.p3.2xlarge for training job usage' is 0")
+        with pytest.raises(ResourceLimitExceeded, match="quota for ml.p3.2xlarge training.*Service Quotas"):
+            b.create_training_job(hps)
+
+
+def test_stop_calls_stop_training_job(staged):
+    b = staged
+    name = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
+    sm = b.client("sagemaker")
+    real_describe = sm.describe_training_job(TrainingJobName=name)
+    b.client = lambda service: sm if service == "sagemaker" else type(b).client(b, service)
+    with Stubber(sm) as stub:
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": name})
+        stub.add_response("describe_training_job", {**real_describe, "TrainingJobStatus": "Stopping"})
+        job = b.stop_training_job(name)
+        stub.assert_no_pending_responses()
+    assert job.status == "Stopping"
+
+
+def test_image_uri_table_and_epoch_parsing():
+    assert image_uri("eu-west-1") == "685385470294.dkr.ecr.eu-west-1.amazonaws.com/image-classification:1"
+    with pytest.raises(ValidationError, match="not listed for region mars-1"):
+        image_uri("mars-1")
+    assert parse_epoch_lines(["[11/27/2026 08:00:00 INFO 1] Epoch[2] Validation-accuracy=0.5",
+                              "Epoch[2] Train-accuracy=0.75"]) == ({"epoch": 3.0, "validation:accuracy": 0.5,
+                                                                    "train:accuracy": 0.75},)
