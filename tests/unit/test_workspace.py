@@ -43,7 +43,8 @@ def test_store_refuses_symlink_escape_planted_by_hand(tmp_path):
 def test_database_wal_and_versioned_schema(tmp_path):
     db = Database(tmp_path / "s.db")
     assert db.query_one("PRAGMA journal_mode")[0] == "wal"
-    assert db.query_one("SELECT version FROM schema_versions WHERE component='core'")["version"] == 1
+    from backend.local.db import CORE_MIGRATIONS
+    assert db.query_one("SELECT version FROM schema_versions WHERE component='core'")["version"] == len(CORE_MIGRATIONS)
     assert db.migrate("extra", ("CREATE TABLE t1(x INTEGER)", "ALTER TABLE t1 ADD COLUMN y TEXT")) == 2
     Database(tmp_path / "s.db").migrate("extra", ("CREATE TABLE t1(x INTEGER)", "ALTER TABLE t1 ADD COLUMN y TEXT"))
     db.execute("INSERT INTO t1(x, y) VALUES(1, 'a')")

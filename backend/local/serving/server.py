@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"The endpoint could not listen on {args.host}:{args.port} ({exc.strerror or exc}).")
     except Exception as exc:  # noqa: BLE001 - any load failure ends the process with its reason
         return fail(f"The model artifact does not load ({type(exc).__name__}: {exc}).")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     if args.ready_file is not None:
         write_ready_file(args.ready_file, server.port)

@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator
@@ -97,8 +98,11 @@ class StatesEngine:
         self.runner = RunnerIdentity.current()
         # An idle connection held open for the engine's life: without it, every short connection
         # that closes last checkpoints the WAL (milliseconds per write instead of a tenth of one).
-        self._keeper_cm = db.connect()
-        self._keeper_cm.__enter__()
+        # It lives on its own thread because a sqlite3 connection must close where it was opened.
+        self._keeper_stop = threading.Event()
+        threading.Thread(target=_hold_connection, args=(db, self._keeper_stop), daemon=True,
+                         name="states-db-keeper").start()
+        weakref.finalize(self, self._keeper_stop.set)
         self._local = threading.local()
         self._active: dict[str, _Active] = {}
         self._lock = threading.Lock()
@@ -108,34 +112,33 @@ class StatesEngine:
 
     def close(self) -> None:
         """Release the engine's idle connection (running executions keep running)."""
-        cm, self._keeper_cm = self._keeper_cm, None
-        if cm is not None:
-            cm.__exit__(None, None, None)
+        self._keeper_stop.set()
 
-    def _conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened once through Database.connect() and reused."""
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection: reused by nested calls, closed on the thread that opened it."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cm = self.db.connect()
-            conn = cm.__enter__()
-            self._local.cm, self._local.conn = cm, conn
-        return conn
+        if conn is not None:
+            yield conn
+            return
+        with self.db.connect() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Like Database.transaction() (BEGIN IMMEDIATE), on this thread's reused connection."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def _reader(self):
-        """Reads need no transaction: autocommit SELECTs see every committed write."""
-        return nullcontext(self._conn())
+        """Like Database.transaction() (BEGIN IMMEDIATE), on this thread's connection."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def __enter__(self) -> "StatesEngine":
         return self
@@ -158,11 +161,12 @@ class StatesEngine:
     def run_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
                       state_machine_name: str = "local") -> ExecutionRecord:
         """Run an execution to its end on the calling thread; returns its description."""
-        active, existing = self._begin(definition, input, name, state_machine_name)
-        if existing is not None:
-            return self.wait(existing)
-        self._execute(active)
-        return self.describe_execution(active.run.info.arn)
+        with self._connection():
+            active, existing = self._begin(definition, input, name, state_machine_name)
+            if existing is not None:
+                return self.wait(existing)
+            self._execute(active)
+            return self.describe_execution(active.run.info.arn)
 
     def _begin(self, definition, input, name, state_machine_name) -> tuple[_Active | None, str | None]:
         machine = compile_machine(definition)
@@ -205,7 +209,7 @@ class StatesEngine:
 
     def _existing(self, arn: str, input_text: str, definition_text: str) -> str:
         """StartExecution with the name of a running execution and the same input is idempotent."""
-        with self._reader() as conn:
+        with self._connection() as conn:
             row = store.get_execution(conn, arn)
         if (row is not None and row["status"] == "RUNNING" and row["input"] == input_text
                 and row["definition"] == definition_text):
@@ -218,6 +222,10 @@ class StatesEngine:
     # --- running ----------------------------------------------------------------------------------
 
     def _execute(self, active: _Active) -> None:
+        with self._connection():
+            self._run(active)
+
+    def _run(self, active: _Active) -> None:
         run = active.run
         try:
             output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
@@ -269,6 +277,10 @@ class StatesEngine:
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
+        with self._connection():
+            self._flush_rounds()
+
+    def _flush_rounds(self) -> None:
         idle_since = time.monotonic()
         while True:
             self._flush_wake.wait(self.flush_interval)
@@ -316,7 +328,7 @@ class StatesEngine:
     # --- reading -----------------------------------------------------------------------------------
 
     def describe_execution(self, arn: str) -> ExecutionRecord:
-        with self._reader() as conn:
+        with self._connection() as conn:
             row = store.get_execution(conn, arn)
         if row is None:
             raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
@@ -329,7 +341,7 @@ class StatesEngine:
         if status is not None and status not in STATUSES:
             raise errors.ValidationError(f"Status filter must be one of {', '.join(STATUSES)}, got '{status}'.")
         self.recover_lost_executions()
-        with self._reader() as conn:
+        with self._connection() as conn:
             rows = store.list_executions(conn, state_machine_name, status)
         return [_record(r) for r in rows]
 
@@ -339,12 +351,12 @@ class StatesEngine:
             active = self._active.get(arn)
         if active is not None:
             with active.flush_lock:
-                with self._reader() as conn:
+                with self._connection() as conn:
                     rows = store.get_events(conn, arn)
                 with active.run.history.lock:
                     rows += list(active.run.history.pending)
         else:
-            with self._reader() as conn:
+            with self._connection() as conn:
                 if store.get_execution(conn, arn) is None:
                     raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
                 rows = store.get_events(conn, arn)
@@ -416,12 +428,17 @@ class StatesEngine:
 
     def recover_lost_executions(self) -> list[str]:
         """End as FAILED (States.Runtime) every RUNNING execution whose runner process is gone."""
-        with self._reader() as conn:
+        with self._connection() as conn:
             rows = store.running(conn)
         lost = [r["arn"] for r in rows if self._lost(r["runner_pid"], r["runner_start"])]
         for arn in lost:
             self._mark_lost(arn, next(r["runner_pid"] for r in rows if r["arn"] == arn))
         return lost
+
+
+def _hold_connection(db: Database, stop: threading.Event) -> None:
+    with db.connect():
+        stop.wait()
 
 
 def _check_name(name: Any, what: str) -> None:

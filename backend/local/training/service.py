@@ -316,6 +316,9 @@ class TrainingService:
 
     def run(self, job: Job, progress: Callable[[float, str], None]) -> dict[str, Any]:
         """Called in the worker process: download the channels, train, upload model.tar.gz."""
+        # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning pool slows
+        # training many times over. It must be set before torch (and its OpenMP runtime) loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from backend.local.training import trainer
         from backend.local.training.artifact import build_artifact, export_onnx
 
