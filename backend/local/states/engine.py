@@ -16,14 +16,13 @@ import threading
 import time
 import uuid
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from backend.local.db import Database
 
-from . import errors, store
+from . import connections, errors, store
 from .machine import Machine, compile_machine
 from .runner import RunnerIdentity
 from .runtime import HISTORY_LIMIT, Clock, History, Run, RunInfo, Scope
@@ -73,11 +72,19 @@ class ExecutionRecord:
 class _Active:
     """Engine-side bookkeeping of one execution running in this process."""
 
-    def __init__(self, run: Run, machine: Machine):
-        self.run = run
+    def __init__(self, machine: Machine, input_text: str):
         self.machine = machine
+        self.input_text = input_text
+        self.run: Run = None  # type: ignore[assignment]
         self.flush_lock = threading.Lock()
+        self.persisted = False  # is its row in SQLite yet?
+        self.lost_name = False  # another runner took the name before the row was written
+        self.final: ExecutionRecord | None = None
         self.cancel_timeout: Callable[[], None] | None = None
+
+
+class _StoppedElsewhere(Exception):
+    pass
 
 
 class StatesEngine:
@@ -96,14 +103,12 @@ class StatesEngine:
         self.flush_interval = flush_interval
         self.history_limit = history_limit
         self.runner = RunnerIdentity.current()
-        # An idle connection held open for the engine's life: without it, every short connection
-        # that closes last checkpoints the WAL (milliseconds per write instead of a tenth of one).
-        # It lives on its own thread because a sqlite3 connection must close where it was opened.
+        # An idle connection held for the engine's life: otherwise each connection that closes
+        # last checkpoints the WAL (milliseconds per write instead of a tenth of one).
         self._keeper_stop = threading.Event()
-        threading.Thread(target=_hold_connection, args=(db, self._keeper_stop), daemon=True,
+        threading.Thread(target=connections.hold_open, args=(db, self._keeper_stop), daemon=True,
                          name="states-db-keeper").start()
         weakref.finalize(self, self._keeper_stop.set)
-        self._local = threading.local()
         self._active: dict[str, _Active] = {}
         self._lock = threading.Lock()
         self._flush_wake = threading.Event()
@@ -113,32 +118,6 @@ class StatesEngine:
     def close(self) -> None:
         """Release the engine's idle connection (running executions keep running)."""
         self._keeper_stop.set()
-
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection: reused by nested calls, closed on the thread that opened it."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            yield conn
-            return
-        with self.db.connect() as conn:
-            self._local.conn = conn
-            try:
-                yield conn
-            finally:
-                self._local.conn = None
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """Like Database.transaction() (BEGIN IMMEDIATE), on this thread's connection."""
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     def __enter__(self) -> "StatesEngine":
         return self
@@ -150,8 +129,8 @@ class StatesEngine:
 
     def start_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
                         state_machine_name: str = "local") -> str:
-        """Start an execution on a worker thread; returns its ARN at once."""
-        active, existing = self._begin(definition, input, name, state_machine_name)
+        """Start an execution on a worker thread; returns its ARN at once (it is RUNNING by then)."""
+        active, existing = self._begin(definition, input, name, state_machine_name, persist_now=True)
         if existing is not None:
             return existing
         threading.Thread(target=self._execute, args=(active,), daemon=True,
@@ -160,15 +139,20 @@ class StatesEngine:
 
     def run_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
                       state_machine_name: str = "local") -> ExecutionRecord:
-        """Run an execution to its end on the calling thread; returns its description."""
-        with self._connection():
-            active, existing = self._begin(definition, input, name, state_machine_name)
-            if existing is not None:
-                return self.wait(existing)
-            self._execute(active)
-            return self.describe_execution(active.run.info.arn)
+        """Run an execution to its end on the calling thread; returns its description.
 
-    def _begin(self, definition, input, name, state_machine_name) -> tuple[_Active | None, str | None]:
+        Its row is written with the first batch of events (within `flush_interval`) or when it
+        ends, whichever comes first: a short run costs one transaction.
+        """
+        active, existing = self._begin(definition, input, name, state_machine_name, persist_now=False)
+        if existing is not None:
+            return self.wait(existing)
+        self._execute(active)
+        if active.lost_name:
+            raise self._name_taken(active.run.info.arn)
+        return active.final or self.describe_execution(active.run.info.arn)
+
+    def _begin(self, definition, input, name, state_machine_name, persist_now: bool) -> tuple[_Active | None, str | None]:
         machine = compile_machine(definition)
         name = str(uuid.uuid4()) if name is None else name
         _check_name(name, "execution name")
@@ -183,21 +167,29 @@ class StatesEngine:
         history.on_pressure = self._flush_wake.set
         history.append("ExecutionStarted", 0, start, "executionStartedEventDetails",
                        {"input": input_text, "inputDetails": {"truncated": False}, "roleArn": self.role_arn})
-        active = _Active(None, machine)  # type: ignore[arg-type]
+        active = _Active(machine, input_text)
         active.run = Run(info, self.clock, self.resolver, history,
                          lambda status, error, cause: self._close(active, status, None, error, cause))
-        try:
-            with self._transaction() as conn:
-                store.insert_execution(conn, {
-                    "arn": arn, "name": name, "state_machine_name": state_machine_name,
-                    "definition": machine.text, "input": input_text, "start_date": start,
-                    "runner_pid": self.runner.pid, "runner_start": self.runner.start,
-                })
-                store.write_events(conn, arn, history.take())
-        except sqlite3.IntegrityError:
-            return None, self._existing(arn, input_text, machine.text)
         with self._lock:
+            if arn in self._active:
+                other = self._active[arn]
+                existing = other if (other.input_text == input_text and other.machine.text == machine.text) else None
+                if existing is None:
+                    raise self._name_taken(arn)
+                return None, arn
             self._active[arn] = active
+        try:
+            if persist_now:
+                with connections.transaction(self.db) as conn:
+                    self._persist(conn, active)
+            else:
+                conn = connections.connection(self.db)
+                if store.get_execution(conn, arn) is not None:
+                    raise sqlite3.IntegrityError(arn)
+        except sqlite3.IntegrityError:
+            with self._lock:
+                self._active.pop(arn, None)
+            return None, self._existing(arn, input_text, machine.text)
         if machine.timeout_seconds:
             active.cancel_timeout = self.clock.call_later(
                 machine.timeout_seconds,
@@ -207,14 +199,28 @@ class StatesEngine:
         self._ensure_flusher()
         return active, None
 
+    def _persist(self, conn: sqlite3.Connection, active: _Active, status: str = "RUNNING") -> None:
+        """Write the execution's row (IntegrityError if the name is taken)."""
+        info = active.run.info
+        store.insert_execution(conn, {
+            "arn": info.arn, "name": info.name, "state_machine_name": info.state_machine_name,
+            "definition": active.machine.text, "input": active.input_text, "start_date": info.start_time,
+            "runner_pid": self.runner.pid, "runner_start": self.runner.start,
+        })
+        active.persisted = True
+
     def _existing(self, arn: str, input_text: str, definition_text: str) -> str:
         """StartExecution with the name of a running execution and the same input is idempotent."""
-        with self._connection() as conn:
-            row = store.get_execution(conn, arn)
+        conn = connections.connection(self.db)
+        row = store.get_execution(conn, arn)
         if (row is not None and row["status"] == "RUNNING" and row["input"] == input_text
                 and row["definition"] == definition_text):
             return arn
-        raise errors.ExecutionAlreadyExists(
+        raise self._name_taken(arn)
+
+    @staticmethod
+    def _name_taken(arn: str) -> errors.ExecutionAlreadyExists:
+        return errors.ExecutionAlreadyExists(
             f"An execution named '{arn.rsplit(':', 1)[1]}' already exists for state machine "
             f"'{arn.split(':')[-2]}'; choose another name."
         )
@@ -222,10 +228,6 @@ class StatesEngine:
     # --- running ----------------------------------------------------------------------------------
 
     def _execute(self, active: _Active) -> None:
-        with self._connection():
-            self._run(active)
-
-    def _run(self, active: _Active) -> None:
         run = active.run
         try:
             output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
@@ -248,24 +250,38 @@ class StatesEngine:
             run.done.set()
 
     def _close(self, active: _Active, status: str, output: str | None, error: str | None, cause: str | None) -> bool:
-        """Write the terminal event and status with whatever events are still pending."""
+        """Write the terminal event and the final status with whatever events are still pending."""
         run = active.run
         etype, key = _TERMINAL_EVENT[status]
         if status == "SUCCEEDED":
             details = {"output": output, "outputDetails": {"truncated": False}}
         else:
             details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
+        stop = self.clock.now()
         with active.flush_lock:
             try:
-                run.history.append(etype, None, self.clock.now(), key, details, terminal=True)
+                run.history.append(etype, None, stop, key, details, terminal=True)
             except errors.ExecutionHalted:
                 return False  # someone else closed it first
             events = run.history.take()
-            with self._transaction() as conn:
-                if store.status_of(conn, run.info.arn) != "RUNNING":
-                    return False  # stopped from another process: its ExecutionAborted stands
-                store.write_events(conn, run.info.arn, events)
-                store.close_execution(conn, run.info.arn, status, output, error, cause, self.clock.now())
+            try:
+                with connections.transaction(self.db) as conn:
+                    if not active.persisted:
+                        self._persist(conn, active)
+                    if not store.close_execution(conn, run.info.arn, status, output, error, cause, stop):
+                        raise _StoppedElsewhere()  # its ExecutionAborted stands; roll back ours
+                    store.write_events(conn, run.info.arn, events)
+            except _StoppedElsewhere:
+                return False
+            except sqlite3.IntegrityError:
+                active.lost_name = True
+                return False
+        info = run.info
+        active.final = ExecutionRecord(
+            arn=info.arn, name=info.name, state_machine_name=info.state_machine_name, status=status,
+            input=active.input_text, output=output, error=error, cause=cause,
+            start_date=to_datetime(info.start_time), stop_date=to_datetime(stop),
+        )
         return True
 
     # --- flushing ---------------------------------------------------------------------------------
@@ -277,60 +293,69 @@ class StatesEngine:
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
-        with self._connection():
-            self._flush_rounds()
-
-    def _flush_rounds(self) -> None:
         idle_since = time.monotonic()
         while True:
             self._flush_wake.wait(self.flush_interval)
             self._flush_wake.clear()
+            self.flush()
             with self._lock:
-                actives = list(self._active.values())
-            for active in actives:
-                try:
-                    self._flush(active)
-                except sqlite3.Error:
-                    pass  # the next round or the final close writes them
-            if actives:
+                busy = bool(self._active)
+                if not busy and time.monotonic() - idle_since > 5:
+                    self._flusher = None
+                    return
+            if busy:
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > 5:
-                with self._lock:
-                    if not self._active:
-                        self._flusher = None
-                        return
+
+    def flush(self) -> None:
+        """Write every pending event of this engine's running executions now."""
+        with self._lock:
+            actives = list(self._active.values())
+        for active in actives:
+            try:
+                self._flush(active)
+            except sqlite3.Error:
+                pass  # the next round, or the final close, writes them
 
     def _flush(self, active: _Active) -> None:
         run = active.run
+        stopped_elsewhere = False
         with active.flush_lock:
-            events = run.history.take()
-            if not events:
+            if run.history.closed:
                 return
-            with self._transaction() as conn:
-                if store.status_of(conn, run.info.arn) != "RUNNING":
-                    stopped_elsewhere = True
-                else:
-                    stopped_elsewhere = False
+            events = run.history.take()
+            if not events and active.persisted:
+                return
+            try:
+                with connections.transaction(self.db) as conn:
+                    if not active.persisted:
+                        self._persist(conn, active)
+                    elif store.status_of(conn, run.info.arn) != "RUNNING":
+                        raise _StoppedElsewhere()
                     store.write_events(conn, run.info.arn, events)
+            except _StoppedElsewhere:
+                stopped_elsewhere = True
+            except sqlite3.IntegrityError:
+                active.lost_name = stopped_elsewhere = True
         if stopped_elsewhere:
             with run.history.lock:
                 run.history.closed = True
             run.halted = run.halted or "STOPPED"
             run.stopper.set()
 
-    def flush(self) -> None:
-        """Write every pending event now (tests and shutdown)."""
-        with self._lock:
-            actives = list(self._active.values())
-        for active in actives:
-            self._flush(active)
-
     # --- reading -----------------------------------------------------------------------------------
 
     def describe_execution(self, arn: str) -> ExecutionRecord:
-        with self._connection() as conn:
-            row = store.get_execution(conn, arn)
+        conn = connections.connection(self.db)
+        row = store.get_execution(conn, arn)
         if row is None:
+            with self._lock:
+                active = self._active.get(arn)
+            if active is not None and active.final is None:  # running, row not written yet
+                info = active.run.info
+                return ExecutionRecord(info.arn, info.name, info.state_machine_name, "RUNNING", active.input_text,
+                                       None, None, None, to_datetime(info.start_time), None)
+            if active is not None and active.final is not None:
+                return active.final
             raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
         if row["status"] == "RUNNING" and self._lost(row["runner_pid"], row["runner_start"]):
             self._mark_lost(arn, row["runner_pid"])
@@ -338,11 +363,13 @@ class StatesEngine:
         return _record(row)
 
     def list_executions(self, state_machine_name: str | None = None, status: str | None = None) -> list[ExecutionRecord]:
+        """Executions newest first, optionally of one state machine and/or in one status."""
         if status is not None and status not in STATUSES:
             raise errors.ValidationError(f"Status filter must be one of {', '.join(STATUSES)}, got '{status}'.")
         self.recover_lost_executions()
-        with self._connection() as conn:
-            rows = store.list_executions(conn, state_machine_name, status)
+        self.flush()
+        conn = connections.connection(self.db)
+        rows = store.list_executions(conn, state_machine_name, status)
         return [_record(r) for r in rows]
 
     def get_execution_history(self, arn: str, reverse_order: bool = False) -> list[dict]:
@@ -351,15 +378,15 @@ class StatesEngine:
             active = self._active.get(arn)
         if active is not None:
             with active.flush_lock:
-                with self._connection() as conn:
-                    rows = store.get_events(conn, arn)
+                conn = connections.connection(self.db)
+                rows = store.get_events(conn, arn)
                 with active.run.history.lock:
                     rows += list(active.run.history.pending)
         else:
-            with self._connection() as conn:
-                if store.get_execution(conn, arn) is None:
-                    raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
-                rows = store.get_events(conn, arn)
+            conn = connections.connection(self.db)
+            if store.get_execution(conn, arn) is None:
+                raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
+            rows = store.get_events(conn, arn)
         events = []
         for eid, prev, etype, ts, key, details in rows:
             event = {"timestamp": to_datetime(ts), "type": etype, "id": eid, "previousEventId": prev}
@@ -391,7 +418,7 @@ class StatesEngine:
             active = self._active.get(arn)
         if active is not None and active.run.halt("ABORTED", error, cause):
             return self.describe_execution(arn)
-        with self._transaction() as conn:
+        with connections.transaction(self.db) as conn:
             status = store.status_of(conn, arn)
             if status is None:
                 raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
@@ -418,7 +445,7 @@ class StatesEngine:
         return not identity.alive()
 
     def _mark_lost(self, arn: str, pid: int | None) -> None:
-        with self._transaction() as conn:
+        with connections.transaction(self.db) as conn:
             if store.status_of(conn, arn) == "RUNNING":
                 self._append_terminal(
                     conn, arn, "FAILED", errors.RUNTIME,
@@ -428,17 +455,12 @@ class StatesEngine:
 
     def recover_lost_executions(self) -> list[str]:
         """End as FAILED (States.Runtime) every RUNNING execution whose runner process is gone."""
-        with self._connection() as conn:
-            rows = store.running(conn)
-        lost = [r["arn"] for r in rows if self._lost(r["runner_pid"], r["runner_start"])]
-        for arn in lost:
-            self._mark_lost(arn, next(r["runner_pid"] for r in rows if r["arn"] == arn))
-        return lost
-
-
-def _hold_connection(db: Database, stop: threading.Event) -> None:
-    with db.connect():
-        stop.wait()
+        conn = connections.connection(self.db)
+        rows = store.running(conn)
+        lost = [(r["arn"], r["runner_pid"]) for r in rows if self._lost(r["runner_pid"], r["runner_start"])]
+        for arn, pid in lost:
+            self._mark_lost(arn, pid)
+        return [arn for arn, _ in lost]
 
 
 def _check_name(name: Any, what: str) -> None:

@@ -1,0 +1,81 @@
+"""Differential tests: the same definitions run on this engine and on moto's Step Functions
+interpreter (LocalStack's, inside moto 5), compared on status, output and error name.
+
+Only definitions without Task states take part (moto cannot run our resolver). Cases marked
+`moto_differs` are where AWS's documented behaviour and moto disagree: the engine follows AWS
+(test_cases.py asserts the AWS behaviour), and the case is left out of this comparison.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from backend.local.states import FakeClock, StatesEngine
+
+from .support import has_task, lambda_resolver, load_cases, machine_name
+
+CASES = [c for c in load_cases() if not has_task(c["definition"]) and "moto_differs" not in c]
+ROLE = "arn:aws:iam::123456789012:role/states"
+
+
+def test_enough_definitions_are_compared():
+    assert len(CASES) >= 40
+
+
+@pytest.fixture(scope="module")
+def moto_results():
+    """Start every case on moto at once (moto runs them on threads), then collect the outcomes."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        client = boto3.client("stepfunctions", region_name="us-east-1")
+        arns = {}
+        for case in CASES:
+            sm = client.create_state_machine(name=machine_name(case), definition=json.dumps(case["definition"]),
+                                             roleArn=ROLE)["stateMachineArn"]
+            arns[case["name"]] = client.start_execution(stateMachineArn=sm, name="exec",
+                                                        input=json.dumps(case["input"]))["executionArn"]
+        results = {}
+        deadline = time.monotonic() + 30
+        pending = dict(arns)
+        while pending and time.monotonic() < deadline:
+            for name, arn in list(pending.items()):
+                d = client.describe_execution(executionArn=arn)
+                if d["status"] != "RUNNING":
+                    results[name] = d
+                    del pending[name]
+            time.sleep(0.02)
+        assert not pending, f"moto did not finish: {sorted(pending)}"
+        yield results
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_same_as_moto(case, moto_results, shared_db):
+    engine = StatesEngine(shared_db, lambda_resolver, clock=FakeClock())
+    try:
+        mine = engine.run_execution(case["definition"], json.dumps(case["input"]), name="exec",
+                                    state_machine_name="diff-" + machine_name(case)[:70])
+    finally:
+        engine.close()
+    theirs = moto_results[case["name"]]
+    their_output = _moto_output(theirs.get("output"))
+    assert mine.status == theirs["status"], (mine.error, mine.cause, theirs.get("error"), theirs.get("cause"))
+    if mine.status == "SUCCEEDED":
+        if "match" in case["expect"]:  # random or time-dependent values: compare the keys only
+            assert set(mine.output_value) == set(their_output)
+        else:
+            assert mine.output_value == their_output
+    else:
+        assert mine.error == theirs.get("error")
+
+
+def _moto_output(text: str | None):
+    """moto writes a string output without JSON quotes ('yes' where AWS writes '"yes"')."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
