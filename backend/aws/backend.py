@@ -1,11 +1,12 @@
 """The AWS backend: the shared workspace records, with the bucket on S3.
 
 Staging runs in a local worker process (reading and filtering the archive is quick) and uploads
-to S3; training runs on SageMaker. Deployment, the workflow, monitoring and cleanup on AWS are
+to S3; training and endpoints run on SageMaker. The workflow, monitoring and cleanup on AWS are
 the AWS backend issue's next steps.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +16,7 @@ from botocore.config import Config
 from backend.api import CredentialsError, StepStatus
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import S3Bucket
+from backend.aws.deployment import AwsDeploymentMixin
 from backend.aws.training import AwsTrainingMixin
 from backend.settings import Settings
 from backend.workspace import WorkspaceBackend
@@ -23,7 +25,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(AwsTrainingMixin, WorkspaceBackend):
+class AwsBackend(AwsTrainingMixin, AwsDeploymentMixin, WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):
@@ -57,4 +59,15 @@ class AwsBackend(AwsTrainingMixin, WorkspaceBackend):
     def step_statuses(self) -> dict[str, StepStatus]:
         steps = super().step_statuses()
         steps["train"] = self.training_step_status()
+        steps["deploy"] = self.deployment_step_status()
         return steps
+
+    # -- names of what this workspace created (the inventory starts from these and the tag) ---
+
+    def _record_resource(self, kind: str, name: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO aws_resources(kind, name, created) VALUES(?,?,?)",
+                        (kind, name, datetime.now(timezone.utc).isoformat()))
+
+    def _resource_names(self, kind: str) -> list[str]:
+        rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))
+        return [r["name"] for r in rows]

@@ -74,16 +74,6 @@ def channel(name: str, uri: str) -> dict[str, Any]:
 class AwsTrainingMixin:
     """Training methods of the AWS backend (the names the pages and the CLI call)."""
 
-    def _record_resource(self, kind: str, name: str) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO aws_resources(kind, name, created) VALUES(?,?,?)",
-            (kind, name, datetime.now(timezone.utc).isoformat()),
-        )
-
-    def _resource_names(self, kind: str) -> list[str]:
-        return [r["name"] for r in self.db.query(
-            "SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))]
-
     # -- what the form needs ---------------------------------------------------------------
 
     def training_hyperparameter_specs(self) -> list[dict[str, Any]]:

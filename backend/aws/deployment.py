@@ -1,0 +1,233 @@
+"""Deployment on SageMaker: endpoint configs with DataCaptureConfig, endpoints, InvokeEndpoint.
+
+Same method names and records as the local DeploymentService. Differences that AWS imposes are
+said in one sentence: an AWS endpoint cannot be paused (delete it to stop billing), and a Failed
+endpoint is started again by recreating it from its config.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from backend.api import (
+    VARIANT_NAME, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse, ResourceNotFound, SconesError,
+    StepStatus, ValidationError,
+)
+from backend.aws.errors import aws_errors
+from backend.aws.s3 import PROJECT_TAG
+
+DEFAULT_CAPTURE_PREFIX = "data_capture"
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+def _iso(value: Any) -> str:
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else ""
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValidationError(f"{what} {name!r} is not valid: use 1 to 63 letters, digits and hyphens.")
+    return name
+
+
+def data_capture_config(capture: CaptureConfig) -> dict[str, Any]:
+    options = ([{"CaptureMode": "Input"}] if capture.capture_input else []) + \
+              ([{"CaptureMode": "Output"}] if capture.capture_output else [])
+    return {"EnableCapture": bool(capture.enabled), "InitialSamplingPercentage": int(capture.sampling_percent),
+            "DestinationS3Uri": capture.destination, "CaptureOptions": options,
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+
+
+def capture_from(config: dict[str, Any] | None) -> CaptureConfig:
+    if not config:
+        return CaptureConfig(enabled=False, sampling_percent=0)
+    modes = {o["CaptureMode"] for o in config.get("CaptureOptions", [])}
+    return CaptureConfig(bool(config.get("EnableCapture")), int(config.get("InitialSamplingPercentage", 0)),
+                         config.get("DestinationS3Uri", ""), "Input" in modes, "Output" in modes)
+
+
+class AwsDeploymentMixin:
+    """Deployment methods of the AWS backend (the names the pages and the CLI call)."""
+
+    def default_capture_destination(self) -> str:
+        return f"s3://{self.objects.bucket}/{DEFAULT_CAPTURE_PREFIX}"
+
+    def endpoint_cost_notice(self) -> str:
+        return (f"An endpoint runs on {self.settings.endpoint_instance_type} and is billed every hour it exists, "
+                "busy or idle: delete it when you are done.")
+
+    # -- endpoint configs --------------------------------------------------------------------
+
+    def create_endpoint_config(self, config_name: str, model_name: str, instance_type: str | None = None,
+                               capture: CaptureConfig | None = None) -> EndpointConfig:
+        check_name(config_name, "Endpoint config name")
+        capture = capture or CaptureConfig(enabled=False, sampling_percent=0)
+        if not 0 <= int(capture.sampling_percent) <= 100:
+            raise ValidationError(f"Sampling percentage {capture.sampling_percent!r} is not valid: use 0 to 100.")
+        if capture.enabled and not (capture.capture_input or capture.capture_output):
+            raise ValidationError("Capture options are empty: capture Input, Output or both, or turn capture off.")
+        capture = CaptureConfig(capture.enabled, int(capture.sampling_percent),
+                                capture.destination or self.default_capture_destination(),
+                                capture.capture_input, capture.capture_output)
+        itype = instance_type or self.settings.endpoint_instance_type
+        request: dict[str, Any] = {
+            "EndpointConfigName": config_name,
+            "ProductionVariants": [{"VariantName": VARIANT_NAME, "ModelName": model_name,
+                                    "InitialInstanceCount": 1, "InstanceType": itype, "InitialVariantWeight": 1.0}],
+            "Tags": [PROJECT_TAG],
+        }
+        if capture.enabled:
+            request["DataCaptureConfig"] = data_capture_config(capture)
+        with aws_errors(f"creating endpoint config {config_name}"):
+            self.client("sagemaker").create_endpoint_config(**request)
+        self._record_resource("endpoint-config", config_name)
+        return self.describe_endpoint_config(config_name)
+
+    def describe_endpoint_config(self, config_name: str) -> EndpointConfig:
+        with aws_errors(f"describing endpoint config {config_name}"):
+            d = self.client("sagemaker").describe_endpoint_config(EndpointConfigName=config_name)
+        variant = d["ProductionVariants"][0]
+        return EndpointConfig(config_name=config_name, model_name=variant["ModelName"],
+                              instance_type=variant.get("InstanceType", ""),
+                              capture=capture_from(d.get("DataCaptureConfig")), created=_iso(d.get("CreationTime")),
+                              variant_name=variant.get("VariantName", VARIANT_NAME))
+
+    def list_endpoint_configs(self) -> list[EndpointConfig]:
+        out = []
+        for name in self._resource_names("endpoint-config"):
+            try:
+                out.append(self.describe_endpoint_config(name))
+            except ResourceNotFound:
+                continue
+        return out
+
+    def delete_endpoint_config(self, config_name: str) -> None:
+        with aws_errors(f"deleting endpoint config {config_name}"):
+            self.client("sagemaker").delete_endpoint_config(EndpointConfigName=config_name)
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def create_endpoint(self, endpoint_name: str, config_name: str) -> str:
+        check_name(endpoint_name, "Endpoint name")
+        with aws_errors(f"creating endpoint {endpoint_name}"):
+            self.client("sagemaker").create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name,
+                                                     Tags=[PROJECT_TAG])
+        self._record_resource("endpoint", endpoint_name)
+        return endpoint_name
+
+    def describe_endpoint(self, endpoint_name: str) -> Endpoint:
+        with aws_errors(f"describing endpoint {endpoint_name}"):
+            d = self.client("sagemaker").describe_endpoint(EndpointName=endpoint_name)
+        config = self.describe_endpoint_config(d["EndpointConfigName"])
+        return Endpoint(endpoint_name=endpoint_name, status=d["EndpointStatus"], config_name=config.config_name,
+                        model_name=config.model_name, created=_iso(d.get("CreationTime")),
+                        updated=_iso(d.get("LastModifiedTime")), capture=config.capture,
+                        failure_reason=d.get("FailureReason") or "", url="", backend="aws")
+
+    def list_endpoints(self) -> list[Endpoint]:
+        out = []
+        for name in self._resource_names("endpoint"):
+            try:
+                out.append(self.describe_endpoint(name))
+            except ResourceNotFound:
+                continue
+        return out
+
+    def wait_endpoint(self, endpoint_name: str, timeout: float = 1800.0, poll: float = 15.0) -> Endpoint:
+        deadline = time.monotonic() + timeout
+        while True:
+            endpoint = self.describe_endpoint(endpoint_name)
+            if endpoint.status not in BUSY or time.monotonic() > deadline:
+                return endpoint
+            time.sleep(poll)
+
+    def update_endpoint(self, endpoint_name: str, config_name: str) -> str:
+        with aws_errors(f"updating endpoint {endpoint_name}"):
+            self.client("sagemaker").update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
+        return endpoint_name
+
+    def start_endpoint(self, endpoint_name: str) -> Endpoint:
+        """A Failed AWS endpoint cannot be updated: recreate it from its config."""
+        endpoint = self.describe_endpoint(endpoint_name)
+        if endpoint.status != "Failed":
+            raise ValidationError(f"Endpoint {endpoint_name} is {endpoint.status}; only a Failed endpoint is started again.")
+        self.delete_endpoint(endpoint_name)
+        self.create_endpoint(endpoint_name, endpoint.config_name)
+        return self.describe_endpoint(endpoint_name)
+
+    def stop_endpoint(self, endpoint_name: str) -> Endpoint:
+        raise ValidationError(f"An AWS endpoint cannot be paused: delete {endpoint_name} to stop its billing "
+                              "(its config stays, so it can be created again).")
+
+    def delete_endpoint(self, endpoint_name: str) -> None:
+        with aws_errors(f"deleting endpoint {endpoint_name}"):
+            self.client("sagemaker").delete_endpoint(EndpointName=endpoint_name)
+
+    def deploy(self, model_name: str, endpoint_name: str | None = None, capture_percent: int = 100, *,
+               capture_enabled: bool = True, capture_input: bool = True, capture_output: bool = True,
+               destination: str | None = None, instance_type: str | None = None) -> Endpoint:
+        endpoint_name = check_name(endpoint_name or model_name, "Endpoint name")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+        config_name = f"{endpoint_name[:40]}-{stamp}-{secrets.token_hex(2)}"
+        capture = CaptureConfig(capture_enabled, capture_percent, destination or "", capture_input, capture_output)
+        try:
+            existing = self.describe_endpoint(endpoint_name)
+        except ResourceNotFound:
+            existing = None
+        if existing and existing.status in BUSY:
+            raise ResourceInUse(f"Endpoint {endpoint_name} is {existing.status}: wait until it is InService.")
+        self.create_endpoint_config(config_name, model_name, instance_type, capture)
+        if existing is None:
+            self.create_endpoint(endpoint_name, config_name)
+        elif existing.status == "Failed":
+            self.delete_endpoint(endpoint_name)
+            self.create_endpoint(endpoint_name, config_name)
+        else:
+            self.update_endpoint(endpoint_name, config_name)
+        return self.describe_endpoint(endpoint_name)
+
+    def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "image/png") -> Prediction:
+        if not body:
+            raise ValidationError("The request body is empty: send an image (image/png, image/jpeg or application/x-image).")
+        with aws_errors(f"invoking endpoint {endpoint_name}"):
+            r = self.client("sagemaker-runtime").invoke_endpoint(EndpointName=endpoint_name, ContentType=content_type,
+                                                                 Accept="application/json", Body=body)
+        raw = r["Body"].read()
+        try:
+            probabilities = tuple(float(p) for p in json.loads(raw))
+        except (ValueError, TypeError):
+            raise SconesError(f"Endpoint {endpoint_name} answered something that is not a list of probabilities.") from None
+        report = self.latest_stage_report()
+        classes = tuple(report.classes) if report and len(report.classes) == len(probabilities) else \
+            tuple(f"class {i}" for i in range(len(probabilities)))
+        return Prediction(probabilities, classes)
+
+    def endpoint_log(self, endpoint_name: str) -> str:
+        logs = self.client("logs")
+        out: list[str] = []
+        with aws_errors(f"reading the logs of endpoint {endpoint_name}"):
+            try:
+                for page in logs.get_paginator("filter_log_events").paginate(
+                        logGroupName=f"/aws/sagemaker/Endpoints/{endpoint_name}"):
+                    out += [e["message"] for e in page.get("events", [])]
+            except logs.exceptions.ResourceNotFoundException:
+                return ""
+        return "\n".join(out)
+
+    def deployment_step_status(self) -> StepStatus:
+        endpoints = self.list_endpoints()
+        if not endpoints:
+            return StepStatus("deploy", "not_started", "No endpoint yet.")
+        serving = [e for e in endpoints if e.status == "InService"]
+        if serving:
+            return StepStatus("deploy", "done", f"{serving[0].endpoint_name} is InService on SageMaker.")
+        busy = [e for e in endpoints if e.status in BUSY]
+        if busy:
+            return StepStatus("deploy", "in_progress", f"{busy[0].endpoint_name} is {busy[0].status}.")
+        e = endpoints[0]
+        return StepStatus("deploy", "failed", f"{e.endpoint_name} is {e.status}: {e.failure_reason}")

@@ -1,0 +1,97 @@
+"""Deployment on SageMaker through the AWS backend: moto for the control plane, botocore's
+Stubber for InvokeEndpoint (moto cannot take binary bodies)."""
+from __future__ import annotations
+
+import io
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from backend import get_backend
+from backend.api import ResourceNotFound, ValidationError
+from backend.settings import load_settings
+
+ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+
+
+@pytest.fixture
+def model(aws, monkeypatch):
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
+    b = get_backend(load_settings())
+    b.stage_data("sample")
+    job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
+    return b, b.create_model(job)
+
+
+def test_deploy_with_data_capture_then_update(model):
+    b, m = model
+    endpoint = b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
+    assert endpoint.endpoint_name == "scones-endpoint" and endpoint.model_name == m.model_name
+    assert endpoint.backend == "aws"
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    cfg = sm.describe_endpoint_config(EndpointConfigName=endpoint.config_name)
+    assert cfg["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+    assert cfg["ProductionVariants"][0]["InstanceType"] == "ml.m5.xlarge"
+    dcc = cfg["DataCaptureConfig"]
+    assert dcc["EnableCapture"] is True and dcc["InitialSamplingPercentage"] == 50
+    assert dcc["DestinationS3Uri"] == f"s3://{b.objects.bucket}/data_capture"
+    assert {o["CaptureMode"] for o in dcc["CaptureOptions"]} == {"Input", "Output"}
+    assert endpoint.capture.sampling_percent == 50
+    assert [e.endpoint_name for e in b.list_endpoints()] == ["scones-endpoint"]
+    assert b.step_statuses()["deploy"].state in ("done", "in_progress")
+
+    # moto has no UpdateEndpoint: record that one call and apply it as SageMaker would (new config).
+    real = b.client("sagemaker")
+    updates: list[dict] = []
+
+    class WithUpdate:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def update_endpoint(self, **kwargs):
+            updates.append(kwargs)
+            real.delete_endpoint(EndpointName=kwargs["EndpointName"])
+            return real.create_endpoint(**kwargs)
+
+    b.client = lambda service: WithUpdate() if service == "sagemaker" else type(b).client(b, service)
+    updated = b.deploy(m.model_name, "scones-endpoint", capture_percent=100, capture_output=False)
+    assert [u["EndpointName"] for u in updates] == ["scones-endpoint"]
+    assert updated.config_name == updates[0]["EndpointConfigName"] != endpoint.config_name
+    assert updated.capture.sampling_percent == 100 and updated.capture.capture_output is False
+    assert len(b.list_endpoint_configs()) == 2
+
+    b.delete_endpoint("scones-endpoint")
+    assert b.list_endpoints() == []
+    with pytest.raises(ResourceNotFound):
+        b.describe_endpoint("scones-endpoint")
+
+
+def test_invoke_endpoint_through_sagemaker_runtime(model):
+    b, _ = model
+    runtime = b.client("sagemaker-runtime")
+    b.client = lambda service: runtime if service == "sagemaker-runtime" else type(b).client(b, service)
+    png = b.get_object("test/bicycle_s_000030.png")
+    with Stubber(runtime) as stub:
+        stub.add_response("invoke_endpoint", {"Body": io.BytesIO(json.dumps([0.97, 0.03]).encode()),
+                                              "ContentType": "application/json"},
+                          {"EndpointName": "ep", "ContentType": "image/png", "Accept": "application/json", "Body": png})
+        p = b.invoke_endpoint("ep", png, "image/png")
+        stub.add_client_error("invoke_endpoint", service_error_code="ValidationError",
+                              service_message="Endpoint ep2 of account 123456789012 not found.")
+        with pytest.raises(ResourceNotFound, match="not found"):
+            b.invoke_endpoint("ep2", png, "image/png")
+    assert p.probabilities == (0.97, 0.03) and p.label == "bicycle" and p.confidence == 0.97
+    with pytest.raises(ValidationError, match="body is empty"):
+        b.invoke_endpoint("ep", b"", "image/png")
+
+
+def test_bad_settings_are_named_errors(model):
+    b, m = model
+    with pytest.raises(ValidationError, match="Sampling percentage 101"):
+        b.deploy(m.model_name, "ep", capture_percent=101)
+    with pytest.raises(ValidationError, match="Endpoint name 'bad_name!'"):
+        b.deploy(m.model_name, "bad_name!")
+    with pytest.raises(ValidationError, match="cannot be paused"):
+        b.stop_endpoint("ep")
