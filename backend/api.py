@@ -367,3 +367,55 @@ class Prediction:
     @property
     def confidence(self) -> float:
         return self.probabilities[self.index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow (Step Functions state machines and executions, as records)
+# ---------------------------------------------------------------------------------------------
+
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+THRESHOLD_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    name: str
+    arn: str
+    endpoint_name: str
+    threshold: float
+    functions: dict[str, str]  # function name -> ARN
+    definition: dict[str, Any]  # with the ARNs filled in
+    created: str
+    updated: str
+    imported: bool = False
+    backend: str = "local"
+
+
+@dataclass(frozen=True)
+class Execution:
+    name: str
+    arn: str
+    state_machine: str
+    status: str  # EXECUTION_STATUSES
+    start: str
+    stop: str | None
+    seconds: float | None
+    error: str | None
+    cause: str | None
+    s3_key: str | None
+    label: str | None  # predicted class, when the classify step ran
+    confidence: float | None
+    input: Any = None
+    output: Any = None
+
+
+@dataclass(frozen=True)
+class StateRun:
+    """One state's part in an execution, for the graph and the details view."""
+
+    name: str
+    status: str  # not_run | running | succeeded | failed | caught
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
