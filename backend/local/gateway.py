@@ -1,0 +1,284 @@
+"""A loopback gateway that answers the few AWS calls the Lambda handlers make, from local parts.
+
+The handlers in lambdas/ use plain boto3 clients. Locally their environment points boto3 here
+through its standard per-service endpoint variables (`environment()`), so the same files run on
+AWS and locally with no `if local:` anywhere. Served, with AWS's wire formats so botocore parses
+answers and errors as it would from AWS:
+
+- S3 GetObject / HeadObject, path-style `GET /<bucket>/<key>`, from a LocalStore; a missing key is
+  S3's 404 `NoSuchKey` XML error, a missing bucket `NoSuchBucket`.
+- SageMaker Runtime InvokeEndpoint, `POST /endpoints/<name>/invocations`, through the function the
+  gateway is given; errors use the rest-json shape (`x-amzn-ErrorType` header, `{"message"}` body):
+  400 `ValidationError` for a missing endpoint or a refused request, 424 `ModelError` otherwise.
+
+Anything else answers 501 `NotImplemented`. The server binds 127.0.0.1 only, speaks HTTP/1.1
+keep-alive with TCP_NODELAY, and refuses requests whose Host is not its own address (a web page
+cannot reach it through DNS rebinding) or that carry no SigV4 signature.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import socket
+import threading
+import uuid
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import escape
+
+from backend.api import InvalidKey, ResourceNotFound, Throttling, ValidationError
+from backend.local.store import LocalStore, check_bucket
+
+InvokeEndpoint = Callable[[str, bytes, str], bytes]
+
+LOCAL_ACCOUNT = "000000000000"
+MAX_INVOKE_BYTES = 6 * 1024 * 1024  # SageMaker Runtime's request payload limit
+IDLE_CONNECTION_SECONDS = 120.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, address: tuple[str, int], gateway: "Gateway"):
+        self.gateway = gateway
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+
+class Gateway:
+    """`Gateway(store, invoke_endpoint).start()`; `url` and `environment()` for the clients."""
+
+    def __init__(self, store: LocalStore, invoke_endpoint: InvokeEndpoint, host: str = "127.0.0.1"):
+        self.store = store
+        self.invoke_endpoint = invoke_endpoint
+        self.host = host
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Gateway":
+        if self._server is None:
+            self._server = _Server((self.host, 0), self)
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                            name=f"aws-gateway-{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("The gateway is not started: call start() first.")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """boto3's standard per-service endpoint variables, pointed at this gateway."""
+        return {"AWS_ENDPOINT_URL_S3": self.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url}
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with server.connections_lock:  # idle keep-alive connections would otherwise linger
+            for conn in list(server.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
+    disable_nagle_algorithm = True  # TCP_NODELAY on each accepted socket
+    timeout = IDLE_CONNECTION_SECONDS
+    server_version = "SconesLocalGateway"
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+        """Quiet: one line per request would cost more than the request."""
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._s3_object(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._s3_object(with_body=False)
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        if body is None or not self._allowed():
+            return
+        parts = self._path().split("/")
+        if len(parts) == 4 and parts[0] == "" and parts[1] == "endpoints" and parts[3] == "invocations" and parts[2]:
+            self._invoke_endpoint(unquote(parts[2]), body)
+        else:
+            self._not_implemented()
+
+    def do_PUT(self) -> None:
+        if self._read_body() is not None:
+            self._not_implemented()
+
+    do_DELETE = do_PATCH = do_PUT
+
+    # --- S3 --------------------------------------------------------------------------------
+
+    def _s3_object(self, with_body: bool) -> None:
+        if self._read_body() is None or not self._allowed():
+            return
+        bucket, _, key = self._path().lstrip("/").partition("/")
+        bucket, key = unquote(bucket), unquote(key)
+        if not bucket or not key:
+            self._not_implemented()
+            return
+        store = self.server.gateway.store
+        try:
+            check_bucket(bucket)
+        except InvalidKey as exc:
+            self._s3_error(400, "InvalidBucketName", str(exc), with_body, BucketName=bucket)
+            return
+        try:
+            data = store.get(bucket, key)
+            modified = store.path(bucket, key).stat().st_mtime
+        except InvalidKey as exc:
+            self._s3_error(400, "InvalidArgument", str(exc), with_body, ArgumentName="key", ArgumentValue=key)
+            return
+        except (ResourceNotFound, OSError):
+            if not store.bucket_dir(bucket).is_dir():
+                self._s3_error(404, "NoSuchBucket", "The specified bucket does not exist", with_body, BucketName=bucket)
+            else:
+                self._s3_error(404, "NoSuchKey", "The specified key does not exist.", with_body, Key=key)
+            return
+        headers = {
+            "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
+            "ETag": f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"',
+            "Last-Modified": formatdate(modified, usegmt=True),
+            "Accept-Ranges": "bytes",
+        }
+        self._answer(200, data, headers, with_body=with_body)
+
+    def _s3_error(self, status: int, code: str, message: str, with_body: bool = True, **fields: str) -> None:
+        request_id = _request_id()
+        extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields.items())
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{extra}"
+            f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
+        ).encode()
+        self._answer(status, xml, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, with_body=with_body)
+
+    # --- SageMaker Runtime -----------------------------------------------------------------
+
+    def _invoke_endpoint(self, name: str, body: bytes) -> None:
+        content_type = self.headers.get("Content-Type", "application/octet-stream")
+        if len(body) > MAX_INVOKE_BYTES:
+            self._json_error(400, "ValidationError", f"Request payload of {len(body):,} bytes exceeds the {MAX_INVOKE_BYTES:,}-byte limit.")
+            return
+        try:
+            answer = self.server.gateway.invoke_endpoint(name, body, content_type)
+        except ResourceNotFound as exc:
+            self._json_error(400, "ValidationError", f"Endpoint {name} of account {LOCAL_ACCOUNT} not found. {exc}")
+        except ValidationError as exc:
+            self._json_error(400, "ValidationError", str(exc))
+        except Throttling as exc:
+            self._json_error(429, "ThrottlingException", str(exc))
+        except Exception as exc:  # the model failed: SageMaker wraps it as ModelError
+            message = str(exc) or type(exc).__name__
+            self._json_error(424, "ModelError", (
+                f'Received server error (500) from primary with message "{message}". '
+                f"See the endpoint's log in the local workspace for more information."
+            ), OriginalStatusCode=500, OriginalMessage=message)
+        else:
+            self._answer(200, answer, {
+                "Content-Type": "application/json",
+                "x-Amzn-Invoked-Production-Variant": "AllTraffic",
+                "x-amzn-RequestId": _request_id(),
+            })
+
+    def _json_error(self, status: int, code: str, message: str, **fields: object) -> None:
+        body = json.dumps({"message": message, **fields}).encode()
+        self._answer(status, body, {
+            "Content-Type": "application/json", "x-amzn-ErrorType": code, "x-amzn-RequestId": _request_id(),
+        })
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def _read_body(self) -> bytes | None:
+        """Read the whole request body so the connection stays usable; None after an error answer."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._answer(411, b"", {})
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_INVOKE_BYTES + 1:
+            self.close_connection = True
+            self._json_error(413, "ValidationError", "The request body is too large or its Content-Length is invalid.")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _allowed(self) -> bool:
+        port = self.server.server_address[1]
+        host = (self.headers.get("Host") or "").lower()
+        if host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            self._answer(403, b"", {})
+            self.close_connection = True
+            return False
+        if not (self.headers.get("Authorization") or "").startswith("AWS4-HMAC-SHA256 "):
+            self._json_error(403, "AccessDenied", "Unsigned request: the local gateway serves AWS SDK clients only.")
+            return False
+        return True
+
+    def _not_implemented(self) -> None:
+        message = (f"{self.command} {self._path()} is not served here: the local gateway answers only "
+                   "S3 GetObject and SageMaker Runtime InvokeEndpoint, the calls the Lambda handlers make.")
+        if "/s3/aws4_request" in (self.headers.get("Authorization") or ""):
+            self._s3_error(501, "NotImplemented", message, self.command != "HEAD")
+        else:
+            self._json_error(501, "NotImplemented", message)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str], with_body: bool = True) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body and body:
+            self.wfile.write(body)
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:16].upper()
