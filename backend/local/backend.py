@@ -1,17 +1,22 @@
-"""The embedded local backend: the shared workspace, with its bucket as folders on disk, training
-in worker processes."""
+"""The embedded local backend: the shared workspace with its bucket as folders on disk, training in
+worker processes, endpoints as local HTTP processes, the workflow on the local States engine."""
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
+from backend import cifar
 from backend.api import Job, ProgressCallback, StepStatus
+from backend.local.serving.service import DeploymentBackendMixin, DeploymentService
 from backend.local.store import LocalBucket, LocalStore
 from backend.local.training.service import JOB_KIND as TRAIN_JOB, TrainingBackendMixin, TrainingService
+from backend.local.workflow import WorkflowService
+from backend.local.workflow_mixin import WorkflowBackendMixin
 from backend.settings import LOCAL_BUCKET, Settings
 from backend.workspace import WorkspaceBackend
 
 
-class LocalBackend(TrainingBackendMixin, WorkspaceBackend):
+class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackendMixin, WorkspaceBackend):
     name = "local"
 
     def __init__(self, settings: Settings):
@@ -19,10 +24,37 @@ class LocalBackend(TrainingBackendMixin, WorkspaceBackend):
         self.store = LocalStore(settings.buckets_dir)
         self.objects = LocalBucket(self.store, settings.bucket or LOCAL_BUCKET)
         self.training = TrainingService(self.db, self.store, self.objects.bucket, self.jobs, settings)
+        self.deployment = DeploymentService(self.db, self.store, self.objects.bucket, settings, self.training)
+
+    @cached_property
+    def workflow(self) -> WorkflowService:
+        return WorkflowService(
+            self.db, self.store, self.objects.bucket, self.settings,
+            invoke_endpoint=self.deployment.invoke_endpoint,
+            endpoint_classes=lambda name: self.training.describe_model(
+                self.deployment.describe_endpoint(name).model_name).classes,
+            newest_endpoint=self._newest_endpoint,
+            test_keys=self._test_keys,
+            model_size=lambda name: self.training.describe_model(
+                self.deployment.describe_endpoint(name).model_name).image_shape[1:][::-1],
+        )
+
+    def _newest_endpoint(self) -> str | None:
+        serving = [e for e in self.deployment.list_endpoints() if e.status == "InService"]
+        return max(serving, key=lambda e: e.created).endpoint_name if serving else None
+
+    def _test_keys(self) -> list[str]:
+        report = self.latest_stage_report()
+        if report is None:
+            return []
+        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
+        return [report.test_prefix + rel for _, _, rel in rows]
 
     def step_statuses(self) -> dict[str, StepStatus]:
         steps = super().step_statuses()
         steps["train"] = self.training.step_status()
+        steps["deploy"] = self.deployment.step_status()
+        steps["workflow"] = self.workflow.step_status()
         return steps
 
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:

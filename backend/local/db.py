@@ -61,7 +61,9 @@ class Database:
         self.migrate("core", CORE_MIGRATIONS)
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # check_same_thread=False: a connection is used by one thread at a time, but may be closed by
+        # another (a generator finalised at exit); sqlite3 itself is built threadsafe.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

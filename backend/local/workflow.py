@@ -1,0 +1,507 @@
+"""The Step Functions workflow, run locally: the `asl/` definition on the States engine, its Lambda
+tasks on the local Lambda runtime (the real `lambdas/` files, unchanged), and their boto3 calls
+answered by a loopback gateway (S3 GetObject from the local store, InvokeEndpoint to the local
+endpoint).
+
+The runtime and the gateway start on first use in the process that runs executions (the
+dashboard or the CLI). Executions and their history live in SQLite through the engine; an
+execution whose process died is marked FAILED (States.Runtime) by the next engine that starts.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.api import (
+    THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
+    ValidationError,
+)
+from backend.local.db import Database, dumps, loads
+from backend.local.jobs import utcnow
+from backend.local.lambda_resolver import lambda_invoke_resolver
+from backend.local.lambda_runtime import LAMBDAS_DIR, FunctionConfig, LambdaRuntime
+from backend.local.store import LocalStore
+from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngine, validate_definition
+
+ASL_DIR = Path(__file__).resolve().parents[2] / "asl"
+WORKFLOW_FILE = ASL_DIR / "scones_workflow.asl.json"
+DEFAULT_MACHINE = "scones-workflow"
+SEED_HANDLERS = {
+    "serializeImageData": "serialize_image_data",
+    "classifyImage": "classify_image",
+    "filterInferences": "filter_inferences",
+}
+PLACEHOLDERS = {
+    "SerializeImageDataArn": "serializeImageData",
+    "ClassifyImageArn": "classifyImage",
+    "FilterInferencesArn": "filterInferences",
+}
+FUNCTION_TIMEOUT = 10.0
+UPLOAD_PREFIX = "uploads/"
+MAX_UPLOAD_PIXELS = 50_000_000
+_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:([^:]+)(:[^:]+)?$")
+
+WORKFLOW_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE state_machines (
+        name            TEXT PRIMARY KEY,
+        template        TEXT NOT NULL,      -- the definition as written, placeholders and all
+        mapping         TEXT NOT NULL,      -- {function name: handler file stem in lambdas/}
+        endpoint_name   TEXT NOT NULL,
+        threshold       REAL NOT NULL,
+        imported        INTEGER NOT NULL DEFAULT 0,
+        created         TEXT NOT NULL,
+        updated         TEXT NOT NULL
+    );
+    """,
+)
+
+
+def fill_placeholders(text: str, values: dict[str, str]) -> str:
+    """`${KEY}` -> value; a placeholder without a value is a clear error naming it."""
+    missing = sorted({m for m in _PLACEHOLDER_RE.findall(text) if m not in values})
+    if missing:
+        raise ValidationError(f"The definition has placeholder(s) {', '.join('${' + m + '}' for m in missing)} "
+                              "with no value: pass --param KEY=VALUE for each.")
+    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+
+
+def function_name_of(value: str) -> str:
+    """'name', 'name:qualifier' or a function ARN -> the function's name."""
+    m = _FUNCTION_ARN_RE.match(value)
+    if m:
+        return m.group(1)
+    return value.split(":", 1)[0]
+
+
+def called_functions(definition: dict[str, Any]) -> list[str]:
+    """Function names the Task states call (Parallel branches and Map iterators included)."""
+    found: list[str] = []
+
+    def walk(states: dict[str, Any]) -> None:
+        for state in states.values():
+            if not isinstance(state, dict):
+                continue
+            if state.get("Type") == "Task":
+                resource = state.get("Resource", "")
+                params = state.get("Parameters") or {}
+                if resource.startswith("arn:aws:states:::lambda:invoke") and isinstance(params.get("FunctionName"), str):
+                    found.append(function_name_of(params["FunctionName"]))
+                elif _FUNCTION_ARN_RE.match(resource):
+                    found.append(function_name_of(resource))
+            for branch in state.get("Branches", []) or []:
+                walk(branch.get("States", {}))
+            for key in ("Iterator", "ItemProcessor"):
+                if isinstance(state.get(key), dict):
+                    walk(state[key].get("States", {}))
+
+    walk(definition.get("States", {}))
+    return list(dict.fromkeys(found))
+
+
+def handler_stems() -> list[str]:
+    return sorted(p.stem for p in LAMBDAS_DIR.glob("*.py") if p.stem != "event_shapes" and not p.stem.startswith("_"))
+
+
+def _find_inferences(value: Any) -> list[float] | None:
+    if isinstance(value, dict):
+        inf = value.get("inferences")
+        if isinstance(inf, list) and inf and all(isinstance(x, (int, float)) for x in inf):
+            return [float(x) for x in inf]
+        for key in ("body", "Payload"):
+            if key in value:
+                found = _find_inferences(value[key])
+                if found:
+                    return found
+    return None
+
+
+def _json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> list[StateRun]:
+    """Each top-level state's part in one execution, from its history (as the console's graph)."""
+    runs: dict[str, dict[str, Any]] = {name: {"status": "not_run"} for name in definition.get("States", {})}
+    current: str | None = None
+    for event in history:
+        etype = event["type"]
+        if etype.endswith("StateEntered"):
+            d = event.get("stateEnteredEventDetails", {})
+            current = d.get("name")
+            if current in runs:
+                runs[current] = {"status": "running", "input": _json(d.get("input"))}
+        elif etype.endswith("StateExited"):
+            d = event.get("stateExitedEventDetails", {})
+            name = d.get("name")
+            if name in runs:
+                runs[name].update(status="succeeded", output=_json(d.get("output")))
+        elif etype in ("TaskFailed", "TaskTimedOut") and current in runs:
+            d = event.get("taskFailedEventDetails") or event.get("taskTimedOutEventDetails") or {}
+            runs[current].update(error=d.get("error"), cause=d.get("cause"))
+        elif etype in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted") and current in runs:
+            d = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
+            runs[current].update(status="failed", error=runs[current].get("error") or d.get("error"),
+                                 cause=runs[current].get("cause") or d.get("cause"))
+    for run in runs.values():  # a state that failed but handed on through Catch shows as caught
+        if run["status"] == "running" and run.get("error"):
+            run["status"] = "caught"
+    return [StateRun(name, r["status"], r.get("input"), r.get("output"), r.get("error"), r.get("cause"))
+            for name, r in runs.items()]
+
+
+class WorkflowService:
+    def __init__(self, db: Database, store: LocalStore, bucket: str, settings: Any,
+                 invoke_endpoint: Callable[[str, bytes, str], Any], endpoint_classes: Callable[[str], tuple[str, ...]],
+                 newest_endpoint: Callable[[], str | None], test_keys: Callable[[], list[str]],
+                 model_size: Callable[[str], tuple[int, int]]):
+        self.db, self.store, self.bucket, self.settings = db, store, bucket, settings
+        self._invoke_endpoint = invoke_endpoint
+        self._endpoint_classes = endpoint_classes
+        self._newest_endpoint = newest_endpoint
+        self._test_keys = test_keys
+        self._model_size = model_size
+        db.migrate("workflow", WORKFLOW_MIGRATIONS)
+        self._lock = threading.Lock()
+        self._engine: StatesEngine | None = None
+        self._runtime: LambdaRuntime | None = None
+        self._gateway: Any = None
+        self._registered: dict[str, str] = {}  # function name -> signature of its config
+
+    # -- the engine, the Lambda runtime and the gateway (started on first use) ------------------
+
+    @property
+    def engine(self) -> StatesEngine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = StatesEngine(self.db, resolver=self._resolve)
+            return self._engine
+
+    def _resolve(self, resource: str, parameters: Any, context: Any) -> Any:
+        return lambda_invoke_resolver(self.runtime)(resource, parameters, context)
+
+    @property
+    def runtime(self) -> LambdaRuntime:
+        with self._lock:
+            if self._runtime is None:
+                from backend.local.gateway import Gateway
+
+                def invoke_bytes(name: str, body: bytes, content_type: str) -> bytes:
+                    return json.dumps(list(self._invoke_endpoint(name, body, content_type).probabilities)).encode()
+
+                self._gateway = Gateway(self.store, invoke_bytes).start()
+                self._runtime = LambdaRuntime(gateway_url=self._gateway.url)
+            return self._runtime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.close()
+            if self._gateway is not None:
+                self._gateway.close()
+            if self._engine is not None:
+                self._engine.close()
+            self._runtime = self._gateway = self._engine = None
+            self._registered.clear()
+
+    def _register_functions(self, machine: dict[str, Any]) -> None:
+        env = {"ENDPOINT_NAME": machine["endpoint_name"], "THRESHOLD": repr(float(machine["threshold"])),
+               "S3_BUCKET": self.bucket}
+        for function, stem in machine["mapping"].items():
+            signature = dumps([stem, env])
+            if self._registered.get(function) == signature:
+                continue
+            self.runtime.register(FunctionConfig(name=function, handler=f"{stem}.lambda_handler",
+                                                 timeout=FUNCTION_TIMEOUT, environment=env))
+            self._registered[function] = signature
+
+    # -- state machines --------------------------------------------------------------------
+
+    def _arn(self, function: str) -> str:
+        return f"arn:aws:lambda:{self.engine.region}:{self.engine.account_id}:function:{function}"
+
+    def _machine_row(self, name: str) -> dict[str, Any]:
+        row = self.db.query_one("SELECT * FROM state_machines WHERE name=?", (name,))
+        if row is None:
+            raise ResourceNotFound(f"No state machine named {name!r}: deploy the workflow first (Workflow page or "
+                                   "'scones workflow deploy').")
+        return {**dict(row), "mapping": loads(row["mapping"])}
+
+    def _definition(self, machine: dict[str, Any]) -> dict[str, Any]:
+        values = {key: self._arn(fn) for key, fn in PLACEHOLDERS.items()}
+        return json.loads(fill_placeholders(machine["template"], values))
+
+    def _record(self, machine: dict[str, Any]) -> StateMachine:
+        return StateMachine(
+            name=machine["name"], arn=f"arn:aws:states:{self.engine.region}:{self.engine.account_id}:stateMachine:{machine['name']}",
+            endpoint_name=machine["endpoint_name"], threshold=float(machine["threshold"]),
+            functions={fn: self._arn(fn) for fn in machine["mapping"]}, definition=self._definition(machine),
+            created=machine["created"], updated=machine["updated"], imported=bool(machine["imported"]),
+        )
+
+    def _save(self, name: str, template: str, mapping: dict[str, str], endpoint: str, threshold: float,
+              imported: bool) -> StateMachine:
+        now = utcnow()
+        self.db.execute(
+            "INSERT INTO state_machines(name, template, mapping, endpoint_name, threshold, imported, created, updated) "
+            "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET template=excluded.template, "
+            "mapping=excluded.mapping, endpoint_name=excluded.endpoint_name, threshold=excluded.threshold, "
+            "imported=excluded.imported, updated=excluded.updated",
+            (name, template, dumps(mapping), endpoint, threshold, int(imported), now, now),
+        )
+        return self.describe_state_machine(name)
+
+    def _endpoint_and_threshold(self, endpoint_name: str | None, threshold: float | None) -> tuple[str, float]:
+        endpoint = endpoint_name or self._newest_endpoint()
+        if not endpoint:
+            raise ResourceNotFound("No endpoint is InService: deploy a model first (Deploy page or 'scones deploy').")
+        threshold = self.settings.threshold if threshold is None else float(threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
+        return endpoint, threshold
+
+    def deploy_workflow(self, endpoint_name: str | None = None, threshold: float | None = None,
+                        name: str = DEFAULT_MACHINE) -> StateMachine:
+        """Create or update the state machine from asl/ with the three functions' configuration."""
+        endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
+        template = WORKFLOW_FILE.read_text()
+        diagnostics = validate_definition(fill_placeholders(template, {k: self._arn(v) for k, v in PLACEHOLDERS.items()}))
+        if diagnostics:
+            raise DefinitionInvalid(diagnostics)
+        return self._save(name, template, dict(SEED_HANDLERS), endpoint, threshold, imported=False)
+
+    def import_definition(self, text: str, mapping: dict[str, str] | None = None, name: str = "imported-workflow",
+                          endpoint_name: str | None = None, threshold: float | None = None) -> StateMachine:
+        """A definition exported from the console, its function names mapped to local handlers."""
+        try:
+            definition = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"The definition is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        diagnostics = validate_definition(definition)
+        if diagnostics:
+            raise DefinitionInvalid(diagnostics)
+        stems = handler_stems()
+        mapping = dict(mapping or {})
+        bad = {fn: stem for fn, stem in mapping.items() if stem not in stems}
+        if bad:
+            fn, stem = next(iter(bad.items()))
+            raise ValidationError(f"--map {fn}={stem}: there is no handler file lambdas/{stem}.py; use one of "
+                                  f"{', '.join(stems)}.")
+        resolved: dict[str, str] = {}
+        for fn in called_functions(definition):
+            stem = mapping.get(fn) or SEED_HANDLERS.get(fn)
+            if stem is None:
+                raise ValidationError(f"The definition calls function {fn!r}, which has no local handler: map it with "
+                                      f"--map {fn}=<one of {', '.join(stems)}>.")
+            resolved[fn] = stem
+        # Function ARNs of another account/region become this workspace's ARNs for the same names.
+        rewritten = json.dumps(definition)
+        for fn in resolved:
+            rewritten = re.sub(rf"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{re.escape(fn)}(?=[\":])",
+                               self._arn(fn), rewritten)
+        endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
+        return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
+
+    def describe_state_machine(self, name: str = DEFAULT_MACHINE) -> StateMachine:
+        return self._record(self._machine_row(name))
+
+    def list_state_machines(self) -> list[StateMachine]:
+        rows = self.db.query("SELECT name FROM state_machines ORDER BY updated DESC")
+        return [self.describe_state_machine(r["name"]) for r in rows]
+
+    def delete_state_machine(self, name: str) -> None:
+        self._machine_row(name)
+        self.db.execute("DELETE FROM state_machines WHERE name=?", (name,))
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def generate_test_case(self) -> dict[str, Any]:
+        keys = self._test_keys()
+        if not keys:
+            raise ResourceNotFound("No staged test images: stage the data first.")
+        return {"s3_bucket": self.bucket, "s3_key": random.choice(keys), "image_data": ""}
+
+    def upload_image(self, filename: str, data: bytes, endpoint_name: str | None = None) -> str:
+        """Any image file -> a PNG at the model's input size under uploads/; returns its key."""
+        from PIL import Image, UnidentifiedImageError
+
+        if not data:
+            raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
+        Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                rgb = img.convert("RGB")
+        except Image.DecompressionBombError:
+            raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
+        endpoint = endpoint_name or self._newest_endpoint()
+        size = self._model_size(endpoint) if endpoint else (32, 32)
+        buf = io.BytesIO()
+        rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
+        key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}.png"
+        self.store.put(self.bucket, key, buf.getvalue())
+        return key
+
+    # -- executions --------------------------------------------------------------------------
+
+    def _prepare(self, state_machine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        machine = self._machine_row(state_machine)
+        self._register_functions(machine)
+        return machine, self._definition(machine)
+
+    def start_execution(self, input: dict[str, Any] | None = None, name: str | None = None,
+                        state_machine: str = DEFAULT_MACHINE) -> str:
+        _, definition = self._prepare(state_machine)
+        return self.engine.start_execution(definition, input if input is not None else self.generate_test_case(),
+                                           name=name, state_machine_name=state_machine)
+
+    def start_batch(self, count: int = 1, s3_key: str | None = None, threshold: float | None = None,
+                    state_machine: str = DEFAULT_MACHINE) -> list[str]:
+        if not 1 <= int(count) <= 1000:
+            raise ValidationError(f"A batch of {count} is not possible: run 1 to 1,000 executions at a time.")
+        _, definition = self._prepare(state_machine)
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
+        arns = []
+        for _ in range(int(count)):
+            event = {"s3_bucket": self.bucket, "s3_key": s3_key, "image_data": ""} if s3_key else self.generate_test_case()
+            if threshold is not None:
+                event["threshold"] = float(threshold)
+            arns.append(self.engine.start_execution(definition, event, state_machine_name=state_machine))
+        return arns
+
+    def run_definition(self, text: str, input: Any = None, params: dict[str, str] | None = None) -> tuple[ExecutionRecord, list[dict]]:
+        """`asl run`: fill placeholders (the workflow's function ARNs by default), validate, run to the end."""
+        values = {k: self._arn(v) for k, v in PLACEHOLDERS.items()}
+        values.update(params or {})
+        filled = fill_placeholders(text, values)
+        try:
+            definition = json.loads(filled)
+        except ValueError as exc:
+            raise DefinitionInvalid([_json_diagnostic(exc)]) from None
+        diagnostics = validate_definition(definition)
+        if diagnostics:
+            raise DefinitionInvalid(diagnostics)
+        functions = called_functions(definition)
+        if functions:
+            machine = self._machine_row(DEFAULT_MACHINE) if self._has_machine(DEFAULT_MACHINE) else None
+            if machine is None:
+                endpoint = self._newest_endpoint() or ""
+                machine = {"endpoint_name": endpoint, "threshold": self.settings.threshold, "mapping": {}}
+            machine["mapping"] = {fn: SEED_HANDLERS[fn] for fn in functions if fn in SEED_HANDLERS}
+            self._register_functions(machine)
+        record = self.engine.run_execution(definition, input, state_machine_name="asl-run")
+        return record, self.engine.get_execution_history(record.arn)
+
+    def _has_machine(self, name: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM state_machines WHERE name=?", (name,)) is not None
+
+    def wait(self, arns: list[str], timeout: float = 300.0) -> list[Execution]:
+        return [self._execution(self.engine.wait(arn, timeout)) for arn in arns]
+
+    def describe_execution(self, name_or_arn: str) -> Execution:
+        return self._execution(self.engine.describe_execution(self._arn_of_execution(name_or_arn)))
+
+    def _arn_of_execution(self, name_or_arn: str) -> str:
+        if name_or_arn.startswith("arn:"):
+            return name_or_arn
+        matches = [e.arn for e in self.engine.list_executions() if e.name == name_or_arn]
+        if not matches:
+            raise ResourceNotFound(f"No execution named {name_or_arn!r}: list the executions to see their names.")
+        return matches[0]
+
+    def list_executions(self, state_machine: str | None = None, limit: int = 200) -> list[Execution]:
+        records = self.engine.list_executions(state_machine)[:limit]
+        return [self._execution(r) for r in records]
+
+    def execution_history(self, name_or_arn: str) -> list[dict[str, Any]]:
+        return self.engine.get_execution_history(self._arn_of_execution(name_or_arn))
+
+    def execution_states(self, name_or_arn: str) -> list[StateRun]:
+        arn = self._arn_of_execution(name_or_arn)
+        record = self.engine.describe_execution(arn)
+        machine = self._machine_row(record.state_machine_name)
+        return state_runs(self._definition(machine), self.engine.get_execution_history(arn))
+
+    def stop_execution(self, name_or_arn: str) -> Execution:
+        return self._execution(self.engine.stop_execution(self._arn_of_execution(name_or_arn)))
+
+    def _execution(self, r: ExecutionRecord) -> Execution:
+        inp = r.input_value if hasattr(r, "input_value") else None
+        out = r.output_value if r.output is not None else None
+        inferences = _find_inferences(out) if out is not None else None
+        if inferences is None and r.status != "RUNNING":
+            inferences = self._inferences_from_history(r)
+        label = confidence = None
+        if inferences:
+            best = max(range(len(inferences)), key=inferences.__getitem__)
+            confidence = inferences[best]
+            classes = self._classes_for(r.state_machine_name)
+            label = classes[best] if best < len(classes) else f"class {best}"
+        seconds = None
+        if r.stop_date is not None:
+            seconds = (r.stop_date - r.start_date).total_seconds()
+        return Execution(
+            name=r.name, arn=r.arn, state_machine=r.state_machine_name, status=r.status,
+            start=_iso(r.start_date), stop=_iso(r.stop_date) if r.stop_date else None, seconds=seconds,
+            error=r.error, cause=r.cause, s3_key=(inp or {}).get("s3_key") if isinstance(inp, dict) else None,
+            label=label, confidence=confidence, input=inp, output=out,
+        )
+
+    def _inferences_from_history(self, r: ExecutionRecord) -> list[float] | None:
+        try:
+            history = self.engine.get_execution_history(r.arn)
+        except SconesError:
+            return None
+        for event in reversed(history):
+            d = event.get("stateExitedEventDetails") or event.get("taskSucceededEventDetails")
+            if d:
+                found = _find_inferences(_json(d.get("output")))
+                if found:
+                    return found
+        return None
+
+    def _classes_for(self, state_machine: str) -> tuple[str, ...]:
+        try:
+            return self._endpoint_classes(self._machine_row(state_machine)["endpoint_name"])
+        except SconesError:
+            return ()
+
+    def step_status(self) -> StepStatus:
+        if not self.db.query_one("SELECT 1 FROM state_machines"):
+            return StepStatus("workflow", "not_started", "No workflow deployed yet.")
+        records = self.engine.list_executions()
+        if not records:
+            return StepStatus("workflow", "not_started", "Workflow deployed; no execution yet.")
+        running = sum(r.status == "RUNNING" for r in records)
+        if running:
+            return StepStatus("workflow", "in_progress", f"{running} execution(s) running.")
+        ok = sum(r.status == "SUCCEEDED" for r in records)
+        low = sum(r.error == THRESHOLD_ERROR for r in records)
+        other = len(records) - ok - low
+        return StepStatus("workflow", "done", f"{len(records)} executions: {ok} succeeded, {low} below the threshold, "
+                                              f"{other} failed otherwise.")
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z") if value else ""
+
+
+def _json_diagnostic(exc: ValueError) -> Any:
+    from backend.local.states import Diagnostic
+
+    return Diagnostic("", "", f"The definition is not valid JSON: {exc}")
