@@ -318,29 +318,30 @@ class StatesEngine:
 
     def _flush(self, active: _Active) -> None:
         run = active.run
-        stopped_elsewhere = False
         with active.flush_lock:
             if run.history.closed:
                 return
             events = run.history.take()
-            if not events and active.persisted:
-                return
             try:
-                with connections.transaction(self.db) as conn:
-                    if not active.persisted:
-                        self._persist(conn, active)
-                    elif store.status_of(conn, run.info.arn) != "RUNNING":
-                        raise _StoppedElsewhere()
-                    store.write_events(conn, run.info.arn, events)
+                if events or not active.persisted:
+                    with connections.transaction(self.db) as conn:
+                        if not active.persisted:
+                            self._persist(conn, active)
+                        elif store.status_of(conn, run.info.arn) != "RUNNING":
+                            raise _StoppedElsewhere()
+                        store.write_events(conn, run.info.arn, events)
+                elif store.status_of(connections.connection(self.db), run.info.arn) != "RUNNING":
+                    raise _StoppedElsewhere()  # nothing to write, but a stop from elsewhere shows
+                return
             except _StoppedElsewhere:
-                stopped_elsewhere = True
+                pass
             except sqlite3.IntegrityError:
-                active.lost_name = stopped_elsewhere = True
-        if stopped_elsewhere:
-            with run.history.lock:
-                run.history.closed = True
-            run.halted = run.halted or "STOPPED"
-            run.stopper.set()
+                active.lost_name = True  # another runner wrote this name first
+        # Stopped by another process (its ExecutionAborted stands): end our threads quietly.
+        with run.history.lock:
+            run.history.closed = True
+        run.halted = run.halted or "STOPPED"
+        run.stopper.set()
 
     # --- reading -----------------------------------------------------------------------------------
 

@@ -1,0 +1,436 @@
+"""The engine's API: start/describe/list/stop/history/wait, names and inputs, persistence,
+lost runners, batching of writes, timeouts and concurrency."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from backend.api import ResourceInUse, ResourceNotFound, ValidationError
+from backend.local.db import Database
+from backend.local.states import (
+    Clock,
+    ExecutionAlreadyExists,
+    ExecutionDoesNotExist,
+    InvalidExecutionInput,
+    InvalidName,
+    StatesEngine,
+    TaskContext,
+    TaskError,
+)
+from backend.local.states import store
+
+from .support import INVOKE, lambda_resolver
+
+PASS = {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+LONG_WAIT = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Gate:
+    """A resolver whose tasks block until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+        self.contexts: list[TaskContext] = []
+
+    def __call__(self, resource, parameters, ctx):
+        self.contexts.append(ctx)
+        self.entered.set()
+        self.opened.wait(10)
+        return {"got": parameters}
+
+
+def task_machine(**task_fields):
+    return {"StartAt": "T", "States": {"T": dict({"Type": "Task", "Resource": INVOKE, "End": True}, **task_fields)}}
+
+
+# --- start, describe, wait -------------------------------------------------------------------------
+
+
+def test_start_returns_at_once_and_the_execution_finishes_on_a_worker(db):
+    gate = Gate()
+    with StatesEngine(db, gate) as engine:
+        arn = engine.start_execution(task_machine(Parameters={"x.$": "$.x"}), {"x": 1}, name="first",
+                                     state_machine_name="scones")
+        assert arn == "arn:aws:states:us-east-1:123456789012:execution:scones:first"
+        assert gate.entered.wait(5)
+        running = engine.describe_execution(arn)
+        assert (running.status, running.output, running.stop_date) == ("RUNNING", None, None)
+        assert engine.wait(arn, timeout=0.05).status == "RUNNING"
+        gate.opened.set()
+        done = engine.wait(arn, timeout=5)
+    assert done.status == "SUCCEEDED"
+    assert done.output_value == {"got": {"x": 1}}
+    assert done.input_value == {"x": 1}
+    assert isinstance(done.start_date, datetime) and done.start_date.tzinfo is not None
+    assert done.stop_date >= done.start_date
+
+
+def test_default_name_is_a_uuid(engine):
+    record = engine.run_execution(PASS)
+    assert len(record.name) == 36 and record.name.count("-") == 4
+    assert record.arn.endswith(f":execution:local:{record.name}")
+
+
+def test_duplicate_name_is_refused(engine):
+    engine.run_execution(PASS, {"a": 1}, name="once")
+    with pytest.raises(ExecutionAlreadyExists) as info:
+        engine.run_execution(PASS, {"a": 1}, name="once")
+    assert isinstance(info.value, ResourceInUse)
+    with pytest.raises(ExecutionAlreadyExists):
+        engine.start_execution(PASS, {"a": 1}, name="once")
+    # the same name under another state machine is another execution
+    assert engine.run_execution(PASS, {"a": 1}, name="once", state_machine_name="other").status == "SUCCEEDED"
+
+
+def test_same_name_and_input_while_running_is_idempotent(db):
+    gate = Gate()
+    with StatesEngine(db, gate) as engine:
+        first = engine.start_execution(task_machine(), {"a": 1}, name="dup")
+        assert engine.start_execution(task_machine(), {"a": 1}, name="dup") == first
+        with pytest.raises(ExecutionAlreadyExists):
+            engine.start_execution(task_machine(), {"a": 2}, name="dup")
+        gate.opened.set()
+        assert engine.wait(first, 5).status == "SUCCEEDED"
+    assert len(gate.contexts) == 1
+
+
+@pytest.mark.parametrize("name", ["", "a" * 81, "has space", "a/b", "star*", "br[a]ce", "col:on", "tab\tname"])
+def test_invalid_names(engine, name):
+    with pytest.raises(InvalidName):
+        engine.start_execution(PASS, name=name)
+
+
+def test_input_forms(engine):
+    assert engine.run_execution(PASS, None).output_value == {}
+    assert engine.run_execution(PASS, '{"text": true}').output_value == {"text": True}
+    assert engine.run_execution(PASS, {"dict": [1]}).output_value == {"dict": [1]}
+    assert engine.run_execution(PASS, "[1, 2]").input == "[1, 2]"
+    for bad in ("{not json", object()):
+        with pytest.raises(InvalidExecutionInput):
+            engine.start_execution(PASS, bad)
+    with pytest.raises(InvalidExecutionInput) as info:
+        engine.start_execution(PASS, {"big": "x" * (256 * 1024)})
+    assert isinstance(info.value, ValidationError) and "262,144 bytes" in str(info.value)
+
+
+def test_unknown_execution(engine):
+    arn = "arn:aws:states:us-east-1:123456789012:execution:local:nope"
+    for call in (engine.describe_execution, engine.get_execution_history, engine.stop_execution):
+        with pytest.raises(ExecutionDoesNotExist) as info:
+            call(arn)
+        assert isinstance(info.value, ResourceNotFound)
+
+
+# --- list ------------------------------------------------------------------------------------------
+
+
+def test_list_filters_and_order(engine, clock):
+    engine.run_execution(PASS, name="a1", state_machine_name="alpha")
+    clock.advance(1)
+    engine.run_execution({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}}, name="a2",
+                         state_machine_name="alpha")
+    clock.advance(1)
+    engine.run_execution(PASS, name="b1", state_machine_name="beta")
+    assert [r.name for r in engine.list_executions()] == ["b1", "a2", "a1"]
+    assert [r.name for r in engine.list_executions("alpha")] == ["a2", "a1"]
+    assert [r.name for r in engine.list_executions(status="FAILED")] == ["a2"]
+    assert [r.name for r in engine.list_executions("beta", "FAILED")] == []
+    with pytest.raises(ValidationError):
+        engine.list_executions(status="DONE")
+
+
+# --- stop, timeouts ----------------------------------------------------------------------------------
+
+
+def test_stop_wakes_a_wait_and_ends_aborted(db):
+    with StatesEngine(db) as engine:  # real clock: the Wait really waits an hour
+        arn = engine.start_execution(LONG_WAIT, name="sleeper")
+        _until(lambda: any(e["type"] == "WaitStateEntered" for e in engine.get_execution_history(arn)))
+        began = time.monotonic()
+        stopped = engine.stop_execution(arn, error="Operator.Stop", cause="cleanup")
+        assert (stopped.status, stopped.error, stopped.cause) == ("ABORTED", "Operator.Stop", "cleanup")
+        engine.wait(arn, 5)
+        assert time.monotonic() - began < 2
+        history = engine.get_execution_history(arn)
+        assert history[-1]["type"] == "ExecutionAborted"
+        assert history[-1]["executionAbortedEventDetails"] == {"error": "Operator.Stop", "cause": "cleanup"}
+        assert "WaitStateExited" not in [e["type"] for e in history]
+        # stopping a finished execution changes nothing
+        assert engine.stop_execution(arn).status == "ABORTED"
+        done = engine.run_execution(PASS, name="finished")
+        assert engine.stop_execution(done.arn).status == "SUCCEEDED"
+
+
+def test_stop_from_another_engine_reaches_the_runner(db):
+    with StatesEngine(db, flush_interval=0.05) as runner, StatesEngine(Database(db.path)) as other:
+        arn = runner.start_execution(LONG_WAIT, name="remote-stop")
+        _until(lambda: any(e["type"] == "WaitStateEntered" for e in runner.get_execution_history(arn)))
+        runner.flush()
+        assert other.stop_execution(arn, cause="from elsewhere").status == "ABORTED"
+        _until(lambda: arn not in runner._active)
+        history = other.get_execution_history(arn)
+        assert [e["type"] for e in history] == ["ExecutionStarted", "WaitStateEntered", "ExecutionAborted"]
+        assert runner.describe_execution(arn).status == "ABORTED"
+
+
+def test_machine_timeout_ends_timed_out(engine):
+    definition = {"TimeoutSeconds": 5, "StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}}
+    record = engine.run_execution(definition, name="too-slow")
+    assert (record.status, record.error) == ("TIMED_OUT", "States.Timeout")
+    history = engine.get_execution_history(record.arn)
+    assert history[-1]["type"] == "ExecutionTimedOut"
+    assert history[-1]["executionTimedOutEventDetails"]["error"] == "States.Timeout"
+
+
+def test_machine_timeout_on_the_real_clock(db):
+    definition = {"TimeoutSeconds": 1, "StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}
+    with StatesEngine(db) as engine:
+        began = time.monotonic()
+        record = engine.run_execution(definition)
+    assert record.status == "TIMED_OUT"
+    assert 0.9 < time.monotonic() - began < 3
+
+
+def test_heartbeats_keep_a_long_task_alive(db):
+    def beating(resource, parameters, ctx):
+        for _ in range(8):
+            time.sleep(0.2)
+            ctx.heartbeat()
+        return "done"
+
+    with StatesEngine(db, beating) as engine:
+        record = engine.run_execution(task_machine(TimeoutSeconds=5, HeartbeatSeconds=1))
+    assert (record.status, record.output_value) == ("SUCCEEDED", "done")
+
+
+def test_task_timeout_cancels_the_task_context(engine):
+    seen = {}
+
+    def slow(resource, parameters, ctx):
+        seen["ctx"] = ctx
+        ctx.cancelled.wait(5)
+        return "late"
+
+    engine.resolver = slow
+    record = engine.run_execution(task_machine(TimeoutSeconds=3))
+    assert record.error == "States.Timeout"
+    assert seen["ctx"].cancelled.is_set()
+
+
+# --- resolvers ---------------------------------------------------------------------------------------
+
+
+def test_no_resolver_fails_naming_the_resource(db, clock):
+    with StatesEngine(db, clock=clock) as engine:
+        record = engine.run_execution(task_machine())
+    assert record.error == "States.Runtime"
+    assert INVOKE in record.cause and "resolver" in record.cause
+
+
+def test_resolver_sees_its_task_context(db, clock):
+    seen = []
+
+    def resolver(resource, parameters, ctx):
+        seen.append(ctx)
+        if ctx.retry_count == 0:
+            raise TaskError("Transient", "try again")
+        return parameters
+
+    definition = task_machine(Parameters={"n": 1}, Credentials={"RoleArn": "arn:aws:iam::1:role/r"}, TimeoutSeconds=9,
+                              Retry=[{"ErrorEquals": ["Transient"], "IntervalSeconds": 1}])
+    with StatesEngine(db, resolver, clock=clock) as engine:
+        record = engine.run_execution(definition, name="ctx", state_machine_name="sm")
+        scheduled = [e for e in engine.get_execution_history(record.arn) if e["type"] == "TaskScheduled"]
+    assert record.output_value == {"n": 1}
+    ctx = seen[-1]
+    assert (ctx.execution_name, ctx.state_machine_name, ctx.state_name, ctx.resource) == ("ctx", "sm", "T", INVOKE)
+    assert ctx.execution_arn == record.arn and ctx.retry_count == 1 and ctx.timeout_seconds == 9
+    assert ctx.credentials == {"RoleArn": "arn:aws:iam::1:role/r"}
+    assert ctx.context_object["State"]["RetryCount"] == 1
+    assert scheduled[0]["taskScheduledEventDetails"]["taskCredentials"] == {"roleArn": "arn:aws:iam::1:role/r"}
+    assert scheduled[0]["taskScheduledEventDetails"]["timeoutInSeconds"] == 9
+
+
+def test_resolver_cannot_change_the_engine_s_values(db, clock):
+    def mutating(resource, parameters, ctx):
+        parameters["added"] = True
+        return parameters
+
+    definition = {"StartAt": "P", "States": {
+        "P": {"Type": "Pass", "Result": {"shared": []}, "ResultPath": "$.fixed", "Next": "T"},
+        "T": {"Type": "Task", "Resource": INVOKE, "Parameters": {"f.$": "$.fixed"}, "ResultPath": "$.task", "End": True}}}
+    with StatesEngine(db, mutating, clock=clock) as engine:
+        first = engine.run_execution(definition)
+        second = engine.run_execution(definition)
+    assert first.output_value == second.output_value == {"fixed": {"shared": []}, "task": {"f": {"shared": []}, "added": True}}
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+
+def test_parallel_branches_run_at_the_same_time(db):
+    barrier = threading.Barrier(3, timeout=5)
+
+    def meet(resource, parameters, ctx):
+        barrier.wait()  # only passes when all three branches are inside a task at once
+        return parameters["b"]
+
+    branch = lambda b: {"StartAt": f"T{b}", "States": {f"T{b}": {"Type": "Task", "Resource": INVOKE, "Parameters": {"b": b}, "End": True}}}
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [branch(1), branch(2), branch(3)]}}}
+    with StatesEngine(db, meet) as engine:
+        assert engine.run_execution(definition).output_value == [1, 2, 3]
+
+
+def test_map_respects_max_concurrency(db):
+    lock = threading.Lock()
+    live = {"now": 0, "max": 0}
+
+    def count(resource, parameters, ctx):
+        with lock:
+            live["now"] += 1
+            live["max"] = max(live["max"], live["now"])
+        time.sleep(0.03)
+        with lock:
+            live["now"] -= 1
+        return parameters
+
+    definition = {"StartAt": "M", "States": {"M": {"Type": "Map", "MaxConcurrency": 3, "End": True, "ItemProcessor": {
+        "StartAt": "T", "States": {"T": {"Type": "Task", "Resource": INVOKE, "End": True}}}}}}
+    with StatesEngine(db, count) as engine:
+        record = engine.run_execution(definition, list(range(10)))
+    assert record.output_value == list(range(10))
+    assert live["max"] == 3
+
+
+def test_a_failing_branch_stops_its_siblings(db):
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [
+        {"StartAt": "Long", "States": {"Long": {"Type": "Wait", "Seconds": 3600, "End": True}}},
+        {"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "Boom"}}}]}}}
+    with StatesEngine(db) as engine:
+        began = time.monotonic()
+        record = engine.run_execution(definition)
+    assert record.error == "Boom"
+    assert time.monotonic() - began < 2
+
+
+# --- history -----------------------------------------------------------------------------------------
+
+
+def test_history_while_running_and_after(db):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=60) as engine:  # nothing flushed while it runs
+        arn = engine.start_execution(task_machine(), {"a": 1}, name="watch")
+        assert gate.entered.wait(5)
+        types = [e["type"] for e in engine.get_execution_history(arn)]
+        assert types == ["ExecutionStarted", "TaskStateEntered", "TaskScheduled", "TaskStarted"]
+        gate.opened.set()
+        engine.wait(arn, 5)
+        history = engine.get_execution_history(arn)
+        newest_first = engine.get_execution_history(arn, reverse_order=True)
+    assert [e["id"] for e in newest_first] == [e["id"] for e in reversed(history)]
+    started = history[0]
+    assert started["previousEventId"] == 0 and isinstance(started["timestamp"], datetime)
+    assert started["executionStartedEventDetails"] == {
+        "input": '{"a":1}', "inputDetails": {"truncated": False},
+        "roleArn": "arn:aws:iam::123456789012:role/scones-local-states"}
+    assert set(history[-1]) == {"id", "previousEventId", "type", "timestamp", "executionSucceededEventDetails"}
+
+
+def test_events_are_written_in_batches_not_one_commit_per_event(engine, monkeypatch):
+    from backend.local.states import connections
+
+    commits = []
+    real = connections.transaction
+
+    def counting(db):
+        commits.append(1)
+        return real(db)
+
+    monkeypatch.setattr(connections, "transaction", counting)
+    chain = {"StartAt": "S0", "States": {f"S{i}": {"Type": "Pass", "Next": f"S{i + 1}"} for i in range(1000)}}
+    chain["States"]["S1000"] = {"Type": "Succeed"}
+    record = engine.run_execution(chain)
+    assert len(engine.get_execution_history(record.arn)) == 2004
+    assert len(commits) <= 3
+
+
+# --- persistence and lost runners --------------------------------------------------------------------
+
+
+def test_executions_and_history_survive_a_restart(tmp_path, clock):
+    path = tmp_path / "scones.db"
+    with StatesEngine(Database(path), lambda_resolver, clock=clock) as first:
+        record = first.run_execution({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": INVOKE,
+                                      "Parameters": {"FunctionName": "echo", "Payload.$": "$"}, "End": True}}}, {"k": "v"}, name="kept")
+        history = first.get_execution_history(record.arn)
+    with StatesEngine(Database(path), clock=clock) as second:
+        assert second.describe_execution(record.arn) == record
+        assert second.get_execution_history(record.arn) == history
+        assert [r.arn for r in second.list_executions()] == [record.arn]
+
+
+def test_a_running_execution_whose_runner_was_killed_ends_failed(tmp_path):
+    path = tmp_path / "scones.db"
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from backend.local.db import Database
+        from backend.local.states import StatesEngine
+        engine = StatesEngine(Database({str(path)!r}))
+        arn = engine.start_execution(json.loads({json.dumps(json.dumps(LONG_WAIT))}), name="orphan")
+        time.sleep(0.3)
+        engine.flush()
+        print(arn, flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        arn = child.stdout.readline().strip()
+        assert arn.endswith(":orphan")
+        with StatesEngine(Database(path)) as observer:
+            assert observer.describe_execution(arn).status == "RUNNING"  # its runner is alive
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        with StatesEngine(Database(path)) as restarted:
+            record = restarted.describe_execution(arn)
+            history = restarted.get_execution_history(arn)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert (record.status, record.error) == ("FAILED", "States.Runtime")
+    assert "runner" in record.cause and "lost" in record.cause
+    assert [e["type"] for e in history] == ["ExecutionStarted", "WaitStateEntered", "ExecutionFailed"]
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_runner(db):
+    with StatesEngine(db) as engine:
+        conn_db = Database(db.path)
+        with conn_db.transaction() as conn:
+            store.insert_execution(conn, {
+                "arn": "arn:aws:states:us-east-1:123456789012:execution:local:ghost", "name": "ghost",
+                "state_machine_name": "local", "definition": "{}", "input": "{}", "start_date": time.time(),
+                "runner_pid": os.getpid(), "runner_start": "another-boot:42",
+            })
+        assert engine.recover_lost_executions() == ["arn:aws:states:us-east-1:123456789012:execution:local:ghost"]
+        assert engine.describe_execution("arn:aws:states:us-east-1:123456789012:execution:local:ghost").status == "FAILED"
+        history = engine.get_execution_history("arn:aws:states:us-east-1:123456789012:execution:local:ghost")
+        assert [(e["id"], e["type"]) for e in history] == [(1, "ExecutionFailed")]
+
+
+def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
