@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -14,6 +15,7 @@ from typing import Any, Callable
 from backend.api import JOB_COMPLETED, SconesError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
+DEFAULT_ENDPOINT = "scones-endpoint"
 
 
 class UsageError(Exception):
@@ -61,7 +63,59 @@ def build_parser() -> Parser:
     p.add_argument("--job", required=True, help="training job name")
     p.set_defaults(handler=cmd_evaluate)
 
-    for p in sub.choices.values():
+    p = sub.add_parser("deploy", help="deploy a model to an endpoint with data capture")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--job", help="training job whose model to deploy (default: the newest Completed job)")
+    which.add_argument("--model", help="model name to deploy")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"endpoint name (default {DEFAULT_ENDPOINT}; updated if it exists)")
+    p.add_argument("--capture-percent", type=int, default=100, help="data-capture sampling percentage, 0-100")
+    p.add_argument("--wait", action="store_true", help="wait until the endpoint is InService or Failed")
+    p.set_defaults(handler=cmd_deploy)
+
+    p = sub.add_parser("endpoints", help="endpoints and their status")
+    p.set_defaults(handler=cmd_endpoints)
+
+    p = sub.add_parser("invoke", help="send one image to an endpoint")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("image", help="a PNG or JPEG file")
+    p.set_defaults(handler=cmd_invoke)
+
+    asl = sub.add_parser("asl", help="validate or run an Amazon States Language definition locally")
+    asl_sub = asl.add_subparsers(dest="asl_command", metavar="ACTION", parser_class=Parser, required=True)
+    p = asl_sub.add_parser("validate", help="check a definition as ValidateStateMachineDefinition does")
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_asl_validate)
+    p = asl_sub.add_parser("run", help="run a definition on the local engine to its end")
+    p.add_argument("file")
+    p.add_argument("--input", default=None, help="execution input as JSON")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fills ${KEY}; repeat it")
+    p.set_defaults(handler=cmd_asl_run)
+
+    wf = sub.add_parser("workflow", help="the Step Functions workflow: deploy, run, list, history, import")
+    wf_sub = wf.add_subparsers(dest="workflow_command", metavar="ACTION", parser_class=Parser, required=True)
+    p = wf_sub.add_parser("deploy", help="create or update the state machine and its three functions")
+    p.add_argument("--endpoint", default=None, help="endpoint to classify with (default: the newest InService one)")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default SCONES_THRESHOLD, 0.93)")
+    p.set_defaults(handler=cmd_workflow_deploy)
+    p = wf_sub.add_parser("run", help="run executions and wait for them")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--image", default=None, help="an image file to classify (default: random staged test images)")
+    p.add_argument("--threshold", type=float, default=None, help="threshold for these executions only")
+    p.add_argument("--state-machine", default="scones-workflow")
+    p.set_defaults(handler=cmd_workflow_run)
+    p = wf_sub.add_parser("list", help="executions, newest first")
+    p.set_defaults(handler=cmd_workflow_list)
+    p = wf_sub.add_parser("history", help="one execution's event history")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_workflow_history)
+    p = wf_sub.add_parser("import", help="import a definition exported from the Step Functions console")
+    p.add_argument("file")
+    p.add_argument("--map", action="append", default=[], metavar="FUNCTION=HANDLER",
+                   help="run FUNCTION with lambdas/HANDLER.py; repeat it")
+    p.add_argument("--name", default="imported-workflow")
+    p.set_defaults(handler=cmd_workflow_import)
+
+    for p in [*sub.choices.values(), *asl_sub.choices.values(), *wf_sub.choices.values()]:
         _add_globals(p, suppress=True)
     return parser
 
@@ -192,6 +246,164 @@ def cmd_evaluate(backend: Any, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def parse_pairs(pairs: list[str], flag: str, example: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {pair!r} is not KEY=VALUE, for example {flag} {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError(f"Cannot read the {what} {path!r}: {exc.strerror}.") from None
+
+
+def endpoint_doc(e: Any) -> dict[str, Any]:
+    return {"endpoint_name": e.endpoint_name, "status": e.status, "model_name": e.model_name, "created": e.created,
+            "capture": {"enabled": e.capture.enabled, "percent": e.capture.sampling_percent,
+                        "prefix": e.capture.destination}, "failure_reason": e.failure_reason}
+
+
+def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    model_name = args.model
+    if model_name is None:
+        job_name = args.job
+        if job_name is None:
+            done = [j for j in backend.list_training_jobs() if j.status == "Completed"]
+            if not done:
+                raise UsageError("No Completed training job to deploy: train one first ('scones train --wait').")
+            job_name = done[0].job_name
+        existing = [m for m in backend.list_models() if m.job_name == job_name]
+        model_name = existing[0].model_name if existing else backend.create_model(job_name).model_name
+    endpoint = backend.deploy(model_name, args.endpoint, capture_percent=args.capture_percent)
+    if args.wait:
+        endpoint = backend.wait_endpoint(endpoint.endpoint_name)
+    doc = endpoint_doc(endpoint)
+    out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {endpoint.model_name}, capture "
+                  f"{endpoint.capture.sampling_percent}% to {endpoint.capture.destination})")
+    return EXIT_JOB_FAILED if args.wait and endpoint.status == "Failed" else EXIT_OK
+
+
+def cmd_endpoints(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    endpoints = backend.list_endpoints()
+    out.done({"endpoints": [endpoint_doc(e) for e in endpoints]},
+             "\n".join(f"{e.endpoint_name:30} {e.status:12} {e.model_name}" for e in endpoints) or "No endpoints.")
+    return EXIT_OK
+
+
+def image_content_type(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    return "application/x-image"
+
+
+def cmd_invoke(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    data = read_file(args.image, "image")
+    p = backend.invoke_endpoint(args.endpoint, data, image_content_type(data))
+    doc = {"probabilities": list(p.probabilities), "classes": list(p.classes), "label": p.label,
+           "confidence": p.confidence}
+    out.done(doc, f"{p.label} ({p.confidence:.4f})")
+    return EXIT_OK
+
+
+def cmd_asl_validate(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    diagnostics = backend.validate_definition(read_file(args.file, "definition").decode("utf-8", "replace"))
+    doc = {"valid": not diagnostics,
+           "diagnostics": [{"state": d.state, "field": d.field, "message": d.message} for d in diagnostics]}
+    text = "valid" if not diagnostics else "\n".join(f"{d.state or '-'} {d.field or '-'}: {d.message}" for d in diagnostics)
+    out.done(doc, text)
+    return EXIT_OK if not diagnostics else EXIT_ERROR
+
+
+def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    from backend.local.states import DefinitionInvalid
+
+    try:
+        inp = json.loads(args.input) if args.input is not None else {}
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
+    text = read_file(args.file, "definition").decode("utf-8", "replace")
+    try:
+        record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
+    except DefinitionInvalid as exc:
+        doc = {"valid": False, "diagnostics": [{"state": d.state, "field": d.field, "message": d.message}
+                                               for d in exc.diagnostics]}
+        if out.as_json:
+            out.done(doc, "")
+        print(f"scones: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    doc = {"execution": record.arn, "status": record.status, "output": record.output_value,
+           "error": record.error, "cause": record.cause, "events": [_event(e) for e in events]}
+    out.done(doc, f"{record.status}" + (f": {record.error}: {record.cause}" if record.error else
+                                       f": {json.dumps(record.output_value)}"))
+    return EXIT_OK
+
+
+def _event(e: dict[str, Any]) -> dict[str, Any]:
+    return {**e, "timestamp": e["timestamp"].isoformat() if hasattr(e["timestamp"], "isoformat") else e["timestamp"]}
+
+
+def execution_doc(e: Any) -> dict[str, Any]:
+    return {"name": e.name, "status": e.status, "error": e.error, "cause": e.cause, "label": e.label,
+            "confidence": e.confidence, "seconds": e.seconds, "s3_key": e.s3_key, "start": e.start}
+
+
+def _executions_text(executions: list[Any]) -> str:
+    return "\n".join(
+        f"{e.name:38} {e.status:9} {e.label or '-':11} "
+        f"{'' if e.confidence is None else f'{e.confidence:.3f}':6} {e.error or ''}" for e in executions
+    ) or "No executions."
+
+
+def cmd_workflow_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    sm = backend.deploy_workflow(args.endpoint, args.threshold)
+    doc = {"state_machine": sm.name, "state_machine_arn": sm.arn, "endpoint_name": sm.endpoint_name,
+           "threshold": sm.threshold, "functions": sm.functions}
+    out.done(doc, f"{sm.name}: endpoint {sm.endpoint_name}, threshold {sm.threshold}")
+    return EXIT_OK
+
+
+def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    key = None
+    if args.image:
+        key = backend.upload_workflow_image(args.image, read_file(args.image, "image"))
+    arns = backend.start_workflow_batch(args.count, key, args.threshold, args.state_machine)
+    executions = backend.wait_workflow_executions(arns)
+    out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
+    return EXIT_OK
+
+
+def cmd_workflow_list(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    executions = backend.list_workflow_executions()
+    out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
+    return EXIT_OK
+
+
+def cmd_workflow_history(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    e = backend.describe_workflow_execution(args.name)
+    events = backend.workflow_execution_history(e.arn)
+    doc = {"execution": e.arn, "status": e.status, "events": [_event(ev) for ev in events]}
+    out.done(doc, "\n".join(f"{ev['id']:4} {ev['type']}" for ev in events))
+    return EXIT_OK
+
+
+def cmd_workflow_import(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    text = read_file(args.file, "definition").decode("utf-8", "replace")
+    sm = backend.import_workflow(text, parse_pairs(args.map, "--map", "classifyImage=classify_image"), args.name)
+    doc = {"state_machine": sm.name, "mapping": {fn: stem for fn, stem in
+                                                  backend.workflow_mapping(sm.name).items()}}
+    out.done(doc, f"{sm.name}: " + ", ".join(f"{k} -> lambdas/{v}.py" for k, v in doc["mapping"].items()))
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 
@@ -216,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("scones: interrupted.", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the contract is one sentence, never a traceback
+        if os.environ.get("SCONES_DEBUG"):
+            raise
+        print(f"scones: unexpected {type(exc).__name__}: {exc} (set SCONES_DEBUG=1 for the traceback).", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -314,6 +314,9 @@ class WorkflowService:
         endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
+    def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:
+        return dict(self._machine_row(name)["mapping"])
+
     def describe_state_machine(self, name: str = DEFAULT_MACHINE) -> StateMachine:
         return self._record(self._machine_row(name))
 

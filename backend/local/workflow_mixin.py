@@ -19,6 +19,10 @@ class WorkflowBackendMixin:
                         endpoint_name: str | None = None, threshold: float | None = None) -> StateMachine:
         return self.workflow.import_definition(text, mapping, name, endpoint_name, threshold)
 
+    def workflow_mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:
+        """{function name: handler file stem in lambdas/} of a state machine."""
+        return self.workflow.mapping(name)
+
     def describe_state_machine(self, name: str = DEFAULT_MACHINE) -> StateMachine:
         return self.workflow.describe_state_machine(name)
 
