@@ -171,10 +171,11 @@ def show_results(results: list[dict]) -> None:
     for r in results:
         with st.container(border=True):
             c1, c2 = st.columns([1, 4])
-            c1.image(r["data"], caption=r["name"], width=96)
-            if r["error"]:
+            if r["error"]:  # the endpoint refused it: not an image the page should try to draw either
+                c1.markdown(f"`{r['name']}`")
                 c2.error(r["error"])
                 continue
+            c1.image(r["data"], caption=r["name"], width=96)
             c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
             c2.altair_chart(probability_chart(probabilities_frame(r["classes"], r["probabilities"])), width="stretch")
 

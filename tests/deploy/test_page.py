@@ -1,0 +1,139 @@
+"""pages/deploy.py headless with AppTest, against a real local backend with the deployment service."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.deploy.conftest import DeployBackend
+from tests.deploy.images import jpeg_bytes
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "deploy.py")
+
+
+@pytest.fixture
+def page_backend(deploy_backend: DeployBackend, monkeypatch):
+    """The page's `ui.state.backend()` answers this backend (after integration, the real one does)."""
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "backend", lambda: deploy_backend)
+    return deploy_backend
+
+
+def run_page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=60).run()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_empty_workspace_says_what_to_do_first(page_backend):
+    page_backend.fake_models.models.clear()
+    at = run_page()
+    assert not at.exception
+    infos = " ".join(texts(at.info))
+    assert "No model yet" in infos and "No endpoint yet" in infos and "No endpoint is InService yet" in infos
+    assert not at.button  # nothing to deploy, nothing to classify
+
+
+def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
+    at = run_page()
+    assert not at.exception
+    assert at.selectbox(key="deploy_model").value == "model-a"
+    assert [m.value for m in at.metric] == ["0.910", "0.870", "2"]  # train, validation accuracy; classes
+    at.text_input(key="deploy_endpoint_name").set_value("page-ep")
+    at.slider(key="deploy_percent").set_value(50)
+    at.button(key="deploy_go").click().run()
+    assert not at.exception
+    endpoint = page_backend.describe_endpoint("page-ep")
+    assert endpoint.model_name == "model-a" and endpoint.capture.sampling_percent == 50
+    assert any("Endpoint page-ep is Creating with model-a" in s for s in texts(at.success))
+    assert any("page-ep" in m and ("Creating" in m or "InService" in m) for m in texts(at.markdown))
+
+    assert page_backend.wait_endpoint("page-ep", timeout=30).status == "InService"
+    at.run()
+    assert any("**page-ep** :green-badge[InService]" == m for m in texts(at.markdown))
+    assert at.selectbox(key="try_endpoint").value == "page-ep"
+    files = [(p.name, p.read_bytes(), "image/png") for p in sample_pngs[:2]]
+    files.append(("big-photo.jpg", jpeg_bytes(1200, 800, seed=9), "image/jpeg"))
+    files.append(("notes.png", b"plain text, not an image", "image/png"))
+    at.file_uploader(key="try_upload").set_value(files).run()
+    at.button(key="try_go").click().run()
+    assert not at.exception
+    verdicts = [m for m in texts(at.markdown) if " · confidence " in m]
+    assert len(verdicts) == 3 and all(v.startswith(("**bicycle**", "**motorcycle**")) for v in verdicts)
+    assert len(at.get("vega_lite_chart")) == 3  # one probability chart per image answered
+    assert [e for e in texts(at.error) if "Received client error (400) from endpoint page-ep" in e]
+    table = at.dataframe[0].value
+    assert list(table["image"]) == [sample_pngs[0].name, sample_pngs[1].name, "big-photo.jpg"]
+
+
+def test_try_it_on_staged_test_images(page_backend):
+    page_backend.stage_data("sample")
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    at = run_page()
+    at.segmented_control(key="try_source").set_value("Staged test images").run()
+    picked = at.multiselect(key="try_staged")
+    assert len(picked.options) == 8 and len(picked.value) == 2
+    at.button(key="try_go").click().run()
+    assert not at.exception
+    assert len([m for m in texts(at.markdown) if " · confidence " in m]) == 2
+    assert len(at.dataframe[0].value) == 2
+
+
+def test_delete_and_start_from_the_list(page_backend):
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    page_backend.stop_endpoint("ep")
+    at = run_page()
+    assert any(m == "**ep** :gray-badge[OutOfService]" for m in texts(at.markdown))
+    at.button(key="start_ep").click().run()
+    assert not at.exception
+    assert page_backend.describe_endpoint("ep").status in ("Creating", "InService")
+    at.button(key="delete_ep").click().run()
+    assert not at.exception
+    assert page_backend.list_endpoints() == []
+    assert any("No endpoint yet" in i for i in texts(at.info))
+
+
+def test_bad_settings_show_one_sentence_and_deploy_nothing(page_backend):
+    at = run_page()
+    at.multiselect(key="deploy_options").set_value([]).run()
+    at.button(key="deploy_go").click().run()
+    assert any("Choose Input, Output or both" in e for e in texts(at.error))
+    at.multiselect(key="deploy_options").set_value(["Output"])
+    at.text_input(key="deploy_endpoint_name").set_value("bad name!")
+    at.button(key="deploy_go").click().run()
+    assert any("Endpoint name 'bad name!' is not valid" in e for e in texts(at.error))
+    at.text_input(key="deploy_endpoint_name").set_value("ok-name")
+    at.text_input(key="deploy_destination").set_value("ftp://nowhere")
+    at.button(key="deploy_go").click().run()
+    assert any("is not an S3 URI" in e for e in texts(at.error))
+    assert not at.exception
+    assert page_backend.list_endpoints() == [] and page_backend.list_endpoint_configs() == []
+
+
+def test_a_model_of_another_backend_is_flagged(page_backend, artifact_a):
+    page_backend.fake_models.models.clear()
+    page_backend.fake_models.add("cloud-model", artifact_a, backend="aws")
+    at = run_page()
+    assert any("belongs to the aws backend" in w for w in texts(at.warning))
+    at.button(key="deploy_go").click().run()
+    assert any("do not cross backends" in e for e in texts(at.error))
+    assert page_backend.list_endpoints() == []
+
+
+def test_probability_chart_builder():
+    from ui.charts_deploy import probabilities_frame, probability_chart
+
+    df = probabilities_frame(("bicycle", "motorcycle"), (0.2, 0.8))
+    assert list(df["predicted"]) == [False, True]
+    spec = probability_chart(df).to_dict()
+    assert spec["layer"][0]["mark"]["type"] == "bar"
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == [0, 1]
+    assert spec["layer"][0]["encoding"]["y"]["sort"] == ["bicycle", "motorcycle"]
+    with pytest.raises(ValueError):
+        probabilities_frame(("a",), (0.5, 0.5))
