@@ -8,6 +8,9 @@ st.set_page_config(page_title="Scones Unlimited", page_icon=":material/bakery_di
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/stage.py", title="Stage data", icon=":material/inventory_2:", url_path="stage"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:", url_path="deploy"),
+    st.Page("pages/workflow.py", title="Workflow", icon=":material/account_tree:", url_path="workflow"),
 ]
 
 st.navigation(PAGES).run()

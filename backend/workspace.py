@@ -185,6 +185,17 @@ class WorkspaceBackend:
             out.append(StagedImage(key, split, report.classes[cls], cls, self.get_object(key)))
         return sorted(out, key=lambda im: im.class_index)
 
+    def test_image_keys(self) -> list[str]:
+        """Keys of the staged test images, in .lst order."""
+        report = self.latest_stage_report()
+        if report is None:
+            return []
+        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
+        return [report.test_prefix + rel for _, _, rel in rows]
+
+    def default_threshold(self) -> float:
+        return self.settings.threshold
+
     # -- jobs ------------------------------------------------------------------------------
 
     def describe_job(self, job_id: str) -> Job:

@@ -15,7 +15,8 @@ STEP_TITLES = {
     "monitor": ("5 · Monitor", "Captured confidence against the threshold."),
     "cleanup": ("6 · Clean up", "Everything the project created, removed in order."),
 }
-STEP_PAGES = {"stage": "pages/stage.py"}
+STEP_PAGES = {"stage": "pages/stage.py", "train": "pages/train.py", "deploy": "pages/deploy.py",
+              "workflow": "pages/workflow.py"}
 
 st.title("Scones Unlimited: image-classification workflow")
 st.caption("Sort delivery photos into bicycles and motorcycles: stage, train, deploy, run the workflow, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from backend import cifar
 from backend.api import Job, ProgressCallback, StepStatus
 from backend.local.serving.service import DeploymentBackendMixin, DeploymentService
 from backend.local.store import LocalBucket, LocalStore
@@ -34,7 +33,7 @@ class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackend
             endpoint_classes=lambda name: self.training.describe_model(
                 self.deployment.describe_endpoint(name).model_name).classes,
             newest_endpoint=self._newest_endpoint,
-            test_keys=self._test_keys,
+            test_keys=self.test_image_keys,
             model_size=lambda name: self.training.describe_model(
                 self.deployment.describe_endpoint(name).model_name).image_shape[1:][::-1],
         )
@@ -42,13 +41,6 @@ class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackend
     def _newest_endpoint(self) -> str | None:
         serving = [e for e in self.deployment.list_endpoints() if e.status == "InService"]
         return max(serving, key=lambda e: e.created).endpoint_name if serving else None
-
-    def _test_keys(self) -> list[str]:
-        report = self.latest_stage_report()
-        if report is None:
-            return []
-        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
-        return [report.test_prefix + rel for _, _, rel in rows]
 
     def step_statuses(self) -> dict[str, StepStatus]:
         steps = super().step_statuses()

@@ -427,9 +427,13 @@ class WorkflowService:
             raise ResourceNotFound(f"No execution named {name_or_arn!r}: list the executions to see their names.")
         return matches[0]
 
+    def _workflow_records(self, state_machine: str | None = None) -> list[ExecutionRecord]:
+        """Executions of the deployed state machines (not the one-off `asl run` ones)."""
+        known = {r["name"] for r in self.db.query("SELECT name FROM state_machines")}
+        return [r for r in self.engine.list_executions(state_machine) if r.state_machine_name in known]
+
     def list_executions(self, state_machine: str | None = None, limit: int = 200) -> list[Execution]:
-        records = self.engine.list_executions(state_machine)[:limit]
-        return [self._execution(r) for r in records]
+        return [self._execution(r) for r in self._workflow_records(state_machine)[:limit]]
 
     def execution_history(self, name_or_arn: str) -> list[dict[str, Any]]:
         return self.engine.get_execution_history(self._arn_of_execution(name_or_arn))
@@ -487,7 +491,7 @@ class WorkflowService:
     def step_status(self) -> StepStatus:
         if not self.db.query_one("SELECT 1 FROM state_machines"):
             return StepStatus("workflow", "not_started", "No workflow deployed yet.")
-        records = self.engine.list_executions()
+        records = self._workflow_records()
         if not records:
             return StepStatus("workflow", "not_started", "Workflow deployed; no execution yet.")
         running = sum(r.status == "RUNNING" for r in records)

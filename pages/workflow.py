@@ -1,0 +1,181 @@
+"""Workflow: deploy the state machine, run executions (one, a batch, an uploaded image), watch them
+settle, and open one to see its graph, each state's input and output, and its event history."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from backend.api import THRESHOLD_ERROR, SconesError
+from ui.graphs import LEGEND, COLORS, state_machine_dot
+from ui.state import backend
+from ui.widgets import show_error
+
+st.title("Workflow")
+st.caption("serializeImageData → classifyImage → filterInferences, as Step Functions runs it: the real Lambda "
+           "handlers from `lambdas/`, the definition from `asl/`. An execution below the threshold fails on purpose "
+           f"with `{THRESHOLD_ERROR}`.")
+
+try:
+    b = backend()
+    machines = b.list_state_machines()
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
+
+
+def deploy_ui() -> None:
+    endpoints = [e.endpoint_name for e in b.list_endpoints() if e.status == "InService"]
+    if not endpoints:
+        st.info("No endpoint is InService: deploy a model on the Deploy page first.")
+        return
+    current = machines[0] if machines else None
+    with st.form("workflow_deploy"):
+        c1, c2 = st.columns(2)
+        endpoint = c1.selectbox("Endpoint the classify step calls", endpoints,
+                                index=endpoints.index(current.endpoint_name) if current and current.endpoint_name in endpoints else 0)
+        default = current.threshold if current else b.default_threshold()
+        threshold = c2.slider("Threshold (filterInferences passes max(inferences) ≥ this)", 0.0, 1.0, float(default), 0.01)
+        if st.form_submit_button("Update the workflow" if current else "Deploy the workflow", type="primary"):
+            try:
+                b.deploy_workflow(endpoint, threshold)
+            except SconesError as exc:
+                show_error(exc)
+            else:
+                st.rerun()
+
+
+def import_ui() -> None:
+    with st.expander("Import a definition exported from the Step Functions console"):
+        up = st.file_uploader("Definition (JSON)", type=["json", "asl"], key="wf_import_file")
+        mapping_text = st.text_area("Function → handler (one `FUNCTION=handler` a line; the workflow's three names map "
+                                    "by themselves)", key="wf_import_map", placeholder="my-classify-fn=classify_image")
+        name = st.text_input("State machine name", value="imported-workflow", key="wf_import_name")
+        if st.button("Import", disabled=up is None, key="wf_import_go"):
+            mapping = {}
+            for line in mapping_text.splitlines():
+                fn, sep, stem = line.partition("=")
+                if sep:
+                    mapping[fn.strip()] = stem.strip()
+            try:
+                sm = b.import_workflow(up.getvalue().decode("utf-8", "replace"), mapping, name.strip())
+            except SconesError as exc:
+                show_error(exc)
+                for d in getattr(exc, "diagnostics", [])[1:]:
+                    st.error(f"{d.state or '-'} · {d.field or '-'}: {d.message}")
+            else:
+                st.success(f"Imported {sm.name}: " + ", ".join(f"{fn} → lambdas/{stem}.py"
+                                                              for fn, stem in b.workflow_mapping(sm.name).items()))
+
+
+def run_ui() -> None:
+    names = [m.name for m in machines]
+    c1, c2 = st.columns([2, 1])
+    machine = c1.selectbox("State machine", names, key="wf_machine")
+    source = c2.radio("Image", ["Random test images", "A chosen test image", "Upload an image"], key="wf_source")
+    key, upload = None, None
+    if source == "A chosen test image":
+        key = st.selectbox("Test image", b.test_image_keys(), key="wf_key")
+    elif source == "Upload an image":
+        upload = st.file_uploader("PNG or JPEG, any size (stored as a PNG at the model's size)", type=["png", "jpg", "jpeg"],
+                                  key="wf_upload")
+    c3, c4, c5 = st.columns(3)
+    count = c3.number_input("Executions", 1, 500, 1 if source != "Random test images" else 5, key="wf_count")
+    override = c4.checkbox("Another threshold for this run only", key="wf_override")
+    threshold = c5.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="wf_threshold", disabled=not override)
+    if st.button("Start", type="primary", key="wf_start", disabled=source == "Upload an image" and upload is None):
+        try:
+            if upload is not None:
+                key = b.upload_workflow_image(upload.name, upload.getvalue())
+            arns = b.start_workflow_batch(int(count), key, threshold if override else None, machine)
+        except SconesError as exc:
+            show_error(exc)
+        else:
+            st.session_state["wf_pick"] = arns[-1].rsplit(":", 1)[-1]
+            st.toast(f"Started {len(arns)} execution(s).")
+
+
+def executions_frame(executions) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "name": e.name, "status": e.status, "error": e.error or "", "start": e.start,
+        "seconds": None if e.seconds is None else round(e.seconds, 3), "class": e.label or "",
+        "confidence": None if e.confidence is None else round(e.confidence, 4), "image": e.s3_key or "",
+    } for e in executions], columns=["name", "status", "error", "start", "seconds", "class", "confidence", "image"])
+
+
+def details_ui(name: str) -> None:
+    try:
+        execution = b.describe_workflow_execution(name)
+        runs = b.workflow_execution_states(name)
+        definition = b.describe_state_machine(execution.state_machine).definition
+        history = b.workflow_execution_history(name)
+    except SconesError as exc:
+        show_error(exc)
+        return
+    left, right = st.columns([2, 3])
+    with left:
+        st.graphviz_chart(state_machine_dot(definition, runs))
+        st.caption(" · ".join(f":{'green' if k == 'succeeded' else 'red' if k == 'failed' else 'orange' if k == 'caught' else 'blue' if k == 'running' else 'gray'}[{v}]"
+                              for k, v in LEGEND.items() if k in COLORS))
+    with right:
+        st.markdown(f"**{execution.name}** · {execution.status}"
+                    + (f" · {execution.seconds:.3f} s" if execution.seconds is not None else ""))
+        if execution.error:
+            st.error(f"{execution.error}: {execution.cause}")
+        for run in runs:
+            if run.status == "not_run":
+                continue
+            with st.expander(f"{run.name} · {run.status}"):
+                if run.error:
+                    st.error(f"{run.error}: {run.cause}")
+                st.markdown("Input")
+                st.json(run.input if run.input is not None else {}, expanded=False)
+                st.markdown("Output")
+                st.json(run.output if run.output is not None else {}, expanded=False)
+    st.markdown("**Event history**")
+    st.dataframe(pd.DataFrame([{
+        "id": e["id"], "previous": e["previousEventId"], "type": e["type"],
+        "timestamp": str(e["timestamp"]),
+        "details": json.dumps({k: v for k, v in e.items() if k.endswith("EventDetails")}, default=str)[:300],
+    } for e in history]), hide_index=True)
+
+
+with st.container(border=True):
+    st.subheader("State machine")
+    if machines:
+        m = machines[0]
+        st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
+                    f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
+    deploy_ui()
+    import_ui()
+
+if machines:
+    with st.container(border=True):
+        st.subheader("Run")
+        run_ui()
+
+    running = any(e.status == "RUNNING" for e in b.list_workflow_executions(limit=500))
+
+    @st.fragment(run_every=1.0 if running else None)
+    def executions_view() -> None:
+        executions = b.list_workflow_executions(limit=500)
+        if not executions:
+            st.info("No executions yet: start one above.")
+            return
+        df = executions_frame(executions)
+        counts = df["status"].value_counts().to_dict()
+        cols = st.columns(4)
+        cols[0].metric("Executions", len(df))
+        cols[1].metric("Succeeded", counts.get("SUCCEEDED", 0))
+        cols[2].metric("Below threshold", int((df["error"] == THRESHOLD_ERROR).sum()))
+        cols[3].metric("Running", counts.get("RUNNING", 0))
+        st.dataframe(df, hide_index=True, height=260)
+        names = list(df["name"])
+        if st.session_state.get("wf_pick") not in names:
+            st.session_state["wf_pick"] = names[0]
+        details_ui(st.selectbox("Execution", names, key="wf_pick"))
+        if not any(e.status == "RUNNING" for e in executions) and running:
+            st.rerun()
+
+    executions_view()
