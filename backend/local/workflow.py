@@ -146,8 +146,12 @@ def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> lis
         elif etype.endswith("StateExited"):
             d = event.get("stateExitedEventDetails", {})
             name = d.get("name")
-            if name in runs:
-                runs[name].update(status="succeeded", output=_json(d.get("output")))
+            if name in runs:  # a state that failed but handed on through Catch exits too: caught
+                runs[name].update(status="caught" if runs[name].get("error") else "succeeded",
+                                  output=_json(d.get("output")))
+        elif etype == "TaskSucceeded" and current in runs:  # a retry that worked clears the failure
+            runs[current].pop("error", None)
+            runs[current].pop("cause", None)
         elif etype in ("TaskFailed", "TaskTimedOut") and current in runs:
             d = event.get("taskFailedEventDetails") or event.get("taskTimedOutEventDetails") or {}
             runs[current].update(error=d.get("error"), cause=d.get("cause"))
@@ -155,9 +159,6 @@ def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> lis
             d = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
             runs[current].update(status="failed", error=runs[current].get("error") or d.get("error"),
                                  cause=runs[current].get("cause") or d.get("cause"))
-    for run in runs.values():  # a state that failed but handed on through Catch shows as caught
-        if run["status"] == "running" and run.get("error"):
-            run["status"] = "caught"
     return [StateRun(name, r["status"], r.get("input"), r.get("output"), r.get("error"), r.get("cause"))
             for name, r in runs.items()]
 
