@@ -128,32 +128,26 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routing ---------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        self._s3_object(with_body=True)
+        self._route()
 
-    def do_HEAD(self) -> None:
-        self._s3_object(with_body=False)
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
-    def do_POST(self) -> None:
+    def _route(self) -> None:
         body = self._read_body()
         if body is None or not self._allowed():
             return
-        parts = self._path().split("/")
-        if len(parts) == 4 and parts[0] == "" and parts[1] == "endpoints" and parts[3] == "invocations" and parts[2]:
+        service, method, parts = self._service(), self.command, self._path().split("/")
+        if service == "s3" and method in ("GET", "HEAD"):
+            self._s3_object(with_body=method == "GET")
+        elif (service == "sagemaker" and method == "POST" and len(parts) == 4 and parts[:2] == ["", "endpoints"]
+              and parts[2] and parts[3] == "invocations"):
             self._invoke_endpoint(unquote(parts[2]), body)
         else:
             self._not_implemented()
 
-    def do_PUT(self) -> None:
-        if self._read_body() is not None:
-            self._not_implemented()
-
-    do_DELETE = do_PATCH = do_PUT
-
     # --- S3 --------------------------------------------------------------------------------
 
     def _s3_object(self, with_body: bool) -> None:
-        if self._read_body() is None or not self._allowed():
-            return
         bucket, _, key = self._path().lstrip("/").partition("/")
         bucket, key = unquote(bucket), unquote(key)
         if not bucket or not key:
@@ -234,6 +228,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return urlsplit(self.path).path
 
+    def _service(self) -> str:
+        """The signing name in the SigV4 credential scope: `Credential=<key>/<date>/<region>/<service>/aws4_request`."""
+        scope = (self.headers.get("Authorization") or "").partition("Credential=")[2].split(",", 1)[0]
+        parts = scope.split("/")
+        return parts[3] if len(parts) == 5 else ""
+
     def _read_body(self) -> bytes | None:
         """Read the whole request body so the connection stays usable; None after an error answer."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -265,10 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_implemented(self) -> None:
         message = (f"{self.command} {self._path()} is not served here: the local gateway answers only "
                    "S3 GetObject and SageMaker Runtime InvokeEndpoint, the calls the Lambda handlers make.")
-        if "/s3/aws4_request" in (self.headers.get("Authorization") or ""):
+        if self._service() == "s3":
             self._s3_error(501, "NotImplemented", message, self.command != "HEAD")
         else:
-            self._json_error(501, "NotImplemented", message)
+            # "__type" names the error for JSON-protocol services (DynamoDB, Step Functions...)
+            self._json_error(501, "NotImplemented", message, **{"__type": "NotImplemented"})
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str], with_body: bool = True) -> None:
         self.send_response(status)

@@ -57,6 +57,7 @@ INIT_TIMEOUT = 10.0  # Lambda's limit on the init phase
 MAX_REQUEST_BYTES = 6_291_456  # synchronous Invoke payload limits, as AWS states them
 MAX_RESPONSE_BYTES = 6_291_556
 LOG_TAIL_BYTES = 4096
+WATCHDOG_GRACE_MS = 5000
 
 # Obviously fake: a worker must never see the operator's real credentials.
 FAKE_CREDENTIALS = {
@@ -128,6 +129,8 @@ class FunctionConfig:
         if bad:
             raise InvalidFunctionConfig(f"Environment variables must be strings; fix {bad[0]!r}.")
         object.__setattr__(self, "code_dir", Path(self.code_dir).resolve())
+        if not self.code_dir.is_dir():
+            raise InvalidFunctionConfig(f"Code folder {self.code_dir} of function {self.name} does not exist.")
         object.__setattr__(self, "environment", dict(self.environment))
 
     def arn(self, region: str = DEFAULT_REGION, account: str = LOCAL_ACCOUNT) -> str:
@@ -179,6 +182,7 @@ class LambdaRuntime:
         self.region = region
         self.account = account
         self._pools: dict[str, _Pool] = {}
+        self._retired: list[_Pool] = []  # replaced functions whose last invocations still run
         self._lock = threading.Lock()
         self._closed = False
         for config in functions:
@@ -187,15 +191,19 @@ class LambdaRuntime:
     # --- registry --------------------------------------------------------------------------
 
     def register(self, config: FunctionConfig) -> FunctionConfig:
-        """Add or replace a function; replacing retires its workers, like a configuration update."""
+        """Add or replace a function. Replacing retires the old workers, as a configuration update
+        does on AWS: invocations in flight finish on the old configuration, new ones start fresh."""
         pool = _Pool(config, self._worker_environment(config), self._arn_of(config))
         with self._lock:
             if self._closed:
                 raise RuntimeClosed("The Lambda runtime is closed; create a new one.")
             old = self._pools.get(config.name)
             self._pools[config.name] = pool
+            self._retired = [p for p in self._retired if p.pids()]
+            if old is not None:
+                self._retired.append(old)
         if old is not None:
-            old.close()
+            old.close(kill_busy=False)
         return config
 
     def function(self, name_or_arn: str) -> FunctionConfig:
@@ -209,7 +217,9 @@ class LambdaRuntime:
         return self._pool(name_or_arn).arn
 
     def _pool(self, name_or_arn: str) -> _Pool:
-        name, _ = parse_function(name_or_arn)
+        return self._pool_named(parse_function(name_or_arn)[0])
+
+    def _pool_named(self, name: str) -> _Pool:
         with self._lock:
             if self._closed:
                 raise RuntimeClosed("The Lambda runtime is closed; create a new one.")
@@ -231,8 +241,8 @@ class LambdaRuntime:
 
     def invoke(self, function: str, payload: Any = None) -> InvokeResult:
         """Invoke synchronously (RequestResponse). `payload`: a JSON-able value, or JSON bytes."""
-        pool = self._pool(function)
-        _, qualifier = parse_function(function)
+        name, qualifier = parse_function(function)
+        pool = self._pool_named(name)
         data = _encode_payload(payload)
         invoked_arn = f"{pool.arn}:{qualifier}" if qualifier else pool.arn
         return pool.invoke(data, str(uuid.uuid4()), invoked_arn)
@@ -246,13 +256,15 @@ class LambdaRuntime:
         if function is not None:
             return sorted(self._pool(function).pids())
         with self._lock:
-            pools = list(self._pools.values())
+            pools = list(self._pools.values()) + self._retired
         return sorted(pid for p in pools for pid in p.pids())
 
     def close(self) -> None:
+        """Stop every worker, busy ones included; all are reaped before this returns."""
         with self._lock:
             self._closed = True
-            pools, self._pools = list(self._pools.values()), {}
+            pools, self._pools = list(self._pools.values()) + self._retired, {}
+            self._retired = []
         for pool in pools:
             pool.close()
 
@@ -286,8 +298,10 @@ class LambdaRuntime:
             "TZ": ":UTC",
         })
         if self.gateway_url:
-            env["AWS_ENDPOINT_URL_S3"] = self.gateway_url
-            env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = self.gateway_url
+            # The two services the handlers call, and every other one too: a call the gateway
+            # does not serve gets its readable 501 instead of leaving the machine.
+            for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+                env[name] = self.gateway_url
         return env
 
 
@@ -406,13 +420,14 @@ class _Pool:
         if not keep:
             worker.dispose()
 
-    def close(self) -> None:
-        """Idle workers exit on end of input; busy ones are killed (their invocations end with
-        Runtime.ExitError). Every worker process is reaped before this returns."""
+    def close(self, kill_busy: bool = True) -> None:
+        """Idle workers exit on end of input. Busy ones are killed (their invocations end with
+        Runtime.ExitError) and reaped, or with `kill_busy=False` left to finish and leave."""
         with self._cond:
             self._closed = True
-            idle, busy = self._idle, [w for w in self._all if w not in self._idle]
-            self._idle, self._all = [], set()
+            idle, self._idle = self._idle, []
+            self._all.difference_update(idle)
+            busy = list(self._all) if kill_busy else []
             self._cond.notify_all()
         for worker in busy:
             worker.terminate()
@@ -702,6 +717,8 @@ class _WorkerProcess:
         _hide_project(repo_root, code_dir)
         self.handler_name = handler_name
         self.env = dict(os.environ)
+        self.write_lock = threading.Lock()  # a handler's own threads may print too
+        self.deadline_ms = 0  # of the invocation in progress; 0 between invocations
         self.init_lines: list[str] | None = []  # None once the init phase is over
         self.sink = _LogSink(self._log)
         sys.stdout = sys.stderr = self.sink  # type: ignore[assignment]
@@ -715,8 +732,17 @@ class _WorkerProcess:
 
     def _send(self, meta: dict[str, Any], data: bytes = b"") -> None:
         view = memoryview(_frame(meta, data))
-        while view:
-            view = view[os.write(self.out_fd, view):]
+        with self.write_lock:
+            while view:
+                view = view[os.write(self.out_fd, view):]
+
+    def _watchdog(self) -> None:
+        """A backstop for a runtime that can no longer end this worker (it died, say): leave
+        once an invocation runs well past its deadline. The runtime normally kills first."""
+        while True:
+            time.sleep(0.5)
+            if self.deadline_ms and time.time() * 1000 > self.deadline_ms + WATCHDOG_GRACE_MS:
+                os._exit(124)
 
     def _log(self, text: str) -> None:
         if self.init_lines is not None:
@@ -762,6 +788,7 @@ class _WorkerProcess:
         self.sink.flush()
         init_log, self.init_lines = "".join(self.init_lines or []), None
         self._send({"t": "ready", "init_ms": (time.monotonic() - started) * 1000, "init_log": init_log})
+        threading.Thread(target=self._watchdog, name="lambda-watchdog", daemon=True).start()
         while True:
             head = self._read_exact(_FRAME.size)
             if head is None:
@@ -772,6 +799,7 @@ class _WorkerProcess:
                 return
             meta = json.loads(body[:meta_len])
             self.request_ids.request_id = meta["id"]
+            self.deadline_ms = meta["deadline_ms"]
             began = time.monotonic()
             if init_error is not None:
                 ok, answer = False, json.dumps({**init_error, "requestId": meta["id"]}).encode()
@@ -779,6 +807,7 @@ class _WorkerProcess:
                 context = LambdaContext(meta["id"], meta["deadline_ms"], meta["arn"], self.env)
                 ok, answer = _call_handler(handler, body[meta_len:], context)
             self.sink.flush()
+            self.deadline_ms = 0
             duration = (time.monotonic() - began) * 1000
             used_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
             self._send({"t": "result", "ok": ok, "duration_ms": duration, "max_memory_mb": used_mb}, answer)
@@ -805,7 +834,10 @@ def _hide_project(repo_root: str, code_dir: str) -> None:
 
 def _worker_main() -> None:
     """Entry point of a worker: `python -I -c <bootstrap> <repo root> <code dir> <handler>`."""
-    _WorkerProcess(*sys.argv[1:4]).run()
+    try:
+        _WorkerProcess(*sys.argv[1:4]).run()
+    except BrokenPipeError:  # the runtime went away mid-answer: nothing left to tell it
+        os._exit(0)
 
 
 def _call_handler(handler: Callable[[Any, Any], Any], data: bytes, context: LambdaContext) -> tuple[bool, bytes]:

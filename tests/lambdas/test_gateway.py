@@ -9,6 +9,7 @@ import socket
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from backend.api import ResourceNotFound, ValidationError
@@ -194,3 +195,15 @@ def test_close_ends_idle_connections_and_frees_the_port(store, endpoints):
     sock.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.parametrize("service, call", [
+    ("lambda", lambda c: c.list_functions()),  # a GET that must not be read as an S3 bucket
+    ("dynamodb", lambda c: c.list_tables()),
+])
+def test_other_services_get_a_readable_not_implemented(aws_env, gateway, monkeypatch, service, call):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", gateway.url)
+    with pytest.raises(ClientError) as caught:
+        call(boto3.client(service, config=Config(retries={"max_attempts": 1})))
+    assert error_of(caught) == ("NotImplemented", 501)
+    assert "answers only S3 GetObject and SageMaker Runtime InvokeEndpoint" in caught.value.response["Error"]["Message"]

@@ -143,7 +143,8 @@ def test_workers_get_their_own_environment_and_never_real_credentials(monkeypatc
     monkeypatch.setenv("AWS_PROFILE", "production")
     monkeypatch.setenv("SOME_DEVELOPER_VARIABLE", "leaks?")
     names = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-             "SOME_DEVELOPER_VARIABLE", "ENDPOINT_NAME", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+             "SOME_DEVELOPER_VARIABLE", "ENDPOINT_NAME", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
              "AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_NAME", "AWS_CONFIG_FILE", "LAMBDA_TASK_ROOT"]
     config = probe("describeEnv", "describe", environment={"ENDPOINT_NAME": "ep", "AWS_ACCESS_KEY_ID": "sneaky"})
     with LambdaRuntime([config], gateway_url="http://127.0.0.1:4566", region="eu-west-1") as rt:
@@ -154,6 +155,7 @@ def test_workers_get_their_own_environment_and_never_real_credentials(monkeypatc
     assert env["AWS_PROFILE"] is None and env["SOME_DEVELOPER_VARIABLE"] is None
     assert env["ENDPOINT_NAME"] == "ep"
     assert env["AWS_ENDPOINT_URL_S3"] == env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:4566"
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
     assert (env["AWS_DEFAULT_REGION"], env["AWS_LAMBDA_FUNCTION_NAME"]) == ("eu-west-1", "describeEnv")
     assert env["LAMBDA_TASK_ROOT"] == str(FUNCTIONS_DIR)
     assert found["sys_path_0"] == str(FUNCTIONS_DIR)
@@ -317,3 +319,25 @@ def test_close_stops_every_worker_even_busy_ones():
     assert box["result"].error_type == "Runtime.ExitError"
     with pytest.raises(RuntimeClosed):
         rt.invoke("idle", {})
+
+
+def test_replacing_a_function_lets_invocations_in_flight_finish():
+    with LambdaRuntime([probe("f", "sleep")]) as rt:
+        box = {}
+        thread = threading.Thread(target=lambda: box.setdefault("result", rt.invoke("f", {"seconds": 0.4})))
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not rt.worker_pids("f") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        old_pid = rt.worker_pids("f")[0]
+        time.sleep(0.1)
+        rt.register(probe("f", "echo"))
+        assert rt.invoke("f", {"new": True}).payload == {"new": True}
+        thread.join(5)
+        assert box["result"].function_error is None and box["result"].payload["pid"] == old_pid
+        assert pid_gone(old_pid)
+
+
+def test_a_missing_code_folder_is_refused(tmp_path):
+    with pytest.raises(InvalidFunctionConfig, match="does not exist"):
+        FunctionConfig("f", "m.f", tmp_path / "nowhere")
