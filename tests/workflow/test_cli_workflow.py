@@ -1,0 +1,108 @@
+"""`scones deploy|endpoints|invoke|asl|workflow` as real processes against the shared workspace."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.workflow.test_workflow import CONSOLE_EXPORT
+
+
+def scones(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCONES_")}
+    env["SCONES_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "backend.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=180)
+
+
+def test_endpoints_invoke_and_redeploy(wf_home, wf, shared_data):
+    doc = json.loads(scones(wf_home, "endpoints", "--json").stdout)
+    ep = [e for e in doc["endpoints"] if e["endpoint_name"] == "scones-endpoint"][0]
+    assert ep["status"] == "InService" and set(ep) >= {"endpoint_name", "status", "model_name", "created"}
+    r = scones(wf_home, "invoke", "--endpoint", "scones-endpoint", str(shared_data / "samples" / "bicycle_s_000030.png"),
+               "--json")
+    assert r.returncode == 0, r.stderr
+    inv = json.loads(r.stdout)
+    assert inv["classes"] == ["bicycle", "motorcycle"] and abs(sum(inv["probabilities"]) - 1) < 1e-4
+    assert inv["label"] in inv["classes"] and inv["confidence"] == max(inv["probabilities"])
+    r = scones(wf_home, "invoke", "--endpoint", "nope", str(shared_data / "samples" / "bicycle_s_000030.png"))
+    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+    r = scones(wf_home, "deploy", "--model", ep["model_name"], "--endpoint", "scones-endpoint",
+               "--capture-percent", "50", "--wait", "--json")
+    assert r.returncode == 0, r.stderr
+    dep = json.loads(r.stdout)
+    assert dep["status"] == "InService" and dep["capture"] == {
+        "enabled": True, "percent": 50, "prefix": "s3://scones-unlimited/data_capture"}
+
+
+def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_path):
+    d = json.loads(scones(wf_home, "workflow", "deploy", "--threshold", "0.5", "--json").stdout)
+    assert d["state_machine"] == "scones-workflow" and d["endpoint_name"] == "scones-endpoint"
+    assert d["threshold"] == 0.5 and set(d["functions"]) == {"serializeImageData", "classifyImage", "filterInferences"}
+    r = scones(wf_home, "workflow", "run", "--count", "3", "--threshold", "1.0", "--json")
+    assert r.returncode == 0, r.stderr  # executions that end FAILED still exit 0
+    runs = json.loads(r.stdout)["executions"]
+    assert len(runs) == 3 and {e["error"] for e in runs} == {"THRESHOLD_CONFIDENCE_NOT_MET"}
+    assert all(e["label"] and e["confidence"] is not None and e["s3_key"] for e in runs)
+    r = scones(wf_home, "workflow", "run", "--image", str(shared_data / "samples" / "motorcycle_s_000060.png"),
+               "--threshold", "0", "--json")
+    one = json.loads(r.stdout)["executions"][0]
+    assert one["status"] == "SUCCEEDED" and one["s3_key"].startswith("uploads/")
+    listed = json.loads(scones(wf_home, "workflow", "list", "--json").stdout)["executions"]
+    assert one["name"] in [e["name"] for e in listed]
+    hist = json.loads(scones(wf_home, "workflow", "history", one["name"], "--json").stdout)
+    assert hist["status"] == "SUCCEEDED" and hist["events"][0]["type"] == "ExecutionStarted"
+    assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 1
+
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(CONSOLE_EXPORT))
+    r = scones(wf_home, "workflow", "import", str(export), "--name", "cli-import", "--json")
+    assert r.returncode == 2 and "my-classifier" in r.stderr
+    r = scones(wf_home, "workflow", "import", str(export), "--map", "my-classifier=classify_image",
+               "--name", "cli-import", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"state_machine": "cli-import", "mapping": {
+        "serializeImageData": "serialize_image_data", "my-classifier": "classify_image",
+        "filterInferences": "filter_inferences"}}
+    r = scones(wf_home, "workflow", "run", "--state-machine", "cli-import", "--threshold", "0", "--json")
+    assert json.loads(r.stdout)["executions"][0]["status"] == "SUCCEEDED"
+
+
+def test_asl_validate_and_run(wf_home, wf, tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"StartAt": "Add", "States": {
+        "Add": {"Type": "Pass", "Parameters": {"sum.$": "States.MathAdd($.a, $.b)"}, "Next": "Check"},
+        "Check": {"Type": "Choice", "Choices": [{"Variable": "$.sum", "NumericGreaterThan": 10, "Next": "Big"}],
+                  "Default": "Small"},
+        "Big": {"Type": "Fail", "Error": "TooBig", "Cause": "sum above 10"},
+        "Small": {"Type": "Succeed"}}}))
+    assert json.loads(scones(wf_home, "asl", "validate", str(good), "--json").stdout) == {"valid": True, "diagnostics": []}
+    r = scones(wf_home, "asl", "run", str(good), "--input", '{"a": 2, "b": 3}', "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["status"] == "SUCCEEDED" and doc["output"] == {"sum": 5}
+    assert [e["type"] for e in doc["events"]][0] == "ExecutionStarted"
+    r = scones(wf_home, "asl", "run", str(good), "--input", '{"a": 20, "b": 3}', "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["status"] == "FAILED" and doc["error"] == "TooBig" and doc["cause"] == "sum above 10"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Missing", "Bogus": 1}}}))
+    r = scones(wf_home, "asl", "validate", str(bad), "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["valid"] is False
+    assert {(d["state"], d["field"]) for d in doc["diagnostics"]} >= {("A", "Next"), ("A", "Bogus")}
+    assert scones(wf_home, "asl", "run", str(bad)).returncode == 2
+
+    seed = tmp_path / "seed.json"
+    seed.write_text((__import__("pathlib").Path(__file__).resolve().parents[2] / "asl" / "scones_workflow.asl.json").read_text())
+    r = scones(wf_home, "asl", "run", str(seed), "--input",
+               json.dumps({"s3_bucket": "scones-unlimited", "s3_key": "test/bicycle_s_000030.png", "threshold": 0}),
+               "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["status"] == "SUCCEEDED", doc
+    assert doc["output"]["body"]["inferences"]
+    r = scones(wf_home, "asl", "run", str(seed), "--param", "ClassifyImageArn=arn:aws:lambda:us-east-1:123456789012:function:ghost",
+               "--input", '{"s3_bucket": "scones-unlimited", "s3_key": "test/bicycle_s_000030.png"}', "--json")
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "FAILED" and doc["error"] == "Lambda.ResourceNotFoundException"
