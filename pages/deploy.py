@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from backend.api import SconesError
-from ui.charts_deploy import probabilities_frame, probability_chart
+from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend
 from ui.widgets import show_error
 
@@ -66,14 +66,13 @@ def settings_ui(model_name: str) -> dict:
     left, right = st.columns(2)
     name = left.text_input("Endpoint name (an existing endpoint is updated)", value=default_name,
                            key="deploy_endpoint_name").strip()
-    instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance",
-                               help="Recorded as SageMaker's; locally the endpoint is one process on this machine.")
+    instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
     enabled = st.toggle("Data capture", value=True, key="deploy_capture")
     percent = st.slider("Sampling percentage", 0, 100, 100, key="deploy_percent", disabled=not enabled)
     c1, c2 = st.columns(2)
     options = c1.multiselect("Capture options", ["Input", "Output"], default=["Input", "Output"],
                              key="deploy_options", disabled=not enabled)
-    destination = c2.text_input("Destination", value=f"s3://{workspace['bucket']}/data_capture",
+    destination = c2.text_input("Destination", value=b.default_capture_destination(),
                                 key="deploy_destination", disabled=not enabled).strip()
     return {"endpoint_name": name, "capture_percent": int(percent), "capture_enabled": enabled,
             "capture_input": "Input" in options, "capture_output": "Output" in options,
@@ -85,6 +84,7 @@ with st.container(border=True):
     chosen = model_ui()
     if chosen is not None:
         settings = settings_ui(chosen)
+        st.caption(b.endpoint_cost_notice())
         if st.button("Deploy", type="primary", key="deploy_go"):
             if settings["capture_enabled"] and not (settings["capture_input"] or settings["capture_output"]):
                 st.error("Choose Input, Output or both as capture options, or turn data capture off.")
@@ -177,7 +177,8 @@ def show_results(results: list[dict]) -> None:
                 continue
             c1.image(r["data"], caption=r["name"], width=96)
             c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
-            c2.altair_chart(probability_chart(probabilities_frame(r["classes"], r["probabilities"])), width="stretch")
+            df = probabilities_frame(r["classes"], r["probabilities"])
+            c2.altair_chart(probability_chart(df), width="stretch", height=probability_chart_height(df))
 
 
 st.subheader("Try it")

@@ -6,6 +6,9 @@ from typing import Sequence
 import altair as alt
 import pandas as pd
 
+ROW_PX = 28  # one bar per class
+AXIS_PX = 60  # the probability axis, its labels and title
+
 
 def probabilities_frame(classes: Sequence[str], probabilities: Sequence[float]) -> pd.DataFrame:
     """One row per class, in the model's class order: class, probability, predicted (the arg-max)."""
@@ -19,7 +22,12 @@ def probabilities_frame(classes: Sequence[str], probabilities: Sequence[float]) 
     }, columns=["class", "probability", "predicted"])
 
 
-def probability_chart(df: pd.DataFrame, height_per_class: int = 28) -> alt.Chart:
+def probability_chart_height(df: pd.DataFrame) -> int:
+    """Pixels the chart needs in all (Streamlit does not size a layered chart from its spec)."""
+    return max(1, len(df)) * ROW_PX + AXIS_PX
+
+
+def probability_chart(df: pd.DataFrame) -> alt.LayerChart:
     """Horizontal bars on a fixed 0..1 axis, classes in the model's order, the predicted one highlighted."""
     order = list(df["class"])
     base = alt.Chart(df).encode(
@@ -31,4 +39,4 @@ def probability_chart(df: pd.DataFrame, height_per_class: int = 28) -> alt.Chart
         color=alt.Color("predicted:N", scale=alt.Scale(domain=[True, False], range=["#1f77b4", "#c7c7c7"]), legend=None),
     )
     labels = base.mark_text(align="left", dx=3).encode(text=alt.Text("probability:Q", format=".1%"))
-    return (bars + labels).properties(height=max(1, len(df)) * height_per_class + 10)
+    return alt.layer(bars, labels).properties(height=max(1, len(df)) * ROW_PX)

@@ -43,6 +43,8 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     assert not at.exception
     assert at.selectbox(key="deploy_model").value == "model-a"
     assert [m.value for m in at.metric] == ["0.910", "0.870", "2"]  # train, validation accuracy; classes
+    assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/data_capture"
+    assert any("A local endpoint is one process on this machine" in c for c in texts(at.caption))
     at.text_input(key="deploy_endpoint_name").set_value("page-ep")
     at.slider(key="deploy_percent").set_value(50)
     at.button(key="deploy_go").click().run()
@@ -127,12 +129,13 @@ def test_a_model_of_another_backend_is_flagged(page_backend, artifact_a):
 
 
 def test_probability_chart_builder():
-    from ui.charts_deploy import probabilities_frame, probability_chart
+    from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 
     df = probabilities_frame(("bicycle", "motorcycle"), (0.2, 0.8))
     assert list(df["predicted"]) == [False, True]
     spec = probability_chart(df).to_dict()
-    assert spec["layer"][0]["mark"]["type"] == "bar"
+    assert spec["height"] == 56 and probability_chart_height(df) == 116
+    assert spec["layer"][0]["mark"]["type"] == "bar" and spec["layer"][1]["mark"]["type"] == "text"
     assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == [0, 1]
     assert spec["layer"][0]["encoding"]["y"]["sort"] == ["bicycle", "motorcycle"]
     with pytest.raises(ValueError):

@@ -154,6 +154,10 @@ class DeploymentService:
     def default_capture_destination(self) -> str:
         return f"s3://{self.bucket}/{DEFAULT_CAPTURE_PREFIX}"
 
+    def endpoint_cost_notice(self) -> str:
+        return ("A local endpoint is one process on this machine (about 100 MB of memory), billed nothing; "
+                "the instance type is recorded as SageMaker's, for the day you deploy on AWS.")
+
     def create_endpoint_config(self, config_name: str, model_name: str, instance_type: str = DEFAULT_INSTANCE_TYPE,
                                capture: CaptureConfig | None = None) -> EndpointConfig:
         """As CreateEndpointConfig: one variant (AllTraffic) of one model, with its DataCaptureConfig."""
@@ -681,6 +685,12 @@ class DeploymentBackendMixin:
     """
 
     deployment: DeploymentService
+
+    def default_capture_destination(self) -> str:
+        return self.deployment.default_capture_destination()
+
+    def endpoint_cost_notice(self) -> str:
+        return self.deployment.endpoint_cost_notice()
 
     def create_endpoint_config(self, config_name: str, model_name: str, instance_type: str = DEFAULT_INSTANCE_TYPE,
                                capture: CaptureConfig | None = None) -> EndpointConfig:
