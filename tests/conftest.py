@@ -9,6 +9,11 @@ from backend import get_backend
 from backend.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("SCONES_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
 
 
 def _shared_data() -> Path:
@@ -45,3 +50,21 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def backend(home: Path):
     return get_backend(load_settings())
+
+
+# -- real Chromium (Debian's) for every Playwright test ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run 'sudo apt-get install -y chromium' "
+                    "(make test does this when run as root), or set SCONES_CHROMIUM to its path.")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
+
+

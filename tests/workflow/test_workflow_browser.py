@@ -1,0 +1,46 @@
+"""An operator runs a batch of 5 from the Workflow page in real Chromium, watches the statuses
+settle, opens one execution and sees its graph and its history."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.dashboard import SCREENSHOTS, start_dashboard, stop_dashboard
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def wf_url(wf_home, wf):
+    proc, url = start_dashboard(wf_home)
+    yield url
+    stop_dashboard(proc)
+
+
+def test_batch_of_five_from_the_page(page: Page, wf_url, wf):
+    before = len(wf.list_workflow_executions(limit=10_000))
+    page.goto(f"{wf_url}/workflow")
+    expect(page.get_by_role("heading", name="Workflow", exact=True)).to_be_visible(timeout=30_000)
+    count = page.get_by_label("Executions")
+    count.fill("5")
+    count.press("Enter")
+    page.get_by_role("button", name="Start", exact=True).click()
+    # the table refreshes by itself until nothing runs
+    expect(page.get_by_test_id("stMetricValue").nth(3)).to_have_text("0", timeout=60_000)
+    expect(page.get_by_test_id("stMetricValue").nth(0)).to_have_text(str(before + 5), timeout=60_000)
+    after = wf.list_workflow_executions(limit=10_000)
+    newest = after[:5]
+    assert all(e.status in ("SUCCEEDED", "FAILED") for e in newest)
+    # the newest execution is opened: its graph and its history
+    expect(page.locator("[data-testid=stGraphVizChart] svg")).to_be_visible(timeout=30_000)
+    svg = page.locator("[data-testid=stGraphVizChart] svg").inner_html()
+    assert "serializeImageData" in svg and "filterInferences" in svg
+    assert re.search(r"#2e7d32", svg)  # states coloured as succeeded
+    expect(page.get_by_text("Event history")).to_be_visible()
+    expect(page.get_by_text("serializeImageData · succeeded")).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 2300})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "workflow.png"))
