@@ -30,10 +30,14 @@ class Clock:
         return time.time()
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
-        """Sleep up to `seconds`; True as soon as `event` is set (never busy-waits)."""
+        """Wait up to `seconds` for work happening elsewhere; True as soon as `event` is set."""
         if seconds <= 0:
             return event.is_set()
         return event.wait(seconds)
+
+    def sleep(self, event: threading.Event, seconds: float) -> bool:
+        """Sleep `seconds` (a Wait state, a retry interval); True if `event` cut it short."""
+        return self.wait(event, seconds)
 
     def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
         """Run `fn` after `seconds` (the machine's TimeoutSeconds); returns a cancel function."""
@@ -44,10 +48,10 @@ class Clock:
 
 
 class FakeClock(Clock):
-    """Virtual time: a wait that is not interrupted moves the clock forward instead of sleeping.
+    """Virtual time: a sleep moves the clock forward at once instead of sleeping.
 
     Waiting for a task that does not finish (a task timeout) lets real time pass for at most
-    `real_grace` seconds, then jumps. `sleeps` records every wait, for asserting retry intervals.
+    `real_grace` seconds, then jumps. `sleeps` records every sleep, for asserting retry intervals.
     """
 
     def __init__(self, start: float = 1_700_000_000.0, real_grace: float = 0.05):
@@ -72,9 +76,17 @@ class FakeClock(Clock):
     def wait(self, event: threading.Event, seconds: float) -> bool:
         if seconds <= 0:
             return event.is_set()
+        if event.wait(min(seconds, self.real_grace) if self.real_grace else 0):
+            return True
+        self.advance(seconds)
+        return event.is_set()
+
+    def sleep(self, event: threading.Event, seconds: float) -> bool:
+        if seconds <= 0:
+            return event.is_set()
         with self._lock:
             self.sleeps.append(seconds)
-        if event.wait(min(seconds, self.real_grace) if self.real_grace else 0):
+        if event.is_set():
             return True
         self.advance(seconds)
         return event.is_set()
@@ -313,6 +325,6 @@ class Scope:
 
     def sleep(self, seconds: float) -> None:
         """Wait, waking at once if the execution (or this branch) is stopped."""
-        if seconds > 0 and self.run.clock.wait(self.stopper.event, seconds):
+        if seconds > 0 and self.run.clock.sleep(self.stopper.event, seconds):
             raise errors.ExecutionHalted()
         self.check()
