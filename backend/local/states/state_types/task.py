@@ -155,7 +155,9 @@ class TaskState(ExecState):
             raise errors.StatesFailure(errors.RUNTIME, _no_resolver(self.resource, ""))
         try:
             return resolver(self.resource, params, task_ctx)
-        except errors.StatesFailure:
+        except errors.StatesFailure as failure:
+            if not failure.error:  # a task failure without a name is States.TaskFailed
+                raise errors.TaskError(errors.TASK_FAILED, failure.cause) from None
             raise
         except errors.UnknownResource as e:
             raise errors.StatesFailure(errors.RUNTIME, _no_resolver(self.resource, e.hint)) from None
