@@ -102,7 +102,14 @@ def one_client(port: int, images: list[bytes], n: int, warmup: int = 200) -> dic
     return {**percentiles(times), "sent": warmup + n}
 
 
-def concurrent_clients(port: int, images: list[bytes], clients: int, seconds: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far (from /proc: the endpoint is another process)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_clients(port: int, images: list[bytes], clients: int, seconds: float, server_pid: int) -> dict:
     """`clients` threads, each with its own keep-alive connection, for `seconds` after a common start."""
     start, stop = threading.Barrier(clients + 1), threading.Event()
     results: list[list[int]] = [[] for _ in range(clients)]
@@ -124,15 +131,22 @@ def concurrent_clients(port: int, images: list[bytes], clients: int, seconds: fl
     for t in threads:
         t.start()
     start.wait()
-    t0 = time.perf_counter()
+    t0, server0, client0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    server_cpu, client_cpu = cpu_seconds(server_pid) - server0, time.process_time() - client0
     times = [x for r in results for x in r]
+    n = max(1, len(times))
+    # CPU per request does not depend on what else the machine runs: it bounds what 2 idle cores can do.
+    per_request_ms = (server_cpu + client_cpu) * 1000 / n
     return {"clients": clients, "requests_per_s": round(len(times) / wall, 1), "failures": failures[0],
-            **percentiles(times), "sent": len(times) + clients}
+            **percentiles(times), "sent": len(times) + clients,
+            "server_cpu_ms_per_request": round(server_cpu * 1000 / n, 3),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / n, 3),
+            "cpu_bound_requests_per_s_2_idle_cores": round(2000 / per_request_ms, 0) if times else None}
 
 
 def backend_path(service: DeploymentService, name: str, images: list[bytes], n: int) -> dict:
@@ -160,8 +174,9 @@ def run_case(service: DeploymentService, store: LocalStore, name: str, capture_p
     if endpoint.status != "InService":
         raise SystemExit(f"endpoint {name} is {endpoint.status}: {endpoint.failure_reason}")
     port = int(endpoint.url.rsplit(":", 1)[1])
+    server_pid = service.db.query_one("SELECT pid FROM endpoints WHERE endpoint_name=?", (name,))["pid"]
     single = one_client(port, images, args.requests)
-    four = concurrent_clients(port, images, 4, args.seconds)
+    four = concurrent_clients(port, images, 4, args.seconds, server_pid)
     via_backend = backend_path(service, name, images, args.requests // 2)
     sent = single["sent"] + four["sent"] + via_backend["sent"]
     service.stop_endpoint(name)
