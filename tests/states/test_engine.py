@@ -18,7 +18,6 @@ import pytest
 from backend.api import ResourceInUse, ResourceNotFound, ValidationError
 from backend.local.db import Database
 from backend.local.states import (
-    Clock,
     ExecutionAlreadyExists,
     ExecutionDoesNotExist,
     InvalidExecutionInput,
@@ -117,7 +116,7 @@ def test_input_forms(engine):
     assert engine.run_execution(PASS, '{"text": true}').output_value == {"text": True}
     assert engine.run_execution(PASS, {"dict": [1]}).output_value == {"dict": [1]}
     assert engine.run_execution(PASS, "[1, 2]").input == "[1, 2]"
-    for bad in ("{not json", object()):
+    for bad in ("{not json", object(), '{"x": NaN}', {"x": float("inf")}):
         with pytest.raises(InvalidExecutionInput):
             engine.start_execution(PASS, bad)
     with pytest.raises(InvalidExecutionInput) as info:

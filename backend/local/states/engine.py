@@ -479,7 +479,7 @@ def _read_input(value: Any) -> tuple[Any, str]:
         value = value.decode("utf-8")
     try:
         if isinstance(value, str):
-            text, parsed = value, json.loads(value)
+            text, parsed = value, json.loads(value, parse_constant=_no_constants)
         else:
             text = dumps(value)
             parsed = json.loads(text)
@@ -492,6 +492,10 @@ def _read_input(value: Any) -> tuple[Any, str]:
             f"The execution input is larger than {PAYLOAD_LIMIT_BYTES:,} bytes (Step Functions' payload quota)."
         )
     return parsed, text
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _record(row: sqlite3.Row) -> ExecutionRecord:

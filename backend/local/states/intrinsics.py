@@ -251,10 +251,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def finish(value: Any) -> Any:
-    return _plain(value)
-
-
 def _fail(name: str, why: str) -> errors.StatesFailure:
     return errors.StatesFailure(errors.INTRINSIC_FAILURE, f"Invalid arguments in {name}: {why}")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import DefinitionInvalid
 from .state_types import STATE_TYPES
@@ -39,7 +38,6 @@ class Machine:
     text: str
     root: Block
     timeout_seconds: int | None
-    state_count: int
 
 
 _cache: OrderedDict[str, Machine] = OrderedDict()
@@ -69,27 +67,9 @@ def compile_machine(definition: dict | str) -> Machine:
         raise DefinitionInvalid(diagnostics)
     parsed, _ = parse_definition(definition)
     root = Compiler().block(parsed)
-    machine = Machine(text=text, root=root, timeout_seconds=parsed.get("TimeoutSeconds"),
-                      state_count=_count(parsed))
+    machine = Machine(text=text, root=root, timeout_seconds=parsed.get("TimeoutSeconds"))
     with _cache_lock:
         _cache[text] = machine
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     return machine
-
-
-def _count(spec: dict) -> int:
-    n = 0
-    for s in spec["States"].values():
-        n += 1
-        for b in s.get("Branches", ()):
-            n += _count(b)
-        proc = s.get("ItemProcessor") or s.get("Iterator")
-        if isinstance(proc, dict):
-            n += _count(proc)
-    return n
-
-
-def definition_value(definition: dict | str) -> Any:
-    parsed, _ = parse_definition(definition)
-    return parsed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import intrinsics
 from .choice_rules import RuleError, compile_rule
 from .errors import ALL, Diagnostic
 from .jsonpath import PathSyntaxError, compile_path, compile_reference_path
@@ -193,10 +192,7 @@ class _Checker:
                 self.add(name, "Next", "a state cannot have both Next and End")
             elif not has_next and end is not True:
                 self.add(name, "Next", "the state has neither Next nor \"End\": true")
-        else:
-            for field in ("Next", "End"):
-                if field in spec and field not in FIELDS[kind]:
-                    pass  # reported as a field that does not belong
+        # Next/End on Choice, Succeed and Fail are reported as fields that do not belong.
         if has_next and kind in _TRANSITIONS:
             self.target(name, "Next", spec["Next"], scope)
 
@@ -437,4 +433,4 @@ def _targets(spec: Any) -> list[str]:
     return out
 
 
-__all__ = ["validate_definition", "parse_definition", "Diagnostic", "intrinsics"]
+__all__ = ["validate_definition", "parse_definition", "Diagnostic"]

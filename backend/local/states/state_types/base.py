@@ -136,9 +136,6 @@ class State:
                 errors.RUNTIME, f"Invalid path '{path.text}' : No results for path: {path.text} ({field})"
             ) from None
 
-    def fail_here(self, failure: errors.StatesFailure) -> errors.StatesFailure:
-        return failure
-
 
 # --------------------------------------------------------------------------------------------
 # Retry and Catch

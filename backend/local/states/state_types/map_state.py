@@ -6,7 +6,6 @@ from typing import Any
 from .. import errors
 from ..jsonpath import PathNotFound, compile_path
 from ..runtime import History, Scope
-from ..templates import Template
 from ..values import is_integer, is_number
 from .base import ExecState, run_block
 from .branches import run_jobs
