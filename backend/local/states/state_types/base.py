@@ -14,7 +14,16 @@ from ..values import PAYLOAD_LIMIT_BYTES, dumps, utf8_size
 if TYPE_CHECKING:
     from ..machine import Block, Compiler
 
-ROOT = "$"  # marker: the path is `$` itself (the common case, kept off the slow path)
+class _Root:
+    """Marks a path that is `$` itself: the common case, kept off the slow path."""
+
+    text = "$"
+
+    def __repr__(self) -> str:
+        return "$"
+
+
+ROOT: Any = _Root()
 NOTHING = object()
 
 
