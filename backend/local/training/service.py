@@ -230,6 +230,13 @@ class TrainingService:
         except FileNotFoundError:
             return ""
 
+    def run_summary(self, name: str) -> dict[str, Any] | None:
+        """What the worker reported when the job completed (epoch seconds, device...), for benchmarks."""
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"No training job named {name!r}: list the training jobs to see their names.")
+        return self.jobs.describe(row["job_id"]).result
+
     def step_status(self) -> StepStatus:
         """The dashboard's 'train' step: the newest training job."""
         jobs = self.list_training_jobs(limit=1)

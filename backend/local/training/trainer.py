@@ -260,6 +260,8 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
 
     model = build_resnet(hp.num_layers, hp.num_classes, hp.image_shape).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hp)
+    # float16 on CUDA needs loss scaling; bfloat16 on CPUs has float32's range and needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and hp.precision_dtype == "float16")
     stopper = EarlyStopping(hp)
     n = len(x_train)
     batch = min(hp.mini_batch_size, n)
@@ -291,8 +293,9 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)

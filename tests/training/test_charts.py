@@ -1,0 +1,43 @@
+"""Training chart builders: DataFrame in, Altair chart out, no Streamlit."""
+from __future__ import annotations
+
+import altair as alt
+
+from ui.charts_training import confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame
+
+EPOCHS = [
+    {"epoch": 1.0, "train:accuracy": 0.6, "train:loss": 0.7, "validation:accuracy": 0.55},
+    {"epoch": 2.0, "train:accuracy": 0.8, "train:loss": 0.4, "validation:accuracy": 0.75},
+]
+
+
+def test_metrics_frame_is_long_and_keeps_only_given_metrics():
+    df = metrics_frame(EPOCHS)
+    assert list(df.columns) == ["epoch", "metric", "value"] and len(df) == 6
+    assert df[(df.epoch == 2) & (df.metric == "validation:accuracy")].value.item() == 0.75
+    assert metrics_frame([]).empty
+
+
+def test_metrics_chart_has_an_accuracy_and_a_loss_panel():
+    spec = metrics_chart(metrics_frame(EPOCHS), epochs_planned=10).to_dict()
+    assert len(spec["hconcat"]) == 2
+    titles = [p["title"] for p in spec["hconcat"]]
+    assert titles == ["Accuracy per epoch", "Loss per epoch"]
+    assert spec["hconcat"][0]["encoding"]["x"]["scale"]["domain"] == [1, 10]
+
+
+def test_without_loss_only_accuracy_is_drawn():
+    """AWS's algorithm logs no loss: the chart shows what the backend gives."""
+    no_loss = [{k: v for k, v in e.items() if k != "train:loss"} for e in EPOCHS]
+    chart = metrics_chart(metrics_frame(no_loss))
+    assert isinstance(chart, alt.Chart) and chart.to_dict()["title"] == "Accuracy per epoch"
+
+
+def test_confusion_chart_and_frames():
+    df = confusion_frame(["bicycle", "motorcycle"], [[90, 10], [5, 95]])
+    assert df.loc[(df.true == "bicycle") & (df.predicted == "motorcycle"), "images"].item() == 10
+    assert df.loc[(df.true == "motorcycle") & (df.predicted == "motorcycle"), "share"].item() == 0.95
+    spec = confusion_chart(df).to_dict()
+    assert [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]] == ["rect", "text"]
+    table = per_class_frame({"bicycle": {"precision": 0.9, "recall": 0.8, "support": 100}})
+    assert table.loc["bicycle", "recall"] == 0.8 and table.loc["bicycle", "images"] == 100

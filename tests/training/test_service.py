@@ -1,0 +1,144 @@
+"""Training jobs through real worker processes: statuses, metrics, artifact, model, evaluation, faults."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from backend import get_backend
+from backend.api import ResourceInUse, ResourceLimitExceeded, ResourceNotFound, ValidationError
+from backend.local.training.artifact import load_artifact
+from backend.settings import load_settings
+from tests.training import synthetic
+from tests.training.conftest import wait_done, wait_for
+
+LONG = 400  # epochs: a job that is still running whenever the test acts on it
+
+
+def worker_pid(backend, name: str) -> int:
+    job_id = backend.db.query_one("SELECT job_id FROM training_jobs WHERE job_name=?", (name,))["job_id"]
+    return backend.db.query_one("SELECT pid FROM jobs WHERE job_id=?", (job_id,))["pid"]
+
+
+def test_bad_hyperparameters_fail_at_once_and_start_nothing(staged):
+    with pytest.raises(ValidationError, match="optimizer='adagrad' is not valid: use sgd, adam, rmsprop or nag"):
+        staged.create_training_job(synthetic.hyperparameters(optimizer="adagrad"))
+    with pytest.raises(ValidationError, match=r"num_training_samples=1000 does not match the train channel .* set it to 64"):
+        staged.create_training_job(synthetic.hyperparameters(n_train=1000))
+    with pytest.raises(ValidationError, match="num_classes=1 is not valid: the staged lists use class indices up to 1"):
+        staged.create_training_job({**synthetic.hyperparameters(), "num_classes": "1"})
+    with pytest.raises(ValidationError, match="use_pretrained_model=1 is not available locally"):
+        staged.create_training_job(synthetic.hyperparameters(use_pretrained_model="1"))
+    with pytest.raises(ValidationError, match="validation='train' is not valid"):
+        staged.create_training_job(synthetic.hyperparameters(), validation="train")
+    with pytest.raises(ValidationError, match="Training job name 'bad name!' is not valid"):
+        staged.create_training_job(synthetic.hyperparameters(), job_name="bad name!")
+    assert staged.list_training_jobs() == [] and staged.list_jobs("train") == []
+
+
+def test_without_staged_data_the_error_says_to_stage(backend):
+    with pytest.raises(ResourceNotFound, match="stage the data first"):
+        backend.create_training_job(synthetic.hyperparameters())
+
+
+def test_a_job_runs_to_completed_with_metrics_artifact_model_and_evaluation(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=2), job_name="tiny-1", seed=1)
+    assert name == "tiny-1"
+    first = staged.describe_training_job(name)
+    assert first.status == "InProgress" and first.secondary_status in ("Starting", "Downloading", "Training")
+    job = wait_done(staged, name)
+    assert (job.status, job.secondary_status, job.failure_reason) == ("Completed", "Completed", "")
+    assert [e["epoch"] for e in job.epochs] == [1, 2]
+    assert set(job.final_metrics) == {"train:accuracy", "validation:accuracy", "train:loss"}
+    assert job.final_metrics["validation:accuracy"] > 0.9
+    assert job.model_artifact == f"s3://{staged.objects.bucket}/output/tiny-1/output/model.tar.gz"
+    assert job.hyperparameters["epochs"] == "2" and job.ended and job.seconds > 0
+    log = staged.training_log(name)
+    assert "Epoch[1]" in log and "#metrics" in log and "model.tar.gz" in log
+
+    data = staged.store.get(staged.objects.bucket, "output/tiny-1/output/model.tar.gz")
+    assert load_artifact(data).classes == ("reddish", "bluish")
+
+    ev = staged.evaluate_training_job(name)
+    assert ev.classes == ("reddish", "bluish") and sum(map(sum, ev.confusion_matrix)) == 32
+    assert ev.accuracy == pytest.approx(job.final_metrics["validation:accuracy"], abs=1 / 32)
+    assert staged.evaluate_training_job(name) == ev  # cached
+
+    model = staged.create_model(name)
+    assert (model.model_name, model.job_name, model.image_shape) == ("tiny-1", "tiny-1", (3, 16, 16))
+    assert [m.model_name for m in staged.list_models()] == ["tiny-1"]
+    with pytest.raises(ValidationError, match="Cannot create already existing model 'tiny-1'"):
+        staged.create_model(name)
+    with pytest.raises(ResourceInUse, match="already exists"):
+        staged.create_training_job(synthetic.hyperparameters(), job_name="tiny-1")
+    assert staged.step_statuses()["train"].state == "done"
+
+    # a dashboard restart: a new backend object on the same workspace sees the same job and metrics
+    again = get_backend(load_settings())
+    assert again.describe_training_job(name) == staged.describe_training_job(name)
+
+
+def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
+    wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)
+    pid = worker_pid(staged, name)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 10)
+    job = staged.describe_training_job(name)  # the first look after the kill
+    assert (job.status, job.secondary_status) == ("Failed", "Failed")
+    assert "worker process exited unexpectedly" in job.failure_reason
+    assert len(job.epochs) >= 1 and job.model_artifact is None
+    assert staged.list_training_jobs()[0].status == "Failed"
+    with pytest.raises(ValidationError, match="only a Completed job has a model artifact"):
+        staged.create_model(name)
+    assert staged.step_statuses()["train"].state == "failed"
+
+
+def test_stop_mid_run_reads_stopped_and_keeps_the_metrics(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
+    with pytest.raises(ResourceLimitExceeded, match="one job at a time"):
+        staged.create_training_job(synthetic.hyperparameters())
+    wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)
+    pid = worker_pid(staged, name)
+    job = staged.stop_training_job(name)
+    assert (job.status, job.secondary_status, job.failure_reason) == ("Stopped", "Stopped", "")
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 20)
+    job = staged.describe_training_job(name)
+    assert job.status == "Stopped" and 1 <= len(job.epochs) < LONG and job.model_artifact is None
+    assert staged.stop_training_job(name).status == "Stopped"  # stopping again changes nothing
+    with pytest.raises(ValidationError, match="evaluate a Completed job"):
+        staged.evaluate_training_job(name)
+
+
+def test_a_half_written_artifact_is_never_a_model(staged):
+    """A worker killed while uploading leaves at most a hidden temp file; the job is not Completed."""
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
+    wait_for(lambda: staged.describe_training_job(name).secondary_status == "Training")
+    staged.stop_training_job(name)
+    folder = staged.store.path(staged.objects.bucket, f"output/{name}/output/model.tar.gz").parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".tmp-upload").write_bytes(b"half an archive")
+    assert staged.list_objects(f"output/{name}/") == []
+    assert staged.list_models() == []
+    with pytest.raises(ValidationError, match="Stopped; only a Completed job"):
+        staged.create_model(name)
+
+
+def test_defaults_come_from_the_staged_data(staged):
+    local = staged.default_training_hyperparameters("local")
+    assert local["num_training_samples"] == "64" and local["num_classes"] == "2" and local["num_layers"] == "20"
+    aws = staged.default_training_hyperparameters("sagemaker")
+    assert aws["num_layers"] == "152" and aws["epochs"] == "30"
+    with pytest.raises(ValidationError, match="Unknown preset"):
+        staged.default_training_hyperparameters("gpu")
+    specs = {s["name"]: s for s in staged.training_hyperparameter_specs()}
+    assert specs["optimizer"]["choices"] == ["sgd", "adam", "rmsprop", "nag"]
+    assert specs["num_classes"]["required"] and "Valid values" in specs["epochs"]["help"]
+
+
+def test_unknown_job_names_are_resource_not_found(backend):
+    for call in (backend.describe_training_job, backend.stop_training_job, backend.training_log,
+                 backend.evaluate_training_job, backend.describe_model):
+        with pytest.raises(ResourceNotFound):
+            call("nope")

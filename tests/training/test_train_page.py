@@ -1,0 +1,98 @@
+"""The training page under AppTest, against a real local backend and real worker processes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.training import synthetic
+from tests.training.conftest import wait_done
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend_cache(home):
+    from ui.state import backend
+
+    backend.clear()
+    yield
+    backend.clear()
+
+
+def train_page() -> AppTest:
+    return AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=60)
+
+
+def set_fields(at: AppTest, **values: str) -> None:
+    for name, value in values.items():
+        at.text_input(key=f"hp_{name}").input(value)
+
+
+def test_empty_workspace_shows_the_form_with_cpu_defaults(home):
+    at = train_page().run()
+    assert not at.exception
+    assert any("No data staged yet" in i.value for i in at.info)
+    assert at.selectbox(key="hp_num_layers").value == "20"
+    assert at.selectbox(key="hp_optimizer").value == "nag"
+    assert at.text_input(key="hp_epochs").value == "60"
+    assert at.text_input(key="hp_lr_scheduler_step").value == "40,55"
+    assert "20, 32, 44, 56, 110" in at.selectbox(key="hp_num_layers").help
+    assert any("No training job yet" in i.value for i in at.info)
+
+
+def test_the_sagemaker_preset_fills_in_the_notebooks_values(staged):
+    at = train_page().run()
+    assert at.text_input(key="hp_num_training_samples").value == "64"  # from the staged data
+    at.button(key="train_preset_sagemaker").click().run()
+    assert not at.exception
+    assert at.selectbox(key="hp_num_layers").value == "152"
+    assert at.text_input(key="hp_epochs").value == "30"
+    assert at.text_input(key="hp_learning_rate").value == "0.1"
+    assert at.selectbox(key="hp_optimizer").value == "sgd"
+    at.button(key="train_preset_local").click().run()
+    assert at.selectbox(key="hp_num_layers").value == "20"
+
+
+def test_a_bad_value_is_shown_as_an_error_and_starts_nothing(staged):
+    at = train_page().run()
+    set_fields(at, epochs="0")
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any("epochs='0' is not valid: use a positive integer" in e.value for e in at.error)
+    assert staged.list_training_jobs() == []
+
+
+def test_start_shows_the_job_its_chart_and_its_evaluation(staged):
+    at = train_page().run()
+    set_fields(at, image_shape="3,16,16", epochs="2", mini_batch_size="16")
+    at.selectbox(key="hp_precision_dtype").select("float32")
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    jobs = staged.list_training_jobs()
+    assert len(jobs) == 1 and jobs[0].hyperparameters["num_layers"] == "20"
+    assert at.selectbox(key="train_selected").value == jobs[0].job_name
+    wait_done(staged, jobs[0].job_name)
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.loc[0, "status"] == "Completed" and table.loc[0, "epochs"] == "2/2"
+    assert any("2 of 2 epochs recorded" in c.value for c in at.caption)
+    at.button(key="train_evaluate").click().run()
+    assert not at.exception
+    assert at.metric[0].label == "Test accuracy"
+    per_class = at.dataframe[1].value
+    assert list(per_class.index) == ["reddish", "bluish"] and per_class["images"].sum() == 32
+    at.button(key="train_create_model").click().run()
+    assert [m.model_name for m in staged.list_models()] == [jobs[0].job_name]
+
+
+def test_a_running_job_can_be_stopped_from_the_page(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=400))
+    at = train_page().run()
+    assert not at.exception
+    assert at.selectbox(key="train_selected").value == name
+    at.button(key="train_stop").click().run()
+    assert not at.exception
+    assert staged.describe_training_job(name).status == "Stopped"
