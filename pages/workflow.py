@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from backend.api import THRESHOLD_ERROR, SconesError
+from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, SconesError
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend
 from ui.widgets import show_error
@@ -30,7 +30,7 @@ def deploy_ui() -> None:
     if not endpoints:
         st.info("No endpoint is InService: deploy a model on the Deploy page first.")
         return
-    current = machines[0] if machines else None
+    current = next((m for m in machines if m.name == DEFAULT_MACHINE), None)
     with st.form("workflow_deploy"):
         c1, c2 = st.columns(2)
         endpoint = c1.selectbox("Endpoint the classify step calls", endpoints,
@@ -70,7 +70,7 @@ def import_ui() -> None:
 
 
 def run_ui() -> None:
-    names = [m.name for m in machines]
+    names = sorted((m.name for m in machines), key=lambda n: n != DEFAULT_MACHINE)
     c1, c2 = st.columns([2, 1])
     machine = c1.selectbox("State machine", names, key="wf_machine")
     source = c2.radio("Image", ["Random test images", "A chosen test image", "Upload an image"], key="wf_source")
@@ -143,8 +143,7 @@ def details_ui(name: str) -> None:
 
 with st.container(border=True):
     st.subheader("State machine")
-    if machines:
-        m = machines[0]
+    for m in machines:
         st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
     deploy_ui()

@@ -14,12 +14,13 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 from backend.api import (
-    THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
+    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
     ValidationError,
 )
 from backend.local.db import Database, dumps, loads
@@ -31,7 +32,7 @@ from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngin
 
 ASL_DIR = Path(__file__).resolve().parents[2] / "asl"
 WORKFLOW_FILE = ASL_DIR / "scones_workflow.asl.json"
-DEFAULT_MACHINE = "scones-workflow"
+DEFAULT_MACHINE = DEFAULT_STATE_MACHINE
 SEED_HANDLERS = {
     "serializeImageData": "serialize_image_data",
     "classifyImage": "classify_image",
@@ -43,6 +44,7 @@ PLACEHOLDERS = {
     "FilterInferencesArn": "filterInferences",
 }
 FUNCTION_TIMEOUT = 10.0
+CACHE_TTL = 2.0
 UPLOAD_PREFIX = "uploads/"
 MAX_UPLOAD_PIXELS = 50_000_000
 _PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -180,6 +182,10 @@ class WorkflowService:
         self._runtime: LambdaRuntime | None = None
         self._gateway: Any = None
         self._registered: dict[str, str] = {}  # function name -> signature of its config
+        # Per-execution reads kept briefly: a batch of 500 should not read the machine, the endpoint
+        # and the model 500 times. Writes here clear them; another process's writes show within the TTL.
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._resolver: Callable[[str, Any, Any], Any] | None = None
 
     # -- the engine, the Lambda runtime and the gateway (started on first use) ------------------
 
@@ -191,7 +197,18 @@ class WorkflowService:
             return self._engine
 
     def _resolve(self, resource: str, parameters: Any, context: Any) -> Any:
-        return lambda_invoke_resolver(self.runtime)(resource, parameters, context)
+        if self._resolver is None:
+            self._resolver = lambda_invoke_resolver(self.runtime)
+        return self._resolver(resource, parameters, context)
+
+    def _cached(self, kind: str, key: str, load: Callable[[], Any], ttl: float = CACHE_TTL) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get((kind, key))
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = load()
+        self._cache[(kind, key)] = (now, value)
+        return value
 
     @property
     def runtime(self) -> LambdaRuntime:
@@ -214,8 +231,9 @@ class WorkflowService:
                 self._gateway.close()
             if self._engine is not None:
                 self._engine.close()
-            self._runtime = self._gateway = self._engine = None
+            self._runtime = self._gateway = self._engine = self._resolver = None
             self._registered.clear()
+            self._cache.clear()
 
     def _register_functions(self, machine: dict[str, Any]) -> None:
         env = {"ENDPOINT_NAME": machine["endpoint_name"], "THRESHOLD": repr(float(machine["threshold"])),
@@ -262,6 +280,7 @@ class WorkflowService:
             "imported=excluded.imported, updated=excluded.updated",
             (name, template, dumps(mapping), endpoint, threshold, int(imported), now, now),
         )
+        self._cache.clear()
         return self.describe_state_machine(name)
 
     def _endpoint_and_threshold(self, endpoint_name: str | None, threshold: float | None) -> tuple[str, float]:
@@ -328,6 +347,7 @@ class WorkflowService:
     def delete_state_machine(self, name: str) -> None:
         self._machine_row(name)
         self.db.execute("DELETE FROM state_machines WHERE name=?", (name,))
+        self._cache.clear()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -363,9 +383,10 @@ class WorkflowService:
     # -- executions --------------------------------------------------------------------------
 
     def _prepare(self, state_machine: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        machine = self._machine_row(state_machine)
+        machine, definition = self._cached("machine", state_machine,
+                                           lambda: (m := self._machine_row(state_machine), self._definition(m)))
         self._register_functions(machine)
-        return machine, self._definition(machine)
+        return machine, definition
 
     def start_execution(self, input: dict[str, Any] | None = None, name: str | None = None,
                         state_machine: str = DEFAULT_MACHINE) -> str:
@@ -484,10 +505,12 @@ class WorkflowService:
         return None
 
     def _classes_for(self, state_machine: str) -> tuple[str, ...]:
-        try:
-            return self._endpoint_classes(self._machine_row(state_machine)["endpoint_name"])
-        except SconesError:
-            return ()
+        def load() -> tuple[str, ...]:
+            try:
+                return self._endpoint_classes(self._machine_row(state_machine)["endpoint_name"])
+            except SconesError:
+                return ()
+        return self._cached("classes", state_machine, load)
 
     def step_status(self) -> StepStatus:
         if not self.db.query_one("SELECT 1 FROM state_machines"):

@@ -49,7 +49,8 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     assert at.selectbox(key="wf_pick").value in set(table["name"])
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
-    assert any(e.label.startswith("serializeImageData") for e in at.expander)
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("serializeImageData") for label in labels), (labels, at.selectbox(key="wf_pick").value, names)
 
 
 def test_workflow_page_import_names_an_unknown_function(wf_page):

@@ -1,0 +1,100 @@
+"""Workflow benchmark (JSON on stdout): one execution end to end, and a batch of 500.
+
+serialize -> classify (through the real local HTTP endpoint) -> filter, on the real handler files
+in the local Lambda runtime, with history kept in SQLite. Goals (issue 6): p50 <= 5 ms per
+execution; >= 200 executions per second for a batch of 500 on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend import get_backend  # noqa: E402
+from backend.settings import load_settings  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def state_times(history: list[dict]) -> dict[str, float]:
+    """ms from TaskScheduled to TaskSucceeded per state, and the rest (engine + history) as overhead."""
+    out: dict[str, float] = {}
+    current, scheduled = None, None
+    for e in history:
+        if e["type"] == "TaskStateEntered":
+            current = e["stateEnteredEventDetails"]["name"]
+        elif e["type"] == "TaskScheduled":
+            scheduled = e["timestamp"]
+        elif e["type"] == "TaskSucceeded" and scheduled is not None:
+            out[current] = (e["timestamp"] - scheduled).total_seconds() * 1000
+    total = (history[-1]["timestamp"] - history[0]["timestamp"]).total_seconds() * 1000
+    out["engine_and_transitions"] = total - sum(out.values())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--single", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=500)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        b = get_backend(replace(load_settings({}), home=Path(home)))
+        try:
+            b.stage_data("sample")
+            job = b.create_training_job({**b.default_training_hyperparameters(), "epochs": "1"})
+            while b.describe_training_job(job).status == "InProgress":
+                time.sleep(0.5)
+            model = b.create_model(job)
+            b.deploy(model.model_name, "bench-endpoint", capture_percent=100)
+            assert b.wait_endpoint("bench-endpoint", timeout=60).status == "InService"
+            b.deploy_workflow("bench-endpoint", threshold=0.0)
+            b.wait_workflow_executions(b.start_workflow_batch(20), timeout=120)  # warm workers and connections
+
+            single, parts = [], []
+            for _ in range(args.single):
+                t = time.perf_counter()
+                arn = b.start_workflow_batch(1)[0]
+                e = b.wait_workflow_executions([arn], timeout=60)[0]
+                single.append((time.perf_counter() - t) * 1000)
+                assert e.status == "SUCCEEDED", e
+                if len(parts) < 50:
+                    parts.append(state_times(b.workflow_execution_history(arn)))
+
+            t = time.perf_counter()
+            arns = b.start_workflow_batch(args.batch)
+            done = b.wait_workflow_executions(arns, timeout=600)
+            batch_s = time.perf_counter() - t
+            statuses = {s: sum(e.status == s for e in done) for s in {e.status for e in done}}
+            captured = sum(1 for o in b.list_objects("data_capture/") for _ in [0])
+        finally:
+            if "workflow" in vars(b):
+                b.workflow.close()
+            for e in b.list_endpoints():
+                b.delete_endpoint(e.endpoint_name)
+    where = {k: round(statistics.median(p[k] for p in parts), 3) for k in parts[0]}
+    print(json.dumps({
+        "benchmark": "workflow",
+        "single_execution_ms": {"n": len(single), "p50": round(pct(single, 50), 3), "p95": round(pct(single, 95), 3),
+                                "p99": round(pct(single, 99), 3), "goal_p50": 5.0,
+                                "meets_goal": pct(single, 50) <= 5.0},
+        "where_the_time_goes_ms_p50": where,
+        "batch": {"executions": args.batch, "seconds": round(batch_s, 3),
+                  "executions_per_second": round(args.batch / batch_s, 1), "goal_per_second": 200,
+                  "meets_goal": args.batch / batch_s >= 200, "statuses": statuses},
+        "capture_files": captured,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
