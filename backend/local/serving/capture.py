@@ -11,10 +11,18 @@ record is in the kernel as soon as `write` returns, so a killed endpoint loses a
 it was serving. A reader never sees a record cut in the middle followed by more data: the only
 incomplete bytes a concurrent reader can meet are the tail of the line being written, which has
 no newline yet; `complete_lines` keeps newline-terminated lines only, as every JSONL tailer does.
+
+Room: the endpoint keeps answering when capture cannot write. `CaptureGuard` pauses capture when
+the disk is full (a write fails with ENOSPC, or free space falls under a reserve) or when the
+endpoint's capture reaches its size cap, counts the requests it did not capture, and resumes by
+itself once there is room again (checked every few seconds while paused). A write that fails half
+way is cut back, so the file never holds a broken line. The state is reported through a callback
+(the server puts it in its ready file, where the Monitor page reads it).
 """
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import random
@@ -23,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 EVENT_VERSION = "0"
 VARIANT = "AllTraffic"
@@ -103,6 +111,135 @@ class Sampler:
         return self.percent > 0 and self.rng.random() * 100.0 < self.percent
 
 
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the capture files under `folder` (what the size cap counts)."""
+    total = 0
+    stack = [str(folder)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.name.endswith(".jsonl"):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
+def free_bytes(folder: Path) -> int:
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class CaptureGuard:
+    """Whether capture may write now. Never blocks, never raises: a request is answered either way."""
+
+    def __init__(self, folder: Path, max_bytes: int | None = None, min_free_bytes: int = 0,
+                 recheck_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 free: Callable[[Path], int] = free_bytes, used: Callable[[Path], int] = folder_bytes,
+                 on_change: Callable[[dict[str, Any]], None] | None = None):
+        self.folder = Path(folder)  # <bucket>/<prefix>/<endpoint>: the files the cap counts
+        self.max_bytes, self.min_free_bytes = max_bytes, min_free_bytes
+        self.recheck_seconds, self.clock = recheck_seconds, clock
+        self._free, self._used_of = free, used
+        self.on_change = on_change
+        self.reason: str | None = None  # None: capturing
+        self.since: float | None = None  # wall time the pause began
+        self.dropped = 0  # requests answered but not captured while paused
+        self._used: int | None = None
+        self._next_check = 0.0
+        self._next_free_check = 0.0
+
+    @property
+    def paused(self) -> bool:
+        return self.reason is not None
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "paused" if self.paused else "capturing", "reason": self.reason or "",
+                "since": self.since, "dropped": self.dropped, "max_bytes": self.max_bytes}
+
+    def allow(self, size: int) -> bool:
+        """May a line of `size` bytes be written now?"""
+        now = self.clock()
+        if self.paused:
+            if now < self._next_check:
+                self.dropped += 1
+                return False
+            self._next_check = now + self.recheck_seconds
+            self._used = None  # files may have been deleted meanwhile: count again
+            reason = self._no_room(size, now, force=True)
+            if reason is not None:
+                self.dropped += 1
+                self._set(reason, report=True)  # still paused: the report carries the new dropped count
+                return False
+            self._set(None)
+            return True
+        reason = self._no_room(size, now, force=False)
+        if reason is not None:
+            self.pause(reason)
+            self.dropped += 1
+            return False
+        return True
+
+    def wrote(self, size: int) -> None:
+        if self._used is not None:
+            self._used += size
+
+    def disk_full(self, exc: OSError) -> None:
+        self.pause(f"The disk is full ({exc.strerror or exc}): the endpoint keeps answering, capture resumes "
+                   "when space is freed.")
+
+    def pause(self, reason: str) -> None:
+        self._next_check = self.clock() + self.recheck_seconds
+        self._set(reason)
+
+    def _no_room(self, size: int, now: float, force: bool) -> str | None:
+        if self.min_free_bytes and (force or now >= self._next_free_check):
+            self._next_free_check = now + 1.0  # statvfs at most once a second
+            try:
+                free = self._free(self.folder)
+            except OSError:
+                free = None
+            if free is not None and free < self.min_free_bytes:
+                return (f"The disk is almost full ({free / 2**20:,.0f} MiB free, {self.min_free_bytes / 2**20:,.0f} MiB "
+                        "kept free): the endpoint keeps answering, capture resumes when space is freed.")
+        if self.max_bytes is not None:
+            if self._used is None:
+                self._used = self._used_of(self.folder)
+            if self._used + size > self.max_bytes:
+                if not force:
+                    self._used = self._used_of(self.folder)  # old files may have gone: count before pausing
+                if self._used + size > self.max_bytes:
+                    return (f"Capture reached its size cap ({self._used / 2**30:.2f} GiB of {self.max_bytes / 2**30:.2f} "
+                            "GiB): old files are deleted past the retention or the cap, then capture resumes.")
+        return None
+
+    def _set(self, reason: str | None, report: bool = False) -> None:
+        changed = report or reason != self.reason
+        self.reason = reason
+        if reason is None:
+            self.since = None
+        elif self.since is None:
+            self.since = time.time()
+        if changed and self.on_change is not None:
+            try:
+                self.on_change(self.status())
+            except Exception:  # noqa: BLE001 - reporting must not stop capture or the endpoint
+                pass
+
+
 @dataclass
 class _OpenFile:
     fd: int
@@ -115,26 +252,43 @@ class CaptureWriter:
     """Appends records for one endpoint variant to rolling files under `root` (the bucket folder)."""
 
     def __init__(self, root: Path, prefix: str, endpoint: str, variant: str = VARIANT,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, guard: CaptureGuard | None = None):
         self.root = Path(root)
         self.prefix, self.endpoint, self.variant = prefix, endpoint, variant
         self.max_file_bytes = max_file_bytes
+        folder = self.root / prefix.strip("/") / endpoint if prefix.strip("/") else self.root / endpoint
+        self.guard = guard or CaptureGuard(folder)  # at least: pause on a full disk
         self._lock = threading.Lock()
         self._file: _OpenFile | None = None
         self.records = 0
         self.keys: list[str] = []
 
-    def write(self, line: bytes, when: float) -> str:
-        """Append one complete line (from `capture_line`); returns the key of the file it went to."""
+    def write(self, line: bytes, when: float) -> str | None:
+        """Append one complete line (from `capture_line`); returns the key of the file it went to, or
+        None when capture is paused (disk full, size cap) and the record was dropped."""
         if not line.endswith(b"\n") or b"\n" in line[:-1]:
             raise ValueError("a capture record must be exactly one newline-terminated line")
         minute = time.gmtime(when)[:5]
         with self._lock:
-            f = self._file
-            if f is None or f.minute != minute or (f.size and f.size + len(line) > self.max_file_bytes):
-                f = self._roll(when, minute)
-            _write_all(f.fd, line)
+            if not self.guard.allow(len(line)):
+                return None
+            try:
+                f = self._file
+                if f is None or f.minute != minute or (f.size and f.size + len(line) > self.max_file_bytes):
+                    f = self._roll(when, minute)
+                try:
+                    _write_all(f.fd, line)
+                except OSError:
+                    _cut_back(f.fd, f.size)  # never leave half a line behind
+                    raise
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.guard.disk_full(exc)
+                self.guard.dropped += 1
+                return None
             f.size += len(line)
+            self.guard.wrote(len(line))
             self.records += 1
             return f.key
 
@@ -156,6 +310,13 @@ class CaptureWriter:
     def close(self) -> None:
         with self._lock:
             self._close_current()
+
+
+def _cut_back(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

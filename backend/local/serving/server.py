@@ -36,12 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.local.serving.capture import CaptureWriter, Sampler, capture_line, media_type
+from backend.local.serving.capture import CaptureGuard, CaptureWriter, Sampler, capture_line, media_type
 from backend.local.training.artifact import INPUT_NAME, OUTPUT_NAME, LoadedModel, read_members
 
 ACCEPTED_TYPES = ("image/png", "image/jpeg", "application/x-image")
 OUTPUT_TYPE = "application/json"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
+DEFAULT_CAPTURE_MAX_BYTES = 10 * 1024 ** 3  # per endpoint; SCONES_CAPTURE_MAX_BYTES until the service passes the flag
+DEFAULT_CAPTURE_MIN_FREE_BYTES = 64 * 1024 ** 2  # capture pauses before the disk is completely full
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # read and discard an oversized body up to this, keeping the connection
 MAX_PIXELS = 40_000_000  # any photo a phone or a DSLR takes; a decompression bomb is refused before decoding
 IDLE_TIMEOUT_SECONDS = 120.0
@@ -147,13 +149,27 @@ class CaptureOptions:
     capture_input: bool = True
     capture_output: bool = True
     max_file_bytes: int = 8 * 1024 * 1024
+    max_bytes: int | None = None  # size cap of this endpoint's capture: pause when reached
+    min_free_bytes: int = 0  # pause when the disk has less free
 
 
 class Capture:
     def __init__(self, endpoint: str, options: CaptureOptions):
         self.options = options
         self.sample = Sampler(options.percent)
-        self.writer = CaptureWriter(options.root, options.prefix, endpoint, max_file_bytes=options.max_file_bytes)
+        prefix = options.prefix.strip("/")
+        folder = Path(options.root) / prefix / endpoint if prefix else Path(options.root) / endpoint
+        self.guard = CaptureGuard(folder, options.max_bytes, options.min_free_bytes)
+        self.writer = CaptureWriter(options.root, options.prefix, endpoint, max_file_bytes=options.max_file_bytes,
+                                    guard=self.guard)
+
+    def status(self) -> dict:
+        """What the Monitor page shows: capturing or paused (why, since when, requests not captured)."""
+        return {**self.guard.status(), "records": self.writer.records}
+
+    def on_change(self, report) -> None:
+        """Call `report(status)` whenever capture pauses or resumes."""
+        self.guard.on_change = lambda status: report({**status, "records": self.writer.records})
 
     def record(self, body: bytes, content_type: str, output: bytes, when: float) -> None:
         if not self.sample():
@@ -419,11 +435,15 @@ class EndpointHandler(socketserver.StreamRequestHandler):
 # -- process -----------------------------------------------------------------------------------
 
 
-def write_ready_file(path: Path, port: int) -> None:
-    """Atomically: the service reads the port from here once the model is loaded."""
+def write_ready_file(path: Path, port: int, capture: dict | None = None, ready: float | None = None) -> None:
+    """Atomically: the service reads the port from here once the model is loaded; the Monitor page
+    reads `capture` (capturing or paused, and why), rewritten whenever capture pauses or resumes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps({"port": port, "pid": os.getpid(), "ready": time.time()}))
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+    record = {"port": port, "pid": os.getpid(), "ready": ready if ready is not None else time.time()}
+    if capture is not None:
+        record["capture"] = capture
+    tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
 
 
@@ -452,8 +472,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--capture-input", choices=("0", "1"), default="1")
     p.add_argument("--capture-output", choices=("0", "1"), default="1")
     p.add_argument("--capture-max-file-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--capture-max-bytes", type=int, default=_env_int("SCONES_CAPTURE_MAX_BYTES", DEFAULT_CAPTURE_MAX_BYTES),
+                   help="size cap of this endpoint's capture: capture pauses when reached (0: no cap)")
+    p.add_argument("--capture-min-free-bytes", type=int, default=DEFAULT_CAPTURE_MIN_FREE_BYTES,
+                   help="capture pauses when the disk has less free than this")
     p.add_argument("--access-log", action="store_true")
     return p.parse_args(argv)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(float(os.environ.get(name) or default))
+    except ValueError:
+        return default
 
 
 def fail(message: str) -> int:
@@ -471,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     capture = None
     if args.capture_root is not None:
         capture = CaptureOptions(args.capture_root, args.capture_prefix, args.capture_percent,
-                                 args.capture_input == "1", args.capture_output == "1", args.capture_max_file_bytes)
+                                 args.capture_input == "1", args.capture_output == "1", args.capture_max_file_bytes,
+                                 args.capture_max_bytes or None, args.capture_min_free_bytes)
     started = time.monotonic()
     try:
         server = build_server(args.endpoint, args.artifact, host=args.host, port=args.port, threads=args.threads,
@@ -486,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     if args.ready_file is not None:
-        write_ready_file(args.ready_file, server.port)
+        ready_at, ready_file, port = time.time(), args.ready_file, server.port
+        if server.capture is not None:
+            server.capture.on_change(lambda status: write_ready_file(ready_file, port, status, ready_at))
+        write_ready_file(ready_file, port, server.capture.status() if server.capture is not None else None, ready_at)
     print(f"endpoint {args.endpoint} serving {args.artifact.name} on http://{args.host}:{server.port} "
           f"(ready in {time.monotonic() - started:.2f} s, pid {os.getpid()})", file=sys.stderr, flush=True)
     sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
