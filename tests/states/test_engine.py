@@ -433,3 +433,22 @@ def _until(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+def test_a_busy_flusher_never_mistakes_a_new_run_for_a_duplicate(db):
+    # Regression: the flusher once wrote the row of a run that was still checking its name,
+    # and the run then took its own row for a duplicate and waited on it forever.
+    definition = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}, "B": {"Type": "Pass", "End": True}}}
+    outcome = {}
+
+    def many() -> None:
+        with StatesEngine(db, flush_interval=0.0001) as engine:
+            outcome["statuses"] = {engine.run_execution(definition, {"i": i}).status for i in range(300)}
+            arns = [engine.start_execution(definition, {"i": i}) for i in range(100)]
+            outcome["started"] = {engine.wait(arn, 10).status for arn in arns}
+
+    worker = threading.Thread(target=many, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "an execution never finished"
+    assert outcome == {"statuses": {"SUCCEEDED"}, "started": {"SUCCEEDED"}}

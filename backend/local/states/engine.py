@@ -77,6 +77,7 @@ class _Active:
         self.input_text = input_text
         self.run: Run = None  # type: ignore[assignment]
         self.flush_lock = threading.Lock()
+        self.ready = False  # name checked (and row written, for start_execution): the flusher may touch it
         self.persisted = False  # is its row in SQLite yet?
         self.lost_name = False  # another runner took the name before the row was written
         self.final: ExecutionRecord | None = None
@@ -190,6 +191,11 @@ class StatesEngine:
             with self._lock:
                 self._active.pop(arn, None)
             return None, self._existing(arn, input_text, machine.text)
+        except BaseException:
+            with self._lock:
+                self._active.pop(arn, None)
+            raise
+        active.ready = True
         if machine.timeout_seconds:
             active.cancel_timeout = self.clock.call_later(
                 machine.timeout_seconds,
@@ -309,7 +315,7 @@ class StatesEngine:
     def flush(self) -> None:
         """Write every pending event of this engine's running executions now."""
         with self._lock:
-            actives = list(self._active.values())
+            actives = [a for a in self._active.values() if a.ready]
         for active in actives:
             try:
                 self._flush(active)
