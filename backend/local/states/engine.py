@@ -417,6 +417,16 @@ class StatesEngine:
             pause = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
             time.sleep(pause)
 
+    # --- deleting (local housekeeping; Step Functions expires executions by itself) -----------------
+
+    def delete_executions(self, state_machine_name: str) -> int:
+        """Stop the machine's running executions, then remove all of them and their history."""
+        for record in self.list_executions(state_machine_name, "RUNNING"):
+            self.stop_execution(record.arn, "States.Aborted", "Deleted by a workspace cleanup.")
+        self.flush()
+        with self.db.transaction() as conn:
+            return store.delete_executions(conn, state_machine_name)
+
     # --- stopping ----------------------------------------------------------------------------------
 
     def stop_execution(self, arn: str, error: str | None = None, cause: str | None = None) -> ExecutionRecord:

@@ -111,3 +111,15 @@ def get_events(conn: sqlite3.Connection, arn: str) -> list[tuple]:
         "WHERE execution_arn=? ORDER BY id", (arn,),
     ).fetchall()
     return [(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5])) for r in rows]
+
+
+def delete_executions(conn: sqlite3.Connection, state_machine_name: str) -> int:
+    """Remove a state machine's finished executions and their history (a workspace cleanup)."""
+    arns = [r[0] for r in conn.execute(
+        "SELECT arn FROM sf_executions WHERE state_machine_name=? AND status!='RUNNING'", (state_machine_name,))]
+    for i in range(0, len(arns), 500):
+        chunk = arns[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        conn.execute(f"DELETE FROM sf_events WHERE execution_arn IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM sf_executions WHERE arn IN ({marks})", chunk)
+    return len(arns)
