@@ -479,13 +479,24 @@ class MonitoringService:
     # -- what pages and the CLI call ---------------------------------------------------------
 
     def monitored_endpoints(self) -> list[str]:
-        """Endpoints with captured data or capture on; existing endpoints first, InService first."""
+        """Endpoints with captured data or capture on: the workflow's endpoint first, then InService ones,
+        then the others (deleted endpoints whose capture stays last)."""
         sources = self._sources()
+        workflow = self._workflow_endpoint()
 
         def order(name: str) -> tuple:
             record = sources[name].record
-            return (record is None, record is not None and record.status != "InService", name)
+            return (name != workflow, record is None, record is not None and record.status != "InService", name)
         return sorted(sources, key=order)
+
+    def _workflow_endpoint(self) -> str | None:
+        describe = getattr(self.source, "describe_state_machine", None)
+        if describe is None:
+            return None
+        try:
+            return describe().endpoint_name
+        except SconesError:
+            return None
 
     def monitor_threshold(self) -> float:
         """The deployed workflow's threshold; the configured default when there is no workflow."""

@@ -77,10 +77,11 @@ def metrics_ui(charts, threshold: float) -> None:
     c = st.columns(4)
     c[0].metric("Inferences", f"{charts.records:,}")
     share = charts.below / charts.records if charts.records else 0.0
-    c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%}", delta_color="off")
+    c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%} of them", delta_color="off", delta_arrow="off")
     c[2].metric(f"Would pass at {threshold:.2f}", f"{charts.passing:,}")
-    c[3].metric(f"Executions that would pass at {threshold:.2f}", f"{charts.executions_passing:,} of {charts.executions:,}",
-                help="Workflow executions whose classify step ran (they carry a confidence); executions that failed "
+    c[3].metric(f"Executions passing at {threshold:.2f}", f"{charts.executions_passing:,} of {charts.executions:,}",
+                help="Workflow executions that would pass at this threshold, of those whose classify step ran (they "
+                     "carry a confidence); executions that failed "
                      f"for other reasons ({charts.executions_failed_other:,}) fail at any threshold.")
 
 

@@ -49,12 +49,27 @@ def confidence_histogram_chart(histogram: pd.DataFrame, threshold: float) -> alt
     return alt.layer(bars, threshold_rule(threshold, "x")).properties(title="Confidence histogram", height=HEIGHT)
 
 
+def stacked(frame: pd.DataFrame, value: str, group: str, order: list[str] | None = None) -> pd.DataFrame:
+    """Add y0/y1: each group's stretch of its time bucket, stacked in `order` (time buckets vary in width,
+    so bars are drawn as rectangles from start to end, already stacked)."""
+    df = frame.copy()
+    if order:
+        df["_order"] = df[group].map({g: i for i, g in enumerate(order)}).fillna(len(order))
+    else:
+        df["_order"] = df[group].astype(str)
+    df = df.sort_values(["start", "_order"]).drop(columns="_order")
+    df["y1"] = df.groupby("start")[value].cumsum()
+    df["y0"] = df["y1"] - df[value]
+    return df
+
+
 def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Share of inferences below the threshold in each time bucket."""
-    return (alt.Chart(buckets).mark_bar(color="#d62728")
+    df = buckets.assign(zero=0.0)
+    return (alt.Chart(df).mark_rect(color="#d62728")
             .encode(x=alt.X("start:T", title=None), x2="end:T",
                     y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
-                            title="below threshold"),
+                            title="below threshold"), y2="zero:Q",
                     tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("below:Q", format=","), alt.Tooltip("share_below:Q", format=".1%")])
             .properties(title=f"Share below threshold{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
@@ -62,9 +77,10 @@ def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "") -> alt.Char
 
 def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Predicted classes per time bucket, as shares of the bucket."""
-    return (alt.Chart(class_mix).mark_bar()
+    return (alt.Chart(stacked(class_mix, "share", "label")).mark_rect()
             .encode(x=alt.X("start:T", title=None), x2="end:T",
-                    y=alt.Y("share:Q", stack="normalize", axis=alt.Axis(format=".0%"), title="share"),
+                    y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="share"),
+                    y2="y0:Q",
                     color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), "label:N",
                              alt.Tooltip("records:Q", format=","), alt.Tooltip("share:Q", format=".1%")])
@@ -73,9 +89,9 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "") -> alt.Char
 
 def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Workflow executions per time bucket: succeeded, failed on the threshold, failed otherwise."""
-    return (alt.Chart(outcomes).mark_bar()
+    return (alt.Chart(stacked(outcomes, "executions", "outcome", list(OUTCOME_SCALE.domain))).mark_rect()
             .encode(x=alt.X("start:T", title=None), x2="end:T",
-                    y=alt.Y("executions:Q", stack=True, title="executions"),
+                    y=alt.Y("y1:Q", title="executions"), y2="y0:Q",
                     color=alt.Color("outcome:N", scale=OUTCOME_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), "outcome:N", "executions:Q"])
             .properties(title=f"Workflow outcomes{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))

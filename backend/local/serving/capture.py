@@ -188,8 +188,8 @@ class CaptureGuard:
             return True
         reason = self._no_room(size, now, force=False)
         if reason is not None:
-            self.pause(reason)
             self.dropped += 1
+            self.pause(reason)
             return False
         return True
 
@@ -284,8 +284,8 @@ class CaptureWriter:
             except OSError as exc:
                 if not is_disk_full(exc):
                     raise
-                self.guard.disk_full(exc)
                 self.guard.dropped += 1
+                self.guard.disk_full(exc)
                 return None
             f.size += len(line)
             self.guard.wrote(len(line))

@@ -1,0 +1,46 @@
+"""Chart builders for the Monitor page: the threshold is a rule layer, stacked buckets add up."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ui.charts_monitor import (
+    bucket_label, class_mix_chart, confidence_histogram_chart, confidence_over_time_chart, outcomes_chart,
+    share_below_chart, stacked,
+)
+
+
+def t(minutes: int) -> pd.Timestamp:
+    return pd.Timestamp("2026-01-01T00:00:00Z") + pd.Timedelta(minutes=minutes)
+
+
+def test_threshold_is_a_rule_layer_on_both_confidence_charts():
+    points = pd.DataFrame({"time": [t(0), t(1)], "confidence": [0.6, 0.99], "label": ["a", "b"],
+                           "side": ["below threshold", "passes"]})
+    hist = pd.DataFrame({"bin_start": [0.58, 0.98], "bin_end": [0.6, 1.0], "side": ["below threshold", "passes"],
+                         "records": [1, 1]})
+    for chart, axis in ((confidence_over_time_chart(points, 0.93), "y"), (confidence_histogram_chart(hist, 0.93), "x")):
+        spec = chart.to_dict()
+        rule = spec["layer"][1]
+        assert rule["mark"]["type"] == "rule" and rule["encoding"][axis]["field"] == "threshold"
+        assert spec["datasets"][rule["data"]["name"]] == [{"threshold": 0.93}]
+
+
+def test_buckets_are_stacked_rectangles_that_add_up():
+    mix = pd.DataFrame({"start": [t(0), t(0), t(5)], "end": [t(5), t(5), t(10)], "label": ["b", "a", "a"],
+                        "records": [3, 1, 2], "share": [0.75, 0.25, 1.0]})
+    df = stacked(mix, "share", "label")
+    assert df[["label", "y0", "y1"]].values.tolist() == [["a", 0.0, 0.25], ["b", 0.25, 1.0], ["a", 0.0, 1.0]]
+    outcomes = pd.DataFrame({"start": [t(0)] * 3, "end": [t(5)] * 3, "outcome": ["other error", "succeeded", "running"],
+                             "executions": [1, 4, 2]})
+    assert stacked(outcomes, "executions", "outcome", ["succeeded", "below threshold", "other error", "running"])[
+        ["outcome", "y1"]].values.tolist() == [["succeeded", 4], ["other error", 5], ["running", 7]]
+    for chart in (class_mix_chart(mix, "5 minutes"), outcomes_chart(outcomes)):
+        spec = chart.to_dict()
+        assert spec["mark"]["type"] == "rect" and spec["encoding"]["y2"]["field"] == "y0"
+    buckets = pd.DataFrame({"start": [t(0)], "end": [t(5)], "records": [4], "below": [1], "share_below": [0.25]})
+    assert share_below_chart(buckets, "5 minutes").to_dict()["title"] == "Share below threshold per 5 minutes"
+
+
+def test_bucket_labels():
+    assert [bucket_label(s) for s in (1, 30, 60, 120, 3600, 86400, 604800)] == [
+        "second", "30 seconds", "minute", "2 minutes", "hour", "day", "7 days"]

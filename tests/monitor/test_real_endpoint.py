@@ -1,0 +1,116 @@
+"""Capture written by the real endpoint process, read back through the monitoring methods: traffic
+from workflow executions and direct invocations, compared with json.loads of every line."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.monitor.capture_files import brute_force
+
+REPO = Path(__file__).resolve().parents[2]
+EP = "scones-endpoint"
+
+
+@pytest.fixture(scope="module")
+def traffic(wf, shared_data):
+    """A batch of 12 workflow executions and the six shared sample PNGs sent straight to the endpoint."""
+    arns = wf.start_workflow_batch(12)
+    executions = wf.wait_workflow_executions(arns, timeout=120)
+    sent = [p.read_bytes() for p in sorted((shared_data / "samples").glob("*.png"))]
+    for body in sent:
+        wf.invoke_endpoint(EP, body, "image/png")
+    return executions, sent
+
+
+def test_the_table_matches_every_line_the_endpoint_wrote(wf, traffic):
+    executions, sent = traffic
+    truth = brute_force(wf.store.bucket_dir(wf.objects.bucket), EP)
+    assert len(truth) >= 18  # every request was captured (capture 100%)
+    table = wf.capture_table(EP)
+    by_event = {r["event"]: r for r in truth}
+    assert sorted(table["event_id"]) == sorted(by_event)
+    classes = wf.describe_model(wf.describe_endpoint(EP).model_name).classes
+    for _, row in table.iterrows():
+        expected = by_event[row["event_id"]]
+        assert [row[f"p_{c}"] for c in classes] == expected["probs"]
+        assert row["confidence"] == expected["confidence"] and row["predicted"] == classes[int(np.argmax(expected["probs"]))]
+        assert row["inference_time"].strftime("%Y-%m-%dT%H:%M:%SZ") == expected["time"]
+    for body in sent:  # the PNGs sent are the images the handles decode to
+        assert any(wf.capture_image(h) == body for h in table["image"])
+    for t in (0.0, 0.5, 0.55, 0.6, 0.75, 0.9, 1.0):
+        below = sum(r["confidence"] < t for r in truth)
+        summary = wf.monitor_summary(EP, threshold=t)
+        assert (summary["records"], summary["below_threshold"]) == (len(truth), below)
+        assert wf.threshold_counts(EP, t)["passing"] == len(truth) - below
+        assert sum(v["records"] for v in summary["by_label"].values()) == len(truth)
+    assert wf.monitor_summary()["threshold"] == 0.5  # the workflow's threshold by default
+    low = wf.lowest_confidence(EP, 3)
+    assert [im.confidence for im in low] == sorted(r["confidence"] for r in truth)[:3]
+    assert all(im.image == by_event[im.event_id]["image"] for im in low)
+
+
+def test_workflow_outcomes_follow_the_executions(wf, traffic):
+    everything = wf.list_workflow_executions(limit=10_000)
+    charts = wf.monitor_charts(EP)
+    totals = charts.outcomes.groupby("outcome")["executions"].sum().to_dict()
+    expected = {"succeeded": sum(e.status == "SUCCEEDED" for e in everything),
+                "below threshold": sum(e.error == "THRESHOLD_CONFIDENCE_NOT_MET" for e in everything)}
+    assert {k: totals.get(k, 0) for k in expected} == expected and sum(expected.values()) == len(everything)
+    with_conf = [e for e in everything if e.confidence is not None]
+    assert charts.executions == len(with_conf)
+    assert wf.threshold_counts(EP, 0.7)["executions_passing"] == sum(e.confidence >= 0.7 for e in with_conf)
+
+
+def test_a_live_endpoint_is_capturing_and_receiving(wf, traffic):
+    status = wf.capture_status(EP)
+    assert (status.state, status.endpoint_status, status.enabled, status.receiving) == ("capturing", "InService", True, True)
+    assert status.destination == "s3://scones-unlimited/data_capture" and status.records == len(wf.capture_table(EP))
+    assert status.max_bytes == 10 * 1024 ** 3 and status.retention_days == 30
+
+
+def test_an_endpoint_at_its_size_cap_keeps_answering_and_capture_says_paused(wf, traffic, monkeypatch):
+    monkeypatch.setenv("SCONES_CAPTURE_MAX_BYTES", "12000")  # the endpoint process reads it at start
+    model = wf.describe_endpoint(EP).model_name
+    wf.deploy(model, "capped", capture_percent=100)
+    try:
+        assert wf.wait_endpoint("capped", timeout=60).status == "InService"
+        _, sent = traffic
+        answers = [wf.invoke_endpoint("capped", sent[i % len(sent)], "image/png") for i in range(8)]
+        assert len(answers) == 8 and all(len(a.probabilities) == 2 for a in answers)  # every request answered
+        time.sleep(0.1)
+        status = wf.capture_status("capped")
+        assert status.state == "paused" and "size cap" in status.reason and status.dropped >= 1
+        assert 0 < status.records < 8 and status.paused_since is not None
+        at = page_at(wf, monkeypatch)
+        at.selectbox(key="mon_endpoint").set_value("capped").run()
+        assert not at.exception
+        assert any("Capture is paused on capped" in w.value for w in at.warning)
+    finally:
+        wf.delete_endpoint("capped")
+
+
+def page_at(wf, monkeypatch) -> AppTest:
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "backend", lambda: wf)
+    at = AppTest.from_file(str(REPO / "pages" / "monitor.py"), default_timeout=60).run()
+    assert not at.exception
+    return at
+
+
+def test_the_page_on_a_live_endpoint_shows_executions_and_follows_the_slider(wf, traffic, monkeypatch):
+    at = page_at(wf, monkeypatch)
+    assert at.selectbox(key="mon_endpoint").value == EP and at.slider(key="mon_threshold").value == 0.5
+    records = wf.threshold_counts(EP, 0.5, since=time.time() - 86400)["records"]
+    assert next(m.value for m in at.metric if m.label == "Inferences") == f"{records:,}"
+    assert len(at.get("vega_lite_chart")) == 5  # with the workflow outcomes
+    for t in (0.6, 0.9):
+        at.slider(key="mon_threshold").set_value(t).run()
+        counts = wf.threshold_counts(EP, t, since=time.time() - 86400)
+        values = {m.label: m.value for m in at.metric}
+        assert values[f"Would pass at {t:.2f}"] == f"{counts['passing']:,}"
+        assert values[f"Executions passing at {t:.2f}"] == f"{counts['executions_passing']:,} of {counts['executions']:,}"
