@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def design(configs: list[dict[str, str]], folds: list[int], seed: int) -> dict:
     from backend import cifar
     from backend.local.training import hyperparameters as H
     from backend.local.training.data import ImageSet, holdout_split
-    from backend.local.training.trainer import train
+    from backend.local.training.trainer import DEFAULT_RECIPE, train
     from backend.settings import DEFAULT_CLASSES, SAMPLE_ARCHIVE
 
     split = cifar.load_split_arrays(SAMPLE_ARCHIVE, list(DEFAULT_CLASSES))["train"]  # the test split is not read
@@ -117,9 +118,11 @@ def design(configs: list[dict[str, str]], folds: list[int], seed: int) -> dict:
         accs, secs, last5, flips = [], [], [], []
         for fold in folds:
             train_idx, hold_idx = holdout_split(full.labels, 0.2, seed=100 + fold)
-            hp = H.validate({**H.LOCAL_CPU_PRESET, **overrides, "num_training_samples": str(len(train_idx))})
+            hps = {k: v for k, v in overrides.items() if not k.startswith("_")}
+            recipe = replace(DEFAULT_RECIPE, **{k[1:]: v for k, v in overrides.items() if k.startswith("_")})
+            hp = H.validate({**H.LOCAL_CPU_PRESET, **hps, "num_training_samples": str(len(train_idx))})
             t = time.perf_counter()
-            res = train(hp, full.subset(train_idx), full.subset(hold_idx), seed=seed)
+            res = train(hp, full.subset(train_idx), full.subset(hold_idx), seed=seed, recipe=recipe)
             secs.append(time.perf_counter() - t)
             accs.append(res.epochs[-1]["validation:accuracy"])
             last5.append(float(np.mean([e["validation:accuracy"] for e in res.epochs[-5:]])))
@@ -141,7 +144,9 @@ def main() -> None:
     ap.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="override a default hyperparameter")
     ap.add_argument("--design", action="store_true", help="compare candidates on hold-outs of the training data")
     ap.add_argument("--candidate", action="append", default=[], metavar="JSON",
-                    help="with --design: one candidate as a JSON object of overrides (repeatable; default: the defaults)")
+                    help="with --design: one candidate as a JSON object of hyperparameter overrides, and of "
+                         "trainer Recipe fields prefixed with '_' such as {\"_label_smoothing\": 0.1} "
+                         "(repeatable; default: the defaults)")
     ap.add_argument("--folds", default="0,1,2", help="with --design: which hold-out splits (comma-separated)")
     ap.add_argument("--seed", type=int, default=0, help="with --design: the training seed")
     args = ap.parse_args()

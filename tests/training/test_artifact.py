@@ -103,3 +103,21 @@ def test_wrong_input_shape_is_a_clear_error(model_and_artifact):
     _, data = model_and_artifact
     with pytest.raises(ArtifactError, match=r"expects images of shape \(3, 16, 16\)"):
         load_artifact(data).predict(np.zeros((1, 8, 8, 3), dtype=np.uint8))
+
+
+def test_decode_prepares_images_as_training_validated(model_and_artifact):
+    """With `resize`, shortest side to `resize`, then a centre crop; without, straight to image_shape."""
+    from PIL import Image
+
+    _, data = model_and_artifact
+    meta, onnx_bytes = read_members(data)
+    rgb = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    plain = load_artifact(data).decode(buf.getvalue())
+    assert plain.shape == (16, 16, 3)
+    with_resize = build_artifact(onnx_bytes, classes=meta["classes"], image_shape=(3, 16, 16), mean=MEAN, std=STD,
+                                 hyperparameters={"resize": "20"})
+    cropped = load_artifact(with_resize).decode(buf.getvalue())
+    expected = np.asarray(Image.fromarray(rgb).resize((27, 20), Image.BILINEAR))[2:18, 5:21]
+    assert np.array_equal(cropped, expected)

@@ -82,6 +82,11 @@ def test_a_job_runs_to_completed_with_metrics_artifact_model_and_evaluation(stag
 def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):
     name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
     wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)
+    # a dashboard restart while training: a new backend object sees the job running and its metrics growing
+    restarted = get_backend(load_settings())
+    seen = restarted.describe_training_job(name)
+    assert seen.status == "InProgress" and seen.secondary_status == "Training" and len(seen.epochs) >= 1
+    wait_for(lambda: len(restarted.describe_training_job(name).epochs) > len(seen.epochs))
     pid = worker_pid(staged, name)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 10)

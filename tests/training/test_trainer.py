@@ -113,3 +113,17 @@ def test_images_fit_image_shape_and_resize():
     resized = H.validate({**synthetic.hyperparameters(size=8), "resize": "12"})
     assert fit_images(x, resized).shape == (4, 12, 12, 3)
     assert np.array_equal(fit_images(x, H.validate(synthetic.hyperparameters(size=16))), x)
+
+
+def test_the_design_study_recipe_options_run_and_are_off_by_default():
+    from backend.local.training.trainer import DEFAULT_RECIPE, Recipe, cutout
+
+    assert DEFAULT_RECIPE == Recipe(0.0, 0, 0.0, 0.0)
+    x = torch.ones(4, 3, 12, 12)
+    holed = cutout(x, 4, torch.Generator().manual_seed(0))
+    assert ((holed == 0).flatten(1).sum(1) > 0).all() and holed.shape == x.shape
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=2, augmentation_type="crop"))
+    result = train(params, train_set, test_set, seed=0, threads=1,
+                   recipe=Recipe(label_smoothing=0.1, cutout=4, mixup_alpha=0.2, ema_decay=0.9))
+    assert len(result.epochs) == 2 and 0.0 <= result.epochs[-1]["validation:accuracy"] <= 1.0

@@ -161,14 +161,23 @@ class LoadedModel:
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def decode(self, image_bytes: bytes) -> np.ndarray:
-        """PNG/JPEG bytes -> uint8 (H, W, C) at image_shape (resized when the sizes differ)."""
+        """PNG/JPEG bytes -> uint8 (H, W, C) at image_shape, prepared as training validated: with the
+        `resize` hyperparameter, shortest side to `resize` then a centre crop; else resized to image_shape."""
         from PIL import Image, UnidentifiedImageError
 
         channels, height, width = self.image_shape
+        resize = int(self.meta.get("hyperparameters", {}).get("resize") or 0)
         try:
             with Image.open(io.BytesIO(image_bytes)) as im:
                 im = im.convert("L" if channels == 1 else "RGB")
-                if im.size != (width, height):
+                if resize:
+                    scale = resize / min(im.size)
+                    size = (max(width, round(im.size[0] * scale)), max(height, round(im.size[1] * scale)))
+                    if im.size != size:
+                        im = im.resize(size, Image.BILINEAR)
+                    left, top = (im.size[0] - width) // 2, (im.size[1] - height) // 2
+                    im = im.crop((left, top, left + width, top + height))
+                elif im.size != (width, height):
                     im = im.resize((width, height), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -22,6 +22,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import numpy as np
+
 from backend.api import (
     JOB_COMPLETED, JOB_FAILED, JOB_IN_PROGRESS, JOB_STOPPED, Evaluation, Job, Model, ResourceInUse,
     ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, ValidationError,
@@ -300,19 +302,17 @@ class TrainingService:
         if cached:
             return evaluation_from_dict(loads(cached["result"]))
         model = load_artifact(self.store.get(self.bucket, self.artifact_key(name)), threads=min(2, os.cpu_count() or 1))
-        channels, height, width = model.image_shape
-        test = read_channel(self.store, self.bucket, TEST_CHANNEL, size=(width, height))
-        if int(test.labels.max()) >= len(model.classes):
+        rows = read_lst(self.store, self.bucket, TEST_CHANNEL)
+        labels = np.array([label for _, label, _ in rows], dtype=np.int64)
+        if int(labels.max()) >= len(model.classes):
             raise ValidationError(
-                f"The staged test split has class {int(test.labels.max())} but the model knows {len(model.classes)} "
+                f"The staged test split has class {int(labels.max())} but the model knows {len(model.classes)} "
                 "classes: the data was re-staged with other classes; train again.")
-        images = test.images
-        if images.shape[1:3] != (height, width):
-            images = _resize_all(images, (width, height))
-        if channels == 1:
-            images = (images @ [0.299, 0.587, 0.114]).round().astype("uint8")[..., None]
+        keys = [TEST_CHANNEL.prefix + path for _, _, path in rows]
+        # The endpoint's own preparation of each image (decode, resize), so the numbers are what serving gives.
+        images = np.stack([model.decode(self.store.get(self.bucket, key)) for key in keys])
         probabilities = model.predict(images)
-        result = evaluate_predictions(name, model.classes, test.labels, probabilities, test.keys)
+        result = evaluate_predictions(name, model.classes, labels, probabilities, keys)
         self.db.execute(
             "INSERT OR REPLACE INTO evaluations(job_name, data_digest, result, created) VALUES(?,?,?,?)",
             (name, digest, dumps(evaluation_to_dict(result)), utcnow()),
@@ -521,13 +521,6 @@ class TrainingBackendMixin:
 
     def list_models(self) -> list[Model]:
         return self.training.list_models()
-
-
-def _resize_all(images: Any, size: tuple[int, int]) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images])
 
 
 def _printer() -> Callable[[str], None]:
