@@ -420,3 +420,29 @@ class StateRun:
     output: Any = None
     error: str | None = None
     cause: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inventory and cleanup
+# ---------------------------------------------------------------------------------------------
+
+# Deleted in this order, so nothing is removed while something else still depends on it.
+RESOURCE_KINDS = ("endpoint", "endpoint-config", "model", "training-job", "executions", "state-machine",
+                  "lambda-function", "data")
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str  # RESOURCE_KINDS
+    name: str
+    status: str
+    size_bytes: int | None = None
+    hourly_usd: float | None = None  # AWS only: what it costs per hour while it exists
+    detail: str = ""
+    is_data: bool = False  # staged images, capture, uploads: removed only when data is asked for
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    deleted: tuple[tuple[str, str], ...]  # (kind, name)
+    left: tuple[tuple[str, str, str], ...]  # (kind, name, reason)

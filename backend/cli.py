@@ -115,6 +115,16 @@ def build_parser() -> Parser:
     p.add_argument("--name", default="imported-workflow")
     p.set_defaults(handler=cmd_workflow_import)
 
+    p = sub.add_parser("inventory", help="everything this workspace created, with status and size")
+    p.set_defaults(handler=cmd_inventory)
+
+    p = sub.add_parser("cleanup", help="delete what the project created (dependency order)")
+    p.add_argument("targets", nargs="*", metavar="KIND:NAME", help="e.g. endpoint:scones-endpoint data:capture")
+    p.add_argument("--all", action="store_true", help="everything, data included unless --keep-data")
+    p.add_argument("--keep-data", action="store_true", help="with --all: keep staged images, capture and uploads")
+    p.add_argument("--yes", action="store_true", help="really delete (without it: list what would go, exit 2)")
+    p.set_defaults(handler=cmd_cleanup)
+
     for p in [*sub.choices.values(), *asl_sub.choices.values(), *wf_sub.choices.values()]:
         _add_globals(p, suppress=True)
     return parser
@@ -401,6 +411,64 @@ def cmd_workflow_import(backend: Any, args: argparse.Namespace, out: Output) -> 
     doc = {"state_machine": sm.name, "mapping": {fn: stem for fn, stem in
                                                   backend.workflow_mapping(sm.name).items()}}
     out.done(doc, f"{sm.name}: " + ", ".join(f"{k} -> lambdas/{v}.py" for k, v in doc["mapping"].items()))
+    return EXIT_OK
+
+
+def resource_doc(r: Any) -> dict[str, Any]:
+    return {"kind": r.kind, "name": r.name, "status": r.status, "size_bytes": r.size_bytes,
+            "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data}
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    resources = backend.inventory()
+    out.done({"resources": [resource_doc(r) for r in resources]},
+             "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}" for r in resources)
+             or "Nothing: the workspace holds no resources.")
+    return EXIT_OK
+
+
+def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.keep_data and not args.all:
+        raise UsageError("--keep-data goes with --all.")
+    if args.all == bool(args.targets):
+        raise UsageError("Name what to delete as KIND:NAME, or pass --all (see 'scones inventory').")
+    targets = None
+    if args.targets:
+        targets = []
+        for t in args.targets:
+            kind, sep, name = t.partition(":")
+            if not sep or not kind or not name:
+                raise UsageError(f"{t!r} is not KIND:NAME, for example endpoint:scones-endpoint.")
+            targets.append((kind, name))
+    include_data = args.all and not args.keep_data
+    if not args.yes:
+        resources = backend.inventory()
+        if targets is None:
+            going = [r for r in resources if include_data or not r.is_data]
+        else:
+            going = [r for r in resources if (r.kind, r.name) in set(targets)]
+        doc = {"deleted": [], "would_delete": [{"kind": r.kind, "name": r.name} for r in going], "left": []}
+        if out.as_json:
+            out.done(doc, "")
+        else:
+            print("\n".join(f"would delete {r.kind}:{r.name}" for r in going) or "Nothing to delete.")
+        print("scones: nothing was deleted; add --yes to delete the resources listed.", file=sys.stderr)
+        return EXIT_ERROR
+    report = backend.cleanup(targets, include_data=include_data)
+    doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
+           "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
+    out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]
+                            + [f"left    {k}:{n}: {r}" for k, n, r in report.left]) or "Nothing to delete.")
     return EXIT_OK
 
 

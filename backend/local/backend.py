@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import Any
 
 from backend.api import Job, ProgressCallback, StepStatus
+from backend.local.inventory import InventoryMixin
 from backend.local.serving.service import DeploymentBackendMixin, DeploymentService
 from backend.local.store import LocalBucket, LocalStore
 from backend.local.training.service import JOB_KIND as TRAIN_JOB, TrainingBackendMixin, TrainingService
@@ -15,7 +16,8 @@ from backend.settings import LOCAL_BUCKET, Settings
 from backend.workspace import WorkspaceBackend
 
 
-class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackendMixin, WorkspaceBackend):
+class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackendMixin, InventoryMixin,
+                   WorkspaceBackend):
     name = "local"
 
     def __init__(self, settings: Settings):

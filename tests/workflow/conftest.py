@@ -13,6 +13,8 @@ from backend import get_backend
 from backend.local.jobs import process_alive
 from backend.settings import load_settings
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
 
 def train_and_deploy(b, endpoint: str = "scones-endpoint"):
     b.stage_data("sample")

@@ -291,6 +291,29 @@ class TrainingService:
 
     # -- evaluation ----------------------------------------------------------------------------
 
+    def delete_model(self, name: str) -> None:
+        """As DeleteModel: the record only (the job's artifact stays with the job)."""
+        self.describe_model(name)
+        self.db.execute("DELETE FROM models WHERE model_name=?", (name,))
+
+    def delete_training_job(self, name: str) -> None:
+        """Local housekeeping: stop the job if it runs, then remove its records and output/<job>/."""
+        row = self._row(name)
+        if row is None:
+            raise ResourceNotFound(f"No training job named {name!r}: list the training jobs to see their names.")
+        users = self.db.query("SELECT model_name FROM models WHERE job_name=?", (name,))
+        if users:
+            raise ResourceInUse(f"Model {users[0]['model_name']} was made from training job {name}: delete the model first.")
+        if self.jobs.describe(row["job_id"]).status == JOB_IN_PROGRESS:
+            self.jobs.stop(row["job_id"])
+        for obj in self.store.list(self.bucket, f"output/{name}/"):
+            self.store.delete(self.bucket, obj.key)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM evaluations WHERE job_name=?", (name,))
+            conn.execute("DELETE FROM training_metrics WHERE job_name=?", (name,))
+            conn.execute("DELETE FROM training_jobs WHERE job_name=?", (name,))
+            conn.execute("DELETE FROM jobs WHERE job_id=?", (row["job_id"],))
+
     def evaluate(self, name: str) -> Evaluation:
         """The job's model (its artifact, through onnxruntime as the endpoint will) on the staged test split."""
         job = self.describe_training_job(name)

@@ -1,0 +1,124 @@
+"""Everything the local backend created, and a cleanup that removes it in dependency order.
+
+Endpoints (and their processes) go first, then configs, models, training jobs and their
+artifacts, executions, state machines, and last the data (staged images, capture, uploads,
+downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
+"""
+from __future__ import annotations
+
+import shutil
+
+from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
+
+# data resources: name -> (bucket prefixes, workspace folders)
+DATA = {
+    "staged-images": (("train/", "test/", "train.lst", "test.lst", "dataset.json"), ()),
+    "capture": (("data_capture/",), ()),
+    "workflow-uploads": (("uploads/",), ()),
+    "archive-uploads": ((), ("uploads",)),
+    "downloads": ((), ("downloads",)),
+}
+
+
+class InventoryMixin:
+    """inventory() and cleanup() for the local backend (uses its services)."""
+
+    def _prefix_size(self, prefix: str) -> tuple[int, int]:
+        objs = self.objects.list(prefix)
+        if not prefix.endswith("/"):
+            objs = [o for o in objs if o.key == prefix]
+        return len(objs), sum(o.size for o in objs)
+
+    def inventory(self) -> list[Resource]:
+        out: list[Resource] = []
+        for e in self.list_endpoints():
+            out.append(Resource("endpoint", e.endpoint_name, e.status, detail=f"model {e.model_name}; {e.url or 'no process'}"))
+        for c in self.list_endpoint_configs():
+            out.append(Resource("endpoint-config", c.config_name, "Active", detail=f"model {c.model_name}"))
+        for m in self.list_models():
+            out.append(Resource("model", m.model_name, "Active", detail=f"from {m.job_name}"))
+        for j in self.list_training_jobs():
+            n, size = self._prefix_size(f"output/{j.job_name}/")
+            out.append(Resource("training-job", j.job_name, j.status, size, detail=f"{n} artifact file(s)"))
+        for sm in self.list_state_machines():
+            runs = self.workflow.engine.list_executions(sm.name)
+            if runs:
+                running = sum(r.status == "RUNNING" for r in runs)
+                out.append(Resource("executions", sm.name, f"{len(runs)} ({running} running)",
+                                    detail="executions and their history"))
+            out.append(Resource("state-machine", sm.name, "ACTIVE", detail=f"endpoint {sm.endpoint_name}"))
+        for name, (prefixes, folders) in DATA.items():
+            count, size = 0, 0
+            for prefix in prefixes:
+                n, s = self._prefix_size(prefix)
+                count, size = count + n, size + s
+            for folder in folders:
+                path = self.settings.home / folder
+                if path.is_dir():
+                    files = [p for p in path.rglob("*") if p.is_file()]
+                    count, size = count + len(files), size + sum(p.stat().st_size for p in files)
+            if count:
+                out.append(Resource("data", name, f"{count} file(s)", size, is_data=True))
+        return out
+
+    def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
+        """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
+        inventory = {(r.kind, r.name): r for r in self.inventory()}
+        if targets is None:
+            chosen = [k for k, r in inventory.items() if include_data or not r.is_data]
+            missing: list[tuple[str, str]] = []
+        else:
+            for kind, _ in targets:
+                if kind not in RESOURCE_KINDS:
+                    raise ValidationError(f"Unknown kind {kind!r}: use one of {', '.join(RESOURCE_KINDS)}.")
+            chosen = [t for t in targets if t in inventory]
+            missing = [t for t in targets if t not in inventory]
+        chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
+        deleted: list[tuple[str, str]] = []
+        left: list[tuple[str, str, str]] = [(k, n, "not found: already deleted, or never created") for k, n in missing]
+        for kind, name in chosen:
+            try:
+                self._delete(kind, name)
+            except SconesError as exc:
+                left.append((kind, name, str(exc)))
+            else:
+                deleted.append((kind, name))
+        if any(k in ("state-machine", "executions") for k, _ in deleted) or targets is None:
+            if "workflow" in vars(self):
+                self.workflow.close()  # no Lambda worker or gateway of this workspace keeps running
+        return CleanupReport(tuple(deleted), tuple(left))
+
+    def _delete(self, kind: str, name: str) -> None:
+        if kind == "endpoint":
+            self.delete_endpoint(name)
+        elif kind == "endpoint-config":
+            self.delete_endpoint_config(name)
+        elif kind == "model":
+            users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name]
+            if users:
+                raise ValidationError(f"Endpoint {users[0]} serves model {name}: delete the endpoint first.")
+            self.training.delete_model(name)
+        elif kind == "training-job":
+            self.training.delete_training_job(name)
+        elif kind == "executions":
+            self.workflow.engine.delete_executions(name)
+        elif kind == "state-machine":
+            self.workflow.delete_state_machine(name)
+        elif kind == "data":
+            self._delete_data(name)
+        else:
+            raise ValidationError(f"Resources of kind {kind!r} are not deleted by the local backend.")
+
+    def _delete_data(self, name: str) -> None:
+        if name not in DATA:
+            raise ResourceNotFound(f"No data set named {name!r}: use one of {', '.join(DATA)}.")
+        prefixes, folders = DATA[name]
+        for prefix in prefixes:
+            keys = [o.key for o in self.objects.list(prefix) if prefix.endswith("/") or o.key == prefix]
+            self.objects.delete_keys(keys)
+        for folder in folders:
+            shutil.rmtree(self.settings.home / folder, ignore_errors=True)
+        if name == "staged-images":
+            self.db.execute("DELETE FROM datasets WHERE bucket=?", (self.objects.bucket,))
+        if name == "capture" and hasattr(self, "forget_capture_index"):
+            self.forget_capture_index()

@@ -1,0 +1,121 @@
+"""Inventory and cleanup leave nothing behind: processes, rows, files. Runs last in this package
+(its own workspace, so the shared one stays usable for the other tests)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend import get_backend
+from backend.local.jobs import process_alive
+from backend.settings import load_settings
+from tests.workflow.conftest import REPO, stop_all, train_and_deploy
+
+
+@pytest.fixture
+def full(tmp_path):
+    """A workspace that went through every step: staged, trained, deployed, workflow run."""
+    home = tmp_path / "workspace"
+    b = get_backend(replace(load_settings({}), home=home))
+    try:
+        train_and_deploy(b)
+        b.deploy_workflow(threshold=0.5)
+        b.wait_workflow_executions(b.start_workflow_batch(3), timeout=60)
+        yield home, b
+    finally:
+        stop_all(b)
+
+
+def endpoint_pids(b) -> list[int]:
+    rows = b.db.query("SELECT pid, pid_start FROM endpoints")
+    return [r["pid"] for r in rows if process_alive(r["pid"], r["pid_start"])]
+
+
+def scones(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCONES_")}
+    env["SCONES_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "backend.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=180)
+
+
+def test_cli_inventory_then_cleanup_all_leaves_nothing(full):
+    home, b = full
+    pids = endpoint_pids(b)
+    assert pids
+    doc = json.loads(scones(home, "inventory", "--json").stdout)
+    kinds = {r["kind"] for r in doc["resources"]}
+    assert kinds >= {"endpoint", "endpoint-config", "model", "training-job", "executions", "state-machine", "data"}
+    assert all(set(r) >= {"kind", "name", "status", "size_bytes", "hourly_usd"} for r in doc["resources"])
+    job = next(r for r in doc["resources"] if r["kind"] == "training-job")
+    assert job["size_bytes"] > 0
+
+    dry = scones(home, "cleanup", "--all", "--json")
+    assert dry.returncode == 2 and "nothing was deleted" in dry.stderr
+    assert json.loads(scones(home, "inventory", "--json").stdout) == doc
+
+    r = scones(home, "cleanup", "--all", "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["left"] == []
+    order = [d["kind"] for d in report["deleted"]]
+    assert order.index("endpoint") < order.index("model") < order.index("training-job") < order.index("data")
+    assert json.loads(scones(home, "inventory", "--json").stdout) == {"resources": []}
+    assert not any(process_alive(pid, None) for pid in pids)
+    fresh = get_backend(replace(load_settings({}), home=home))
+    assert {s.state for s in fresh.step_statuses().values()} == {"not_started"}
+    assert fresh.list_objects() == []
+    assert fresh.db.query("SELECT * FROM sf_executions") == []
+    # deleting twice is harmless
+    again = scones(home, "cleanup", "--all", "--yes", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout) == {"deleted": [], "left": []}
+
+
+def test_cleanup_named_items_in_order_and_keep_data(full):
+    home, b = full
+    ep = b.list_endpoints()[0]
+    model = ep.model_name
+    report = b.cleanup([("model", model)])
+    assert report.deleted == () and "delete the endpoint first" in report.left[0][2]
+    report = b.cleanup([("model", model), ("endpoint", ep.endpoint_name)])
+    assert report.deleted == (("endpoint", ep.endpoint_name), ("model", model))
+    assert b.cleanup([("endpoint", "ghost")]).left[0][:2] == ("endpoint", "ghost")
+    report = b.cleanup(None, include_data=False)
+    assert report.left == ()
+    left = b.inventory()
+    assert left and all(r.is_data for r in left)
+    assert b.step_statuses()["stage"].state == "done"  # the staged data was kept
+    r = scones(home, "cleanup", "--keep-data")
+    assert r.returncode == 2 and "--keep-data goes with --all" in r.stderr
+
+
+def test_cleanup_page_needs_the_typed_confirmation(full, monkeypatch):
+    home, b = full
+    from ui.state import backend
+
+    monkeypatch.setenv("SCONES_HOME", str(home))
+    backend.clear()
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.switch_page("pages/cleanup.py")
+        at.run()
+        assert not at.exception
+        kinds = set(at.dataframe[0].value["kind"])  # the data editor of the inventory
+        assert "data" not in kinds and "endpoint" in kinds  # data is a separate box, off by default
+        assert at.button(key="cleanup_go").disabled
+        at.text_input(key="cleanup_confirm").input("delete").run()
+        assert not at.button(key="cleanup_go").disabled
+        at.button(key="cleanup_go").click().run()
+        assert not at.exception
+        assert any("Deleted" in s.value for s in at.success)
+        remaining = backend().inventory()
+        assert remaining and all(r.is_data for r in remaining)
+        assert endpoint_pids(b) == []
+    finally:
+        if "workflow" in vars(backend()):
+            backend().workflow.close()
+        backend.clear()
