@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import fcntl
 import hashlib
 import json
@@ -30,7 +29,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -385,6 +384,14 @@ def local_path(store: ObjectStore, key: str) -> Path | None:
     """The file behind a key when the store is the local bucket (read with seek and ranges)."""
     if isinstance(store, LocalBucket):
         return store.store.path(store.bucket, key)
+    return None
+
+
+def local_folder(store: ObjectStore, prefix: str) -> Path | None:
+    """The folder behind a prefix of the local bucket (listed with os.scandir), None elsewhere."""
+    if isinstance(store, LocalBucket):
+        base = store.store.bucket_dir(store.bucket)
+        return store.store.path(store.bucket, prefix) if prefix else base
     return None
 
 
@@ -773,6 +780,3 @@ def _save_npz(path: Path, cols: Columns) -> None:
         np.savez(f, **{f"c_{n}": a for n, a in cols.arrays().items()})
     os.replace(tmp, path)
 
-
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

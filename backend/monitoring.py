@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +33,7 @@ from backend.api import (
 )
 from backend.capture import (
     IMAGE_LINE, IMAGE_NONE, IMAGE_SPAN, CaptureIndex, Columns, RefreshReport, Snapshot, decode_image,
-    index_folder_name, key_time, local_path, read_range,
+    index_folder_name, key_time, local_folder, read_range,
 )
 from backend.objects import ObjectStore
 
@@ -147,8 +147,11 @@ class MonitorCharts:
 
 
 def class_names(classes: Iterable[str], k: int) -> tuple[str, ...]:
+    """Names for k probability columns: the model's classes, numbered past them (no model: all numbered)."""
     names = tuple(classes)
-    return names[:k] + tuple(f"class {i}" for i in range(len(names), k)) if len(names) < k else names[:max(k, 0)] or names
+    if k <= 0:
+        return names
+    return names[:k] + tuple(f"class {i}" for i in range(len(names), k))
 
 
 def window_mask(times: np.ndarray, since: float | None, until: float | None) -> np.ndarray | None:
@@ -411,20 +414,23 @@ class MonitoringService:
         return self._cached("sources", 3.0, load)
 
     def _endpoint_folders(self, bucket: str, prefix: str) -> list[str]:
+        """Endpoint names with capture under a destination: folders locally; on S3 from a listing, kept a minute."""
         try:
             store = self.open_bucket(bucket)
         except SconesError:
             return []
-        path = local_path(store, prefix) if prefix else None
-        if path is not None or (prefix == "" and local_path(store, "x") is not None):
-            folder = path if path is not None else local_path(store, "x").parent
+        folder = local_folder(store, prefix)
+        if folder is not None:
             try:
                 return sorted(p.name for p in folder.iterdir() if p.is_dir() and _SLUG_RE.fullmatch(p.name))
             except OSError:
                 return []
         start = f"{prefix}/" if prefix else ""
-        names = {o.key[len(start):].split("/", 1)[0] for o in store.list(start) if o.key.endswith(".jsonl")}
-        return sorted(n for n in names if _SLUG_RE.fullmatch(n))
+
+        def load() -> list[str]:
+            names = {o.key[len(start):].split("/", 1)[0] for o in store.list(start) if o.key.endswith(".jsonl")}
+            return sorted(n for n in names if _SLUG_RE.fullmatch(n))
+        return self._cached(f"folders:{bucket}/{prefix}", 60.0, load)
 
     def _source(self, endpoint: str) -> _Source:
         src = self._sources().get(endpoint)
@@ -609,7 +615,7 @@ class MonitoringService:
         n, n_below = int(len(conf)), int(np.count_nonzero(conf < threshold))
         return {
             "records": n, "below_threshold": n_below, "share_below": n_below / n if n else None,
-            "by_label": {k: v for k, v in by_label.items() if v["records"] or n == 0},
+            "by_label": by_label,
             "confidence": {"min": float(conf.min()) if n else None, "p50": float(np.median(conf)) if n else None,
                            "mean": float(conf.mean()) if n else None},
             "broken_lines": int(broken), "threshold": threshold, "endpoints": endpoints, "since": _iso(start),

@@ -1,5 +1,5 @@
 """An operator sends traffic through the workflow, opens Monitor in real Chromium, moves the threshold
-and sees the counts change.
+and sees the counts change; more traffic shows up without a reload.
 
 Needs the page in app.py's navigation (title "Monitor", url_path "monitor") and the monitoring
 methods on LocalBackend (MonitoringBackendMixin).
@@ -52,6 +52,11 @@ def test_traffic_then_monitor_and_move_the_threshold(page: Page, monitor_url, wf
     assert counts[1.0]["passing"] != records  # the counts did change
     executions = metric_value(page, "Executions passing at 0.00")
     expect(executions).to_have_text(f"{counts[0.0]['executions']:,} of {counts[0.0]['executions']:,}")
+
+    keys = wf.test_image_keys()[:4]
+    for key in keys:  # more traffic while the page is open: it refreshes by itself
+        wf.invoke_endpoint(EP, wf.get_object(key), "image/png")
+    expect(metric_value(page, "Inferences")).to_have_text(f"{records + len(keys):,}", timeout=30_000)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     slider.press("PageUp")

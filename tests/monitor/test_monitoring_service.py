@@ -3,7 +3,6 @@ count, the CLI summary's keys, chart frames, images, retention and the size cap,
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
