@@ -150,7 +150,10 @@ def main() -> None:
     ap.add_argument("--folds", default="0,1,2", help="with --design: which hold-out splits (comma-separated)")
     ap.add_argument("--seed", type=int, default=0, help="with --design: the training seed")
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.design:  # the worker sets this itself; --design trains in this process
+        from backend.local.training.service import OMP_SPIN_COUNT
+
+        os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_COUNT))
     if args.design:
         configs = [json.loads(c) for c in args.candidate] or [{}]
         folds = [int(f) for f in args.folds.split(",")]
