@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:", url_path="deploy"),
     st.Page("pages/workflow.py", title="Workflow", icon=":material/account_tree:", url_path="workflow"),
+    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
     st.Page("pages/cleanup.py", title="Clean up", icon=":material/delete_sweep:", url_path="cleanup"),
 ]
 

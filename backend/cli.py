@@ -115,6 +115,12 @@ def build_parser() -> Parser:
     p.add_argument("--name", default="imported-workflow")
     p.set_defaults(handler=cmd_workflow_import)
 
+    p = sub.add_parser("monitor", help="captured confidence against the threshold")
+    p.add_argument("--endpoint", default=None, help="default: every endpoint with capture")
+    p.add_argument("--threshold", type=float, default=None, help="default: the workflow's threshold")
+    p.add_argument("--since", default=None, help="ISO 8601 time (UTC when no offset)")
+    p.set_defaults(handler=cmd_monitor)
+
     p = sub.add_parser("inventory", help="everything this workspace created, with status and size")
     p.set_defaults(handler=cmd_inventory)
 
@@ -411,6 +417,17 @@ def cmd_workflow_import(backend: Any, args: argparse.Namespace, out: Output) -> 
     doc = {"state_machine": sm.name, "mapping": {fn: stem for fn, stem in
                                                   backend.workflow_mapping(sm.name).items()}}
     out.done(doc, f"{sm.name}: " + ", ".join(f"{k} -> lambdas/{v}.py" for k, v in doc["mapping"].items()))
+    return EXIT_OK
+
+
+def cmd_monitor(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    doc = backend.monitor_summary(endpoint=args.endpoint, threshold=args.threshold, since=args.since)
+    conf = doc["confidence"]
+    text = (f"{doc['records']} records, {doc['below_threshold']} below the threshold {doc.get('threshold')}"
+            + (f" ({doc['share_below']:.1%})" if doc["records"] else "")
+            + (f"; confidence min {conf['min']:.3f}, p50 {conf['p50']:.3f}, mean {conf['mean']:.3f}" if doc["records"] else "")
+            + (f"; {doc['broken_lines']} broken line(s)" if doc["broken_lines"] else ""))
+    out.done(doc, text)
     return EXIT_OK
 
 

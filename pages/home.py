@@ -16,7 +16,8 @@ STEP_TITLES = {
     "cleanup": ("6 · Clean up", "Everything the project created, removed in order."),
 }
 STEP_PAGES = {"stage": "pages/stage.py", "train": "pages/train.py", "deploy": "pages/deploy.py",
-              "workflow": "pages/workflow.py", "cleanup": "pages/cleanup.py"}
+              "workflow": "pages/workflow.py", "monitor": "pages/monitor.py",
+              "cleanup": "pages/cleanup.py"}
 
 st.title("Scones Unlimited: image-classification workflow")
 st.caption("Sort delivery photos into bicycles and motorcycles: stage, train, deploy, run the workflow, "

@@ -18,6 +18,7 @@ from backend.aws.errors import aws_errors
 from backend.aws.s3 import S3Bucket
 from backend.aws.deployment import AwsDeploymentMixin
 from backend.aws.training import AwsTrainingMixin
+from backend.monitoring import MonitoringBackendMixin
 from backend.settings import Settings
 from backend.workspace import WorkspaceBackend
 
@@ -25,7 +26,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(AwsTrainingMixin, AwsDeploymentMixin, WorkspaceBackend):
+class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):
@@ -52,6 +53,10 @@ class AwsBackend(AwsTrainingMixin, AwsDeploymentMixin, WorkspaceBackend):
     def objects(self) -> S3Bucket:  # type: ignore[override]
         bucket = self.settings.bucket or f"sagemaker-{self.region}-{self.account_id}"
         return S3Bucket(self.client("s3"), bucket, self.region)
+
+    def capture_bucket(self, bucket: str) -> S3Bucket:
+        """Capture may go to another bucket than the workspace's: read it with the same client."""
+        return self.objects if bucket == self.objects.bucket else S3Bucket(self.client("s3"), bucket, self.region)
 
     def describe_workspace(self) -> dict[str, str]:
         return {**super().describe_workspace(), "region": self.region, "account": self.account_id}

@@ -7,6 +7,7 @@ from typing import Any
 
 from backend.api import Job, ProgressCallback, StepStatus
 from backend.local.inventory import InventoryMixin
+from backend.monitoring import MonitoringBackendMixin
 from backend.local.serving.service import DeploymentBackendMixin, DeploymentService
 from backend.local.store import LocalBucket, LocalStore
 from backend.local.training.service import JOB_KIND as TRAIN_JOB, TrainingBackendMixin, TrainingService
@@ -16,8 +17,8 @@ from backend.settings import LOCAL_BUCKET, Settings
 from backend.workspace import WorkspaceBackend
 
 
-class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackendMixin, InventoryMixin,
-                   WorkspaceBackend):
+class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackendMixin,
+                   InventoryMixin, WorkspaceBackend):
     name = "local"
 
     def __init__(self, settings: Settings):
@@ -49,6 +50,7 @@ class LocalBackend(TrainingBackendMixin, DeploymentBackendMixin, WorkflowBackend
         steps["train"] = self.training.step_status()
         steps["deploy"] = self.deployment.step_status()
         steps["workflow"] = self.workflow.step_status()
+        steps["monitor"] = self.monitoring.monitor_step_status()
         return steps
 
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:

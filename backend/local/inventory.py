@@ -120,5 +120,5 @@ class InventoryMixin:
             shutil.rmtree(self.settings.home / folder, ignore_errors=True)
         if name == "staged-images":
             self.db.execute("DELETE FROM datasets WHERE bucket=?", (self.objects.bucket,))
-        if name == "capture" and hasattr(self, "forget_capture_index"):
-            self.forget_capture_index()
+        if name == "capture":  # the compact index of what was read goes with the files
+            shutil.rmtree(self.settings.home / "capture_index", ignore_errors=True)

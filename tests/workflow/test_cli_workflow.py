@@ -106,3 +106,25 @@ def test_asl_validate_and_run(wf_home, wf, tmp_path):
                "--input", '{"s3_bucket": "scones-unlimited", "s3_key": "test/bicycle_s_000030.png"}', "--json")
     doc = json.loads(r.stdout)
     assert doc["status"] == "FAILED" and doc["error"] == "Lambda.ResourceNotFoundException"
+
+
+def test_monitor_summary_matches_a_brute_force_count(wf_home, wf):
+    wf.wait_workflow_executions(wf.start_workflow_batch(10, threshold=0.0), timeout=60)
+    records = []
+    for obj in wf.list_objects("data_capture/scones-endpoint/AllTraffic/"):
+        for line in wf.get_object(obj.key).decode().splitlines():
+            if line.strip():
+                records.append(json.loads(json.loads(line)["captureData"]["endpointOutput"]["data"]))
+    assert len(records) >= 10
+    for threshold in ("0.7", "0.9"):
+        r = scones(wf_home, "monitor", "--endpoint", "scones-endpoint", "--threshold", threshold, "--json")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["records"] == len(records)
+        assert doc["below_threshold"] == sum(max(p) < float(threshold) for p in records)
+        assert abs(doc["share_below"] - doc["below_threshold"] / len(records)) < 1e-9
+        assert sum(v["records"] for v in doc["by_label"].values()) == len(records)
+        assert abs(doc["confidence"]["min"] - min(max(p) for p in records)) < 1e-6
+        assert doc["broken_lines"] == 0
+    r = scones(wf_home, "monitor", "--endpoint", "nope", "--json")
+    assert r.returncode == 2 and "nope" in r.stderr
