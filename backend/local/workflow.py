@@ -214,12 +214,9 @@ class WorkflowService:
     def runtime(self) -> LambdaRuntime:
         with self._lock:
             if self._runtime is None:
-                from backend.local.gateway import Gateway
+                from backend.local.gateway_process import GatewayProcess
 
-                def invoke_bytes(name: str, body: bytes, content_type: str) -> bytes:
-                    return json.dumps(list(self._invoke_endpoint(name, body, content_type).probabilities)).encode()
-
-                self._gateway = Gateway(self.store, invoke_bytes).start()
+                self._gateway = GatewayProcess(self.settings.home, self.settings.logs_dir)
                 self._runtime = LambdaRuntime(gateway_url=self._gateway.url)
             return self._runtime
 
@@ -352,7 +349,7 @@ class WorkflowService:
     # -- inputs ------------------------------------------------------------------------------
 
     def generate_test_case(self) -> dict[str, Any]:
-        keys = self._test_keys()
+        keys = self._cached("test-keys", self.bucket, self._test_keys)
         if not keys:
             raise ResourceNotFound("No staged test images: stage the data first.")
         return {"s3_bucket": self.bucket, "s3_key": random.choice(keys), "image_data": ""}
@@ -401,13 +398,13 @@ class WorkflowService:
         _, definition = self._prepare(state_machine)
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
-        arns = []
+        events = []
         for _ in range(int(count)):
             event = {"s3_bucket": self.bucket, "s3_key": s3_key, "image_data": ""} if s3_key else self.generate_test_case()
             if threshold is not None:
                 event["threshold"] = float(threshold)
-            arns.append(self.engine.start_execution(definition, event, state_machine_name=state_machine))
-        return arns
+            events.append(event)
+        return self.engine.start_executions(definition, events, state_machine_name=state_machine)
 
     def run_definition(self, text: str, input: Any = None, params: dict[str, str] | None = None) -> tuple[ExecutionRecord, list[dict]]:
         """`asl run`: fill placeholders (the workflow's function ARNs by default), validate, run to the end."""

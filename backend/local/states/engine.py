@@ -138,6 +138,28 @@ class StatesEngine:
                          name=f"states-{active.run.info.name}"[:60]).start()
         return active.run.info.arn
 
+    def start_executions(self, definition: dict | str, inputs: list[Any], state_machine_name: str = "local") -> list[str]:
+        """Start one execution per input (generated names) with a single write transaction for all their
+        rows: a batch of 500 does not queue 500 writers on the database. Returns the ARNs at once."""
+        actives: list[_Active] = []
+        try:
+            for inp in inputs:
+                active, _ = self._begin(definition, inp, None, state_machine_name, persist_now=False, deferred=True)
+                actives.append(active)
+            with connections.transaction(self.db) as conn:
+                for active in actives:
+                    self._persist(conn, active)
+        except BaseException:
+            with self._lock:
+                for active in actives:
+                    self._active.pop(active.run.info.arn, None)
+            raise
+        for active in actives:
+            self._ready(active)
+            threading.Thread(target=self._execute, args=(active,), daemon=True,
+                             name=f"states-{active.run.info.name}"[:60]).start()
+        return [a.run.info.arn for a in actives]
+
     def run_execution(self, definition: dict | str, input: Any = None, name: str | None = None,
                       state_machine_name: str = "local") -> ExecutionRecord:
         """Run an execution to its end on the calling thread; returns its description.
@@ -153,7 +175,9 @@ class StatesEngine:
             raise self._name_taken(active.run.info.arn)
         return active.final or self.describe_execution(active.run.info.arn)
 
-    def _begin(self, definition, input, name, state_machine_name, persist_now: bool) -> tuple[_Active | None, str | None]:
+    def _begin(self, definition, input, name, state_machine_name, persist_now: bool,
+               deferred: bool = False) -> tuple[_Active | None, str | None]:
+        """Register a run. `deferred`: a generated (uuid) name, persisted by the caller, made ready by it."""
         machine = compile_machine(definition)
         name = str(uuid.uuid4()) if name is None else name
         _check_name(name, "execution name")
@@ -179,6 +203,8 @@ class StatesEngine:
                     raise self._name_taken(arn)
                 return None, arn
             self._active[arn] = active
+        if deferred:
+            return active, None
         try:
             if persist_now:
                 with connections.transaction(self.db) as conn:
@@ -195,6 +221,11 @@ class StatesEngine:
             with self._lock:
                 self._active.pop(arn, None)
             raise
+        self._ready(active)
+        return active, None
+
+    def _ready(self, active: _Active) -> None:
+        machine = active.machine
         active.ready = True
         if machine.timeout_seconds:
             active.cancel_timeout = self.clock.call_later(
@@ -203,7 +234,6 @@ class StatesEngine:
                                         f"The execution ran longer than its TimeoutSeconds ({machine.timeout_seconds} s)."),
             )
         self._ensure_flusher()
-        return active, None
 
     def _persist(self, conn: sqlite3.Connection, active: _Active, status: str = "RUNNING") -> None:
         """Write the execution's row (IntegrityError if the name is taken)."""

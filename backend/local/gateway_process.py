@@ -1,0 +1,86 @@
+"""The loopback gateway in a process of its own: `python -m backend.local.gateway_process`.
+
+The handlers' S3 and InvokeEndpoint calls are parsed and answered here, on the other core, instead
+of in the process that runs the States engine (one GIL would carry both). The process writes its
+port to a ready file, and ends when the process that started it is gone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from backend.api import SconesError
+
+READY_TIMEOUT = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="backend.local.gateway_process")
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--ready", required=True, help="file to write {port} into once serving")
+    args = ap.parse_args(argv)
+
+    from backend import get_backend
+    from backend.local.gateway import Gateway
+    from backend.settings import load_settings
+
+    backend = get_backend(load_settings().with_overrides(home=args.home, backend="local"))
+
+    def invoke_bytes(name: str, body: bytes, content_type: str) -> bytes:
+        return json.dumps(list(backend.invoke_endpoint(name, body, content_type).probabilities)).encode()
+
+    gateway = Gateway(backend.store, invoke_bytes).start()
+    ready = Path(args.ready)
+    tmp = ready.with_name(ready.name + ".tmp")
+    tmp.write_text(json.dumps({"port": gateway.port, "pid": os.getpid()}))
+    tmp.replace(ready)
+    try:
+        while os.getppid() == args.parent:
+            time.sleep(0.5)
+    finally:
+        gateway.close()
+    return 0
+
+
+class GatewayProcess:
+    """Starts the gateway process for this process and stops it on close()."""
+
+    def __init__(self, home: Path, logs_dir: Path):
+        run_dir = Path(home) / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        self.ready = run_dir / f"gateway-{os.getpid()}-{time.monotonic_ns()}.json"
+        with open(logs_dir / "gateway.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "backend.local.gateway_process", "--home", str(home),
+                 "--parent", str(os.getpid()), "--ready", str(self.ready)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, close_fds=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise SconesError(f"The local AWS gateway did not start (see {logs_dir / 'gateway.log'}).")
+            time.sleep(0.02)
+        self.port = json.loads(self.ready.read_text())["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.ready.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
