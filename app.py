@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+# The pages live in views/, not pages/: with a pages/ folder beside app.py, Streamlit also runs its
+# older folder-based mode, and the first visit to a deep link (say /workflow) after a start showed
+# the file names as the navigation instead of this list.
 st.set_page_config(page_title="Scones Unlimited", page_icon=":material/bakery_dining:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/stage.py", title="Stage data", icon=":material/inventory_2:", url_path="stage"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:", url_path="deploy"),
-    st.Page("pages/workflow.py", title="Workflow", icon=":material/account_tree:", url_path="workflow"),
-    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
-    st.Page("pages/cleanup.py", title="Clean up", icon=":material/delete_sweep:", url_path="cleanup"),
+    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("views/stage.py", title="Stage data", icon=":material/inventory_2:", url_path="stage"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("views/deploy.py", title="Deploy", icon=":material/rocket_launch:", url_path="deploy"),
+    st.Page("views/workflow.py", title="Workflow", icon=":material/account_tree:", url_path="workflow"),
+    st.Page("views/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
+    st.Page("views/cleanup.py", title="Clean up", icon=":material/delete_sweep:", url_path="cleanup"),
 ]
 
 st.navigation(PAGES).run()

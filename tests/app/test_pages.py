@@ -22,7 +22,7 @@ def page(name: str) -> AppTest:
     """The whole app (navigation included), switched to one page."""
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     if name != "home.py":
-        at.switch_page(f"pages/{name}")
+        at.switch_page(f"views/{name}")
     return at
 
 

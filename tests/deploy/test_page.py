@@ -1,4 +1,4 @@
-"""pages/deploy.py headless with AppTest, against a real local backend with the deployment service."""
+"""views/deploy.py headless with AppTest, against a real local backend with the deployment service."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from tests.deploy.conftest import DeployBackend
 from tests.deploy.images import jpeg_bytes
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "deploy.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "views" / "deploy.py")
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ EP = "ep-page"
 
 @pytest.fixture
 def monitor_page(mb, monkeypatch):
-    """pages/monitor.py with `ui.state.backend` answering the monitoring backend (until app.py lists the page)."""
+    """views/monitor.py with `ui.state.backend` answering the monitoring backend (until app.py lists the page)."""
     import ui.state
 
     monkeypatch.setattr(ui.state, "backend", lambda: mb)
-    return AppTest.from_file(str(REPO / "pages" / "monitor.py"), default_timeout=60)
+    return AppTest.from_file(str(REPO / "views" / "monitor.py"), default_timeout=60)
 
 
 def metric(at, prefix: str) -> str:

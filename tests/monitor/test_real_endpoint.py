@@ -97,7 +97,7 @@ def page_at(wf, monkeypatch) -> AppTest:
     import ui.state
 
     monkeypatch.setattr(ui.state, "backend", lambda: wf)
-    at = AppTest.from_file(str(REPO / "pages" / "monitor.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(REPO / "views" / "monitor.py"), default_timeout=60).run()
     assert not at.exception
     return at
 

@@ -22,7 +22,7 @@ def fresh_backend_cache(home):
 
 
 def train_page() -> AppTest:
-    return AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=60)
+    return AppTest.from_file(str(REPO / "views" / "train.py"), default_timeout=60)
 
 
 def set_fields(at: AppTest, **values: str) -> None:

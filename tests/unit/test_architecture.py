@@ -19,7 +19,7 @@ def imported_roots(path: Path) -> set[str]:
 
 
 def ui_files() -> list[Path]:
-    return [REPO / "app.py", *sorted((REPO / "pages").glob("*.py")), *sorted((REPO / "ui").glob("*.py"))]
+    return [REPO / "app.py", *sorted((REPO / "views").glob("*.py")), *sorted((REPO / "ui").glob("*.py"))]
 
 
 def test_ui_never_imports_sdks_or_sqlite():
@@ -36,3 +36,8 @@ def test_the_scan_sees_a_forbidden_import(tmp_path):
 def test_only_get_backend_chooses_the_backend():
     users = [p for p in REPO.joinpath("backend").rglob("*.py") if "LocalBackend(" in p.read_text()]
     assert [p.relative_to(REPO).as_posix() for p in users if p.name != "backend.py"] == ["backend/__init__.py"]
+
+
+def test_no_pages_folder_beside_app():
+    """A pages/ folder would switch Streamlit into its folder-based navigation on deep links."""
+    assert not (REPO / "pages").exists()

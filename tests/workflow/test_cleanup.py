@@ -101,7 +101,7 @@ def test_cleanup_page_needs_the_typed_confirmation(full, monkeypatch):
     backend.clear()
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-        at.switch_page("pages/cleanup.py")
+        at.switch_page("views/cleanup.py")
         at.run()
         assert not at.exception
         kinds = set(at.dataframe[0].value["kind"])  # the data editor of the inventory

@@ -17,7 +17,7 @@ def wf_page(wf_home, wf, monkeypatch):
     monkeypatch.setenv("SCONES_HOME", str(wf_home))
     backend.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.switch_page("pages/workflow.py")
+    at.switch_page("views/workflow.py")
     yield at
     if "workflow" in vars(backend()):
         backend().workflow.close()

@@ -15,9 +15,9 @@ STEP_TITLES = {
     "monitor": ("5 · Monitor", "Captured confidence against the threshold."),
     "cleanup": ("6 · Clean up", "Everything the project created, removed in order."),
 }
-STEP_PAGES = {"stage": "pages/stage.py", "train": "pages/train.py", "deploy": "pages/deploy.py",
-              "workflow": "pages/workflow.py", "monitor": "pages/monitor.py",
-              "cleanup": "pages/cleanup.py"}
+STEP_PAGES = {"stage": "views/stage.py", "train": "views/train.py", "deploy": "views/deploy.py",
+              "workflow": "views/workflow.py", "monitor": "views/monitor.py",
+              "cleanup": "views/cleanup.py"}
 
 st.title("Scones Unlimited: image-classification workflow")
 st.caption("Sort delivery photos into bicycles and motorcycles: stage, train, deploy, run the workflow, "
