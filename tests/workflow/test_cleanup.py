@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -14,7 +15,9 @@ from streamlit.testing.v1 import AppTest
 from backend import get_backend
 from backend.local.jobs import process_alive
 from backend.settings import load_settings
-from tests.workflow.conftest import REPO, stop_all, train_and_deploy
+from tests.workspaces import stop_all, train_and_deploy
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
