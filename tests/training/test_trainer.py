@@ -127,3 +127,21 @@ def test_the_design_study_recipe_options_run_and_are_off_by_default():
     result = train(params, train_set, test_set, seed=0, threads=1,
                    recipe=Recipe(label_smoothing=0.1, cutout=4, mixup_alpha=0.2, ema_decay=0.9))
     assert len(result.epochs) == 2 and 0.0 <= result.epochs[-1]["validation:accuracy"] <= 1.0
+
+
+def test_the_thread_governor_uses_all_cores_while_they_pay_and_one_thread_when_shared():
+    from backend.local.training.trainer import ThreadGovernor
+
+    quiet = ThreadGovernor(2)
+    assert [quiet.step_done(t) for t in (0.002, 0.001, 0.001)] == [2, 2, 1]  # warm-up, then probe one thread
+    assert [quiet.step_done(t) for t in (0.0019, 0.0017, 0.0017)] == [1, 1, 2]
+    assert quiet.one_thread == 0.0017
+    assert [quiet.step_done(0.001) for _ in range(20)] == [2] * 20
+
+    shared = ThreadGovernor(2)
+    for t in (0.002, 0.001, 0.001, 0.0017, 0.0017, 0.0017):
+        shared.step_done(t)
+    assert shared.step_done(0.02) == 1  # another process made all cores slower than one thread
+    assert [shared.step_done(0.0018) for _ in range(8)] == [1] * 7 + [2]  # 8 steps, then try again
+    assert shared.step_done(0.02) == 1 and shared.wait == 16  # still shared: wait twice as long
+    assert ThreadGovernor(1).step_done(0.001) == 1

@@ -547,6 +547,12 @@ class TrainingBackendMixin:
     def list_models(self) -> list[Model]:
         return self.training.list_models()
 
+    def delete_model(self, name: str) -> None:
+        self.training.delete_model(name)
+
+    def delete_training_job(self, name: str) -> None:
+        self.training.delete_training_job(name)
+
 
 def _printer() -> Callable[[str], None]:
     def log(line: str) -> None:

@@ -238,6 +238,50 @@ class EarlyStopping:
         return epoch >= self.min_epochs and self.since_best >= self.patience
 
 
+# -- threads -------------------------------------------------------------------------------------
+
+
+class ThreadGovernor:
+    """How many CPU threads the next training step uses.
+
+    All cores are fastest on a quiet machine (about 1.7x one thread here), but when another busy
+    process shares the cores, OpenMP's barriers between threads make each step many times slower
+    (two 2-thread trainings on 2 cores: 20x each), while one thread per process degrades gracefully.
+    So the governor times steps (per image): after a few warm-up steps on all cores it runs a few on
+    one thread to learn that speed, then keeps all cores while they beat it; after a step where they
+    did not, it runs one thread for a while (8 steps, doubling up to 256 while all cores keep
+    losing) and then tries all cores again. A failed try costs one slow step, not an epoch.
+    """
+
+    WARMUP_STEPS, PROBE_STEPS, FIRST_BACKOFF, MAX_BACKOFF = 3, 3, 8, 256
+
+    def __init__(self, max_threads: int):
+        self.max_threads = max(1, max_threads)
+        self.threads = self.max_threads
+        self.one_thread: float | None = None  # best seconds per image seen on one thread
+        self.backoff, self.wait, self.steps = self.FIRST_BACKOFF, 0, 0
+
+    def step_done(self, seconds_per_image: float) -> int:
+        """Record a step's time; returns the threads for the next step."""
+        self.steps += 1
+        if self.max_threads == 1:
+            return 1
+        if self.threads == 1:
+            self.one_thread = min(seconds_per_image, self.one_thread or seconds_per_image)
+            self.wait -= 1
+            if self.wait <= 0:
+                self.threads = self.max_threads
+        elif self.one_thread is None:
+            if self.steps >= self.WARMUP_STEPS:
+                self.threads, self.wait = 1, self.PROBE_STEPS
+        elif seconds_per_image > self.one_thread:
+            self.threads, self.wait = 1, self.backoff
+            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF)
+        else:
+            self.backoff = self.FIRST_BACKOFF
+        return self.threads
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 
@@ -273,8 +317,11 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
     """Train the ResNet `hp.num_layers` names; raises TrainingStopped when `should_stop()` turns true."""
     log = log or (lambda line: None)
     device = device or pick_device()
+    governor = None
     if device.type == "cpu":
-        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+        if threads is None:
+            governor = ThreadGovernor(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(threads or governor.threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     _, height, width = hp.image_shape
@@ -305,6 +352,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         f"{0 if x_val is None else len(x_val)} validation images.")
 
     history: list[dict[str, float]] = []
+    threads_used: dict[int, int] = {}
     epoch_seconds: list[float] = []
     stopped_early = False
     for epoch in range(1, hp.epochs + 1):
@@ -320,6 +368,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         for i in range(0, len(order), batch):
             if should_stop is not None and should_stop():
                 raise TrainingStopped(f"Stopped during epoch {epoch}.")
+            step_started = time.perf_counter()
             idx = order[i:i + batch]
             xb = augment(x_train[idx], hp, gen)
             xb = (xb - mean) / std
@@ -348,6 +397,9 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
+            if governor is not None:
+                threads_used[governor.threads] = threads_used.get(governor.threads, 0) + 1
+                torch.set_num_threads(governor.step_done((time.perf_counter() - step_started) / len(idx)))
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"The training loss became {loss_sum} in epoch {epoch}: lower learning_rate (now {hp.learning_rate}).")
@@ -361,7 +413,8 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         epoch_seconds.append(time.perf_counter() - started)
         history.append(metrics)
         log(f"Epoch[{epoch - 1}] lr={lr:g} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch")
-            + f" time={epoch_seconds[-1]:.2f}s")
+            + f" time={epoch_seconds[-1]:.2f}s" + (f" steps_by_threads={threads_used}" if governor else ""))
+        threads_used = {}
         if on_epoch is not None:
             on_epoch(metrics)
         if stopper.should_stop(epoch, metrics.get("validation:accuracy")):
