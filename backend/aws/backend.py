@@ -6,6 +6,7 @@ the AWS backend issue's next steps.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
@@ -13,11 +14,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from backend.api import CredentialsError, StepStatus
+from backend.api import CredentialsError, Resource, StepStatus
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import S3Bucket
 from backend.aws.deployment import AwsDeploymentMixin
 from backend.aws.training import AwsTrainingMixin
+from backend.aws import pricing
+from backend.inventory import InventoryMixin
 from backend.monitoring import MonitoringBackendMixin
 from backend.settings import Settings
 from backend.workspace import WorkspaceBackend
@@ -26,7 +29,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, WorkspaceBackend):
+class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, InventoryMixin, WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):
@@ -72,6 +75,29 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, W
     def _record_resource(self, kind: str, name: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO aws_resources(kind, name, created) VALUES(?,?,?)",
                         (kind, name, datetime.now(timezone.utc).isoformat()))
+
+    def _forget_resource(self, kind: str, name: str) -> None:
+        self.db.execute("DELETE FROM aws_resources WHERE kind=? AND name=?", (kind, name))
+
+    # -- inventory: what bills by the hour, and what it has cost so far ----------------------------
+
+    def hourly_usd(self, kind: str, status: str, obj: Any) -> float | None:
+        if kind == "endpoint" and status in ("Creating", "InService", "Updating", "SystemUpdating", "RollingBack"):
+            return pricing.hosting_price(self.describe_endpoint_config(obj.config_name).instance_type)
+        if kind == "training-job" and status in ("InProgress", "Stopping"):
+            return pricing.training_price(self.settings.training_instance_type)
+        return None
+
+    def inventory(self) -> list[Resource]:
+        out = []
+        for r in super().inventory():
+            if r.hourly_usd is not None and r.kind == "endpoint":
+                since = self.describe_endpoint(r.name).created
+                hours = (datetime.now(timezone.utc) - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() / 3600
+                r = replace(r, detail=f"{r.detail}; about ${r.hourly_usd * hours:.2f} since {since} "
+                                      f"(prices of {pricing.PRICES_AS_OF}, {pricing.PRICE_REGION})")
+            out.append(r)
+        return out
 
     def _resource_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))

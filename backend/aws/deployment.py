@@ -109,6 +109,7 @@ class AwsDeploymentMixin:
     def delete_endpoint_config(self, config_name: str) -> None:
         with aws_errors(f"deleting endpoint config {config_name}"):
             self.client("sagemaker").delete_endpoint_config(EndpointConfigName=config_name)
+        self._forget_resource("endpoint-config", config_name)
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -167,6 +168,7 @@ class AwsDeploymentMixin:
     def delete_endpoint(self, endpoint_name: str) -> None:
         with aws_errors(f"deleting endpoint {endpoint_name}"):
             self.client("sagemaker").delete_endpoint(EndpointName=endpoint_name)
+        self._forget_resource("endpoint", endpoint_name)
 
     def deploy(self, model_name: str, endpoint_name: str | None = None, capture_percent: int = 100, *,
                capture_enabled: bool = True, capture_input: bool = True, capture_output: bool = True,

@@ -244,6 +244,20 @@ class AwsTrainingMixin:
         return Model(model_name=name, job_name=job_name, model_artifact=artifact, created=_iso(d["CreationTime"]) or "",
                      classes=classes, image_shape=shape, metrics=metrics, backend="aws")
 
+    def delete_model(self, name: str) -> None:
+        with aws_errors(f"deleting model {name}"):
+            self.client("sagemaker").delete_model(ModelName=name)
+        self._forget_resource("model", name)
+
+    def delete_training_job(self, name: str) -> None:
+        """SageMaker keeps training job records (they cost nothing): stop the job if it runs, delete its
+        artifacts, and forget it in this workspace."""
+        job = self.describe_training_job(name)
+        if job.status == "InProgress":
+            self.stop_training_job(name)
+        self.objects.delete_keys([o.key for o in self.objects.list(f"output/{name}/")])
+        self._forget_resource("training-job", name)
+
     def list_models(self) -> list[Model]:
         out = []
         for name in self._resource_names("model"):

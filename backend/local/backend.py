@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Any
 
 from backend.api import Job, ProgressCallback, StepStatus
-from backend.local.inventory import InventoryMixin
+from backend.inventory import InventoryMixin
 from backend.monitoring import MonitoringBackendMixin
 from backend.local.serving.service import DeploymentBackendMixin, DeploymentService
 from backend.local.store import LocalBucket, LocalStore

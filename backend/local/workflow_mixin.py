@@ -61,6 +61,20 @@ class WorkflowBackendMixin:
     def stop_workflow_execution(self, name_or_arn: str) -> Execution:
         return self.workflow.stop_execution(name_or_arn)
 
+    def delete_state_machine(self, name: str) -> None:
+        self.workflow.delete_state_machine(name)
+
+    def execution_counts(self, state_machine: str) -> tuple[int, int]:
+        runs = self.workflow.engine.list_executions(state_machine)
+        return len(runs), sum(r.status == "RUNNING" for r in runs)
+
+    def delete_executions(self, state_machine: str) -> int:
+        return self.workflow.engine.delete_executions(state_machine)
+
+    def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:
+        if "workflow" in vars(self):
+            self.workflow.close()  # no Lambda worker or gateway of this workspace keeps running
+
     def validate_definition(self, text: str) -> list[Any]:
         from backend.local.states import validate_definition
 

@@ -1,12 +1,14 @@
-"""Everything the local backend created, and a cleanup that removes it in dependency order.
+"""Everything a workspace created (locally or on AWS), and a cleanup in dependency order.
 
-Endpoints (and their processes) go first, then configs, models, training jobs and their
+Endpoints (and, locally, their processes) go first, then configs, models, training jobs and their
 artifacts, executions, state machines, and last the data (staged images, capture, uploads,
 downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
+Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills by the hour.
 """
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
 
@@ -21,7 +23,16 @@ DATA = {
 
 
 class InventoryMixin:
-    """inventory() and cleanup() for the local backend (uses its services)."""
+    """inventory() and cleanup() over the backend's own list_*/delete_* methods."""
+
+    def hourly_usd(self, kind: str, status: str, detail: Any) -> float | None:
+        return None  # nothing bills by the hour locally
+
+    def list_state_machines(self) -> list[Any]:
+        return []
+
+    def execution_counts(self, state_machine: str) -> tuple[int, int]:
+        return 0, 0
 
     def _prefix_size(self, prefix: str) -> tuple[int, int]:
         objs = self.objects.list(prefix)
@@ -32,19 +43,20 @@ class InventoryMixin:
     def inventory(self) -> list[Resource]:
         out: list[Resource] = []
         for e in self.list_endpoints():
-            out.append(Resource("endpoint", e.endpoint_name, e.status, detail=f"model {e.model_name}; {e.url or 'no process'}"))
+            out.append(Resource("endpoint", e.endpoint_name, e.status, hourly_usd=self.hourly_usd("endpoint", e.status, e),
+                                detail=f"model {e.model_name}; {e.url or ('process gone' if e.backend == 'local' else e.backend)}"))
         for c in self.list_endpoint_configs():
             out.append(Resource("endpoint-config", c.config_name, "Active", detail=f"model {c.model_name}"))
         for m in self.list_models():
             out.append(Resource("model", m.model_name, "Active", detail=f"from {m.job_name}"))
         for j in self.list_training_jobs():
             n, size = self._prefix_size(f"output/{j.job_name}/")
-            out.append(Resource("training-job", j.job_name, j.status, size, detail=f"{n} artifact file(s)"))
+            out.append(Resource("training-job", j.job_name, j.status, size,
+                                hourly_usd=self.hourly_usd("training-job", j.status, j), detail=f"{n} artifact file(s)"))
         for sm in self.list_state_machines():
-            runs = self.workflow.engine.list_executions(sm.name)
-            if runs:
-                running = sum(r.status == "RUNNING" for r in runs)
-                out.append(Resource("executions", sm.name, f"{len(runs)} ({running} running)",
+            total, running = self.execution_counts(sm.name)
+            if total:
+                out.append(Resource("executions", sm.name, f"{total} ({running} running)",
                                     detail="executions and their history"))
             out.append(Resource("state-machine", sm.name, "ACTIVE", detail=f"endpoint {sm.endpoint_name}"))
         for name, (prefixes, folders) in DATA.items():
@@ -83,10 +95,11 @@ class InventoryMixin:
                 left.append((kind, name, str(exc)))
             else:
                 deleted.append((kind, name))
-        if any(k in ("state-machine", "executions") for k, _ in deleted) or targets is None:
-            if "workflow" in vars(self):
-                self.workflow.close()  # no Lambda worker or gateway of this workspace keeps running
+        self.after_cleanup(deleted)
         return CleanupReport(tuple(deleted), tuple(left))
+
+    def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:
+        """A backend's own last step (locally: stop the Lambda workers and the gateway)."""
 
     def _delete(self, kind: str, name: str) -> None:
         if kind == "endpoint":
@@ -97,17 +110,17 @@ class InventoryMixin:
             users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name]
             if users:
                 raise ValidationError(f"Endpoint {users[0]} serves model {name}: delete the endpoint first.")
-            self.training.delete_model(name)
+            self.delete_model(name)
         elif kind == "training-job":
-            self.training.delete_training_job(name)
+            self.delete_training_job(name)
         elif kind == "executions":
-            self.workflow.engine.delete_executions(name)
+            self.delete_executions(name)
         elif kind == "state-machine":
-            self.workflow.delete_state_machine(name)
+            self.delete_state_machine(name)
         elif kind == "data":
             self._delete_data(name)
         else:
-            raise ValidationError(f"Resources of kind {kind!r} are not deleted by the local backend.")
+            raise ValidationError(f"Resources of kind {kind!r} are not deleted by the {self.name} backend.")
 
     def _delete_data(self, name: str) -> None:
         if name not in DATA:

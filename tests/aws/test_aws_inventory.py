@@ -1,0 +1,52 @@
+"""Inventory with hourly prices and a cleanup that leaves nothing of the workspace on AWS (moto)."""
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from backend import get_backend
+from backend.aws import pricing
+from backend.settings import load_settings
+
+ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+
+
+@pytest.fixture
+def deployed(aws, monkeypatch):
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
+    b = get_backend(load_settings())
+    b.stage_data("sample")
+    job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
+    b.objects.put_many({f"output/{job}/output/model.tar.gz": b"artifact bytes"})
+    model = b.create_model(job)
+    b.deploy(model.model_name, "scones-endpoint", capture_percent=100)
+    b.objects.put_many({"data_capture/scones-endpoint/AllTraffic/2026/11/27/09/00-00-000-x.jsonl": b"{}\n"})
+    return b, job, model
+
+
+def test_inventory_shows_what_bills_and_cleanup_removes_it_in_order(deployed):
+    b, job, model = deployed
+    inv = {(r.kind, r.name): r for r in b.inventory()}
+    endpoint = inv[("endpoint", "scones-endpoint")]
+    assert endpoint.hourly_usd == pricing.HOSTING_USD_PER_HOUR["ml.m5.xlarge"]
+    assert "since" in endpoint.detail and pricing.PRICES_AS_OF in endpoint.detail
+    assert inv[("training-job", job)].hourly_usd is None  # moto completes jobs at once: nothing bills
+    assert inv[("training-job", job)].size_bytes == len(b"artifact bytes")
+    assert ("model", model.model_name) in inv and ("data", "staged-images") in inv and ("data", "capture") in inv
+    assert sum(k == "endpoint-config" for k, _ in inv) == 1
+
+    kept = b.cleanup(None, include_data=False)
+    assert kept.left == ()
+    kinds = [k for k, _ in kept.deleted]
+    assert kinds == ["endpoint", "endpoint-config", "model", "training-job"]
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert all(r.is_data for r in b.inventory())
+    assert b.list_objects(f"output/{job}/") == []
+
+    everything = b.cleanup(None, include_data=True)
+    assert {n for _, n in everything.deleted} == {"staged-images", "capture"}
+    assert b.inventory() == [] and b.list_objects() == []
+    assert {s.state for n, s in b.step_statuses().items() if n in ("stage", "train", "deploy")} == {"not_started"}
+    assert b.cleanup(None, include_data=True).deleted == ()  # twice is harmless
