@@ -73,6 +73,21 @@ def test_cli_inventory_then_cleanup_all_leaves_nothing(full):
     assert {s.state for s in fresh.step_statuses().values()} == {"not_started"}
     assert fresh.list_objects() == []
     assert fresh.db.query("SELECT * FROM sf_executions") == []
+    from ui.state import backend as page_backend
+
+    page_backend.clear()
+    old = os.environ.get("SCONES_HOME")
+    os.environ["SCONES_HOME"] = str(home)
+    try:  # the home page shows every step as not started
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+        assert not at.exception
+        assert sum("not started" in m.value for m in at.markdown) == 6
+    finally:
+        page_backend.clear()
+        if old is None:
+            os.environ.pop("SCONES_HOME")
+        else:
+            os.environ["SCONES_HOME"] = old
     # deleting twice is harmless
     again = scones(home, "cleanup", "--all", "--yes", "--json")
     assert again.returncode == 0 and json.loads(again.stdout) == {"deleted": [], "left": []}
