@@ -12,7 +12,7 @@ from tests.training import synthetic
 
 pytestmark = pytest.mark.browser
 
-N_TRAIN = 384  # 32x32 images in batches of 8: each epoch lasts a few seconds, longer than the page's poll
+N_TRAIN = 640  # 32x32 images in batches of 8: an epoch lasts seconds, well over the page's 1.5 s poll
 
 
 def chart_points(page: Page) -> int:
