@@ -53,6 +53,7 @@ def new_job_id(kind: str) -> str:
 class JobRunner:
     def __init__(self, db: Database, home: Path, logs_dir: Path, backend_name: str = "local"):
         self.db, self.home, self.logs_dir, self.backend_name = db, home, logs_dir, backend_name
+        self._children: list[subprocess.Popen] = []  # workers this process started, reaped when they end
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -79,8 +80,13 @@ class JobRunner:
             )
         finally:
             log.close()
+        self._children.append(proc)
         self.set_pid(job_id, proc.pid)
         return proc.pid
+
+    def _reap(self) -> None:
+        """Collect ended workers so they do not linger as zombies in a long-running dashboard."""
+        self._children = [p for p in self._children if p.poll() is None]
 
     def start(self, kind: str, params: dict[str, Any]) -> str:
         job_id = self.create(kind, params)
@@ -132,6 +138,7 @@ class JobRunner:
     # -- reading ---------------------------------------------------------------------------
 
     def describe(self, job_id: str) -> Job:
+        self._reap()
         row = self.db.query_one("SELECT * FROM jobs WHERE job_id=?", (job_id,))
         if row is None:
             raise ResourceNotFound(f"No job named {job_id!r}: list jobs to see the names.")
