@@ -19,6 +19,7 @@ from backend.aws.errors import aws_errors
 from backend.aws.s3 import S3Bucket
 from backend.aws.deployment import AwsDeploymentMixin
 from backend.aws.training import AwsTrainingMixin
+from backend.aws.workflow import AwsWorkflowMixin
 from backend.aws import pricing
 from backend.inventory import InventoryMixin
 from backend.monitoring import MonitoringBackendMixin
@@ -29,7 +30,8 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, InventoryMixin, WorkspaceBackend):
+class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, AwsWorkflowMixin, InventoryMixin,
+                 WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):

@@ -1,0 +1,52 @@
+"""Every page and the workflow CLI on the AWS backend (moto): no exception, and the steps that do
+not run on AWS yet say so in one sentence."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend import get_backend
+from backend.aws.workflow import AwsWorkflowNotYet
+from backend.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = ["home", "stage", "train", "deploy", "workflow", "monitor", "cleanup"]
+
+
+@pytest.fixture
+def aws_pages(aws):
+    from ui.state import backend
+
+    backend.clear()
+    get_backend(load_settings()).stage_data("sample")
+    yield
+    backend.clear()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_the_aws_backend(aws_pages, page):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    if page != "home":
+        at.switch_page(f"views/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_workflow_calls_say_they_do_not_run_on_aws_yet(aws):
+    b = get_backend(load_settings())
+    with pytest.raises(AwsWorkflowNotYet, match="use the local backend"):
+        b.deploy_workflow()
+    assert b.list_workflow_executions() == [] and b.list_state_machines() == []
+    assert b.validate_definition('{"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}') == []
+
+
+def test_cli_workflow_on_aws_exits_2_with_one_sentence(aws_env):
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    r = subprocess.run([sys.executable, "-m", "backend.cli", "workflow", "deploy", "--backend", "aws"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "does not run on the AWS backend" in r.stderr and "Traceback" not in r.stderr
