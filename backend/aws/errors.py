@@ -55,7 +55,7 @@ def translate(exc: Exception, operation: str) -> SconesError:
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return CredentialsError(f"No AWS credentials were found for {operation}: {CREDENTIALS_HINT}.")
     if isinstance(exc, ProfileNotFound):
-        return CredentialsError(f"The AWS profile named in AWS_PROFILE does not exist: fix AWS_PROFILE or run 'aws configure'.")
+        return CredentialsError("The AWS profile named in AWS_PROFILE does not exist: fix AWS_PROFILE or run 'aws configure'.")
     if isinstance(exc, NoRegionError):
         return CredentialsError(f"No AWS region is set for {operation}: set AWS_REGION (or SCONES_AWS_REGION), e.g. us-east-1.")
     if isinstance(exc, EndpointConnectionError):

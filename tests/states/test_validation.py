@@ -7,7 +7,7 @@ import json
 import pytest
 
 from backend.api import ValidationError
-from backend.local.states import DefinitionInvalid, Diagnostic, StatesEngine, validate_definition
+from backend.local.states import DefinitionInvalid, Diagnostic, validate_definition
 
 from .support import CASES_DIR
 

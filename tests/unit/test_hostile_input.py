@@ -21,7 +21,7 @@ from backend.local.store import LocalStore
 from backend.settings import load_settings
 from backend import get_backend
 from tests.archives import (
-    EvilPayload, add_bytes, meta_dict, several_classes, split_dict, synthetic_archive, write_archive,
+    EvilPayload, meta_dict, several_classes, split_dict, synthetic_archive, write_archive,
 )
 
 
