@@ -98,6 +98,10 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                 hours = (datetime.now(timezone.utc) - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() / 3600
                 r = replace(r, detail=f"{r.detail}; about ${r.hourly_usd * hours:.2f} since {since} "
                                       f"(prices of {pricing.PRICES_AS_OF}, {pricing.PRICE_REGION})")
+            elif r.hourly_usd is not None and r.kind == "training-job":
+                job = self.describe_training_job(r.name)
+                r = replace(r, detail=f"{r.detail}; about ${r.hourly_usd * job.seconds / 3600:.2f} for {job.seconds:.0f} s "
+                                      f"so far (prices of {pricing.PRICES_AS_OF}, {pricing.PRICE_REGION})")
             out.append(r)
         return out
 

@@ -1,6 +1,8 @@
 """Inventory with hourly prices and a cleanup that leaves nothing of the workspace on AWS (moto)."""
 from __future__ import annotations
 
+import re
+
 import boto3
 import pytest
 
@@ -50,3 +52,28 @@ def test_inventory_shows_what_bills_and_cleanup_removes_it_in_order(deployed):
     assert b.inventory() == [] and b.list_objects() == []
     assert {s.state for n, s in b.step_statuses().items() if n in ("stage", "train", "deploy")} == {"not_started"}
     assert b.cleanup(None, include_data=True).deleted == ()  # twice is harmless
+
+
+def test_a_running_training_job_shows_its_price_and_cost_so_far(deployed):
+    from datetime import datetime, timedelta, timezone
+
+    b, job, _ = deployed
+    real = b.client("sagemaker")
+    started = datetime.now(timezone.utc) - timedelta(hours=1)
+
+    class StillTraining:  # moto completes jobs at once: this one is an hour into training
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def describe_training_job(self, **kwargs):
+            d = dict(real.describe_training_job(**kwargs))
+            d.update(TrainingJobStatus="InProgress", SecondaryStatus="Training", TrainingStartTime=started)
+            d.pop("TrainingEndTime", None)
+            return d
+
+    b.client = lambda service: StillTraining() if service == "sagemaker" else type(b).client(b, service)
+    row = next(r for r in b.inventory() if r.kind == "training-job")
+    price = pricing.TRAINING_USD_PER_HOUR["ml.p3.2xlarge"]
+    assert row.status == "InProgress" and row.hourly_usd == price
+    m = re.search(r"about \$([0-9.]+) for (\d+) s so far", row.detail)
+    assert m and 3600 <= int(m.group(2)) < 3660 and abs(float(m.group(1)) - price) < 0.05
