@@ -203,13 +203,14 @@ def cmd_status(backend: Any, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def parse_hps(pairs: list[str]) -> dict[str, str]:
+def parse_pairs(pairs: list[str], flag: str, example: str, form: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `--flag KEY=VALUE` options as a dict; a malformed one is a usage error."""
     out: dict[str, str] = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise UsageError(f"--hp {pair!r} is not NAME=VALUE, for example --hp learning_rate=0.05")
-        out[name.strip()] = value.strip()
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {pair!r} is not {form}, for example {flag} {example}")
+        out[key.strip()] = value.strip()
     return out
 
 
@@ -221,7 +222,7 @@ def job_doc(job: Any) -> dict[str, Any]:
 
 def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     hps = backend.default_training_hyperparameters(args.preset)
-    hps.update(parse_hps(args.hp))
+    hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE"))
     if args.epochs is not None:
         hps["epochs"] = str(args.epochs)
     name = backend.create_training_job(hps)
@@ -260,16 +261,6 @@ def cmd_evaluate(backend: Any, args: argparse.Namespace, out: Output) -> int:
     lines += [f"  {c:12} precision {m['precision']:.3f}  recall {m['recall']:.3f}" for c, m in ev.per_class.items()]
     out.done(doc, "\n".join(lines))
     return EXIT_OK
-
-
-def parse_pairs(pairs: list[str], flag: str, example: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag} {pair!r} is not KEY=VALUE, for example {flag} {example}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def read_file(path: str, what: str) -> bytes:
