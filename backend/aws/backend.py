@@ -63,6 +63,19 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         """Capture may go to another bucket than the workspace's: read it with the same client."""
         return self.objects if bucket == self.objects.bucket else S3Bucket(self.client("s3"), bucket, self.region)
 
+    ROLE_SETTINGS = {"sagemaker": ("sagemaker_role_arn", "SCONES_SAGEMAKER_ROLE_ARN", "SageMaker execution"),
+                     "lambda": ("lambda_role_arn", "SCONES_LAMBDA_ROLE_ARN", "Lambda execution"),
+                     "states": ("states_role_arn", "SCONES_STATES_ROLE_ARN", "Step Functions")}
+
+    def role_arn(self, kind: str) -> str:
+        """The IAM role ARN for `kind` (sagemaker, lambda, states); one clear sentence when none is set."""
+        attr, env, what = self.ROLE_SETTINGS[kind]
+        arn = getattr(self.settings, attr)
+        if not arn:
+            raise CredentialsError(f"No {what} role is set: set {env} to the ARN of a role {what.split()[0]} can "
+                                   "assume (see README, Running on AWS).")
+        return arn
+
     def describe_workspace(self) -> dict[str, str]:
         return {**super().describe_workspace(), "region": self.region, "account": self.account_id}
 

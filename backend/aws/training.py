@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    CredentialsError, Evaluation, Model, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob,
+    Evaluation, Model, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob,
     ValidationError,
 )
 from backend.aws.errors import aws_errors
@@ -118,10 +118,7 @@ class AwsTrainingMixin:
         if not itype.startswith(GPU_FAMILIES):
             raise ValidationError(f"The image-classification algorithm trains on GPU instances only; {itype} is not "
                                   "one: set SCONES_TRAINING_INSTANCE_TYPE to e.g. ml.p3.2xlarge.")
-        role = self.settings.sagemaker_role_arn
-        if not role:
-            raise CredentialsError("No SageMaker execution role is set: set SCONES_SAGEMAKER_ROLE_ARN to the ARN "
-                                   "of a role SageMaker can assume (see README, Running on AWS).")
+        role = self.role_arn("sagemaker")
         name = job_name or job_name_now()
         bucket = self.objects.bucket
         request = {
@@ -214,9 +211,7 @@ class AwsTrainingMixin:
             raise ValidationError(f"Training job {job_name} is {job.status}, not Completed: a model needs a "
                                   "completed job's artifact.")
         name = model_name or f"{job_name}-model"[:63]
-        role = self.settings.sagemaker_role_arn
-        if not role:
-            raise CredentialsError("No SageMaker execution role is set: set SCONES_SAGEMAKER_ROLE_ARN.")
+        role = self.role_arn("sagemaker")
         with aws_errors(f"creating model {name}"):
             self.client("sagemaker").create_model(
                 ModelName=name, ExecutionRoleArn=role, Tags=[PROJECT_TAG],
