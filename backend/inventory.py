@@ -1,7 +1,7 @@
 """Everything a workspace created (locally or on AWS), and a cleanup in dependency order.
 
 Endpoints (and, locally, their processes) go first, then configs, models, training jobs and their
-artifacts, executions, state machines, and last the data (staged images, capture, uploads,
+artifacts, executions, state machines, Lambda functions, and last the data (staged images, capture, uploads,
 downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
 Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills by the hour.
 """
@@ -34,6 +34,15 @@ class InventoryMixin:
     def execution_counts(self, state_machine: str) -> tuple[int, int]:
         return 0, 0
 
+    def list_lambda_functions(self) -> list[dict[str, Any]]:
+        return []  # locally a function is a handler file run by the runtime: nothing to delete
+
+    def executions_resource(self, state_machine: str) -> Resource | None:
+        total, running = self.execution_counts(state_machine)
+        if not total:
+            return None
+        return Resource("executions", state_machine, f"{total} ({running} running)", detail="executions and their history")
+
     def _prefix_size(self, prefix: str) -> tuple[int, int]:
         objs = self.objects.list(prefix)
         if not prefix.endswith("/"):
@@ -54,11 +63,13 @@ class InventoryMixin:
             out.append(Resource("training-job", j.job_name, j.status, size,
                                 hourly_usd=self.hourly_usd("training-job", j.status, j), detail=f"{n} artifact file(s)"))
         for sm in self.list_state_machines():
-            total, running = self.execution_counts(sm.name)
-            if total:
-                out.append(Resource("executions", sm.name, f"{total} ({running} running)",
-                                    detail="executions and their history"))
+            executions = self.executions_resource(sm.name)
+            if executions is not None:
+                out.append(executions)
             out.append(Resource("state-machine", sm.name, "ACTIVE", detail=f"endpoint {sm.endpoint_name}"))
+        for fn in self.list_lambda_functions():
+            out.append(Resource("lambda-function", fn["FunctionName"], fn.get("State") or "Active",
+                                size_bytes=fn.get("CodeSize"), detail=f"handler {fn.get('Handler')}, {fn.get('Runtime')}"))
         for name, (prefixes, folders) in DATA.items():
             count, size = 0, 0
             for prefix in prefixes:
@@ -117,6 +128,8 @@ class InventoryMixin:
             self.delete_executions(name)
         elif kind == "state-machine":
             self.delete_state_machine(name)
+        elif kind == "lambda-function":
+            self.delete_lambda_function(name)
         elif kind == "data":
             self._delete_data(name)
         else:

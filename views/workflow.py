@@ -31,6 +31,9 @@ def deploy_ui() -> None:
         st.info("No endpoint is InService: deploy a model on the Deploy page first.")
         return
     current = next((m for m in machines if m.name == DEFAULT_MACHINE), None)
+    if b.name == "aws":
+        st.caption("On AWS this creates or updates three Lambda functions (lambdas/ as one zip) and a Standard state "
+                   "machine in your account: both bill per request and transition, nothing by the hour.")
     with st.form("workflow_deploy"):
         c1, c2 = st.columns(2)
         endpoint = c1.selectbox("Endpoint the classify step calls", endpoints,
@@ -156,7 +159,8 @@ if machines:
 
     running = any(e.status == "RUNNING" for e in b.list_workflow_executions(limit=500))
 
-    @st.fragment(run_every=1.0 if running else None)
+    # AWS's DescribeExecution and GetExecutionHistory are rate-limited per account: poll it less often.
+    @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else None)
     def executions_view() -> None:
         executions = b.list_workflow_executions(limit=500)
         if not executions:

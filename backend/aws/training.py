@@ -168,7 +168,19 @@ class AwsTrainingMixin:
         )
 
     def list_training_jobs(self) -> list[TrainingJob]:
-        return [self.describe_training_job(n) for n in self._resource_names("training-job")]
+        """This workspace's jobs, and the project's running ones found by tag (SageMaker keeps finished
+        jobs for good and cannot delete them, so only a running one elsewhere is worth listing)."""
+        kept = self._kept_names("training-job")
+        jobs = [self.describe_training_job(n) for n in kept]
+        for name in self._resource_names("training-job"):
+            if name not in kept:
+                try:
+                    job = self.describe_training_job(name)
+                except ResourceNotFound:
+                    continue
+                if job.status in ("InProgress", "Stopping"):
+                    jobs.append(job)
+        return jobs
 
     def stop_training_job(self, name: str) -> TrainingJob:
         with aws_errors(f"stopping training job {name}"):
@@ -193,7 +205,7 @@ class AwsTrainingMixin:
             "to the endpoint to evaluate it (models do not cross backends).")
 
     def training_step_status(self) -> StepStatus:
-        names = self._resource_names("training-job")
+        names = self._kept_names("training-job")
         if not names:
             return StepStatus("train", "not_started", "No training job yet.")
         job = self.describe_training_job(names[0])

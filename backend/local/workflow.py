@@ -9,46 +9,31 @@ execution whose process died is marked FAILED (States.Runtime) by the next engin
 """
 from __future__ import annotations
 
-import io
 import json
 import random
-import re
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 from backend.api import (
     DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
-    ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import utcnow
 from backend.local.lambda_resolver import lambda_invoke_resolver
-from backend.local.lambda_runtime import LAMBDAS_DIR, FunctionConfig, LambdaRuntime
+from backend.local.lambda_runtime import FunctionConfig, LambdaRuntime
 from backend.local.store import LocalStore
 from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngine, validate_definition
+from backend.workflow_defs import (
+    PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch, check_threshold,
+    encode_upload, fill_placeholders, inferences_from_history, find_inferences, parse_definition, resolve_import,
+    rewrite_function_arns, state_runs,
+)
 
-ASL_DIR = Path(__file__).resolve().parents[2] / "asl"
-WORKFLOW_FILE = ASL_DIR / "scones_workflow.asl.json"
 DEFAULT_MACHINE = DEFAULT_STATE_MACHINE
-SEED_HANDLERS = {
-    "serializeImageData": "serialize_image_data",
-    "classifyImage": "classify_image",
-    "filterInferences": "filter_inferences",
-}
-PLACEHOLDERS = {
-    "SerializeImageDataArn": "serializeImageData",
-    "ClassifyImageArn": "classifyImage",
-    "FilterInferencesArn": "filterInferences",
-}
 FUNCTION_TIMEOUT = 10.0
 CACHE_TTL = 2.0
-UPLOAD_PREFIX = "uploads/"
-MAX_UPLOAD_PIXELS = 50_000_000
-_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
-_FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:([^:]+)(:[^:]+)?$")
 
 WORKFLOW_MIGRATIONS: tuple[str, ...] = (
     """
@@ -64,105 +49,6 @@ WORKFLOW_MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-
-
-def fill_placeholders(text: str, values: dict[str, str]) -> str:
-    """`${KEY}` -> value; a placeholder without a value is a clear error naming it."""
-    missing = sorted({m for m in _PLACEHOLDER_RE.findall(text) if m not in values})
-    if missing:
-        raise ValidationError(f"The definition has placeholder(s) {', '.join('${' + m + '}' for m in missing)} "
-                              "with no value: pass --param KEY=VALUE for each.")
-    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
-
-
-def function_name_of(value: str) -> str:
-    """'name', 'name:qualifier' or a function ARN -> the function's name."""
-    m = _FUNCTION_ARN_RE.match(value)
-    if m:
-        return m.group(1)
-    return value.split(":", 1)[0]
-
-
-def called_functions(definition: dict[str, Any]) -> list[str]:
-    """Function names the Task states call (Parallel branches and Map iterators included)."""
-    found: list[str] = []
-
-    def walk(states: dict[str, Any]) -> None:
-        for state in states.values():
-            if not isinstance(state, dict):
-                continue
-            if state.get("Type") == "Task":
-                resource = state.get("Resource", "")
-                params = state.get("Parameters") or {}
-                if resource.startswith("arn:aws:states:::lambda:invoke") and isinstance(params.get("FunctionName"), str):
-                    found.append(function_name_of(params["FunctionName"]))
-                elif _FUNCTION_ARN_RE.match(resource):
-                    found.append(function_name_of(resource))
-            for branch in state.get("Branches", []) or []:
-                walk(branch.get("States", {}))
-            for key in ("Iterator", "ItemProcessor"):
-                if isinstance(state.get(key), dict):
-                    walk(state[key].get("States", {}))
-
-    walk(definition.get("States", {}))
-    return list(dict.fromkeys(found))
-
-
-def handler_stems() -> list[str]:
-    return sorted(p.stem for p in LAMBDAS_DIR.glob("*.py") if p.stem != "event_shapes" and not p.stem.startswith("_"))
-
-
-def _find_inferences(value: Any) -> list[float] | None:
-    if isinstance(value, dict):
-        inf = value.get("inferences")
-        if isinstance(inf, list) and inf and all(isinstance(x, (int, float)) for x in inf):
-            return [float(x) for x in inf]
-        for key in ("body", "Payload"):
-            if key in value:
-                found = _find_inferences(value[key])
-                if found:
-                    return found
-    return None
-
-
-def _json(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> list[StateRun]:
-    """Each top-level state's part in one execution, from its history (as the console's graph)."""
-    runs: dict[str, dict[str, Any]] = {name: {"status": "not_run"} for name in definition.get("States", {})}
-    current: str | None = None
-    for event in history:
-        etype = event["type"]
-        if etype.endswith("StateEntered"):
-            d = event.get("stateEnteredEventDetails", {})
-            current = d.get("name")
-            if current in runs:
-                runs[current] = {"status": "running", "input": _json(d.get("input"))}
-        elif etype.endswith("StateExited"):
-            d = event.get("stateExitedEventDetails", {})
-            name = d.get("name")
-            if name in runs:  # a state that failed but handed on through Catch exits too: caught
-                runs[name].update(status="caught" if runs[name].get("error") else "succeeded",
-                                  output=_json(d.get("output")))
-        elif etype == "TaskSucceeded" and current in runs:  # a retry that worked clears the failure
-            runs[current].pop("error", None)
-            runs[current].pop("cause", None)
-        elif etype in ("TaskFailed", "TaskTimedOut") and current in runs:
-            d = event.get("taskFailedEventDetails") or event.get("taskTimedOutEventDetails") or {}
-            runs[current].update(error=d.get("error"), cause=d.get("cause"))
-        elif etype in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted") and current in runs:
-            d = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
-            runs[current].update(status="failed", error=runs[current].get("error") or d.get("error"),
-                                 cause=runs[current].get("cause") or d.get("cause"))
-    return [StateRun(name, r["status"], r.get("input"), r.get("output"), r.get("error"), r.get("cause"))
-            for name, r in runs.items()]
 
 
 class WorkflowService:
@@ -284,9 +170,7 @@ class WorkflowService:
         endpoint = endpoint_name or self._newest_endpoint()
         if not endpoint:
             raise ResourceNotFound("No endpoint is InService: deploy a model first (Deploy page or 'scones deploy').")
-        threshold = self.settings.threshold if threshold is None else float(threshold)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
+        threshold = check_threshold(self.settings.threshold if threshold is None else threshold)
         return endpoint, threshold
 
     def deploy_workflow(self, endpoint_name: str | None = None, threshold: float | None = None,
@@ -302,32 +186,13 @@ class WorkflowService:
     def import_definition(self, text: str, mapping: dict[str, str] | None = None, name: str = "imported-workflow",
                           endpoint_name: str | None = None, threshold: float | None = None) -> StateMachine:
         """A definition exported from the console, its function names mapped to local handlers."""
-        try:
-            definition = json.loads(text)
-        except ValueError as exc:
-            raise ValidationError(f"The definition is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        definition = parse_definition(text)
         diagnostics = validate_definition(definition)
         if diagnostics:
             raise DefinitionInvalid(diagnostics)
-        stems = handler_stems()
-        mapping = dict(mapping or {})
-        bad = {fn: stem for fn, stem in mapping.items() if stem not in stems}
-        if bad:
-            fn, stem = next(iter(bad.items()))
-            raise ValidationError(f"--map {fn}={stem}: there is no handler file lambdas/{stem}.py; use one of "
-                                  f"{', '.join(stems)}.")
-        resolved: dict[str, str] = {}
-        for fn in called_functions(definition):
-            stem = mapping.get(fn) or SEED_HANDLERS.get(fn)
-            if stem is None:
-                raise ValidationError(f"The definition calls function {fn!r}, which has no local handler: map it with "
-                                      f"--map {fn}=<one of {', '.join(stems)}>.")
-            resolved[fn] = stem
+        resolved = resolve_import(definition, mapping)
         # Function ARNs of another account/region become this workspace's ARNs for the same names.
-        rewritten = json.dumps(definition)
-        for fn in resolved:
-            rewritten = re.sub(rf"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{re.escape(fn)}(?=[\":])",
-                               self._arn(fn), rewritten)
+        rewritten = rewrite_function_arns(definition, list(resolved), self._arn)
         endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
@@ -356,25 +221,10 @@ class WorkflowService:
 
     def upload_image(self, filename: str, data: bytes, endpoint_name: str | None = None) -> str:
         """Any image file -> a PNG at the model's input size under uploads/; returns its key."""
-        from PIL import Image, UnidentifiedImageError
-
-        if not data:
-            raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
-        Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                rgb = img.convert("RGB")
-        except Image.DecompressionBombError:
-            raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
         endpoint = endpoint_name or self._newest_endpoint()
-        size = self._model_size(endpoint) if endpoint else (32, 32)
-        buf = io.BytesIO()
-        rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
+        png = encode_upload(filename, data, self._model_size(endpoint) if endpoint else (32, 32))
         key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}.png"
-        self.store.put(self.bucket, key, buf.getvalue())
+        self.store.put(self.bucket, key, png)
         return key
 
     # -- executions --------------------------------------------------------------------------
@@ -393,11 +243,10 @@ class WorkflowService:
 
     def start_batch(self, count: int = 1, s3_key: str | None = None, threshold: float | None = None,
                     state_machine: str = DEFAULT_MACHINE) -> list[str]:
-        if not 1 <= int(count) <= 1000:
-            raise ValidationError(f"A batch of {count} is not possible: run 1 to 1,000 executions at a time.")
+        check_batch(count)
         _, definition = self._prepare(state_machine)
-        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-            raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
+        if threshold is not None:
+            check_threshold(threshold)
         events = []
         for _ in range(int(count)):
             event = {"s3_bucket": self.bucket, "s3_key": s3_key, "image_data": ""} if s3_key else self.generate_test_case()
@@ -469,7 +318,7 @@ class WorkflowService:
     def _execution(self, r: ExecutionRecord) -> Execution:
         inp = r.input_value if hasattr(r, "input_value") else None
         out = r.output_value if r.output is not None else None
-        inferences = _find_inferences(out) if out is not None else None
+        inferences = find_inferences(out) if out is not None else None
         if inferences is None and r.status != "RUNNING":
             inferences = self._inferences_from_history(r)
         label = confidence = None
@@ -493,13 +342,7 @@ class WorkflowService:
             history = self.engine.get_execution_history(r.arn)
         except SconesError:
             return None
-        for event in reversed(history):
-            d = event.get("stateExitedEventDetails") or event.get("taskSucceededEventDetails")
-            if d:
-                found = _find_inferences(_json(d.get("output")))
-                if found:
-                    return found
-        return None
+        return inferences_from_history(history)
 
     def _classes_for(self, state_machine: str) -> tuple[str, ...]:
         def load() -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""Every page and the workflow CLI on the AWS backend (moto): no exception, and the steps that do
-not run on AWS yet say so in one sentence."""
+"""Every page and the workflow CLI on the AWS backend (moto): no exception, and a step that cannot
+run yet (or an AWS that cannot be reached) says so in one sentence."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from backend import get_backend
-from backend.aws.workflow import AwsWorkflowNotYet
+from backend.api import ResourceNotFound
 from backend.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,16 +37,17 @@ def test_every_page_runs_on_the_aws_backend(aws_pages, page):
     assert not at.exception, at.exception
 
 
-def test_workflow_calls_say_they_do_not_run_on_aws_yet(aws):
+def test_workflow_before_any_endpoint_says_what_to_do_first(aws):
     b = get_backend(load_settings())
-    with pytest.raises(AwsWorkflowNotYet, match="use the local backend"):
+    with pytest.raises(ResourceNotFound, match="No endpoint is InService: deploy a model first"):
         b.deploy_workflow()
     assert b.list_workflow_executions() == [] and b.list_state_machines() == []
     assert b.validate_definition('{"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}') == []
 
 
-def test_cli_workflow_on_aws_exits_2_with_one_sentence(aws_env):
+def test_cli_workflow_on_an_unreachable_aws_exits_2_with_one_sentence(aws_env):
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     r = subprocess.run([sys.executable, "-m", "backend.cli", "workflow", "deploy", "--backend", "aws"],
                        capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 2 and "does not run on the AWS backend" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "could not be reached" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "testing-secret-value" not in r.stderr

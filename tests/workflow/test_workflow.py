@@ -115,7 +115,7 @@ CONSOLE_EXPORT = {
 
 def test_import_a_console_definition_and_run_it(wf):
     text = json.dumps(CONSOLE_EXPORT)
-    with pytest.raises(ValidationError, match="calls function 'my-classifier', which has no local handler"):
+    with pytest.raises(ValidationError, match="calls function 'my-classifier', which has no handler file"):
         wf.import_workflow(text, name="console-flow")
     with pytest.raises(ValidationError, match="no handler file lambdas/nope.py"):
         wf.import_workflow(text, {"my-classifier": "nope"}, name="console-flow")

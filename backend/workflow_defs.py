@@ -1,0 +1,228 @@
+"""The workflow's definition and the rules both backends share: the `asl/` template and its
+placeholders, the three functions and their handler files, importing a console-exported
+definition, the console's per-state view of an execution, and an uploaded image re-encoded for
+the model.
+
+Pure Python (no boto3, no SQLite): the local WorkflowService and the AWS workflow both build on it,
+so a definition that imports locally imports the same way on AWS.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.api import StateRun, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASL_DIR = REPO_ROOT / "asl"
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
+WORKFLOW_FILE = ASL_DIR / "scones_workflow.asl.json"
+SEED_HANDLERS = {
+    "serializeImageData": "serialize_image_data",
+    "classifyImage": "classify_image",
+    "filterInferences": "filter_inferences",
+}
+PLACEHOLDERS = {
+    "SerializeImageDataArn": "serializeImageData",
+    "ClassifyImageArn": "classifyImage",
+    "FilterInferencesArn": "filterInferences",
+}
+UPLOAD_PREFIX = "uploads/"
+MAX_UPLOAD_PIXELS = 50_000_000
+_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:([^:]+)(:[^:]+)?$")
+
+
+def fill_placeholders(text: str, values: dict[str, str]) -> str:
+    """`${KEY}` -> value; a placeholder without a value is a clear error naming it."""
+    missing = sorted({m for m in _PLACEHOLDER_RE.findall(text) if m not in values})
+    if missing:
+        raise ValidationError(f"The definition has placeholder(s) {', '.join('${' + m + '}' for m in missing)} "
+                              "with no value: pass --param KEY=VALUE for each.")
+    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+
+
+def workflow_definition(arn_of: Callable[[str], str], template: str | None = None) -> str:
+    """The `asl/` template (or another) with each function placeholder set to `arn_of(function name)`."""
+    text = WORKFLOW_FILE.read_text() if template is None else template
+    return fill_placeholders(text, {key: arn_of(fn) for key, fn in PLACEHOLDERS.items()})
+
+
+def function_name_of(value: str) -> str:
+    """'name', 'name:qualifier' or a function ARN -> the function's name."""
+    m = FUNCTION_ARN_RE.match(value)
+    if m:
+        return m.group(1)
+    return value.split(":", 1)[0]
+
+
+def called_functions(definition: dict[str, Any]) -> list[str]:
+    """Function names the Task states call (Parallel branches and Map iterators included)."""
+    found: list[str] = []
+
+    def walk(states: dict[str, Any]) -> None:
+        for state in states.values():
+            if not isinstance(state, dict):
+                continue
+            if state.get("Type") == "Task":
+                resource = state.get("Resource", "")
+                params = state.get("Parameters") or {}
+                if resource.startswith("arn:aws:states:::lambda:invoke") and isinstance(params.get("FunctionName"), str):
+                    found.append(function_name_of(params["FunctionName"]))
+                elif FUNCTION_ARN_RE.match(resource):
+                    found.append(function_name_of(resource))
+            for branch in state.get("Branches", []) or []:
+                walk(branch.get("States", {}))
+            for key in ("Iterator", "ItemProcessor"):
+                if isinstance(state.get(key), dict):
+                    walk(state[key].get("States", {}))
+
+    walk(definition.get("States", {}))
+    return list(dict.fromkeys(found))
+
+
+def handler_stems() -> list[str]:
+    """The handler files in lambdas/ a function can run (by file stem)."""
+    return sorted(p.stem for p in LAMBDAS_DIR.glob("*.py") if p.stem != "event_shapes" and not p.stem.startswith("_"))
+
+
+def parse_definition(text: str) -> dict[str, Any]:
+    try:
+        definition = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"The definition is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if not isinstance(definition, dict):
+        raise ValidationError("The definition is not a JSON object with StartAt and States.")
+    return definition
+
+
+def resolve_import(definition: dict[str, Any], mapping: dict[str, str] | None) -> dict[str, str]:
+    """{function the definition calls: handler stem}; refused, naming the function, when one has none.
+
+    The seed's function names map to their handlers by default; `mapping` adds or overrides.
+    """
+    stems = handler_stems()
+    mapping = dict(mapping or {})
+    bad = {fn: stem for fn, stem in mapping.items() if stem not in stems}
+    if bad:
+        fn, stem = next(iter(bad.items()))
+        raise ValidationError(f"--map {fn}={stem}: there is no handler file lambdas/{stem}.py; use one of "
+                              f"{', '.join(stems)}.")
+    resolved: dict[str, str] = {}
+    for fn in called_functions(definition):
+        stem = mapping.get(fn) or SEED_HANDLERS.get(fn)
+        if stem is None:
+            raise ValidationError(f"The definition calls function {fn!r}, which has no handler file in lambdas/: map it with "
+                                  f"--map {fn}=<one of {', '.join(stems)}>.")
+        resolved[fn] = stem
+    return resolved
+
+
+def rewrite_function_arns(definition: dict[str, Any], functions: list[str], arn_of: Callable[[str], str]) -> str:
+    """The definition as text, with each function ARN of another account or region made `arn_of(name)`."""
+    text = json.dumps(definition)
+    for fn in functions:
+        text = re.sub(rf"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{re.escape(fn)}(?=[\":])",
+                      arn_of(fn), text)
+    return text
+
+
+def find_inferences(value: Any) -> list[float] | None:
+    """The classifier's `inferences` (a list of floats) wherever a state's output carries them."""
+    if isinstance(value, dict):
+        inf = value.get("inferences")
+        if isinstance(inf, list) and inf and all(isinstance(x, (int, float)) for x in inf):
+            return [float(x) for x in inf]
+        for key in ("body", "Payload"):
+            if key in value:
+                found = find_inferences(value[key])
+                if found:
+                    return found
+    return None
+
+
+def parse_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def inferences_from_history(history: list[dict[str, Any]]) -> list[float] | None:
+    """The newest inferences in an execution's history (a threshold failure has no output)."""
+    for event in reversed(history):
+        d = event.get("stateExitedEventDetails") or event.get("taskSucceededEventDetails")
+        if d:
+            found = find_inferences(parse_json(d.get("output")))
+            if found:
+                return found
+    return None
+
+
+def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> list[StateRun]:
+    """Each top-level state's part in one execution, from its history (as the console's graph)."""
+    runs: dict[str, dict[str, Any]] = {name: {"status": "not_run"} for name in definition.get("States", {})}
+    current: str | None = None
+    for event in history:
+        etype = event["type"]
+        if etype.endswith("StateEntered"):
+            d = event.get("stateEnteredEventDetails", {})
+            current = d.get("name")
+            if current in runs:
+                runs[current] = {"status": "running", "input": parse_json(d.get("input"))}
+        elif etype.endswith("StateExited"):
+            d = event.get("stateExitedEventDetails", {})
+            name = d.get("name")
+            if name in runs:  # a state that failed but handed on through Catch exits too: caught
+                runs[name].update(status="caught" if runs[name].get("error") else "succeeded",
+                                  output=parse_json(d.get("output")))
+        elif etype == "TaskSucceeded" and current in runs:  # a retry that worked clears the failure
+            runs[current].pop("error", None)
+            runs[current].pop("cause", None)
+        elif etype in ("TaskFailed", "TaskTimedOut") and current in runs:
+            d = event.get("taskFailedEventDetails") or event.get("taskTimedOutEventDetails") or {}
+            runs[current].update(error=d.get("error"), cause=d.get("cause"))
+        elif etype in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted") and current in runs:
+            d = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
+            runs[current].update(status="failed", error=runs[current].get("error") or d.get("error"),
+                                 cause=runs[current].get("cause") or d.get("cause"))
+    return [StateRun(name, r["status"], r.get("input"), r.get("output"), r.get("error"), r.get("cause"))
+            for name, r in runs.items()]
+
+
+def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
+    """Any image file -> PNG bytes at the model's input size; a clear error for what is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
+    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
+    buf = io.BytesIO()
+    rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def check_threshold(threshold: float) -> float:
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
+    return threshold
+
+
+def check_batch(count: int) -> int:
+    if not 1 <= int(count) <= 1000:
+        raise ValidationError(f"A batch of {count} is not possible: run 1 to 1,000 executions at a time.")
+    return int(count)
