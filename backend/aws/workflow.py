@@ -39,6 +39,8 @@ RUNTIME = "python3.12"
 FUNCTION_TIMEOUT_S = 10  # as the local runtime; Lambda's default of 3 s is tight for a cold start with boto3
 FUNCTION_MEMORY_MB = 256
 SOURCE_TAG = "scones-source"  # "asl" for the workflow from asl/, "imported" for a console export
+ENDPOINT_TAG, THRESHOLD_TAG = "scones-endpoint", "scones-threshold"  # what it was deployed for (also in the
+# functions' environment; the tags speak for a definition that calls no function)
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 CONFIG_TTL = 5.0
 
@@ -182,9 +184,11 @@ class AwsWorkflowMixin:
             endpoint = max(serving, key=lambda e: e.created).endpoint_name
         return endpoint, check_threshold(self.settings.threshold if threshold is None else threshold)
 
-    def _ensure_state_machine(self, name: str, definition: str, source: str) -> None:
+    def _ensure_state_machine(self, name: str, definition: str, source: str, endpoint: str, threshold: float) -> None:
         """Create or update; the caller has validated the definition before creating any function."""
         role = self.role_arn("states")
+        ours = [{"key": SOURCE_TAG, "value": source}, {"key": ENDPOINT_TAG, "value": endpoint},
+                {"key": THRESHOLD_TAG, "value": repr(float(threshold))}]
         sfn = self.client("stepfunctions")
         arn = self._machine_arn(name)
         try:
@@ -201,12 +205,11 @@ class AwsWorkflowMixin:
                                     "by this project: choose another name.")
             with aws_errors(f"updating state machine {name}"):
                 sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role)
-                sfn.tag_resource(resourceArn=arn, tags=[{"key": SOURCE_TAG, "value": source}])
+                sfn.tag_resource(resourceArn=arn, tags=ours)
         else:
             with aws_errors(f"creating state machine {name}"):
                 sfn.create_state_machine(name=name, definition=definition, roleArn=role, type="STANDARD",
-                                         tags=[{"key": PROJECT_TAG["Key"], "value": PROJECT_TAG["Value"]},
-                                               {"key": SOURCE_TAG, "value": source}])
+                                         tags=[{"key": PROJECT_TAG["Key"], "value": PROJECT_TAG["Value"]}, *ours])
         self._record_resource("state-machine", name)
         self._wf_cache["classes"].clear()
 
@@ -227,7 +230,7 @@ class AwsWorkflowMixin:
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in SEED_HANDLERS.items():
             self._ensure_function(function, stem, env, package)
-        self._ensure_state_machine(name, definition, "asl")
+        self._ensure_state_machine(name, definition, "asl", endpoint, threshold)
         return self.describe_state_machine(name)
 
     def import_workflow(self, text: str, mapping: dict[str, str] | None = None, name: str = "imported-workflow",
@@ -247,7 +250,7 @@ class AwsWorkflowMixin:
         for function, stem in resolved.items():
             self._ensure_function(function, stem, env, package)
         self._ensure_state_machine(name, rewrite_function_arns(definition, list(resolved), self._function_arn),
-                                   "imported")
+                                   "imported", endpoint, threshold)
         return self.describe_state_machine(name)
 
     def describe_state_machine(self, name: str = DEFAULT_STATE_MACHINE) -> StateMachine:
@@ -262,10 +265,11 @@ class AwsWorkflowMixin:
                                    "(Workflow page or 'scones workflow deploy').") from None
         definition = json.loads(d["definition"])
         functions = called_functions(definition)
-        endpoint, threshold = "", self.settings.threshold
+        endpoint = tags.get(ENDPOINT_TAG, "")
+        threshold = float(tags.get(THRESHOLD_TAG, self.settings.threshold))
         for fn in functions:
             variables = ((self._function_config(fn) or {}).get("Environment") or {}).get("Variables", {})
-            endpoint = endpoint or variables.get("ENDPOINT_NAME", "")
+            endpoint = variables.get("ENDPOINT_NAME", endpoint)
             if "THRESHOLD" in variables:
                 threshold = float(variables["THRESHOLD"])
         created = _iso(d.get("creationDate"))
