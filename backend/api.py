@@ -428,7 +428,7 @@ class StateRun:
 
 # Deleted in this order, so nothing is removed while something else still depends on it.
 RESOURCE_KINDS = ("endpoint", "endpoint-config", "model", "training-job", "executions", "state-machine",
-                  "lambda-function", "data")
+                  "lambda-function", "iam-role", "data")
 
 
 @dataclass(frozen=True)
@@ -446,3 +446,62 @@ class Resource:
 class CleanupReport:
     deleted: tuple[tuple[str, str], ...]  # (kind, name)
     left: tuple[tuple[str, str, str], ...]  # (kind, name, reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guardrails (AWS: roles the project can provision, what a start bills, endpoints left idle)
+# ---------------------------------------------------------------------------------------------
+
+ROLE_KINDS = ("sagemaker", "lambda", "states")
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """One IAM role as it would be created: shown to the operator before anything is created."""
+
+    kind: str  # ROLE_KINDS
+    name: str
+    trust_policy: dict[str, Any]
+    policies: dict[str, dict[str, Any]]  # inline policy name -> policy document
+    exists: bool
+    arn: str = ""  # known once the role exists
+
+
+@dataclass(frozen=True)
+class BillingNotice:
+    """What a start will bill, for the confirmation that comes before it."""
+
+    instance_type: str
+    hourly_usd: float | None
+    prices_as_of: str
+    price_region: str
+
+    @property
+    def starts(self) -> str:
+        if self.hourly_usd is None:
+            return (f"starts {self.instance_type}, which the price table ({self.prices_as_of}) does not list: "
+                    "see the SageMaker pricing page")
+        return (f"starts {self.instance_type} at about {usd(self.hourly_usd)}/h "
+                f"(prices of {self.prices_as_of}, {self.price_region})")
+
+    @property
+    def confirmation(self) -> str:
+        return f"I understand this {self.starts}"
+
+
+@dataclass(frozen=True)
+class IdleEndpoint:
+    """An InService endpoint with no invocations in the last hour, and what it has cost so far."""
+
+    endpoint_name: str
+    instance_type: str
+    created: str
+    hours_running: float
+    hours_idle: float  # since its last invocation (or its creation), in whole hours of metrics
+    hourly_usd: float | None
+    cost_so_far_usd: float | None  # hourly price x hours since creation
+
+
+def usd(amount: float) -> str:
+    """A price from the table: $0.23, or $3.825 where the table has a third decimal."""
+    return f"${amount:,.2f}" if round(amount, 2) == round(amount, 6) else f"${amount:,.3f}"

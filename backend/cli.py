@@ -54,6 +54,8 @@ def build_parser() -> Parser:
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter; repeat it")
     p.add_argument("--preset", default="local", help="defaults to start from: local (CPU here) or sagemaker")
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
+    p.add_argument("--yes", action="store_true",
+                   help="on AWS: start the billable instance (without it: say what it costs, start nothing, exit 2)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("jobs", help="training jobs, newest first")
@@ -70,6 +72,8 @@ def build_parser() -> Parser:
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"endpoint name (default {DEFAULT_ENDPOINT}; updated if it exists)")
     p.add_argument("--capture-percent", type=int, default=100, help="data-capture sampling percentage, 0-100")
     p.add_argument("--wait", action="store_true", help="wait until the endpoint is InService or Failed")
+    p.add_argument("--yes", action="store_true",
+                   help="on AWS: start the billable endpoint (without it: say what it costs, create nothing, exit 2)")
     p.set_defaults(handler=cmd_deploy)
 
     p = sub.add_parser("endpoints", help="endpoints and their status")
@@ -130,6 +134,10 @@ def build_parser() -> Parser:
     p.add_argument("--keep-data", action="store_true", help="with --all: keep staged images, capture and uploads")
     p.add_argument("--yes", action="store_true", help="really delete (without it: list what would go, exit 2)")
     p.set_defaults(handler=cmd_cleanup)
+
+    p = sub.add_parser("roles", help="AWS: the IAM roles for SageMaker, Lambda and Step Functions (least privilege)")
+    p.add_argument("--yes", action="store_true", help="create or update them (without it: print the plan, exit 2)")
+    p.set_defaults(handler=cmd_roles)
 
     for p in [*sub.choices.values(), *asl_sub.choices.values(), *wf_sub.choices.values()]:
         _add_globals(p, suppress=True)
@@ -220,7 +228,15 @@ def job_doc(job: Any) -> dict[str, Any]:
             "failure_reason": job.failure_reason, "model_artifact": job.model_artifact}
 
 
+def confirm_billing(backend: Any, kind: str, yes: bool) -> None:
+    """On a backend that bills (AWS), nothing starts without --yes; elsewhere --yes is accepted and ignored."""
+    notice = backend.billing_notice(kind)
+    if notice is not None and not yes:
+        raise UsageError(f"Nothing was started: this {notice.starts}; add --yes to start it.")
+
+
 def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    confirm_billing(backend, "training", args.yes)
     hps = backend.default_training_hyperparameters(args.preset)
     hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE"))
     if args.epochs is not None:
@@ -278,6 +294,7 @@ def endpoint_doc(e: Any) -> dict[str, Any]:
 
 
 def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    confirm_billing(backend, "endpoint", args.yes)
     model_name = args.model
     if model_name is None:
         job_name = args.job
@@ -477,6 +494,32 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
            "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
     out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]
                             + [f"left    {k}:{n}: {r}" for k, n, r in report.left]) or "Nothing to delete.")
+    return EXIT_OK
+
+
+def role_doc(plan: Any, arn: str | None = None) -> dict[str, Any]:
+    doc = {"kind": plan.kind, "name": plan.name, "exists": plan.exists, "trust_policy": plan.trust_policy,
+           "policies": plan.policies}
+    if arn is not None:
+        doc["arn"] = arn
+    return doc
+
+
+def cmd_roles(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    plan = backend.role_plan()
+    if not args.yes:
+        doc = {"roles": [role_doc(p) for p in plan], "created": False}
+        if out.as_json:
+            out.done(doc, "")
+        else:
+            print("\n\n".join(f"{'update' if p.exists else 'create'} role {p.name} ({p.kind}), trusted by "
+                                f"{p.trust_policy['Statement'][0]['Principal']['Service']}:\n"
+                                + json.dumps(p.policies, indent=2) for p in plan))
+        print("scones: no role was created; add --yes to create (or update) the roles shown.", file=sys.stderr)
+        return EXIT_ERROR
+    arns = backend.provision_roles(plan)
+    doc = {"roles": [role_doc(p, arns.get(p.kind)) for p in plan], "created": True}
+    out.done(doc, "\n".join(f"{p.kind:10} {arns.get(p.kind)}" for p in plan))
     return EXIT_OK
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from backend import cifar, staging
 from backend.api import (
-    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, DownloadError, Job, ProgressCallback, ResourceInUse,
-    ResourceNotFound, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
+    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, DownloadError, IdleEndpoint, Job, ProgressCallback,
+    ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow
@@ -19,6 +20,8 @@ from backend.objects import ObjectStore
 from backend.settings import DEFAULT_CLASSES, SAMPLE_ARCHIVE, Settings
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+ROLES_ARE_AWS = ("IAM roles are an AWS thing: the local backend needs none (use --backend aws, or "
+                 "SCONES_BACKEND=aws, to provision them).")
 
 
 def normalize_classes(classes: list[str] | tuple[str, ...] | None) -> list[str]:
@@ -195,6 +198,21 @@ class WorkspaceBackend:
 
     def default_threshold(self) -> float:
         return self.settings.threshold
+
+    # -- guardrails (the AWS backend brings its own: nothing here bills or needs a role) ---------
+
+    def billing_notice(self, kind: str, instance_type: str | None = None) -> BillingNotice | None:
+        """What starting a `kind` ('training' or 'endpoint') bills; None where nothing bills."""
+        return None
+
+    def idle_endpoints(self, now: datetime | None = None) -> list[IdleEndpoint]:
+        return []
+
+    def role_plan(self) -> list[RolePlan]:
+        raise ValidationError(ROLES_ARE_AWS)
+
+    def provision_roles(self, plan: list[RolePlan] | None = None) -> dict[str, str]:
+        raise ValidationError(ROLES_ARE_AWS)
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -85,7 +85,10 @@ with st.container(border=True):
     if chosen is not None:
         settings = settings_ui(chosen)
         st.caption(b.endpoint_cost_notice())
-        if st.button("Deploy", type="primary", key="deploy_go"):
+        billing = b.billing_notice("endpoint", settings["instance_type"])  # None where nothing bills
+        confirmed = billing is None or st.checkbox(billing.confirmation,
+                                                   key=f"deploy_confirm_{settings['instance_type']}")
+        if st.button("Deploy", type="primary", key="deploy_go", disabled=not confirmed):
             if settings["capture_enabled"] and not (settings["capture_input"] or settings["capture_output"]):
                 st.error("Choose Input, Output or both as capture options, or turn data capture off.")
             else:

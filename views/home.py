@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from backend.api import SconesError
+from backend.api import SconesError, usd
 from ui.state import backend
 from ui.widgets import show_error, status_badge
 
@@ -33,6 +33,58 @@ except SconesError as exc:
 left, right = st.columns(2)
 left.metric("Backend", workspace["backend"])
 right.metric("Workspace", workspace["home"])
+
+
+def idle_warnings() -> None:
+    """Endpoints bill every hour they exist: name the ones nobody has called for an hour."""
+    try:
+        idle = b.idle_endpoints()
+    except SconesError as exc:
+        st.caption(f"Idle endpoints could not be checked: {exc}")
+        return
+    for e in idle:
+        cost = f"about ${e.cost_so_far_usd:,.2f} so far ({usd(e.hourly_usd)}/h)" if e.cost_so_far_usd is not None \
+            else f"a price the table does not list ({e.instance_type})"
+        st.warning(f"Endpoint **{e.endpoint_name}** ({e.instance_type}) has had no invocations for "
+                   f"{e.hours_idle:.0f} h and has cost {cost} since it was created {e.hours_running:.1f} h ago: "
+                   "delete it on the Clean up page if nobody needs it.", icon=":material/savings:")
+    if idle:
+        st.page_link("views/cleanup.py", label="Open Clean up", icon=":material/delete_sweep:")
+
+
+def roles_ui() -> None:
+    """The three IAM roles, shown in full before anything is created."""
+    with st.expander("Provision roles"):
+        st.caption("SageMaker, the workflow's Lambda functions and Step Functions each need a role. These are the "
+                   "roles this creates, each with one inline policy that names this workspace's resources only; "
+                   "an existing role of the project is updated in place. A SCONES_*_ROLE_ARN setting still wins.")
+        try:
+            plan = b.role_plan()
+        except SconesError as exc:
+            show_error(exc)
+            return
+        for role in plan:
+            state = f"exists (`{role.arn}`): *Create roles* rewrites its policy" if role.exists else "will be created"
+            st.markdown(f"**{role.name}** ({role.kind}) · {state}")
+            st.json({"trust_policy": role.trust_policy, "policies": role.policies}, expanded=False)
+        sure = st.checkbox("I have read these policies: create or update the three roles", key="roles_confirm")
+        if st.button("Create roles", type="primary", disabled=not sure, key="roles_create"):
+            try:
+                arns = b.provision_roles(plan)
+            except SconesError as exc:
+                show_error(exc)
+            else:  # redraw, so the plan above shows the roles as they now are
+                st.session_state["roles_notice"] = ("Roles ready (IAM takes a few seconds to make a new role usable): "
+                                                    + ", ".join(f"{kind} `{arn}`" for kind, arn in arns.items()))
+                st.rerun()
+        done = st.session_state.pop("roles_notice", None)
+        if done:
+            st.success(done, icon=":material/badge:")
+
+
+idle_warnings()
+if workspace["backend"] == "aws":
+    roles_ui()
 
 
 @st.fragment(run_every=2.0)

@@ -65,6 +65,19 @@ def field(name: str, container: Any = st) -> str:
                                 placeholder=f"default {spec['default']}" if spec["default"] else "not set")
 
 
+def billing_ui() -> bool:
+    """Where a start bills (AWS), the operator ticks what it costs first; True when it may start."""
+    try:
+        notice = b.billing_notice("training")
+    except SconesError as exc:
+        show_error(exc)
+        return False
+    if notice is None:
+        return True
+    return st.checkbox(notice.confirmation, key="train_confirm",
+                       help="Billed per second while the job runs; a job stops at its maximum runtime at the latest.")
+
+
 def form_ui() -> tuple[dict[str, str], str, str, bool]:
     """Returns (hyperparameters that are set, validation channel, job name, start pressed)."""
     c1, c2, _ = st.columns([1, 1, 2])
@@ -74,6 +87,7 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
                  help="The Scones notebook's values for AWS (ResNet-152, 30 epochs): slow on a CPU."):
         load_preset("sagemaker")
     st.caption(f"Preset: **{PRESETS[st.session_state.get('train_preset', 'local')]}**")
+    confirmed = billing_ui()
     with st.form("train_form", border=True):
         cols = st.columns(4)
         for i, name in enumerate(MAIN):
@@ -96,7 +110,7 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
                               key="train_validation", horizontal=True)
         job_name = c2.text_input("Job name (optional)", key="train_job_name",
                                  placeholder="image-classification-<date-time>")
-        start = st.form_submit_button("Start training", type="primary", key="train_start")
+        start = st.form_submit_button("Start training", type="primary", key="train_start", disabled=not confirmed)
     values = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in specs}
     return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
 

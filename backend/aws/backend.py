@@ -1,11 +1,13 @@
 """The AWS backend: the shared workspace records, with the bucket on S3.
 
 Staging runs in a local worker process (reading and filtering the archive is quick) and uploads
-to S3; training and endpoints run on SageMaker. The workflow, monitoring and cleanup on AWS are
-the AWS backend issue's next steps.
+to S3; training and endpoints run on SageMaker; the workflow on Lambda and Step Functions. The
+inventory starts from the names this workspace kept and adds whatever else carries the project tag.
 """
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -14,10 +16,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from backend.api import CredentialsError, Resource, StepStatus
+from backend.api import AccessDenied, CredentialsError, Resource, StepStatus
 from backend.aws.errors import aws_errors
-from backend.aws.s3 import S3Bucket
+from backend.aws.s3 import PROJECT_TAG, S3Bucket
+from backend.aws.costs import AwsCostMixin
 from backend.aws.deployment import AwsDeploymentMixin
+from backend.aws.iam import AwsProvisioningMixin
 from backend.aws.training import AwsTrainingMixin
 from backend.aws.workflow import AwsWorkflowMixin
 from backend.aws import pricing
@@ -26,12 +30,21 @@ from backend.monitoring import MonitoringBackendMixin
 from backend.settings import Settings
 from backend.workspace import WorkspaceBackend
 
+TAG_CACHE_S = 5.0
+# Resource Groups Tagging API type filter -> (ARN resource type, inventory kind)
+TAGGED_TYPES = ("sagemaker:endpoint", "sagemaker:endpoint-config", "sagemaker:model", "sagemaker:training-job",
+                "lambda:function", "states:stateMachine")
+TAGGED_KINDS = {"endpoint/": "endpoint", "endpoint-config/": "endpoint-config", "model/": "model",
+                "training-job/": "training-job", "function:": "lambda-function", "stateMachine:": "state-machine"}
+TAGGED_ARN_RE = re.compile(r"arn:aws[a-z-]*:(?:sagemaker|lambda|states):(?P<region>[a-z0-9-]+):\d{12}:"
+                           r"(?P<type>endpoint-config/|endpoint/|model/|training-job/|function:|stateMachine:)"
+                           r"(?P<name>[A-Za-z0-9_.-]+)")
 CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16,
                        user_agent_extra="scones-dashboard")
 
 
-class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, AwsWorkflowMixin, InventoryMixin,
-                 WorkspaceBackend):
+class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, AwsWorkflowMixin, AwsCostMixin,
+                 AwsProvisioningMixin, InventoryMixin, WorkspaceBackend):
     name = "aws"
 
     def __init__(self, settings: Settings):
@@ -68,12 +81,14 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                      "states": ("states_role_arn", "SCONES_STATES_ROLE_ARN", "Step Functions")}
 
     def role_arn(self, kind: str) -> str:
-        """The IAM role ARN for `kind` (sagemaker, lambda, states); one clear sentence when none is set."""
+        """The IAM role ARN for `kind` (sagemaker, lambda, states): the setting, else the role this workspace
+        provisioned; one clear sentence when there is neither."""
         attr, env, what = self.ROLE_SETTINGS[kind]
-        arn = getattr(self.settings, attr)
+        arn = getattr(self.settings, attr) or self.provisioned_role_arn(kind)
         if not arn:
             raise CredentialsError(f"No {what} role is set: set {env} to the ARN of a role {what.split()[0]} can "
-                                   "assume (see README, Running on AWS).")
+                                   "assume, or provision them (Home page 'Provision roles' / 'scones roles --yes'); "
+                                   "see README, Running on AWS.")
         return arn
 
     def describe_workspace(self) -> dict[str, str]:
@@ -83,6 +98,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         steps = super().step_statuses()
         steps["train"] = self.training_step_status()
         steps["deploy"] = self.deployment_step_status()
+        steps["workflow"] = self.workflow_step_status()
         return steps
 
     # -- names of what this workspace created (the inventory starts from these and the tag) ---
@@ -90,9 +106,11 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
     def _record_resource(self, kind: str, name: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO aws_resources(kind, name, created) VALUES(?,?,?)",
                         (kind, name, datetime.now(timezone.utc).isoformat()))
+        self.__dict__.pop("_tagged_cache", None)
 
     def _forget_resource(self, kind: str, name: str) -> None:
         self.db.execute("DELETE FROM aws_resources WHERE kind=? AND name=?", (kind, name))
+        self.__dict__.pop("_tagged_cache", None)
 
     # -- inventory: what bills by the hour, and what it has cost so far ----------------------------
 
@@ -119,5 +137,34 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         return out
 
     def _resource_names(self, kind: str) -> list[str]:
+        """What this workspace created (names it kept), then what else carries the project tag in this
+        region (created by another workspace, or by one whose records are lost)."""
+        names = self._kept_names(kind)
+        return names + [n for n in self._tagged_names().get(kind, []) if n not in names]
+
+    def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))
         return [r["name"] for r in rows]
+
+    def _tagged_names(self) -> dict[str, list[str]]:
+        """{kind: names} of the resources tagged with the project tag (Resource Groups Tagging API),
+        read at most every few seconds; empty when the credentials may not call tag:GetResources."""
+        now = time.monotonic()
+        cached = self.__dict__.get("_tagged_cache")
+        if cached and now - cached[0] < TAG_CACHE_S:
+            return cached[1]
+        found: dict[str, list[str]] = {}
+        try:
+            with aws_errors("finding the project's tagged resources (tag:GetResources)"):
+                pages = self.client("resourcegroupstaggingapi").get_paginator("get_resources").paginate(
+                    TagFilters=[{"Key": PROJECT_TAG["Key"], "Values": [PROJECT_TAG["Value"]]}],
+                    ResourceTypeFilters=list(TAGGED_TYPES))
+                arns = [m["ResourceARN"] for page in pages for m in page["ResourceTagMappingList"]]
+        except AccessDenied:
+            arns = []
+        for arn in arns:
+            m = TAGGED_ARN_RE.search(str(arn))
+            if m and m.group("region") == self.region:
+                found.setdefault(TAGGED_KINDS[m.group("type")], []).append(m.group("name"))
+        self.__dict__["_tagged_cache"] = (now, found)
+        return found

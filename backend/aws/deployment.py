@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    VARIANT_NAME, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse, ResourceNotFound, SconesError,
-    StepStatus, ValidationError,
+    VARIANT_NAME, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse, ResourceLimitExceeded,
+    ResourceNotFound, SconesError, StepStatus, ValidationError,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -115,11 +115,25 @@ class AwsDeploymentMixin:
 
     def create_endpoint(self, endpoint_name: str, config_name: str) -> str:
         check_name(endpoint_name, "Endpoint name")
-        with aws_errors(f"creating endpoint {endpoint_name}"):
-            self.client("sagemaker").create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name,
-                                                     Tags=[PROJECT_TAG])
+        try:
+            with aws_errors(f"creating endpoint {endpoint_name}"):
+                self.client("sagemaker").create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name,
+                                                         Tags=[PROJECT_TAG])
+        except ResourceLimitExceeded as exc:
+            raise self._quota_error(exc, config_name) from None
         self._record_resource("endpoint", endpoint_name)
         return endpoint_name
+
+    def _quota_error(self, exc: ResourceLimitExceeded, config_name: str) -> ResourceLimitExceeded:
+        """New accounts often have no quota for an endpoint instance type: say which one to ask for."""
+        try:
+            itype = self.describe_endpoint_config(config_name).instance_type
+        except SconesError:
+            itype = self.settings.endpoint_instance_type
+        return ResourceLimitExceeded(
+            f"The account's quota for {itype} endpoint usage is used up or 0 (new accounts often have none): "
+            f"request an increase for '{itype} for endpoint usage' in Service Quotas, or choose another instance "
+            f"type. ({exc})")
 
     def describe_endpoint(self, endpoint_name: str) -> Endpoint:
         with aws_errors(f"describing endpoint {endpoint_name}"):
@@ -148,8 +162,11 @@ class AwsDeploymentMixin:
             time.sleep(poll)
 
     def update_endpoint(self, endpoint_name: str, config_name: str) -> str:
-        with aws_errors(f"updating endpoint {endpoint_name}"):
-            self.client("sagemaker").update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
+        try:
+            with aws_errors(f"updating endpoint {endpoint_name}"):
+                self.client("sagemaker").update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
+        except ResourceLimitExceeded as exc:  # an update starts the new instances before it stops the old
+            raise self._quota_error(exc, config_name) from None
         return endpoint_name
 
     def start_endpoint(self, endpoint_name: str) -> Endpoint:

@@ -227,6 +227,7 @@ class AwsWorkflowMixin:
         if diagnostics:  # checked before anything is created
             raise DefinitionInvalid(diagnostics)
         self.role_arn("states")
+        self.allow_endpoint_for_workflow(endpoint)
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in SEED_HANDLERS.items():
             self._ensure_function(function, stem, env, package)
@@ -246,6 +247,7 @@ class AwsWorkflowMixin:
         resolved = resolve_import(definition, mapping)  # refused before anything is created
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         self.role_arn("states")
+        self.allow_endpoint_for_workflow(endpoint)
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in resolved.items():
             self._ensure_function(function, stem, env, package)
