@@ -85,9 +85,14 @@ class LocalStore:
             os.replace(tmp, p)
 
     def get(self, bucket: str, key: str) -> bytes:
+        return self.get_with_mtime(bucket, key)[0]
+
+    def get_with_mtime(self, bucket: str, key: str) -> tuple[bytes, float]:
+        """The object's bytes and its modification time (one path check, one open)."""
         p = self.path(bucket, key)
         try:
-            return p.read_bytes()
+            with open(p, "rb") as f:
+                return f.read(), os.fstat(f.fileno()).st_mtime
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ResourceNotFound(f"No object s3://{bucket}/{key}: stage the data first or check the key.") from None
 
