@@ -7,21 +7,76 @@ sets it on connect, and this module sets it again so a future change there canno
 """
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 
 DEFAULT_TIMEOUT = 60.0
+MAX_LINE = 65536
+MAX_HEADERS = 100
 
 
 class ConnectionFailed(ConnectionError):
     """No answer came back: refused, reset, or closed before a response."""
 
 
-class _Connection(http.client.HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: the request in one write, the answer read with a lean
+    parser (http.client's header parsing through the email package costs more than the model)."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        for thing in (self.rfile, self.sock):
+            try:
+                thing.close()
+            except OSError:
+                pass
+
+    def exchange(self, method: str, path: str, body: bytes | None, content_type: str | None) -> tuple[int, bytes, bool]:
+        """(status, body, server closes) for one request."""
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if content_type is not None:
+            head += f"Content-Type: {content_type}\r\n"
+        if body is not None or method in ("POST", "PUT"):
+            head += f"Content-Length: {len(body or b'')}\r\n"
+        data = (head + "\r\n").encode("latin-1")
+        self.sock.sendall(data + body if body else data)
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line:
+            raise ConnectionResetError("the server closed the connection before answering")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise ConnectionError(f"not an HTTP answer: {line[:60]!r}")
+        status, length, closes = int(parts[1]), None, parts[0] == b"HTTP/1.0"
+        for _ in range(MAX_HEADERS + 1):
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if raw in (b"\r\n", b"\n"):
+                break
+            if not raw:
+                raise ConnectionResetError("the server closed the connection in the middle of an answer")
+            name, _, value = raw.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                closes = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise ConnectionError("chunked answers are not expected from a local endpoint")
+        else:
+            raise ConnectionError("too many headers in the answer")
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            payload = b""
+        elif length is None:
+            payload, closes = self.rfile.read(), True
+        else:
+            payload = self.rfile.read(length)
+            if len(payload) != length:
+                raise ConnectionResetError("the server closed the connection in the middle of an answer")
+        return status, payload, closes
 
 
 class EndpointClient:
@@ -40,22 +95,21 @@ class EndpointClient:
         """(status, body). A reused keep-alive connection the server has closed is retried once on a
         fresh one (the server closes idle connections only between requests, e.g. when it stops);
         ConnectionFailed when no answer comes back."""
-        headers = {"Content-Type": content_type} if content_type is not None else {}
         pool = self._pool()
         for attempt in (0, 1):
             conn = pool.get(port)
-            reused = conn is not None and conn.sock is not None
-            if conn is None:
-                conn = pool[port] = _Connection(self.host, port, timeout=self.timeout)
+            reused = conn is not None
             try:
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.will_close:
+                if conn is None:
+                    conn = pool[port] = _Connection(self.host, port, self.timeout)
+                status, data, closes = conn.exchange(method, path, body, content_type)
+                if closes:
                     conn.close()
-                return resp.status, data
-            except (ConnectionError, http.client.HTTPException, OSError) as exc:
-                conn.close()
+                    pool.pop(port, None)
+                return status, data
+            except (OSError, ValueError) as exc:  # ConnectionError and TimeoutError are OSErrors
+                if conn is not None:
+                    conn.close()
                 pool.pop(port, None)
                 if attempt == 0 and reused and not isinstance(exc, TimeoutError):
                     continue
