@@ -480,7 +480,8 @@ class StatesEngine:
         with self._lock:
             active = self._active.get(arn)
         if active is not None:
-            active.run.done.wait(timeout)
+            if active.run.done.wait(timeout) and active.final is not None:
+                return active.final  # what was just written: no read back
             return self.describe_execution(arn)
         while True:
             record = self.describe_execution(arn)
