@@ -367,3 +367,27 @@ def test_executions_that_moto_runs_end_and_are_waited_for(executing):
     states = {s.name: s.status for s in b.workflow_execution_states(arns[0])}
     assert states["Classified"] == "succeeded" and states["Low"] == "not_run"
     assert b.step_statuses()["workflow"].state == "done"
+
+
+def test_listing_a_big_batch_spends_few_describe_calls(deployed):
+    from backend.aws.workflow import NEW_DESCRIBES_PER_LIST
+
+    b, _ = deployed
+    arns = b.start_workflow_batch(NEW_DESCRIBES_PER_LIST + 15)
+    real = b.client("stepfunctions")
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name):
+            if name == "describe_execution":
+                calls.append(name)
+            return getattr(real, name)
+
+    b.client = lambda service: Counting() if service == "stepfunctions" else type(b).client(b, service)
+    first = b.list_workflow_executions()
+    assert len(first) == len(arns) and len(calls) == NEW_DESCRIBES_PER_LIST
+    assert sum(e.s3_key is not None for e in first) == NEW_DESCRIBES_PER_LIST  # the rest show their input next time
+    second = b.list_workflow_executions()
+    assert len(calls) == len(arns) and all(e.s3_key for e in second)
+    b.list_workflow_executions()
+    assert len(calls) == len(arns)  # running ones follow ListExecutions once their input is known
