@@ -412,13 +412,29 @@ class AwsWorkflowMixin:
         return self._execution(self._describe_execution_raw(self._arn_of_execution(name_or_arn)))
 
     def wait_workflow_executions(self, arns: list[str], timeout: float = 300.0, poll: float = 1.0) -> list[Execution]:
-        """Poll until every execution has finished (or `timeout`); their records, in the order given."""
+        """Poll until every execution has finished (or `timeout`); their records, in the order given.
+        Statuses come from ListExecutions (one call per machine a round); an execution is described
+        once, when it has finished."""
         deadline = time.monotonic() + timeout
+        finished = self._wf_cache["finished"]
         while True:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                raw = list(pool.map(self._describe_execution_raw, arns))
-            if all(d["status"] in FINISHED for d in raw) or time.monotonic() > deadline:
-                return [self._execution(d) for d in raw]
+            pending = [a for a in arns if a not in finished]
+            machines = {a.split(":")[-2] for a in pending}
+            done_now = []
+            for machine in machines:
+                try:
+                    items = self._list_execution_items(machine, 1000)
+                except ResourceNotFound:
+                    continue
+                status = {i["executionArn"]: i["status"] for i in items}
+                done_now += [a for a in pending if status.get(a, "RUNNING") != "RUNNING"
+                             or a not in status]  # older than the newest 1,000: ask it directly
+            if done_now:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(self._describe_execution_raw, done_now))
+            if all(a in finished for a in arns) or time.monotonic() > deadline:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    return [self._execution(d) for d in pool.map(self._describe_execution_raw, arns)]
             time.sleep(poll)
 
     def _list_execution_items(self, machine: str, limit: int) -> list[dict[str, Any]]:
