@@ -43,6 +43,30 @@ def state_times(history: list[dict]) -> dict[str, float]:
     return out
 
 
+def calibrate(b, endpoint: str) -> dict[str, float]:
+    """This machine's speed right now, for reading the figures above: the endpoint alone over HTTP,
+    and a pure-Python loop (a shared host's speed drifts by a third between quiet hours)."""
+    from backend.local.serving.client import EndpointClient
+
+    png = b.get_object(b.test_image_keys()[0])
+    port = int(b.describe_endpoint(endpoint).url.rstrip("/").rsplit(":", 1)[-1])
+    client, direct = EndpointClient(), []
+    for i in range(330):
+        t = time.perf_counter()
+        client.invoke(port, png, "image/png")
+        if i >= 30:
+            direct.append((time.perf_counter() - t) * 1000)
+    client.close()
+    loops = []
+    for _ in range(5):
+        t = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        loops.append((time.perf_counter() - t) * 1000)
+    return {"endpoint_over_http": round(pct(direct, 50), 3), "python_loop_1M": round(statistics.median(loops), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--single", type=int, default=300)
@@ -71,6 +95,8 @@ def main() -> None:
                 if len(parts) < 50:
                     parts.append(state_times(b.workflow_execution_history(arn)))
 
+            calibration = calibrate(b, "bench-endpoint")
+
             t = time.perf_counter()
             arns = b.start_workflow_batch(args.batch)
             done = b.wait_workflow_executions(arns, timeout=600)
@@ -93,6 +119,7 @@ def main() -> None:
                   "executions_per_second": round(args.batch / batch_s, 1), "goal_per_second": 200,
                   "meets_goal": args.batch / batch_s >= 200, "statuses": statuses},
         "capture_files": captured,
+        "calibration_ms_p50": calibration,
     }, indent=2))
 
 
