@@ -32,10 +32,10 @@ def fresh_backend_cache(home):
 
 
 @pytest.fixture
-def staged(aws, monkeypatch):
+def staged(aws, monkeypatch, small_archive):
     monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
     b = get_backend(load_settings())
-    b.stage_data("sample")
+    b.stage_data(small_archive)
     return b
 
 

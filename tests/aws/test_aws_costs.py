@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def staged(aws, monkeypatch):
+def staged(aws, monkeypatch, small_archive):
     monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
     b = get_backend(load_settings())
-    b.stage_data("sample")
+    b.stage_data(small_archive)
     return b
 
 
@@ -80,10 +80,10 @@ def test_cli_train_and_deploy_on_aws_start_nothing_without_yes(staged, capsys):
     assert [e["EndpointName"] for e in sagemaker().list_endpoints()["Endpoints"]] == ["scones-endpoint"]
 
 
-def test_cli_train_in_a_real_process_against_a_moto_server(moto_server, monkeypatch):
+def test_cli_train_in_a_real_process_against_a_moto_server(moto_server, monkeypatch, small_archive):
     """The CLI as scripts run it: a process of its own, AWS at a loopback moto server."""
     monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
-    get_backend(load_settings()).stage_data("sample")
+    get_backend(load_settings()).stage_data(small_archive)
     sm = boto3.client("sagemaker", region_name="us-east-1")
     run = [sys.executable, "-m", "backend.cli", "train", "--preset", "sagemaker", "--backend", "aws"]
     r = subprocess.run(run, capture_output=True, text=True, env=dict(os.environ), timeout=120, cwd=REPO)

@@ -36,6 +36,12 @@ def b(aws):
     return get_backend(load_settings())
 
 
+@pytest.fixture
+def staged(b, small_archive):
+    b.stage_data(small_archive)
+    return b
+
+
 def test_the_plan_is_least_privilege_and_creates_nothing(b):
     plan = b.role_plan()
     assert [(p.kind, p.name, p.exists) for p in plan] == [
@@ -124,9 +130,9 @@ def test_a_role_of_that_name_that_is_not_the_projects_is_left_alone(b):
     assert iam().list_role_policies(RoleName=ROLE_NAMES["lambda"])["PolicyNames"] == []
 
 
-def test_provisioned_roles_train_and_the_lambda_policy_then_names_our_endpoint(b):
+def test_provisioned_roles_train_and_the_lambda_policy_then_names_our_endpoint(staged):
+    b = staged
     b.provision_roles()
-    b.stage_data("sample")
     job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
     sm = boto3.client("sagemaker", region_name=REGION)
     assert sm.describe_training_job(TrainingJobName=job)["RoleArn"].endswith(f"role/{ROLE_NAMES['sagemaker']}")
@@ -137,11 +143,11 @@ def test_provisioned_roles_train_and_the_lambda_policy_then_names_our_endpoint(b
     assert endpoints == [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/scones-demo"]  # lower case, no prefix
 
 
-def test_the_workflow_runs_as_the_provisioned_roles_and_widens_the_lambda_policy_to_its_endpoint(b):
+def test_the_workflow_runs_as_the_provisioned_roles_and_widens_the_lambda_policy_to_its_endpoint(staged):
+    b = staged
     b.provision_roles()  # no endpoint yet: the Lambda role may invoke the project's name prefix only
     assert [r for r in resources(b.role_plan(), "lambda") if ":endpoint/" in r] == [
         f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT_PREFIX}*"]
-    b.stage_data("sample")
     model = b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker")))
     b.deploy(model.model_name, "fleet-classifier")  # outside the prefix
     b.deploy_workflow("fleet-classifier")
@@ -157,9 +163,9 @@ def test_the_workflow_runs_as_the_provisioned_roles_and_widens_the_lambda_policy
     assert sfn.describe_state_machine(stateMachineArn=machine)["roleArn"].endswith(f"role/{ROLE_NAMES['states']}")
 
 
-def test_cleanup_removes_provisioned_roles_after_everything_else(b):
+def test_cleanup_removes_provisioned_roles_after_everything_else(staged):
+    b = staged
     b.provision_roles()
-    b.stage_data("sample")
     job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
     b.deploy(b.create_model(job).model_name, "scones-endpoint")
     kinds = [r.kind for r in b.inventory()]

@@ -43,9 +43,9 @@ def roles(aws, monkeypatch):
 
 
 @pytest.fixture
-def endpoint(roles):
+def endpoint(roles, small_archive):
     b = get_backend(load_settings())
-    b.stage_data("sample")
+    b.stage_data(small_archive)
     job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
     model = b.create_model(job)
     b.deploy(model.model_name, "scones-endpoint", capture_percent=100)
@@ -301,7 +301,7 @@ def test_the_workflow_page_on_aws_shows_the_machine_executions_graph_and_history
         backend.clear()
 
 
-def test_cli_workflow_deploy_list_and_history_on_aws(moto_server, monkeypatch):
+def test_cli_workflow_deploy_list_and_history_on_aws(moto_server, monkeypatch, small_archive):
     import subprocess
     import sys
 
@@ -312,7 +312,7 @@ def test_cli_workflow_deploy_list_and_history_on_aws(moto_server, monkeypatch):
         trust["Statement"][0]["Principal"]["Service"] = f"{service}.amazonaws.com"
         monkeypatch.setenv(env, iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
     b = get_backend(load_settings())
-    b.stage_data("sample")
+    b.stage_data(small_archive)
     b.deploy(b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker"))).model_name,
              "scones-endpoint", capture_percent=100)
 
@@ -346,9 +346,9 @@ def executing(aws_env, monkeypatch):
         yield
 
 
-def test_executions_that_moto_runs_end_and_are_waited_for(executing):
+def test_executions_that_moto_runs_end_and_are_waited_for(executing, small_archive):
     b = get_backend(load_settings())
-    b.stage_data("sample")
+    b.stage_data(small_archive)
     b.deploy(b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker"))).model_name,
              "scones-endpoint", capture_percent=100)
     definition = {"StartAt": "Classified", "States": {
