@@ -19,11 +19,11 @@ PAGES = ["home", "stage", "train", "deploy", "workflow", "monitor", "cleanup"]
 
 
 @pytest.fixture
-def aws_pages(aws):
+def aws_pages(aws, small_archive):
     from ui.state import backend
 
     backend.clear()
-    get_backend(load_settings()).stage_data("sample")
+    get_backend(load_settings()).stage_data(small_archive)
     yield
     backend.clear()
 
