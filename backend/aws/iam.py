@@ -81,7 +81,8 @@ def endpoint_arns(partition: str, region: str, account: str, endpoint_names: lis
     return [f"arn:{partition}:sagemaker:{region}:{account}:endpoint/{n}" for n in names]
 
 
-def lambda_policy(partition: str, region: str, account: str, bucket: str, endpoint_names: list[str]) -> dict[str, Any]:
+def lambda_policy(partition: str, region: str, account: str, bucket: str, endpoint_names: list[str],
+                  functions: tuple[str, ...] = FUNCTION_NAMES) -> dict[str, Any]:
     """The three functions: read the staged images and uploads, invoke our endpoints, write their own logs."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ReadStagedImages", "Effect": "Allow", "Action": ["s3:GetObject"],
@@ -90,22 +91,22 @@ def lambda_policy(partition: str, region: str, account: str, bucket: str, endpoi
          "Resource": endpoint_arns(partition, region, account, endpoint_names)},
         {"Sid": "OwnLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{fn}:*" for fn in FUNCTION_NAMES]},
+         "Resource": [f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{fn}:*" for fn in functions]},
     ]}
 
 
-def function_arns(partition: str, region: str, account: str) -> list[str]:
+def function_arns(partition: str, region: str, account: str, functions: tuple[str, ...] = FUNCTION_NAMES) -> list[str]:
     out = []
-    for fn in FUNCTION_NAMES:
+    for fn in functions:
         arn = f"arn:{partition}:lambda:{region}:{account}:function:{fn}"
         out += [arn, f"{arn}:*"]  # the function, and its versions and aliases
     return out
 
 
-def states_policy(partition: str, region: str, account: str) -> dict[str, Any]:
+def states_policy(partition: str, region: str, account: str, functions: tuple[str, ...] = FUNCTION_NAMES) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "InvokeOurFunctions", "Effect": "Allow", "Action": ["lambda:InvokeFunction"],
-         "Resource": function_arns(partition, region, account)},
+         "Resource": function_arns(partition, region, account, functions)},
     ]}
 
 
@@ -127,8 +128,8 @@ class AwsProvisioningMixin:
         part, region, account, bucket = self.partition, self.region, self.account_id, self.objects.bucket
         policies = {
             "sagemaker": sagemaker_policy(part, region, account, bucket, image_uri(region)),
-            "lambda": lambda_policy(part, region, account, bucket, self._kept_names("endpoint")),
-            "states": states_policy(part, region, account),
+            "lambda": lambda_policy(part, region, account, bucket, self._kept_names("endpoint"), self._our_functions()),
+            "states": states_policy(part, region, account, self._our_functions()),
         }
         out = []
         for kind in ROLE_KINDS:
@@ -175,16 +176,26 @@ class AwsProvisioningMixin:
             out[p.kind] = role["Arn"]
         return out
 
-    def allow_endpoint_for_workflow(self, endpoint_name: str) -> None:
-        """Deploying the workflow to an endpoint the provisioned Lambda role does not name yet widens its
-        policy to that endpoint (a role set by SCONES_LAMBDA_ROLE_ARN is the user's to manage)."""
-        if self.settings.lambda_role_arn or not self.provisioned_role_arn("lambda"):
-            return
-        names = sorted(set(self._kept_names("endpoint")) | {endpoint_name})
-        policy = lambda_policy(self.partition, self.region, self.account_id, self.objects.bucket, names)
-        with aws_errors(f"updating the policy of IAM role {ROLE_NAMES['lambda']}"):
-            self.client("iam").put_role_policy(RoleName=ROLE_NAMES["lambda"], PolicyName=POLICY_NAME,
-                                               PolicyDocument=json.dumps(policy))
+    def _our_functions(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The three workflow functions, those an import deployed, and `extra`, in a stable order."""
+        return tuple(dict.fromkeys((*FUNCTION_NAMES, *sorted(self._kept_names("lambda-function")), *extra)))
+
+    def allow_for_workflow(self, endpoint_name: str, functions: tuple[str, ...] = ()) -> None:
+        """Deploying or importing a workflow widens the provisioned roles to what it uses: the Lambda
+        role to its endpoint (and the logs of its functions), the Step Functions role to its functions.
+        Roles set by SCONES_*_ROLE_ARN are the user's to manage and are left as they are."""
+        part, region, account = self.partition, self.region, self.account_id
+        names = self._our_functions(functions)
+        policies = []
+        if not self.settings.lambda_role_arn and self.provisioned_role_arn("lambda"):
+            endpoints = sorted(set(self._kept_names("endpoint")) | {endpoint_name})
+            policies.append(("lambda", lambda_policy(part, region, account, self.objects.bucket, endpoints, names)))
+        if not self.settings.states_role_arn and self.provisioned_role_arn("states"):
+            policies.append(("states", states_policy(part, region, account, names)))
+        for kind, policy in policies:
+            with aws_errors(f"updating the policy of IAM role {ROLE_NAMES[kind]}"):
+                self.client("iam").put_role_policy(RoleName=ROLE_NAMES[kind], PolicyName=POLICY_NAME,
+                                                   PolicyDocument=json.dumps(policy))
 
     # -- the workspace's records -------------------------------------------------------------
 

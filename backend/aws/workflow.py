@@ -24,8 +24,8 @@ from functools import cached_property
 from typing import Any
 
 from backend.api import (
-    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, Resource, ResourceInUse, ResourceNotFound, SconesError,
-    StateMachine, StateRun, StepStatus, ValidationError,
+    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, Execution, Resource, ResourceInUse, ResourceNotFound,
+    SconesError, StateMachine, StateRun, StepStatus, ValidationError,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -44,6 +44,7 @@ ENDPOINT_TAG, THRESHOLD_TAG = "scones-endpoint", "scones-threshold"  # what it w
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 CONFIG_TTL = 5.0
 NEW_DESCRIBES_PER_LIST = 25  # DescribeExecution is rate-limited (a bucket of 250, 15 more a second)
+DESCRIBES_PER_WAIT_ROUND = 15
 
 
 def lambda_package() -> bytes:
@@ -109,7 +110,8 @@ class AwsWorkflowMixin:
         try:
             self.client("lambda").get_waiter(waiter).wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 60})
         except WaiterError as exc:
-            reason = (exc.last_response or {}).get("Configuration", {}).get("StateReason") or str(exc)
+            config = (exc.last_response or {}).get("Configuration", {})
+            reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or str(exc)
             raise SconesError(f"Lambda function {name} did not become ready ({reason}); see it in the Lambda console.") from None
 
     def _ensure_function(self, name: str, stem: str, environment: dict[str, str], package: bytes) -> str:
@@ -185,6 +187,23 @@ class AwsWorkflowMixin:
             endpoint = max(serving, key=lambda e: e.created).endpoint_name
         return endpoint, check_threshold(self.settings.threshold if threshold is None else threshold)
 
+    def _check_machine_is_ours(self, name: str) -> bool:
+        """Whether the state machine exists; ResourceInUse, before anything changes, when it exists and
+        is not this project's."""
+        sfn = self.client("stepfunctions")
+        arn = self._machine_arn(name)
+        try:
+            with aws_errors(f"reading state machine {name}"):
+                sfn.describe_state_machine(stateMachineArn=arn)
+        except ResourceNotFound:
+            return False
+        with aws_errors(f"reading the tags of state machine {name}"):
+            tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn)["tags"]}
+        if tags.get(PROJECT_TAG["Key"]) != PROJECT_TAG["Value"]:
+            raise ResourceInUse(f"A state machine named {name} already exists in this account and was not created "
+                                "by this project: choose another name.")
+        return True
+
     def _ensure_state_machine(self, name: str, definition: str, source: str, endpoint: str, threshold: float) -> None:
         """Create or update; the caller has validated the definition before creating any function."""
         role = self.role_arn("states")
@@ -193,24 +212,21 @@ class AwsWorkflowMixin:
         sfn = self.client("stepfunctions")
         arn = self._machine_arn(name)
         try:
-            with aws_errors(f"reading state machine {name}"):
-                sfn.describe_state_machine(stateMachineArn=arn)
-            exists = True
-        except ResourceNotFound:
-            exists = False
-        if exists:
-            with aws_errors(f"reading the tags of state machine {name}"):
-                tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn)["tags"]}
-            if tags.get(PROJECT_TAG["Key"]) != PROJECT_TAG["Value"]:
-                raise ResourceInUse(f"A state machine named {name} already exists in this account and was not created "
-                                    "by this project: choose another name.")
-            with aws_errors(f"updating state machine {name}"):
-                sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role)
-                sfn.tag_resource(resourceArn=arn, tags=ours)
-        else:
-            with aws_errors(f"creating state machine {name}"):
-                sfn.create_state_machine(name=name, definition=definition, roleArn=role, type="STANDARD",
-                                         tags=[{"key": PROJECT_TAG["Key"], "value": PROJECT_TAG["Value"]}, *ours])
+            if self._check_machine_is_ours(name):
+                with aws_errors(f"updating state machine {name}"):
+                    sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role)
+                    sfn.tag_resource(resourceArn=arn, tags=ours)
+            else:
+                with aws_errors(f"creating state machine {name}"):
+                    sfn.create_state_machine(name=name, definition=definition, roleArn=role, type="STANDARD",
+                                             tags=[{"key": PROJECT_TAG["Key"], "value": PROJECT_TAG["Value"]}, *ours])
+        except AccessDenied as exc:
+            if "assume" in str(exc):  # Step Functions could not assume the role (yet)
+                raise AccessDenied(
+                    f"Step Functions cannot assume the role {role} for state machine {name}: a role created moments "
+                    "ago takes about 10 seconds to be usable (try again), otherwise its trust policy must allow "
+                    "states.amazonaws.com.") from None
+            raise
         self._record_resource("state-machine", name)
         self._wf_cache["classes"].clear()
 
@@ -228,7 +244,8 @@ class AwsWorkflowMixin:
         if diagnostics:  # checked before anything is created
             raise DefinitionInvalid(diagnostics)
         self.role_arn("states")
-        self.allow_endpoint_for_workflow(endpoint)
+        self._check_machine_is_ours(name)
+        self.allow_for_workflow(endpoint)
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in SEED_HANDLERS.items():
             self._ensure_function(function, stem, env, package)
@@ -248,7 +265,8 @@ class AwsWorkflowMixin:
         resolved = resolve_import(definition, mapping)  # refused before anything is created
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         self.role_arn("states")
-        self.allow_endpoint_for_workflow(endpoint)
+        self._check_machine_is_ours(name)
+        self.allow_for_workflow(endpoint, tuple(resolved))
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in resolved.items():
             self._ensure_function(function, stem, env, package)
@@ -414,24 +432,22 @@ class AwsWorkflowMixin:
     def wait_workflow_executions(self, arns: list[str], timeout: float = 300.0, poll: float = 1.0) -> list[Execution]:
         """Poll until every execution has finished (or `timeout`); their records, in the order given.
         Statuses come from ListExecutions (one call per machine a round); an execution is described
-        once, when it has finished."""
+        once, when it has finished, at most DESCRIBES_PER_WAIT_ROUND a round (DescribeExecution refills
+        at about 15 calls a second per account)."""
         deadline = time.monotonic() + timeout
         finished = self._wf_cache["finished"]
         while True:
             pending = [a for a in arns if a not in finished]
-            machines = {a.split(":")[-2] for a in pending}
             done_now = []
-            for machine in machines:
+            for machine in {a.split(":")[-2] for a in pending}:
                 try:
-                    items = self._list_execution_items(machine, 1000)
-                except ResourceNotFound:
-                    continue
-                status = {i["executionArn"]: i["status"] for i in items}
-                done_now += [a for a in pending if status.get(a, "RUNNING") != "RUNNING"
-                             or a not in status]  # older than the newest 1,000: ask it directly
+                    status = {i["executionArn"]: i["status"] for i in self._list_execution_items(machine, 1000)}
+                except ResourceNotFound:  # the machine is gone: its executions end with it
+                    status = {}
+                done_now += [a for a in pending if a.split(":")[-2] == machine and status.get(a) != "RUNNING"]
             if done_now:
                 with ThreadPoolExecutor(max_workers=8) as pool:
-                    list(pool.map(self._describe_execution_raw, done_now))
+                    list(pool.map(self._describe_execution_raw, done_now[:DESCRIBES_PER_WAIT_ROUND]))
             if all(a in finished for a in arns) or time.monotonic() > deadline:
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     return [self._execution(d) for d in pool.map(self._describe_execution_raw, arns)]

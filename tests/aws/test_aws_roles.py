@@ -217,3 +217,26 @@ def test_cli_roles_on_the_local_backend_is_one_sentence_and_exit_2(home, capsys)
     assert cli.main(["roles", "--yes", "--backend", "local"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "IAM roles are an AWS thing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_imported_workflow_widens_the_provisioned_roles_to_its_functions(staged):
+    b = staged
+    b.provision_roles()
+    b.deploy(b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker"))).model_name,
+             "scones-endpoint")
+    exported = {"StartAt": "Classify", "States": {"Classify": {
+        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+        "Parameters": {"FunctionName": "arn:aws:lambda:eu-west-1:999999999999:function:my-classifier", "Payload.$": "$"}}}}
+    b.import_workflow(json.dumps(exported), {"my-classifier": "classify_image"}, name="from-console")
+
+    def policy(kind):
+        doc = iam().get_role_policy(RoleName=ROLE_NAMES[kind], PolicyName=POLICY_NAME)["PolicyDocument"]
+        return json.loads(doc) if isinstance(doc, str) else doc
+
+    invoke = [r for s in policy("states")["Statement"] for r in s["Resource"]]
+    assert f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:my-classifier" in invoke
+    assert f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:classifyImage" in invoke  # the workflow's own stay
+    logs = [r for s in policy("lambda")["Statement"] if s["Sid"] == "OwnLogs" for r in s["Resource"]]
+    assert any("/aws/lambda/my-classifier:" in r for r in logs)
+    plan = {p.kind: p for p in b.role_plan()}  # provisioning again keeps what the import needed
+    assert f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:my-classifier" in resources(list(plan.values()), "states")
