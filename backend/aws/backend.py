@@ -7,6 +7,7 @@ inventory starts from the names this workspace kept and adds whatever else carri
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -51,6 +52,8 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         super().__init__(settings)
         with aws_errors("reading the AWS configuration"):
             self.session = boto3.session.Session(region_name=settings.aws_region or None)
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     @cached_property
     def region(self) -> str:
@@ -59,8 +62,16 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         return self.session.region_name
 
     def client(self, service: str) -> Any:
-        with aws_errors(f"creating the {service} client"):
-            return self.session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+        """One client per service for the backend's life (its connections are reused; clients are
+        thread-safe, creating them from one session is not: hence the lock)."""
+        clients = self._clients
+        found = clients.get(service)
+        if found is not None:
+            return found
+        with self._clients_lock, aws_errors(f"creating the {service} client"):
+            if service not in clients:
+                clients[service] = self.session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+            return clients[service]
 
     @cached_property
     def account_id(self) -> str:
@@ -140,7 +151,8 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         """What this workspace created (names it kept), then what else carries the project tag in this
         region (created by another workspace, or by one whose records are lost)."""
         names = self._kept_names(kind)
-        return names + [n for n in self._tagged_names().get(kind, []) if n not in names]
+        known = {n.lower() for n in names}  # SageMaker writes names in lower case in its ARNs
+        return names + [n for n in self._tagged_names().get(kind, []) if n.lower() not in known]
 
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))

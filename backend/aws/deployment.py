@@ -92,7 +92,7 @@ class AwsDeploymentMixin:
         with aws_errors(f"describing endpoint config {config_name}"):
             d = self.client("sagemaker").describe_endpoint_config(EndpointConfigName=config_name)
         variant = d["ProductionVariants"][0]
-        return EndpointConfig(config_name=config_name, model_name=variant["ModelName"],
+        return EndpointConfig(config_name=d.get("EndpointConfigName", config_name), model_name=variant["ModelName"],
                               instance_type=variant.get("InstanceType", ""),
                               capture=capture_from(d.get("DataCaptureConfig")), created=_iso(d.get("CreationTime")),
                               variant_name=variant.get("VariantName", VARIANT_NAME))
@@ -139,7 +139,9 @@ class AwsDeploymentMixin:
         with aws_errors(f"describing endpoint {endpoint_name}"):
             d = self.client("sagemaker").describe_endpoint(EndpointName=endpoint_name)
         config = self.describe_endpoint_config(d["EndpointConfigName"])
-        return Endpoint(endpoint_name=endpoint_name, status=d["EndpointStatus"], config_name=config.config_name,
+        # SageMaker matches names without case but InvokeEndpoint wants the name as created: use its own
+        return Endpoint(endpoint_name=d.get("EndpointName", endpoint_name), status=d["EndpointStatus"],
+                        config_name=config.config_name,
                         model_name=config.model_name, created=_iso(d.get("CreationTime")),
                         updated=_iso(d.get("LastModifiedTime")), capture=config.capture,
                         failure_reason=d.get("FailureReason") or "", url="", backend="aws")

@@ -159,7 +159,7 @@ class AwsTrainingMixin:
         seconds = ((end or datetime.now(timezone.utc)) - start).total_seconds()
         status = d["TrainingJobStatus"]
         return TrainingJob(
-            job_name=name, status=status, secondary_status=d.get("SecondaryStatus", ""),
+            job_name=d.get("TrainingJobName", name), status=status, secondary_status=d.get("SecondaryStatus", ""),
             hyperparameters=dict(d.get("HyperParameters", {})), created=_iso(d["CreationTime"]),
             ended=_iso(end), seconds=max(0.0, seconds), failure_reason=d.get("FailureReason") or "",
             epochs=self._epochs(name),
@@ -172,14 +172,17 @@ class AwsTrainingMixin:
         jobs for good and cannot delete them, so only a running one elsewhere is worth listing)."""
         kept = self._kept_names("training-job")
         jobs = [self.describe_training_job(n) for n in kept]
+        known = {n.lower() for n in kept}
         for name in self._resource_names("training-job"):
-            if name not in kept:
-                try:
-                    job = self.describe_training_job(name)
-                except ResourceNotFound:
-                    continue
-                if job.status in ("InProgress", "Stopping"):
-                    jobs.append(job)
+            if name.lower() in known:
+                continue
+            try:  # the status alone first: a finished job's log is not read for nothing
+                with aws_errors(f"describing training job {name}"):
+                    status = self.client("sagemaker").describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+                if status in ("InProgress", "Stopping"):
+                    jobs.append(self.describe_training_job(name))
+            except ResourceNotFound:
+                continue
         return jobs
 
     def stop_training_job(self, name: str) -> TrainingJob:
@@ -248,7 +251,7 @@ class AwsTrainingMixin:
                 shape = tuple(int(x) for x in job.hyperparameters.get("image_shape", "3,32,32").split(","))  # type: ignore[assignment]
             except ResourceNotFound:
                 pass
-        return Model(model_name=name, job_name=job_name, model_artifact=artifact, created=_iso(d["CreationTime"]) or "",
+        return Model(model_name=d.get("ModelName", name), job_name=job_name, model_artifact=artifact, created=_iso(d["CreationTime"]) or "",
                      classes=classes, image_shape=shape, metrics=metrics, backend="aws")
 
     def delete_model(self, name: str) -> None:
