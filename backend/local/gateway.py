@@ -22,6 +22,7 @@ import json
 import mimetypes
 import socket
 import threading
+import time
 import uuid
 from email.utils import formatdate
 from http import HTTPStatus
@@ -77,7 +78,11 @@ class _Server:
             except OSError:
                 if self._stopped.is_set():
                     break
+                time.sleep(self.poll_interval)  # out of file descriptors, say: no busy loop
                 continue
+            if self._stopped.is_set():
+                conn.close()
+                break
             conn.settimeout(None)
             threading.Thread(target=_Handler(conn, self).serve, name="aws-gateway-conn", daemon=True).start()
 
@@ -125,6 +130,8 @@ class Gateway:
         if server is None:
             return
         server.shutdown()
+        if self._thread is not None:  # no connection is accepted after this
+            self._thread.join(timeout=5)
         server.server_close()
         with server.connections_lock:  # idle keep-alive connections would otherwise linger
             for conn in list(server.connections):
@@ -132,8 +139,6 @@ class Gateway:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def __enter__(self) -> "Gateway":
         return self.start()
@@ -297,7 +302,7 @@ class _Handler:
         body = json.dumps({"message": message, **fields}).encode()
         self._answer(status, body, {
             "Content-Type": "application/json", "x-amzn-ErrorType": code, "x-amzn-RequestId": _request_id(),
-        })
+        }, with_body=self.command != "HEAD")  # a HEAD answer carries no body
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -330,8 +335,8 @@ class _Handler:
         port = self.server.server_address[1]
         host = (self.headers.get("Host") or "").lower()
         if host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
-            self._answer(403, b"", {})
             self.close_connection = True
+            self._answer(403, b"", {})
             return False
         if not (self.headers.get("Authorization") or "").startswith("AWS4-HMAC-SHA256 "):
             self._json_error(403, "AccessDenied", "Unsigned request: the local gateway serves AWS SDK clients only.")

@@ -45,6 +45,23 @@ class _Connection:
             head += f"Content-Length: {len(body or b'')}\r\n"
         data = (head + "\r\n").encode("latin-1")
         self.sock.sendall(data + body if body else data)
+        while True:
+            status, length, closes = self._head()
+            if not 100 <= status < 200:
+                break  # an interim 1xx answer is followed by the real one
+        payload: bytes
+        if method == "HEAD" or status in (204, 304):
+            payload = b""
+        elif length is None:
+            payload, closes = self.rfile.read(), True
+        else:
+            payload = self.rfile.read(length)
+            if len(payload) != length:
+                raise ConnectionResetError("the server closed the connection in the middle of an answer")
+        return status, payload, closes
+
+    def _head(self) -> tuple[int, int | None, bool]:
+        """The status line and headers of one answer: (status, Content-Length or None, server closes)."""
         line = self.rfile.readline(MAX_LINE + 1)
         if not line:
             raise ConnectionResetError("the server closed the connection before answering")
@@ -68,15 +85,7 @@ class _Connection:
                 raise ConnectionError("chunked answers are not expected from a local endpoint")
         else:
             raise ConnectionError("too many headers in the answer")
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            payload = b""
-        elif length is None:
-            payload, closes = self.rfile.read(), True
-        else:
-            payload = self.rfile.read(length)
-            if len(payload) != length:
-                raise ConnectionResetError("the server closed the connection in the middle of an answer")
-        return status, payload, closes
+        return status, length, closes
 
 
 class EndpointClient:

@@ -119,6 +119,7 @@ class _Runners:
                 fn()
             except BaseException:  # the job handles its own errors; a runner never dies of one
                 pass
+            fn = None  # an idle runner holds no execution (nor, through it, the engine)
             with self._lock:
                 self._idle.append((wake, slot))
             if not wake.wait(self.IDLE_SECONDS):
