@@ -30,6 +30,16 @@ except SconesError as exc:
     st.stop()
 
 
+def act(call, *args) -> None:
+    """Run an endpoint action; redraw on success, one sentence on failure."""
+    try:
+        call(*args)
+    except SconesError as exc:
+        show_error(exc)
+    else:
+        st.rerun()
+
+
 def badge(status: str) -> str:
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
 
@@ -129,20 +139,10 @@ def endpoints_view() -> None:
                 else "capture off"
             c3.caption(f"{capture} · {e.url or 'no URL yet'} · updated {e.updated}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
-                try:
-                    b.delete_endpoint(e.endpoint_name)
-                except SconesError as exc:
-                    show_error(exc)
-                else:
-                    st.rerun()
+                act(b.delete_endpoint, e.endpoint_name)
             if e.status in ("Failed", "OutOfService") and c4.button("Start", key=f"start_{e.endpoint_name}",
                                                                      icon=":material/play_arrow:"):
-                try:
-                    b.start_endpoint(e.endpoint_name)
-                except SconesError as exc:
-                    show_error(exc)
-                else:
-                    st.rerun()
+                act(b.start_endpoint, e.endpoint_name)
             if e.failure_reason:
                 (st.error if e.status == "Failed" else st.warning)(e.failure_reason)
     if any(e.status in BUSY for e in current) != busy_now:

@@ -12,12 +12,12 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 from botocore.config import Config
 
-from backend.api import AccessDenied, CredentialsError, Resource, StepStatus
+from backend.api import AccessDenied, CredentialsError, Resource, ResourceNotFound, StepStatus
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG, S3Bucket
 from backend.aws.costs import AwsCostMixin
@@ -153,6 +153,17 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         names = self._kept_names(kind)
         known = {n.lower() for n in names}  # SageMaker writes names in lower case in its ARNs
         return names + [n for n in self._tagged_names().get(kind, []) if n.lower() not in known]
+
+    def _describe_all(self, kind: str, describe: Callable[[str], Any]) -> list[Any]:
+        """`describe(name)` for each resource of `kind`; one deleted elsewhere is skipped (and, if this
+        workspace kept its name, forgotten)."""
+        out = []
+        for name in self._resource_names(kind):
+            try:
+                out.append(describe(name))
+            except ResourceNotFound:
+                self._forget_resource(kind, name)
+        return out
 
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))

@@ -98,13 +98,7 @@ class AwsDeploymentMixin:
                               variant_name=variant.get("VariantName", VARIANT_NAME))
 
     def list_endpoint_configs(self) -> list[EndpointConfig]:
-        out = []
-        for name in self._resource_names("endpoint-config"):
-            try:
-                out.append(self.describe_endpoint_config(name))
-            except ResourceNotFound:
-                continue
-        return out
+        return self._describe_all("endpoint-config", self.describe_endpoint_config)
 
     def delete_endpoint_config(self, config_name: str) -> None:
         with aws_errors(f"deleting endpoint config {config_name}"):
@@ -147,13 +141,7 @@ class AwsDeploymentMixin:
                         failure_reason=d.get("FailureReason") or "", url="", backend="aws")
 
     def list_endpoints(self) -> list[Endpoint]:
-        out = []
-        for name in self._resource_names("endpoint"):
-            try:
-                out.append(self.describe_endpoint(name))
-            except ResourceNotFound:
-                continue
-        return out
+        return self._describe_all("endpoint", self.describe_endpoint)
 
     def wait_endpoint(self, endpoint_name: str, timeout: float = 1800.0, poll: float = 15.0) -> Endpoint:
         deadline = time.monotonic() + timeout

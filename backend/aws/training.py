@@ -269,10 +269,4 @@ class AwsTrainingMixin:
         self._forget_resource("training-job", name)
 
     def list_models(self) -> list[Model]:
-        out = []
-        for name in self._resource_names("model"):
-            try:
-                out.append(self.describe_model(name))
-            except ResourceNotFound:
-                continue
-        return out
+        return self._describe_all("model", self.describe_model)

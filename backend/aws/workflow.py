@@ -204,15 +204,17 @@ class AwsWorkflowMixin:
                                 "by this project: choose another name.")
         return True
 
-    def _ensure_state_machine(self, name: str, definition: str, source: str, endpoint: str, threshold: float) -> None:
-        """Create or update; the caller has validated the definition before creating any function."""
+    def _ensure_state_machine(self, name: str, definition: str, source: str, endpoint: str, threshold: float,
+                              exists: bool) -> None:
+        """Create or update; the caller has validated the definition and checked (`exists`, from
+        `_check_machine_is_ours`) that the machine is this project's before creating any function."""
         role = self.role_arn("states")
         ours = [{"key": SOURCE_TAG, "value": source}, {"key": ENDPOINT_TAG, "value": endpoint},
                 {"key": THRESHOLD_TAG, "value": repr(float(threshold))}]
         sfn = self.client("stepfunctions")
         arn = self._machine_arn(name)
         try:
-            if self._check_machine_is_ours(name):
+            if exists:
                 with aws_errors(f"updating state machine {name}"):
                     sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role)
                     sfn.tag_resource(resourceArn=arn, tags=ours)
@@ -244,12 +246,12 @@ class AwsWorkflowMixin:
         if diagnostics:  # checked before anything is created
             raise DefinitionInvalid(diagnostics)
         self.role_arn("states")
-        self._check_machine_is_ours(name)
+        exists = self._check_machine_is_ours(name)
         self.allow_for_workflow(endpoint)
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in SEED_HANDLERS.items():
             self._ensure_function(function, stem, env, package)
-        self._ensure_state_machine(name, definition, "asl", endpoint, threshold)
+        self._ensure_state_machine(name, definition, "asl", endpoint, threshold, exists)
         return self.describe_state_machine(name)
 
     def import_workflow(self, text: str, mapping: dict[str, str] | None = None, name: str = "imported-workflow",
@@ -265,13 +267,13 @@ class AwsWorkflowMixin:
         resolved = resolve_import(definition, mapping)  # refused before anything is created
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         self.role_arn("states")
-        self._check_machine_is_ours(name)
+        exists = self._check_machine_is_ours(name)
         self.allow_for_workflow(endpoint, tuple(resolved))
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in resolved.items():
             self._ensure_function(function, stem, env, package)
         self._ensure_state_machine(name, rewrite_function_arns(definition, list(resolved), self._function_arn),
-                                   "imported", endpoint, threshold)
+                                   "imported", endpoint, threshold, exists)
         return self.describe_state_machine(name)
 
     def describe_state_machine(self, name: str = DEFAULT_STATE_MACHINE) -> StateMachine:
@@ -308,13 +310,7 @@ class AwsWorkflowMixin:
         return out
 
     def list_state_machines(self) -> list[StateMachine]:
-        out = []
-        for name in self._resource_names("state-machine"):
-            try:
-                out.append(self.describe_state_machine(name))
-            except ResourceNotFound:
-                self._forget_resource("state-machine", name)
-        return out
+        return self._describe_all("state-machine", self.describe_state_machine)
 
     def delete_state_machine(self, name: str) -> None:
         with aws_errors(f"deleting state machine {name}"):
@@ -324,10 +320,15 @@ class AwsWorkflowMixin:
     # -- inputs --------------------------------------------------------------------------------
 
     def generate_test_case(self) -> dict[str, Any]:
+        return self._test_cases(1)[0]
+
+    def _test_cases(self, count: int) -> list[dict[str, Any]]:
+        """Random staged test images as execution inputs; the key list is read once."""
         keys = self.test_image_keys()
         if not keys:
             raise ResourceNotFound("No staged test images: stage the data first.")
-        return {"s3_bucket": self.objects.bucket, "s3_key": random.choice(keys), "image_data": ""}
+        return [{"s3_bucket": self.objects.bucket, "s3_key": random.choice(keys), "image_data": ""}
+                for _ in range(count)]
 
     def upload_workflow_image(self, filename: str, data: bytes) -> str:
         """Any image file -> a PNG at the model's input size under uploads/ in the bucket; returns its key."""
@@ -359,13 +360,11 @@ class AwsWorkflowMixin:
         if threshold is not None:
             check_threshold(threshold)
         self.describe_state_machine(state_machine)  # one clear error before any execution starts
-        events = []
-        for _ in range(int(count)):
-            event = ({"s3_bucket": self.objects.bucket, "s3_key": s3_key, "image_data": ""} if s3_key
-                     else self.generate_test_case())
-            if threshold is not None:
+        events = ([{"s3_bucket": self.objects.bucket, "s3_key": s3_key, "image_data": ""} for _ in range(int(count))]
+                  if s3_key else self._test_cases(int(count)))
+        if threshold is not None:
+            for event in events:
                 event["threshold"] = float(threshold)
-            events.append(event)
         with ThreadPoolExecutor(max_workers=min(8, len(events))) as pool:
             return list(pool.map(lambda e: self.start_workflow_execution(e, state_machine=state_machine), events))
 

@@ -169,7 +169,7 @@ class _Handler:
             while not self.close_connection and self._read_request():
                 self._route()
         except (OSError, ValueError):
-            pass  # the client went away, idled out, or the gateway is closing
+            return  # the client went away, idled out, or the gateway is closing (finally cleans up)
         finally:
             with self.server.connections_lock:
                 self.server.connections.discard(conn)

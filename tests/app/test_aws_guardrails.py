@@ -10,16 +10,14 @@ import boto3
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend import get_backend
 from backend.aws.costs import AwsCostMixin
 from backend.aws.iam import ROLE_NAMES
-from backend.settings import load_settings
 from tests.aws import conftest as aws_conftest
 
 pytestmark = pytest.mark.aws
 aws_env, aws = aws_conftest.aws_env, aws_conftest.aws  # the moto fixtures of tests/aws (its conftest stops there)
 REPO = Path(__file__).resolve().parents[2]
-ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+ROLE = aws_conftest.SAGEMAKER_ROLE
 
 
 @pytest.fixture(autouse=True)
@@ -31,12 +29,12 @@ def fresh_backend_cache(home):
     backend.clear()
 
 
+aws_staged = aws_conftest.aws_staged
+
+
 @pytest.fixture
-def staged(aws, monkeypatch, small_archive):
-    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
-    b = get_backend(load_settings())
-    b.stage_data(small_archive)
-    return b
+def staged(aws_staged):
+    return aws_staged
 
 
 def page(name: str) -> AppTest:

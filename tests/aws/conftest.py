@@ -48,3 +48,18 @@ def moto_server(aws_env, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     yield url
     server.stop()
+
+
+SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+
+
+@pytest.fixture
+def aws_staged(aws, monkeypatch, small_archive):
+    """The AWS backend on moto with a SageMaker role set and the small archive staged."""
+    from backend import get_backend
+    from backend.settings import load_settings
+
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", SAGEMAKER_ROLE)
+    b = get_backend(load_settings())
+    b.stage_data(small_archive)
+    return b

@@ -17,16 +17,13 @@ from backend.api import ResourceLimitExceeded
 from backend.aws import pricing
 from backend.settings import load_settings
 
-ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
+from tests.aws.conftest import SAGEMAKER_ROLE as ROLE
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def staged(aws, monkeypatch, small_archive):
-    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
-    b = get_backend(load_settings())
-    b.stage_data(small_archive)
-    return b
+def staged(aws_staged):
+    return aws_staged
 
 
 @pytest.fixture
