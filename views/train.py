@@ -16,7 +16,8 @@ from ui.widgets import image_grid, show_error
 POLL_SECONDS = 1.5
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
-        "augmentation_type", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype", "use_pretrained_model"]
+        "augmentation_type", "cutmix", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype",
+        "use_pretrained_model"]  # cutmix: a local option, not the algorithm's (the AWS backend lists no such field)
 DATA = ["image_shape", "num_classes", "num_training_samples"]
 EARLY = ["early_stopping", "early_stopping_patience", "early_stopping_min_epochs", "early_stopping_tolerance"]
 PRESETS = {"local": "Local CPU defaults", "sagemaker": "SageMaker workflow (AWS values)"}
@@ -25,7 +26,8 @@ VALIDATION = {"test": "Test split (as the workflow does)", "holdout": "Hold-out:
 st.title("Train")
 st.caption("SageMaker's built-in image-classification algorithm (a ResNet), run locally in a worker process on the "
            "staged `train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
-           "names; a bad value is refused before anything starts.")
+           "names; a bad value is refused before anything starts. One field is not the algorithm's: `cutmix`, a "
+           "local training option (the AWS backend has no such field).")
 
 try:
     b = backend()
@@ -90,7 +92,7 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     confirmed = billing_ui()
     with st.form("train_form", border=True):
         cols = st.columns(4)
-        for i, name in enumerate(MAIN):
+        for i, name in enumerate(n for n in MAIN if n in specs):
             field(name, cols[i % 4])
         st.markdown("**Data** (filled in from the staged data)")
         cols = st.columns(4)

@@ -79,12 +79,13 @@ class AwsTrainingMixin:
     def training_hyperparameter_specs(self) -> list[dict[str, Any]]:
         from backend.local.training.service import TrainingService
 
-        return TrainingService.hyperparameter_specs(self)  # type: ignore[arg-type]  # uses no state
+        specs = TrainingService.hyperparameter_specs(self)  # type: ignore[arg-type]  # uses no state
+        return [s for s in specs if s["name"] not in hps.LOCAL_ONLY]  # the algorithm's own, no local options
 
     def default_training_hyperparameters(self, preset: str = "sagemaker") -> dict[str, str]:
         if preset not in hps.PRESETS:
             raise ValidationError(f"Unknown preset {preset!r}: choose one of {', '.join(hps.PRESETS)}.")
-        values = dict(hps.PRESETS[preset])
+        values = {k: v for k, v in hps.PRESETS[preset].items() if k not in hps.LOCAL_ONLY}
         report = self.latest_stage_report()
         if report is not None:
             values["num_training_samples"] = str(sum(report.counts["train"].values()))
@@ -101,6 +102,7 @@ class AwsTrainingMixin:
     def create_training_job(self, hyperparameters: dict[str, str | int | float], job_name: str | None = None,
                             validation: str = "test", seed: int | None = None) -> str:
         hp = hps.validate(hyperparameters)
+        hps.check_for_sagemaker(hyperparameters)
         if validation != "test":
             raise ValidationError("On AWS the validation channel is the staged test split (validation='test'), "
                                   "as in the workflow notebook.")
@@ -135,7 +137,7 @@ class AwsTrainingMixin:
             "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
             "ResourceConfig": {"InstanceCount": 1, "InstanceType": itype, "VolumeSizeInGB": 50},
             "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_SECONDS},
-            "HyperParameters": hps.as_strings(hp, hyperparameters),
+            "HyperParameters": {k: v for k, v in hps.as_strings(hp, hyperparameters).items() if k not in hps.LOCAL_ONLY},
             "Tags": [PROJECT_TAG],
         }
         try:

@@ -81,6 +81,20 @@ def test_validation_as_the_local_backend(staged):
     assert b.list_training_jobs() == []
 
 
+def test_the_local_only_cutmix_option_never_reaches_sagemaker(staged):
+    b = staged
+    assert "cutmix" not in {s["name"] for s in b.training_hyperparameter_specs()}
+    assert "cutmix" not in b.default_training_hyperparameters("local")  # the local preset, less its local options
+    hps = b.default_training_hyperparameters("sagemaker")
+    with pytest.raises(ValidationError, match="cutmix is a local training option that SageMaker's image-classification "
+                                              "algorithm does not have: remove it"):
+        b.create_training_job({**hps, "cutmix": "0.5"})
+    assert b.list_training_jobs() == []  # nothing was created
+    name = b.create_training_job({**hps, "cutmix": "0"})  # off: accepted, and not sent
+    d = boto3.client("sagemaker", region_name="us-east-1").describe_training_job(TrainingJobName=name)
+    assert "cutmix" not in d["HyperParameters"] and d["HyperParameters"]["num_layers"] == "152"
+
+
 def test_guardrails_role_cpu_instance_and_quota(staged, monkeypatch):
     hps = staged.default_training_hyperparameters("sagemaker")
     monkeypatch.setenv("SCONES_TRAINING_INSTANCE_TYPE", "ml.m5.xlarge")

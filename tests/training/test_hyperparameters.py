@@ -15,6 +15,7 @@ GOOD = {
     "beta_1": [("0.9", 0.9), ("0", 0.0), (1, 1.0)],
     "beta_2": [("0.999", 0.999), ("1", 1.0)],
     "checkpoint_frequency": [("1", 1), ("30", 30)],
+    "cutmix": [("0.5", 0.5), ("0", 0.0), (1, 1.0)],
     "early_stopping": [("True", True), ("False", False), ("true", True), (True, True), ("0", False)],
     "early_stopping_min_epochs": [("10", 10), ("1", 1)],
     "early_stopping_patience": [("5", 5), (1, 1)],
@@ -47,6 +48,7 @@ BAD = {
     "beta_1": ["1.5", "-0.1", "x"],
     "beta_2": ["2", "nan"],
     "checkpoint_frequency": ["0", "31", "x"],
+    "cutmix": ["1.5", "-0.1", "half"],
     "early_stopping": ["yes", "2", "maybe"],
     "early_stopping_min_epochs": ["0", "-3"],
     "early_stopping_patience": ["0", "1.5"],
@@ -81,7 +83,18 @@ def test_the_tables_cover_every_documented_hyperparameter():
         "lr_scheduler_step", "mini_batch_size", "momentum", "multi_label", "num_layers", "optimizer",
         "precision_dtype", "resize", "top_k", "use_pretrained_model", "use_weighted_loss", "weight_decay",
     }
-    assert set(H.SPEC_BY_NAME) == documented == set(GOOD) == set(BAD)
+    assert set(H.SPEC_BY_NAME) == documented | set(H.LOCAL_ONLY) == set(GOOD) == set(BAD)
+    assert H.LOCAL_ONLY == ("cutmix",)  # the one local training option, marked as not the algorithm's
+
+
+def test_the_local_option_is_named_as_one_and_refused_for_sagemaker():
+    assert H.validate(BASE).cutmix == 0.0  # off unless asked for
+    assert "Not one of the algorithm's hyperparameters" in H.help_text("cutmix")
+    assert "Local only: the AWS backend refuses it" in H.help_text("cutmix")
+    with pytest.raises(ValidationError, match="cutmix is a local training option"):
+        H.check_for_sagemaker({**BASE, "cutmix": "0.5"})
+    H.check_for_sagemaker({**BASE, "cutmix": "0"})  # off is harmless
+    H.check_for_sagemaker(H.SAGEMAKER_WORKFLOW_PRESET)
 
 
 @pytest.mark.parametrize("name,raw,expected", [(n, r, e) for n, cases in GOOD.items() for r, e in cases])
@@ -153,6 +166,7 @@ def test_several_problems_are_reported_together():
 def test_presets_are_valid_and_named_as_the_algorithms():
     local = H.validate(H.LOCAL_CPU_PRESET)
     assert local.num_layers == 20 and local.image_shape == (3, 32, 32)
+    assert (local.epochs, local.lr_scheduler_step, local.cutmix) == (80, (55, 73), 0.5)
     aws = H.validate(H.SAGEMAKER_WORKFLOW_PRESET)
     assert (aws.num_layers, aws.epochs, aws.learning_rate, aws.mini_batch_size, aws.optimizer) == (152, 30, 0.1, 32, "sgd")
     assert set(H.LOCAL_CPU_PRESET) <= set(H.SPEC_BY_NAME) and set(H.SAGEMAKER_WORKFLOW_PRESET) <= set(H.SPEC_BY_NAME)

@@ -129,6 +129,33 @@ def test_the_design_study_recipe_options_run_and_are_off_by_default():
     assert len(result.epochs) == 2 and 0.0 <= result.epochs[-1]["validation:accuracy"] <= 1.0
 
 
+def test_cutmix_pastes_one_box_from_a_partner_and_weighs_the_labels_by_area():
+    from backend.local.training.trainer import cutmix
+
+    x = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 8, 8).contiguous()
+    gen = torch.Generator().manual_seed(1)
+    boxes = 0
+    for _ in range(20):
+        mixed, partner, own = cutmix(x, gen)
+        assert sorted(partner.tolist()) == list(range(6)) and 0.0 <= own <= 1.0
+        for i in range(6):
+            from_partner = mixed[i] == x[partner[i]]
+            if partner[i] != i:
+                # each image keeps exactly `own` of its pixels; the rest is its partner's, at the same place
+                assert float((mixed[i] == x[i]).float().mean()) == pytest.approx(own)
+                assert float(from_partner.float().mean()) == pytest.approx(1 - own)
+        boxes += own < 1.0
+    assert boxes >= 15  # the box is almost never empty
+    assert torch.equal(x, torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 8, 8))  # input untouched
+
+
+def test_training_with_cutmix_learns_the_synthetic_task():
+    train_set, test_set = sets(64, 32, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=64, size=8, epochs=8, augmentation_type="crop", cutmix="1"))
+    result = train(params, train_set, test_set, seed=0, threads=1)
+    assert result.epochs[-1]["validation:accuracy"] > 0.9
+
+
 def test_the_thread_governor_uses_all_cores_while_they_pay_and_one_thread_when_shared():
     from backend.local.training.trainer import ThreadGovernor
 
