@@ -440,6 +440,7 @@ class Resource:
     hourly_usd: float | None = None  # AWS only: what it costs per hour while it exists
     detail: str = ""
     is_data: bool = False  # staged images, capture, uploads: removed only when data is asked for
+    created_here: bool = True  # False: found by the project tag (AWS), not created by this workspace
 
 
 @dataclass(frozen=True)

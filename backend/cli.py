@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from backend.api import JOB_COMPLETED, SconesError
+from backend.inventory import NOT_CREATED_HERE
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_ENDPOINT = "scones-endpoint"
@@ -478,15 +479,20 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
     include_data = args.all and not args.keep_data
     if not args.yes:
         resources = backend.inventory()
+        kept: list[Any] = []
         if targets is None:
-            going = [r for r in resources if include_data or not r.is_data]
+            going = [r for r in resources if (include_data or not r.is_data) and r.created_here]
+            kept = [r for r in resources if not r.created_here]  # --all leaves what another workspace created
         else:
             going = [r for r in resources if (r.kind, r.name) in set(targets)]
-        doc = {"deleted": [], "would_delete": [{"kind": r.kind, "name": r.name} for r in going], "left": []}
+        doc = {"deleted": [], "would_delete": [{"kind": r.kind, "name": r.name} for r in going],
+               "left": [{"kind": r.kind, "name": r.name, "reason": NOT_CREATED_HERE} for r in kept]}
         if out.as_json:
             out.done(doc, "")
         else:
-            print("\n".join(f"would delete {r.kind}:{r.name}" for r in going) or "Nothing to delete.")
+            print("\n".join([f"would delete {r.kind}:{r.name}" for r in going]
+                            + [f"would leave {r.kind}:{r.name}: {NOT_CREATED_HERE}" for r in kept])
+                  or "Nothing to delete.")
         print("scones: nothing was deleted; add --yes to delete the resources listed.", file=sys.stderr)
         return EXIT_ERROR
     report = backend.cleanup(targets, include_data=include_data)

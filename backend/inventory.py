@@ -4,13 +4,21 @@ Endpoints (and, locally, their processes) go first, then configs, models, traini
 artifacts, executions, state machines, Lambda functions, and last the data (staged images, capture, uploads,
 downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
 Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills by the hour.
+
+On AWS the inventory also lists what carries the project tag without this workspace having created
+it (another workspace's, or one whose records are lost). Such a resource is marked
+`created_here=False`; "everything" (cleanup with no targets) leaves it, with the reason, and
+naming it deletes it.
 """
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from typing import Any
 
 from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
+
+NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
 
 # data resources: name -> (bucket prefixes, workspace folders)
 DATA = {
@@ -36,6 +44,9 @@ class InventoryMixin:
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
         return []  # locally a function is a handler file run by the runtime: nothing to delete
+
+    def created_here(self, kind: str, name: str) -> bool:
+        return True  # locally everything in the workspace was created by it
 
     def executions_resource(self, state_machine: str) -> Resource | None:
         total, running = self.execution_counts(state_machine)
@@ -82,13 +93,17 @@ class InventoryMixin:
                     count, size = count + len(files), size + sum(p.stat().st_size for p in files)
             if count:
                 out.append(Resource("data", name, f"{count} file(s)", size, is_data=True))
-        return out
+        return [r if self.created_here(r.kind, r.name) else replace(
+            r, created_here=False, detail=f"{r.detail}; {NOT_CREATED_HERE}") for r in out]
 
     def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
         """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
         inventory = {(r.kind, r.name): r for r in self.inventory()}
+        left: list[tuple[str, str, str]] = []
         if targets is None:
-            chosen = [k for k, r in inventory.items() if include_data or not r.is_data]
+            chosen = [k for k, r in inventory.items() if (include_data or not r.is_data) and r.created_here]
+            left += [(r.kind, r.name, f"{NOT_CREATED_HERE}: name it to delete it ({r.kind}:{r.name})")
+                     for r in inventory.values() if not r.created_here]
             missing: list[tuple[str, str]] = []
         else:
             for kind, _ in targets:
@@ -98,7 +113,7 @@ class InventoryMixin:
             missing = [t for t in targets if t not in inventory]
         chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
         deleted: list[tuple[str, str]] = []
-        left: list[tuple[str, str, str]] = [(k, n, "not found: already deleted, or never created") for k, n in missing]
+        left += [(k, n, "not found: already deleted, or never created") for k, n in missing]
         for kind, name in chosen:
             try:
                 self._delete(kind, name)

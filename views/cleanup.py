@@ -37,13 +37,17 @@ include_data = st.checkbox("Also delete data (staged images, capture, uploads, d
                            key="cleanup_data")
 visible = [r for r in resources if include_data or not r.is_data]
 frame = pd.DataFrame([{
-    "delete": True, "kind": r.kind, "name": r.name, "status": r.status,
+    "delete": r.created_here, "kind": r.kind, "name": r.name, "status": r.status,
     "size": "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
     "hourly USD": "" if r.hourly_usd is None else f"{r.hourly_usd:.3f}", "detail": r.detail,
 } for r in visible])
 edited = st.data_editor(frame, hide_index=True, disabled=[c for c in frame.columns if c != "delete"],
                         key="cleanup_table")
 chosen = [(row.kind, row.name) for row in edited.itertuples() if row.delete]
+elsewhere = [r for r in visible if not r.created_here]
+if elsewhere:
+    st.warning(f"{len(elsewhere)} resource(s) carry the project tag but were not created by this workspace "
+               "(another workspace's, or one whose records are lost): they start unticked. Tick one to delete it.")
 data_hidden = sum(r.is_data for r in resources) - sum(r.is_data for r in visible)
 if data_hidden:
     st.caption(f"{data_hidden} data set(s) kept: tick the box above to delete data too.")

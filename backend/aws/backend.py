@@ -165,6 +165,13 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                 self._forget_resource(kind, name)
         return out
 
+    def created_here(self, kind: str, name: str) -> bool:
+        """Whether this workspace created it (kept its name); False for what only the project tag found."""
+        kind = "state-machine" if kind == "executions" else kind  # a state machine's executions go with it
+        if kind not in TAGGED_KINDS.values():
+            return True  # data in the workspace's bucket, provisioned roles: only ever this workspace's
+        return name.lower() in {n.lower() for n in self._kept_names(kind)}
+
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))
         return [r["name"] for r in rows]

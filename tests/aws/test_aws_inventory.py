@@ -1,12 +1,13 @@
 """Inventory with hourly prices and a cleanup that leaves nothing of the workspace on AWS (moto)."""
 from __future__ import annotations
 
+import json
 import re
 
 import boto3
 import pytest
 
-from backend import get_backend
+from backend import cli, get_backend
 from backend.aws import pricing
 from backend.settings import load_settings
 
@@ -77,3 +78,33 @@ def test_a_running_training_job_shows_its_price_and_cost_so_far(deployed):
     assert row.status == "InProgress" and row.hourly_usd == price
     m = re.search(r"about \$([0-9.]+) for (\d+) s so far", row.detail)
     assert m and 3600 <= int(m.group(2)) < 3660 and abs(float(m.group(1)) - price) < 0.05
+
+
+def test_what_another_workspace_created_is_listed_but_left_by_cleanup_everything(deployed, tmp_path, monkeypatch,
+                                                                                 capsys):
+    b, _, model = deployed
+    monkeypatch.setenv("SCONES_HOME", str(tmp_path / "other-workspace"))  # a colleague's (or a lost) workspace
+    other = get_backend(load_settings())
+    assert other.objects.bucket == b.objects.bucket  # same account and region: the same project bucket
+    inv = {(r.kind, r.name): r for r in other.inventory()}
+    endpoint = inv[("endpoint", "scones-endpoint")]
+    assert not endpoint.created_here and "not created by this workspace" in endpoint.detail
+    assert not inv[("model", model.model_name)].created_here
+    assert inv[("data", "staged-images")].created_here  # the bucket's data is the project's
+
+    capsys.readouterr()
+    assert cli.main(["cleanup", "--all", "--keep-data", "--json"]) == 2  # without --yes: what would go, and stay
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["would_delete"] == [] and {"kind": "endpoint", "name": "scones-endpoint",
+                                          "reason": "found by the project tag, not created by this workspace"} in listed["left"]
+
+    report = other.cleanup(None, include_data=False)  # "everything" from the other workspace
+    assert report.deleted == ()
+    assert ("endpoint", "scones-endpoint", "found by the project tag, not created by this workspace: name it to "
+            "delete it (endpoint:scones-endpoint)") in report.left
+    assert boto3.client("sagemaker", region_name="us-east-1").list_endpoints()["Endpoints"] != []
+
+    assert all(r.created_here for r in b.inventory())  # the workspace that created them owns them
+    named = other.cleanup([("endpoint", "scones-endpoint")])  # named: deleted, as asked
+    assert named.deleted == (("endpoint", "scones-endpoint"),)
+    assert boto3.client("sagemaker", region_name="us-east-1").list_endpoints()["Endpoints"] == []

@@ -51,3 +51,39 @@ def test_cli_workflow_on_an_unreachable_aws_exits_2_with_one_sentence(aws_env):
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "could not be reached" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "testing-secret-value" not in r.stderr
+
+
+def test_cleanup_page_leaves_another_workspaces_resources_unticked(aws_pages, tmp_path, monkeypatch):
+    from ui.state import backend
+
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/scones-sagemaker")
+    creator = get_backend(load_settings())
+    job = creator.create_training_job(creator.default_training_hyperparameters("sagemaker"))
+    creator.deploy(creator.create_model(job).model_name, "scones-endpoint")
+    creator_home = os.environ["SCONES_HOME"]
+    monkeypatch.setenv("SCONES_HOME", str(tmp_path / "other-workspace"))
+    backend.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/cleanup.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("not created by this workspace" in w.value and "start unticked" in w.value for w in at.warning)
+    # endpoint, config, model and training job are the creator's: none starts ticked, so nothing can go
+    assert at.button(key="cleanup_go").label == "Delete 0 selected" and at.button(key="cleanup_go").disabled
+
+    monkeypatch.setenv("SCONES_HOME", creator_home)  # the creator's own workspace ticks them all
+    backend.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/cleanup.py")
+    at.run()
+    assert not at.exception and not any("not created by this workspace" in w.value for w in at.warning)
+    assert at.button(key="cleanup_go").label == "Delete 4 selected"
+
+
+def test_the_train_page_on_aws_has_no_local_only_field(aws_pages):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/train.py")
+    at.run()
+    assert not at.exception, at.exception
+    keys = {w.key for w in at.text_input}
+    assert "hp_epochs" in keys and "hp_cutmix" not in keys
