@@ -442,7 +442,7 @@ def cmd_monitor(backend: Any, args: argparse.Namespace, out: Output) -> int:
 
 def resource_doc(r: Any) -> dict[str, Any]:
     return {"kind": r.kind, "name": r.name, "status": r.status, "size_bytes": r.size_bytes,
-            "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data}
+            "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data, "created_here": r.created_here}
 
 
 def _size(n: int | None) -> str:
@@ -458,7 +458,8 @@ def _size(n: int | None) -> str:
 def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
     resources = backend.inventory()
     out.done({"resources": [resource_doc(r) for r in resources]},
-             "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}" for r in resources)
+             "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}"
+                       + ("" if r.created_here else f"  ({NOT_CREATED_HERE})") for r in resources)
              or "Nothing: the workspace holds no resources.")
     return EXIT_OK
 
@@ -478,22 +479,16 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
             targets.append((kind, name))
     include_data = args.all and not args.keep_data
     if not args.yes:
-        resources = backend.inventory()
-        kept: list[Any] = []
-        if targets is None:
-            going = [r for r in resources if (include_data or not r.is_data) and r.created_here]
-            kept = [r for r in resources if not r.created_here]  # --all leaves what another workspace created
-        else:
-            going = [r for r in resources if (r.kind, r.name) in set(targets)]
-        doc = {"deleted": [], "would_delete": [{"kind": r.kind, "name": r.name} for r in going],
-               "left": [{"kind": r.kind, "name": r.name, "reason": NOT_CREATED_HERE} for r in kept]}
+        going, left = backend.cleanup_plan(targets, include_data=include_data)
+        doc = {"deleted": [], "would_delete": [{"kind": k, "name": n} for k, n in going],
+               "left": [{"kind": k, "name": n, "reason": r} for k, n, r in left]}
         if out.as_json:
             out.done(doc, "")
         else:
-            print("\n".join([f"would delete {r.kind}:{r.name}" for r in going]
-                            + [f"would leave {r.kind}:{r.name}: {NOT_CREATED_HERE}" for r in kept])
+            print("\n".join([f"would delete {k}:{n}" for k, n in going] + [f"would leave {k}:{n}: {r}" for k, n, r in left])
                   or "Nothing to delete.")
-        print("scones: nothing was deleted; add --yes to delete the resources listed.", file=sys.stderr)
+        print("scones: nothing was deleted; " + ("add --yes to delete what is marked 'would delete'." if going
+                                                  else "nothing would be deleted."), file=sys.stderr)
         return EXIT_ERROR
     report = backend.cleanup(targets, include_data=include_data)
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],

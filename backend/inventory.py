@@ -6,9 +6,10 @@ downloads) when asked for. Deleting twice is harmless: what is already gone is n
 Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills by the hour.
 
 On AWS the inventory also lists what carries the project tag without this workspace having created
-it (another workspace's, or one whose records are lost). Such a resource is marked
-`created_here=False`; "everything" (cleanup with no targets) leaves it, with the reason, and
-naming it deletes it.
+it (another workspace's, or one whose records are lost), and IAM roles it adopted rather than
+created. Such a resource is marked `created_here=False`; "everything" (cleanup with no targets)
+leaves it, with the reason, and naming it deletes it. The data is the bucket's: on AWS the default
+bucket is shared by every workspace of the account and region.
 """
 from __future__ import annotations
 
@@ -44,9 +45,6 @@ class InventoryMixin:
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
         return []  # locally a function is a handler file run by the runtime: nothing to delete
-
-    def created_here(self, kind: str, name: str) -> bool:
-        return True  # locally everything in the workspace was created by it
 
     def executions_resource(self, state_machine: str) -> Resource | None:
         total, running = self.execution_counts(state_machine)
@@ -93,27 +91,35 @@ class InventoryMixin:
                     count, size = count + len(files), size + sum(p.stat().st_size for p in files)
             if count:
                 out.append(Resource("data", name, f"{count} file(s)", size, is_data=True))
-        return [r if self.created_here(r.kind, r.name) else replace(
-            r, created_here=False, detail=f"{r.detail}; {NOT_CREATED_HERE}") for r in out]
+        elsewhere = self.not_created_here(out)
+        return [replace(r, created_here=False, detail=f"{r.detail}; {NOT_CREATED_HERE}")
+                if (r.kind, r.name) in elsewhere else r for r in out]
 
-    def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
-        """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
+    def not_created_here(self, resources: list[Resource]) -> set[tuple[str, str]]:
+        """(kind, name) of the resources this workspace did not create; locally it created everything."""
+        return set()
+
+    def cleanup_plan(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False
+                     ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """What a cleanup would delete, in dependency order, and what it would leave and why."""
         inventory = {(r.kind, r.name): r for r in self.inventory()}
-        left: list[tuple[str, str, str]] = []
         if targets is None:
             chosen = [k for k, r in inventory.items() if (include_data or not r.is_data) and r.created_here]
-            left += [(r.kind, r.name, f"{NOT_CREATED_HERE}: name it to delete it ({r.kind}:{r.name})")
-                     for r in inventory.values() if not r.created_here]
-            missing: list[tuple[str, str]] = []
+            left = [(r.kind, r.name, f"{NOT_CREATED_HERE}: name it to delete it ({r.kind}:{r.name})")
+                    for r in inventory.values() if not r.created_here]
         else:
             for kind, _ in targets:
                 if kind not in RESOURCE_KINDS:
                     raise ValidationError(f"Unknown kind {kind!r}: use one of {', '.join(RESOURCE_KINDS)}.")
             chosen = [t for t in targets if t in inventory]
-            missing = [t for t in targets if t not in inventory]
+            left = [(k, n, "not found: already deleted, or never created") for k, n in targets if (k, n) not in inventory]
         chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
+        return chosen, left
+
+    def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
+        """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
+        chosen, left = self.cleanup_plan(targets, include_data)
         deleted: list[tuple[str, str]] = []
-        left += [(k, n, "not found: already deleted, or never created") for k, n in missing]
         for kind, name in chosen:
             try:
                 self._delete(kind, name)

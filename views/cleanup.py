@@ -12,7 +12,8 @@ CONFIRM_WORD = "delete"
 
 st.title("Clean up")
 st.caption("Everything this workspace created: endpoints (and their processes), endpoint configs, models, "
-           "training jobs and artifacts, state machines and executions, and data. Deleted in dependency order; "
+           "training jobs and artifacts, state machines and executions, and data; on AWS also what carries the "
+           "project tag without this workspace having created it, unticked. Deleted in dependency order; "
            "deleting twice is harmless.")
 
 try:

@@ -165,12 +165,20 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                 self._forget_resource(kind, name)
         return out
 
-    def created_here(self, kind: str, name: str) -> bool:
-        """Whether this workspace created it (kept its name); False for what only the project tag found."""
-        kind = "state-machine" if kind == "executions" else kind  # a state machine's executions go with it
-        if kind not in TAGGED_KINDS.values():
-            return True  # data in the workspace's bucket, provisioned roles: only ever this workspace's
-        return name.lower() in {n.lower() for n in self._kept_names(kind)}
+    def not_created_here(self, resources: list[Resource]) -> set[tuple[str, str]]:
+        """What only the project tag found: resources of a tagged kind whose name this workspace did not
+        keep (a state machine's executions go with it). Data and roles are marked elsewhere."""
+        kept: dict[str, set[str]] = {}
+        out = set()
+        for r in resources:
+            kind = "state-machine" if r.kind == "executions" else r.kind
+            if kind not in TAGGED_KINDS.values():
+                continue
+            if kind not in kept:
+                kept[kind] = {n.lower() for n in self._kept_names(kind)}
+            if r.name.lower() not in kept[kind]:
+                out.add((r.kind, r.name))
+        return out
 
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))

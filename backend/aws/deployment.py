@@ -198,6 +198,7 @@ class AwsDeploymentMixin:
             self.create_endpoint(endpoint_name, config_name)
         else:
             self.update_endpoint(endpoint_name, config_name)
+            self._record_resource("endpoint", endpoint_name)  # it serves this workspace's model now
         return self.describe_endpoint(endpoint_name)
 
     def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "image/png") -> Prediction:

@@ -17,6 +17,7 @@ from backend.api import ROLE_KINDS, Resource, ResourceInUse, RolePlan, Validatio
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
 from backend.aws.training import image_uri
+from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import SEED_HANDLERS, UPLOAD_PREFIX
 
 ROLE_NAMES = {"sagemaker": "scones-sagemaker-execution", "lambda": "scones-lambda-execution",
@@ -43,6 +44,8 @@ IAM_MIGRATIONS: tuple[str, ...] = (
         created     TEXT NOT NULL
     );
     """,
+    # 1: a role that existed (tagged) before this workspace provisioned it is adopted, not created here
+    "ALTER TABLE aws_roles ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0;",
 )
 
 
@@ -158,6 +161,7 @@ class AwsProvisioningMixin:
             if p.kind not in ROLE_KINDS:
                 raise ValidationError(f"Unknown role kind {p.kind!r}: use one of {', '.join(ROLE_KINDS)}.")
             role = self._get_role(p.name)
+            adopted = role is not None
             with aws_errors(f"provisioning IAM role {p.name}"):
                 if role is None:
                     role = iam.create_role(RoleName=p.name, AssumeRolePolicyDocument=json.dumps(p.trust_policy),
@@ -172,7 +176,7 @@ class AwsProvisioningMixin:
                     iam.update_assume_role_policy(RoleName=p.name, PolicyDocument=json.dumps(p.trust_policy))
                 for name, document in p.policies.items():
                     iam.put_role_policy(RoleName=p.name, PolicyName=name, PolicyDocument=json.dumps(document))
-            self._remember_role(p.kind, p.name, role["Arn"])
+            self._remember_role(p.kind, p.name, role["Arn"], adopted)
             out[p.kind] = role["Arn"]
         return out
 
@@ -203,11 +207,13 @@ class AwsProvisioningMixin:
         self.db.migrate("aws_iam", IAM_MIGRATIONS)
         return self.db
 
-    def _remember_role(self, kind: str, name: str, arn: str) -> None:
+    def _remember_role(self, kind: str, name: str, arn: str, adopted: bool) -> None:
+        """Provisioning again keeps what the workspace first knew: a role it created stays its own."""
         self._roles_db().execute(
-            "INSERT INTO aws_roles(kind, name, arn, created) VALUES(?,?,?,?) "
-            "ON CONFLICT(kind) DO UPDATE SET name=excluded.name, arn=excluded.arn",
-            (kind, name, arn, datetime.now(timezone.utc).isoformat()))
+            "INSERT INTO aws_roles(kind, name, arn, created, adopted) VALUES(?,?,?,?,?) "
+            "ON CONFLICT(kind) DO UPDATE SET name=excluded.name, arn=excluded.arn, "
+            "adopted=CASE WHEN aws_roles.name=excluded.name THEN aws_roles.adopted ELSE excluded.adopted END",
+            (kind, name, arn, datetime.now(timezone.utc).isoformat(), int(adopted)))
 
     def provisioned_role_arn(self, kind: str) -> str | None:
         row = self._roles_db().query_one("SELECT arn FROM aws_roles WHERE kind=?", (kind,))
@@ -216,19 +222,24 @@ class AwsProvisioningMixin:
     def _provisioned_roles(self) -> list[tuple[str, str]]:
         return [(r["kind"], r["name"]) for r in self._roles_db().query("SELECT kind, name FROM aws_roles ORDER BY kind")]
 
+    def _adopted_roles(self) -> set[str]:
+        return {r["name"] for r in self._roles_db().query("SELECT name FROM aws_roles WHERE adopted=1")}
+
     # -- inventory and cleanup ---------------------------------------------------------------
 
     def inventory(self) -> list[Resource]:
         out = super().inventory()  # type: ignore[misc]
         data_at = next((i for i, r in enumerate(out) if r.is_data), len(out))
         roles = []
+        adopted = self._adopted_roles()
         for kind, name in self._provisioned_roles():
             role = self._get_role(name)
             if role is None:  # deleted outside the dashboard: forget it
                 self._roles_db().execute("DELETE FROM aws_roles WHERE kind=?", (kind,))
                 continue
-            roles.append(Resource("iam-role", name, "Active",
-                                  detail=f"{kind} role, inline policy {POLICY_NAME}; costs nothing"))
+            detail = f"{kind} role, inline policy {POLICY_NAME}; costs nothing"
+            roles.append(Resource("iam-role", name, "Active", detail=f"{detail}; {NOT_CREATED_HERE}",
+                                  created_here=False) if name in adopted else Resource("iam-role", name, "Active", detail=detail))
         return out[:data_at] + roles + out[data_at:]
 
     def delete_role(self, name: str) -> None:

@@ -94,17 +94,36 @@ def test_what_another_workspace_created_is_listed_but_left_by_cleanup_everything
 
     capsys.readouterr()
     assert cli.main(["cleanup", "--all", "--keep-data", "--json"]) == 2  # without --yes: what would go, and stay
-    listed = json.loads(capsys.readouterr().out)
-    assert listed["would_delete"] == [] and {"kind": "endpoint", "name": "scones-endpoint",
-                                          "reason": "found by the project tag, not created by this workspace"} in listed["left"]
+    captured = capsys.readouterr()
+    listed = json.loads(captured.out)
+    reason = "found by the project tag, not created by this workspace: name it to delete it (endpoint:scones-endpoint)"
+    assert listed["would_delete"] == [] and {"kind": "endpoint", "name": "scones-endpoint", "reason": reason} in listed["left"]
+    assert "nothing would be deleted" in captured.err
+    assert cli.main(["inventory", "--json"]) == 0
+    docs = {(d["kind"], d["name"]): d for d in json.loads(capsys.readouterr().out)["resources"]}
+    assert docs[("endpoint", "scones-endpoint")]["created_here"] is False
 
     report = other.cleanup(None, include_data=False)  # "everything" from the other workspace
     assert report.deleted == ()
-    assert ("endpoint", "scones-endpoint", "found by the project tag, not created by this workspace: name it to "
-            "delete it (endpoint:scones-endpoint)") in report.left
+    assert ("endpoint", "scones-endpoint", reason) in report.left
     assert boto3.client("sagemaker", region_name="us-east-1").list_endpoints()["Endpoints"] != []
 
     assert all(r.created_here for r in b.inventory())  # the workspace that created them owns them
     named = other.cleanup([("endpoint", "scones-endpoint")])  # named: deleted, as asked
     assert named.deleted == (("endpoint", "scones-endpoint"),)
     assert boto3.client("sagemaker", region_name="us-east-1").list_endpoints()["Endpoints"] == []
+
+
+def test_deploying_onto_another_workspaces_endpoint_makes_it_this_workspaces(deployed, tmp_path, monkeypatch):
+    b, _, model = deployed
+    monkeypatch.setenv("SCONES_HOME", str(tmp_path / "other-workspace"))
+    other = get_backend(load_settings())
+    assert not {r.name: r for r in other.inventory()}["scones-endpoint"].created_here
+    sm = other.client("sagemaker")
+    real = sm.update_endpoint
+    sm.update_endpoint = lambda **kw: {"EndpointArn": "arn"}  # moto has no UpdateEndpoint; AWS answers just this
+    try:
+        other.deploy(model.model_name, "scones-endpoint")  # serves this workspace's choice from now on
+    finally:
+        sm.update_endpoint = real
+    assert {r.name: r for r in other.inventory() if r.kind == "endpoint"}["scones-endpoint"].created_here

@@ -240,3 +240,19 @@ def test_an_imported_workflow_widens_the_provisioned_roles_to_its_functions(stag
     assert any("/aws/lambda/my-classifier:" in r for r in logs)
     plan = {p.kind: p for p in b.role_plan()}  # provisioning again keeps what the import needed
     assert f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:my-classifier" in resources(list(plan.values()), "states")
+
+
+def test_roles_another_workspace_created_are_adopted_and_left_by_cleanup_everything(b, tmp_path, monkeypatch):
+    arns = b.provision_roles()
+    b.provision_roles()  # again: still the creator's own
+    assert all(r.created_here for r in b.inventory() if r.kind == "iam-role")
+    monkeypatch.setenv("SCONES_HOME", str(tmp_path / "colleague"))
+    other = get_backend(load_settings())
+    assert other.provision_roles() == arns  # the same tagged roles, adopted rather than created
+    roles = {r.name: r for r in other.inventory() if r.kind == "iam-role"}
+    assert set(roles) == set(ROLE_NAMES.values()) and not any(r.created_here for r in roles.values())
+    report = other.cleanup(None, include_data=False)
+    assert report.deleted == () and {(k, n) for k, n, _ in report.left} == {("iam-role", n) for n in ROLE_NAMES.values()}
+    assert sorted(r["RoleName"] for r in iam().list_roles()["Roles"]) == sorted(ROLE_NAMES.values())
+    named = other.cleanup([("iam-role", ROLE_NAMES["states"])])  # named: deleted, as asked
+    assert named.deleted == (("iam-role", ROLE_NAMES["states"]),)

@@ -93,8 +93,17 @@ def test_the_local_option_is_named_as_one_and_refused_for_sagemaker():
     assert "Local only: the AWS backend refuses it" in H.help_text("cutmix")
     with pytest.raises(ValidationError, match="cutmix is a local training option"):
         H.check_for_sagemaker({**BASE, "cutmix": "0.5"})
-    H.check_for_sagemaker({**BASE, "cutmix": "0"})  # off is harmless
+    for off in ("0", "0.00", "0e0", "", 0):  # off, however written, is harmless
+        H.check_for_sagemaker({**BASE, "cutmix": off})
+    with pytest.raises(ValidationError, match=r"is a local training option .* drop --hp cutmix=\.\.\."):
+        H.check_for_sagemaker({**BASE, "cutmix": "2"})  # refused as local-only, whatever its value
     H.check_for_sagemaker(H.SAGEMAKER_WORKFLOW_PRESET)
+
+
+def test_cutmix_needs_augmentation():
+    with pytest.raises(ValidationError, match="cutmix=0.5 needs augmentation_type set"):
+        H.validate({**BASE, "cutmix": "0.5"})
+    assert H.validate({**BASE, "cutmix": "0.5", "augmentation_type": "crop"}).cutmix == 0.5
 
 
 @pytest.mark.parametrize("name,raw,expected", [(n, r, e) for n, cases in GOOD.items() for r, e in cases])
@@ -102,6 +111,8 @@ def test_good_values_are_accepted_and_typed(name, raw, expected):
     base = dict(BASE)
     if name == "checkpoint_frequency":
         base["epochs"] = "30"
+    if name == "cutmix":
+        base["augmentation_type"] = "crop"
     hp = H.validate({**base, name: raw})
     assert getattr(hp, name) == expected
 

@@ -154,6 +154,27 @@ def test_training_with_cutmix_learns_the_synthetic_task():
     params = H.validate(synthetic.hyperparameters(n_train=64, size=8, epochs=8, augmentation_type="crop", cutmix="1"))
     result = train(params, train_set, test_set, seed=0, threads=1)
     assert result.epochs[-1]["validation:accuracy"] > 0.9
+    assert result.epochs[-1]["train:accuracy"] > 0.6  # every batch mixed: right by each label's share
+
+
+def test_train_accuracy_counts_the_batches_left_unmixed(monkeypatch):
+    import backend.local.training.trainer as T
+
+    train_set, test_set = sets(64, 32, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=64, size=8, epochs=6, augmentation_type="crop", cutmix="0.5"))
+    mixed_batches = []
+
+    def whole_box(x, gen):  # the box covers the whole image: each image becomes its partner, labels included
+        partner = torch.randperm(len(x), generator=gen)
+        mixed_batches.append(partner)
+        return x[partner], partner, 0.0
+
+    monkeypatch.setattr(T, "cutmix", whole_box)
+    result = train(params, train_set, test_set, seed=0, threads=1)
+    assert mixed_batches
+    # Scored against their own labels, the swapped images would be right about half the time and pull the
+    # figure down to about 0.75; only the clean batches count, and the task is learned.
+    assert result.epochs[-1]["train:accuracy"] > 0.9 and result.epochs[-1]["validation:accuracy"] > 0.9
 
 
 def test_the_thread_governor_uses_all_cores_while_they_pay_and_one_thread_when_shared():

@@ -172,7 +172,7 @@ SPECS: tuple[Spec, ...] = (
          help="Not one of the algorithm's hyperparameters: a local training option. The share of training "
               "batches mixed with CutMix: a random box of each image is replaced by the same box of another "
               "image of the batch, and the loss counts both labels by area. 0 turns it off. It regularises "
-              "training on a small data set (with augmentation_type set; the validation images are never mixed)."),
+              "training on a small data set. It needs augmentation_type set; validation images are never mixed."),
     Spec("early_stopping", true_false, "True or False", False,
          help="True to stop training when validation accuracy stops improving; False to run every epoch."),
     Spec("early_stopping_min_epochs", positive_int, "a positive integer", 10,
@@ -233,13 +233,25 @@ LOCAL_ONLY = tuple(s.name for s in SPECS if s.local_only)
 
 
 def check_for_sagemaker(raw: Raw) -> None:
-    """Refuse the local-only options before a request reaches SageMaker's algorithm (which would fail the job)."""
-    used = [name for name in LOCAL_ONLY if name in raw and _text(raw[name]) not in ("", "0", "0.0")]
+    """Refuse the local-only options before a request reaches SageMaker's algorithm (which would fail the
+    job); an option given as off (any spelling of its default) is harmless and is left out of the request."""
+    used = []
+    for name in LOCAL_ONLY:
+        spec = SPEC_BY_NAME[name]
+        if name not in raw or _text(raw[name]) == "":
+            continue
+        try:
+            off = spec.parse(raw[name]) == spec.default
+        except (ValueError, TypeError):
+            off = False
+        if not off:
+            used.append(name)
     if used:
-        names = ", ".join(used)
-        raise ValidationError(f"{names} {'is a local training option' if len(used) == 1 else 'are local training options'}"
-                              f" that SageMaker's image-classification algorithm does not have: remove "
-                              f"{'it' if len(used) == 1 else 'them'} (or load the SageMaker workflow preset) to train on AWS.")
+        one = len(used) == 1
+        raise ValidationError(
+            f"{', '.join(used)} {'is a local training option' if one else 'are local training options'} that "
+            f"SageMaker's image-classification algorithm does not have: remove {'it' if one else 'them'} "
+            f"(on the command line, drop {' '.join(f'--hp {n}=...' for n in used)}) to train on AWS.")
 
 
 @dataclass(frozen=True)
@@ -350,6 +362,9 @@ def _cross_checks(v: dict[str, Any], raw: Raw) -> list[str]:
                         f"{SPEC_BY_NAME['checkpoint_frequency'].allowed} ({v['epochs']})")
     if v["top_k"] is not None and v["top_k"] > v["num_classes"]:
         problems.append(f"top_k={v['top_k']} is not valid: use an integer from 2 to num_classes ({v['num_classes']})")
+    if v["cutmix"] > 0 and v["augmentation_type"] is None:
+        problems.append(f"cutmix={v['cutmix']:g} needs augmentation_type set (crop, crop_color or "
+                        "crop_color_transform): CutMix mixes augmented training images; set one, or cutmix=0")
     _, h, w = v["image_shape"]
     if v["resize"] is not None and v["resize"] < max(h, w):
         problems.append(f"resize={v['resize']} is not valid: use {SPEC_BY_NAME['resize'].allowed} ({max(h, w)})")

@@ -382,6 +382,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         if n % batch == 1 and n > 1:  # a batch of one image cannot be batch-normalised
             order = order[:-1]
         loss_sum, correct, seen = 0.0, 0, 0
+        mixed_correct, mixed_seen = 0.0, 0
         for i in range(0, len(order), batch):
             if should_stop is not None and should_stop():
                 raise TrainingStopped(f"Stopped during epoch {epoch}.")
@@ -393,7 +394,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
                 xb = cutout(xb, recipe.cutout, gen)
             yb = y_train[idx]
             lam, partner = 1.0, None
-            if hp.cutmix > 0 and hp.augmentation_type and float(torch.rand(1, generator=gen)) < hp.cutmix:
+            if hp.cutmix > 0 and float(torch.rand(1, generator=gen)) < hp.cutmix:  # validation asks augmentation_type
                 xb, partner, lam = cutmix(xb, gen)
             elif recipe.mixup_alpha > 0:
                 lam = float(torch.distributions.Beta(recipe.mixup_alpha, recipe.mixup_alpha).sample())
@@ -414,15 +415,22 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
             if ema is not None:
                 ema.update_parameters(model)
             loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            seen += len(idx)
+            hits = logits.argmax(1) == yb
+            if partner is None:
+                correct += int(hits.sum())
+                seen += len(idx)
+            else:  # a mixed batch: right by the share of each label (counted only if no batch was clean)
+                mixed_correct += lam * int(hits.sum()) + (1 - lam) * int((logits.argmax(1) == yb[partner.to(device)]).sum())
+                mixed_seen += len(idx)
             if governor is not None:
                 threads_used[governor.threads] = threads_used.get(governor.threads, 0) + 1
                 torch.set_num_threads(governor.step_done((time.perf_counter() - step_started) / len(idx)))
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"The training loss became {loss_sum} in epoch {epoch}: lower learning_rate (now {hp.learning_rate}).")
-        metrics = {"epoch": float(epoch), "train:accuracy": correct / seen, "train:loss": loss_sum / seen}
+        # train:accuracy on the batches left unmixed (CutMix, mixup): mixed images have no single right answer
+        train_accuracy = correct / seen if seen else mixed_correct / mixed_seen
+        metrics = {"epoch": float(epoch), "train:accuracy": train_accuracy, "train:loss": loss_sum / (seen + mixed_seen)}
         if x_val is not None:
             probs = predict_proba(model if ema is None else ema.module, x_val, mean, std, device, hp)
             metrics["validation:accuracy"] = float((probs.argmax(1) == y_val).float().mean())
