@@ -415,12 +415,13 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
             if ema is not None:
                 ema.update_parameters(model)
             loss_sum += float(loss.detach()) * len(idx)
-            hits = logits.argmax(1) == yb
+            predicted = logits.argmax(1)
             if partner is None:
-                correct += int(hits.sum())
+                correct += int((predicted == yb).sum())
                 seen += len(idx)
             else:  # a mixed batch: right by the share of each label (counted only if no batch was clean)
-                mixed_correct += lam * int(hits.sum()) + (1 - lam) * int((logits.argmax(1) == yb[partner.to(device)]).sum())
+                mixed_correct += (lam * int((predicted == yb).sum())
+                                  + (1 - lam) * int((predicted == yb[partner.to(device)]).sum()))
                 mixed_seen += len(idx)
             if governor is not None:
                 threads_used[governor.threads] = threads_used.get(governor.threads, 0) + 1
