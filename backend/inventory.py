@@ -46,6 +46,9 @@ class InventoryMixin:
     def list_lambda_functions(self) -> list[dict[str, Any]]:
         return []  # locally a function is a handler file run by the runtime: nothing to delete
 
+    def role_resources(self) -> list[Resource]:
+        return []  # locally nothing needs an IAM role
+
     def executions_resource(self, state_machine: str) -> Resource | None:
         total, running = self.execution_counts(state_machine)
         if not total:
@@ -79,6 +82,7 @@ class InventoryMixin:
         for fn in self.list_lambda_functions():
             out.append(Resource("lambda-function", fn["FunctionName"], fn.get("State") or "Active",
                                 size_bytes=fn.get("CodeSize"), detail=f"handler {fn.get('Handler')}, {fn.get('Runtime')}"))
+        out += self.role_resources()
         for name, (prefixes, folders) in DATA.items():
             count, size = 0, 0
             for prefix in prefixes:

@@ -68,8 +68,6 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
 
 
-
-
 @pytest.fixture(scope="session")
 def small_archive(tmp_path_factory) -> str:
     """A CIFAR-100 archive with 10 + 5 bicycles and 10 + 5 motorcycles (random pixels): staging it on

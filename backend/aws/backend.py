@@ -166,10 +166,11 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         return out
 
     def not_created_here(self, resources: list[Resource]) -> set[tuple[str, str]]:
-        """What only the project tag found: resources of a tagged kind whose name this workspace did not
-        keep (a state machine's executions go with it). Data and roles are marked elsewhere."""
+        """What only the project tag found (resources of a tagged kind whose name this workspace did not
+        keep; a state machine's executions go with it) and the roles it adopted. The data is the bucket's."""
         kept: dict[str, set[str]] = {}
-        out = set()
+        adopted = self.adopted_roles()
+        out = {("iam-role", r.name) for r in resources if r.kind == "iam-role" and r.name in adopted}
         for r in resources:
             kind = "state-machine" if r.kind == "executions" else r.kind
             if kind not in TAGGED_KINDS.values():

@@ -17,7 +17,6 @@ from backend.api import ROLE_KINDS, Resource, ResourceInUse, RolePlan, Validatio
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
 from backend.aws.training import image_uri
-from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import SEED_HANDLERS, UPLOAD_PREFIX
 
 ROLE_NAMES = {"sagemaker": "scones-sagemaker-execution", "lambda": "scones-lambda-execution",
@@ -222,25 +221,21 @@ class AwsProvisioningMixin:
     def _provisioned_roles(self) -> list[tuple[str, str]]:
         return [(r["kind"], r["name"]) for r in self._roles_db().query("SELECT kind, name FROM aws_roles ORDER BY kind")]
 
-    def _adopted_roles(self) -> set[str]:
+    def adopted_roles(self) -> set[str]:
+        """Roles that existed (tagged) before this workspace provisioned them: not created here."""
         return {r["name"] for r in self._roles_db().query("SELECT name FROM aws_roles WHERE adopted=1")}
 
     # -- inventory and cleanup ---------------------------------------------------------------
 
-    def inventory(self) -> list[Resource]:
-        out = super().inventory()  # type: ignore[misc]
-        data_at = next((i for i, r in enumerate(out) if r.is_data), len(out))
+    def role_resources(self) -> list[Resource]:
+        """The roles this workspace provisioned (one deleted outside the dashboard is forgotten)."""
         roles = []
-        adopted = self._adopted_roles()
         for kind, name in self._provisioned_roles():
-            role = self._get_role(name)
-            if role is None:  # deleted outside the dashboard: forget it
+            if self._get_role(name) is None:
                 self._roles_db().execute("DELETE FROM aws_roles WHERE kind=?", (kind,))
                 continue
-            detail = f"{kind} role, inline policy {POLICY_NAME}; costs nothing"
-            roles.append(Resource("iam-role", name, "Active", detail=f"{detail}; {NOT_CREATED_HERE}",
-                                  created_here=False) if name in adopted else Resource("iam-role", name, "Active", detail=detail))
-        return out[:data_at] + roles + out[data_at:]
+            roles.append(Resource("iam-role", name, "Active", detail=f"{kind} role, inline policy {POLICY_NAME}; costs nothing"))
+        return roles
 
     def delete_role(self, name: str) -> None:
         """Its inline policies first (IAM refuses to delete a role that still has them), then the role."""

@@ -85,7 +85,7 @@ class AwsTrainingMixin:
     def default_training_hyperparameters(self, preset: str = "sagemaker") -> dict[str, str]:
         if preset not in hps.PRESETS:
             raise ValidationError(f"Unknown preset {preset!r}: choose one of {', '.join(hps.PRESETS)}.")
-        values = {k: v for k, v in hps.PRESETS[preset].items() if k not in hps.LOCAL_ONLY}
+        values = hps.algorithm_only(hps.PRESETS[preset])
         report = self.latest_stage_report()
         if report is not None:
             values["num_training_samples"] = str(sum(report.counts["train"].values()))
@@ -137,7 +137,7 @@ class AwsTrainingMixin:
             "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
             "ResourceConfig": {"InstanceCount": 1, "InstanceType": itype, "VolumeSizeInGB": 50},
             "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_SECONDS},
-            "HyperParameters": {k: v for k, v in hps.as_strings(hp, hyperparameters).items() if k not in hps.LOCAL_ONLY},
+            "HyperParameters": hps.algorithm_only(hps.as_strings(hp, hyperparameters)),
             "Tags": [PROJECT_TAG],
         }
         try:

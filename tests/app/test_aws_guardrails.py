@@ -4,19 +4,17 @@ idle named on the home page. On the local backend none of them is in the way."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import boto3
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from backend.aws.costs import AwsCostMixin
 from backend.aws.iam import ROLE_NAMES
+from tests.apptest import app_page
 from tests.aws import conftest as aws_conftest
 
 pytestmark = pytest.mark.aws
 aws_env, aws = aws_conftest.aws_env, aws_conftest.aws  # the moto fixtures of tests/aws (its conftest stops there)
-REPO = Path(__file__).resolve().parents[2]
 ROLE = aws_conftest.SAGEMAKER_ROLE
 
 
@@ -37,15 +35,8 @@ def staged(aws_staged):
     return aws_staged
 
 
-def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    if name != "home":
-        at.switch_page(f"views/{name}.py")
-    return at
-
-
 def test_home_shows_the_roles_and_creates_them_only_once_confirmed(aws):
-    at = page("home").run()
+    at = app_page("home").run()
     assert not at.exception
     assert [e.label for e in at.expander] == ["Provision roles"]
     shown = " ".join(m.value for m in at.markdown)
@@ -68,13 +59,13 @@ def test_home_warns_about_an_endpoint_idle_for_an_hour(staged, monkeypatch):
     b = staged
     job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
     b.deploy(b.create_model(job).model_name, "scones-endpoint")
-    at = page("home").run()
+    at = app_page("home").run()
     assert not at.exception and not at.warning  # just created: no warning
 
     later = datetime.now(timezone.utc) + timedelta(hours=3)
     real = AwsCostMixin.idle_endpoints
     monkeypatch.setattr(AwsCostMixin, "idle_endpoints", lambda self, now=None: real(self, now=later))
-    at = page("home").run()
+    at = app_page("home").run()
     assert not at.exception
     assert len(at.warning) == 1
     text = at.warning[0].value
@@ -83,7 +74,7 @@ def test_home_warns_about_an_endpoint_idle_for_an_hour(staged, monkeypatch):
 
 
 def test_train_starts_only_after_the_price_is_acknowledged(staged):
-    at = page("train").run()
+    at = app_page("train").run()
     assert not at.exception
     confirm = at.checkbox(key="train_confirm")
     assert confirm.label.startswith("I understand this starts ml.p3.2xlarge at about $3.825/h (prices of ")
@@ -100,7 +91,7 @@ def test_train_starts_only_after_the_price_is_acknowledged(staged):
 def test_deploy_starts_only_after_the_price_of_the_chosen_type_is_acknowledged(staged):
     b = staged
     b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker")))
-    at = page("deploy").run()
+    at = app_page("deploy").run()
     assert not at.exception
     assert at.button(key="deploy_go").disabled
     at.selectbox(key="deploy_instance").select("ml.m5.large").run()
@@ -118,7 +109,7 @@ def test_deploy_starts_only_after_the_price_of_the_chosen_type_is_acknowledged(s
 
 
 def test_on_the_local_backend_nothing_asks_for_confirmation_or_roles(home):
-    at = page("home").run()
+    at = app_page("home").run()
     assert not at.exception and not at.expander and not at.warning
-    at = page("train").run()
+    at = app_page("train").run()
     assert not at.exception and not at.checkbox and not at.button(key="train_start").disabled

@@ -1,12 +1,10 @@
 """Pages run headless with Streamlit's AppTest against a real local backend."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.apptest import app_page
 
 
 @pytest.fixture(autouse=True)
@@ -19,11 +17,8 @@ def fresh_backend_cache(home):
 
 
 def page(name: str) -> AppTest:
-    """The whole app (navigation included), switched to one page."""
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    if name != "home.py":
-        at.switch_page(f"views/{name}")
-    return at
+    """The whole app (navigation included), switched to one page ('home.py', 'stage.py', ...)."""
+    return app_page(name.removesuffix(".py"))
 
 
 def test_home_shows_six_steps_backend_and_workspace(home):

@@ -11,14 +11,9 @@ from backend import cli, get_backend
 from backend.aws import pricing
 from backend.settings import load_settings
 
-ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
-
-
 @pytest.fixture
-def deployed(aws, monkeypatch, small_archive):
-    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", ROLE)
-    b = get_backend(load_settings())
-    b.stage_data(small_archive)
+def deployed(aws_staged):
+    b = aws_staged
     job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
     b.objects.put_many({f"output/{job}/output/model.tar.gz": b"artifact bytes"})
     model = b.create_model(job)

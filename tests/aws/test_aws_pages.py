@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from backend import get_backend
 from backend.api import ResourceNotFound
 from backend.settings import load_settings
+from tests.apptest import app_page
+from tests.aws.conftest import SAGEMAKER_ROLE
 
-REPO = Path(__file__).resolve().parents[2]
 PAGES = ["home", "stage", "train", "deploy", "workflow", "monitor", "cleanup"]
 
 
@@ -30,10 +29,7 @@ def aws_pages(aws, small_archive):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_on_the_aws_backend(aws_pages, page):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    if page != "home":
-        at.switch_page(f"views/{page}.py")
-    at.run()
+    at = app_page(page).run()
     assert not at.exception, at.exception
 
 
@@ -56,16 +52,14 @@ def test_cli_workflow_on_an_unreachable_aws_exits_2_with_one_sentence(aws_env):
 def test_cleanup_page_leaves_another_workspaces_resources_unticked(aws_pages, tmp_path, monkeypatch):
     from ui.state import backend
 
-    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/scones-sagemaker")
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", SAGEMAKER_ROLE)
     creator = get_backend(load_settings())
     job = creator.create_training_job(creator.default_training_hyperparameters("sagemaker"))
     creator.deploy(creator.create_model(job).model_name, "scones-endpoint")
     creator_home = os.environ["SCONES_HOME"]
     monkeypatch.setenv("SCONES_HOME", str(tmp_path / "other-workspace"))
     backend.clear()
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.switch_page("views/cleanup.py")
-    at.run()
+    at = app_page("cleanup").run()
     assert not at.exception, at.exception
     assert any("not created by this workspace" in w.value and "start unticked" in w.value for w in at.warning)
     # endpoint, config, model and training job are the creator's: none starts ticked, so nothing can go
@@ -73,17 +67,13 @@ def test_cleanup_page_leaves_another_workspaces_resources_unticked(aws_pages, tm
 
     monkeypatch.setenv("SCONES_HOME", creator_home)  # the creator's own workspace ticks them all
     backend.clear()
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.switch_page("views/cleanup.py")
-    at.run()
+    at = app_page("cleanup").run()
     assert not at.exception and not any("not created by this workspace" in w.value for w in at.warning)
     assert at.button(key="cleanup_go").label == "Delete 4 selected"
 
 
 def test_the_train_page_on_aws_has_no_local_only_field(aws_pages):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.switch_page("views/train.py")
-    at.run()
+    at = app_page("train").run()
     assert not at.exception, at.exception
     keys = {w.key for w in at.text_input}
     assert "hp_epochs" in keys and "hp_cutmix" not in keys

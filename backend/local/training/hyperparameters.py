@@ -232,6 +232,11 @@ SPEC_BY_NAME = {s.name: s for s in SPECS}
 LOCAL_ONLY = tuple(s.name for s in SPECS if s.local_only)
 
 
+def algorithm_only(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` without the local-only options: what SageMaker's algorithm may be given."""
+    return {k: v for k, v in values.items() if k not in LOCAL_ONLY}
+
+
 def check_for_sagemaker(raw: Raw) -> None:
     """Refuse the local-only options before a request reaches SageMaker's algorithm (which would fail the
     job); an option given as off (any spelling of its default) is harmless and is left out of the request."""
