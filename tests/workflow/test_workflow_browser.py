@@ -34,10 +34,14 @@ def test_batch_of_five_from_the_page(page: Page, wf_url, wf):
     newest = after[:5]
     assert all(e.status in ("SUCCEEDED", "FAILED") for e in newest)
     # the newest execution is opened: its graph and its history
-    expect(page.locator("[data-testid=stGraphVizChart] svg")).to_be_visible(timeout=30_000)
-    svg = page.locator("[data-testid=stGraphVizChart] svg").inner_html()
+    # the graph may first be drawn while the execution starts (states grey): it is redrawn on the
+    # page's next refresh, so wait for a state outlined as succeeded
+    graph = page.locator("[data-testid=stGraphVizChart] svg")
+    expect(graph).to_be_visible(timeout=30_000)
+    expect(graph.locator('[stroke="#2e7d32"]').first).to_be_attached(timeout=30_000)
+    svg = graph.inner_html()
     assert "serializeImageData" in svg and "filterInferences" in svg
-    assert re.search(r"#2e7d32", svg)  # states coloured as succeeded
+    assert re.search(r'stroke="#2e7d32"', svg)  # states coloured as succeeded
     expect(page.get_by_text("Event history")).to_be_visible()
     expect(page.get_by_text("serializeImageData · succeeded")).to_be_visible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
