@@ -29,7 +29,7 @@ def test_home_then_stage_the_mirror_by_upload(page: Page, dashboard_url, mirror_
     expect(page.get_by_text(re.compile(r"images under\s+train/"))).to_be_visible()
     images = page.locator("[data-testid=stImage] img")
     expect(images.nth(15)).to_be_visible(timeout=30_000)
-    assert images.count() == 16  # 8 per class
+    expect(images).to_have_count(16)  # 8 per class
     expect(page.get_by_text("bike_s_000682.png")).to_be_visible()
     page.set_viewport_size({"width": 1400, "height": 2100})  # Streamlit scrolls inside its own container
     page.wait_for_timeout(500)
