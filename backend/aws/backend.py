@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 from botocore.config import Config
@@ -54,6 +55,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
             self.session = boto3.session.Session(region_name=settings.aws_region or None)
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
+        self._reads = threading.local()
 
     @cached_property
     def region(self) -> str:
@@ -132,7 +134,33 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
             return pricing.training_price(self.settings.training_instance_type)
         return None
 
+    @contextmanager
+    def _describing_once(self) -> Iterator[None]:
+        """Within it, this thread describes each endpoint, endpoint config and training job once: an
+        inventory reads each several times (listing, pricing, cost so far)."""
+        outer = getattr(self._reads, "memo", None)
+        if outer is None:
+            self._reads.memo = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._reads.memo = None
+
+    def _once(self, kind: str, name: str, describe: Callable[[str], Any]) -> Any:
+        """`describe(name)`, or what it gave before inside _describing_once()."""
+        memo = getattr(self._reads, "memo", None)
+        if memo is None:
+            return describe(name)
+        if (kind, name) not in memo:
+            memo[(kind, name)] = describe(name)
+        return memo[(kind, name)]
+
     def inventory(self) -> list[Resource]:
+        with self._describing_once():
+            return self._priced_inventory()
+
+    def _priced_inventory(self) -> list[Resource]:
         out = []
         for r in super().inventory():
             if r.hourly_usd is not None and r.kind == "endpoint":

@@ -89,6 +89,9 @@ class AwsDeploymentMixin:
         return self.describe_endpoint_config(config_name)
 
     def describe_endpoint_config(self, config_name: str) -> EndpointConfig:
+        return self._once("endpoint-config", config_name, self._describe_endpoint_config)
+
+    def _describe_endpoint_config(self, config_name: str) -> EndpointConfig:
         with aws_errors(f"describing endpoint config {config_name}"):
             d = self.client("sagemaker").describe_endpoint_config(EndpointConfigName=config_name)
         variant = d["ProductionVariants"][0]
@@ -130,6 +133,9 @@ class AwsDeploymentMixin:
             f"type. ({exc})")
 
     def describe_endpoint(self, endpoint_name: str) -> Endpoint:
+        return self._once("endpoint", endpoint_name, self._describe_endpoint)
+
+    def _describe_endpoint(self, endpoint_name: str) -> Endpoint:
         with aws_errors(f"describing endpoint {endpoint_name}"):
             d = self.client("sagemaker").describe_endpoint(EndpointName=endpoint_name)
         config = self.describe_endpoint_config(d["EndpointConfigName"])

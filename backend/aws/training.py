@@ -154,6 +154,9 @@ class AwsTrainingMixin:
         return parse_epoch_lines(self.training_log(name).splitlines())
 
     def describe_training_job(self, name: str) -> TrainingJob:
+        return self._once("training-job", name, self._describe_training_job)
+
+    def _describe_training_job(self, name: str) -> TrainingJob:
         with aws_errors(f"describing training job {name}"):
             d = self.client("sagemaker").describe_training_job(TrainingJobName=name)
         start = d.get("TrainingStartTime") or d["CreationTime"]

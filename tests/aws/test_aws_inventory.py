@@ -50,6 +50,20 @@ def test_inventory_shows_what_bills_and_cleanup_removes_it_in_order(deployed):
     assert b.cleanup(None, include_data=True).deleted == ()  # twice is harmless
 
 
+def test_an_inventory_describes_each_endpoint_config_and_job_once(deployed):
+    b, job, _ = deployed
+    calls: list[str] = []
+    b.client("sagemaker").meta.events.register("before-call.sagemaker.*",
+                                               lambda model, **kw: calls.append(model.name))
+    b.inventory()
+    assert calls.count("DescribeEndpoint") == 1 and calls.count("DescribeEndpointConfig") == 1
+    assert calls.count("DescribeTrainingJob") == 1
+    calls.clear()
+    b.describe_endpoint("scones-endpoint")
+    b.describe_endpoint("scones-endpoint")  # outside an inventory nothing is remembered: statuses move
+    assert calls.count("DescribeEndpoint") == 2
+
+
 def test_a_running_training_job_shows_its_price_and_cost_so_far(deployed):
     from datetime import datetime, timedelta, timezone
 
