@@ -16,6 +16,24 @@ OUTCOME_SCALE = alt.Scale(domain=["succeeded", "below threshold", "other error",
 HEIGHT = 240
 
 
+def time_x(field: str, *columns: pd.Series) -> alt.X:
+    """A time axis in UTC (the page states its times in UTC; Vega would draw the browser's zone) with
+    24-hour labels as fine as the span of the data (Vega's defaults give 12-hour '03:30' for 15:30)."""
+    times = pd.concat([pd.Series(c) for c in columns]) if columns else pd.Series(dtype="datetime64[ns, UTC]")
+    span = (times.max() - times.min()).total_seconds() if len(times) else 0.0
+    fmt = "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d"
+    return alt.X(f"{field}:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format=fmt, labelOverlap=True))
+
+
+def with_when(frame: pd.DataFrame, field: str) -> pd.DataFrame:
+    """`when`: the time as UTC text for tooltips (a temporal tooltip would be in the browser's zone)."""
+    times = pd.to_datetime(frame[field], utc=True)
+    return frame.assign(when=times.dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+WHEN = alt.Tooltip("when:N", title="time")
+
+
 def threshold_rule(threshold: float, axis: str = "y") -> alt.Chart:
     """The threshold as a dashed rule across the chart (y for confidence-over-time, x for the histogram)."""
     frame = pd.DataFrame({"threshold": [float(threshold)]})
@@ -26,12 +44,11 @@ def threshold_rule(threshold: float, axis: str = "y") -> alt.Chart:
 
 def confidence_over_time_chart(points: pd.DataFrame, threshold: float, title: str = "Confidence over time") -> alt.LayerChart:
     """Each (sampled) inference as a point, coloured by whether it passes the threshold."""
-    dots = (alt.Chart(points).mark_circle(size=18, opacity=0.7)
-            .encode(x=alt.X("time:T", title=None),
+    dots = (alt.Chart(with_when(points, "time")).mark_circle(size=18, opacity=0.7)
+            .encode(x=time_x("time", points["time"]),
                     y=alt.Y("confidence:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="confidence"),
                     color=alt.Color("side:N", scale=SIDE_SCALE, title=None, legend=alt.Legend(orient="bottom")),
-                    tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "label:N",
-                             alt.Tooltip("confidence:Q", format=".4f")]))
+                    tooltip=[WHEN, "label:N", alt.Tooltip("confidence:Q", format=".4f")]))
     return alt.layer(dots, threshold_rule(threshold, "y")).properties(title=title, height=HEIGHT)
 
 
@@ -65,35 +82,37 @@ def stacked(frame: pd.DataFrame, value: str, group: str, order: list[str] | None
 
 def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Share of inferences below the threshold in each time bucket."""
-    df = buckets.assign(zero=0.0)
+    df = with_when(buckets.assign(zero=0.0), "start")
     return (alt.Chart(df).mark_rect(color="#d62728")
-            .encode(x=alt.X("start:T", title=None), x2="end:T",
+            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
                     y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
                             title="below threshold"), y2="zero:Q",
-                    tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), alt.Tooltip("records:Q", format=","),
+                    tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("below:Q", format=","), alt.Tooltip("share_below:Q", format=".1%")])
             .properties(title=f"Share below threshold{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
 
 
 def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Predicted classes per time bucket, as shares of the bucket."""
-    return (alt.Chart(stacked(class_mix, "share", "label")).mark_rect()
-            .encode(x=alt.X("start:T", title=None), x2="end:T",
+    df = with_when(stacked(class_mix, "share", "label"), "start")
+    return (alt.Chart(df).mark_rect()
+            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
                     y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="share"),
                     y2="y0:Q",
                     color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
-                    tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), "label:N",
-                             alt.Tooltip("records:Q", format=","), alt.Tooltip("share:Q", format=".1%")])
+                    tooltip=[WHEN, "label:N", alt.Tooltip("records:Q", format=","),
+                             alt.Tooltip("share:Q", format=".1%")])
             .properties(title=f"Class mix{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
 
 
 def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
     """Workflow executions per time bucket: succeeded, failed on the threshold, failed otherwise."""
-    return (alt.Chart(stacked(outcomes, "executions", "outcome", list(OUTCOME_SCALE.domain))).mark_rect()
-            .encode(x=alt.X("start:T", title=None), x2="end:T",
+    df = with_when(stacked(outcomes, "executions", "outcome", list(OUTCOME_SCALE.domain)), "start")
+    return (alt.Chart(df).mark_rect()
+            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
                     y=alt.Y("y1:Q", title="executions"), y2="y0:Q",
                     color=alt.Color("outcome:N", scale=OUTCOME_SCALE, title=None, legend=alt.Legend(orient="bottom")),
-                    tooltip=[alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"), "outcome:N", "executions:Q"])
+                    tooltip=[WHEN, "outcome:N", "executions:Q"])
             .properties(title=f"Workflow outcomes{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 
 from ui.charts_monitor import (
     bucket_label, class_mix_chart, confidence_histogram_chart, confidence_over_time_chart, outcomes_chart,
-    share_below_chart, stacked,
+    share_below_chart, stacked, time_x,
 )
 
 
@@ -44,3 +44,21 @@ def test_buckets_are_stacked_rectangles_that_add_up():
 def test_bucket_labels():
     assert [bucket_label(s) for s in (1, 30, 60, 120, 3600, 86400, 604800)] == [
         "second", "30 seconds", "minute", "2 minutes", "hour", "day", "7 days"]
+
+
+def test_time_axes_are_utc_in_24_hour_form_as_fine_as_the_span():
+    def axis(*minutes):
+        x = time_x("time", pd.Series([t(m) for m in minutes])).to_dict()
+        assert x["scale"] == {"type": "utc"}  # the page states UTC; Vega would otherwise use the browser's zone
+        return x["axis"]["format"]
+
+    assert axis(0, 1) == "%H:%M:%S" and axis(0, 900) == "%H:%M" and axis(0, 7 * 1440) == "%b %d"
+    assert axis() == "%H:%M:%S"
+    points = pd.DataFrame({"time": [t(15 * 60 + 30)], "confidence": [0.7], "label": ["a"], "side": ["passes"]})
+    spec = confidence_over_time_chart(points, 0.5).to_dict()
+    dots = spec["layer"][0]
+    assert spec["datasets"][dots["data"]["name"]][0]["when"] == "2026-01-01 15:30:00 UTC"
+    assert {"field": "when", "type": "nominal", "title": "time"} in dots["encoding"]["tooltip"]
+    mix = pd.DataFrame({"start": [t(0)], "end": [t(5)], "label": ["a"], "records": [1], "share": [1.0]})
+    enc = class_mix_chart(mix).to_dict()["encoding"]
+    assert enc["x"]["scale"] == {"type": "utc"} and enc["x"]["axis"]["format"] == "%H:%M:%S"
