@@ -19,7 +19,7 @@ HEIGHT = 240
 def time_x(field: str, *columns: pd.Series) -> alt.X:
     """A time axis in UTC (the page states its times in UTC; Vega would draw the browser's zone) with
     24-hour labels as fine as the span of the data (Vega's defaults give 12-hour '03:30' for 15:30)."""
-    times = pd.concat([pd.Series(c) for c in columns]) if columns else pd.Series(dtype="datetime64[ns, UTC]")
+    times = pd.concat(columns)
     span = (times.max() - times.min()).total_seconds() if len(times) else 0.0
     fmt = "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d"
     return alt.X(f"{field}:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format=fmt, labelOverlap=True))

@@ -402,12 +402,13 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
                 xb = lam * xb + (1 - lam) * xb[partner]
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             yb = yb.to(device)
+            yb_partner = None if partner is None else yb[partner.to(device)]
             with autocast_for(device, hp):
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=recipe.label_smoothing)
                 if partner is not None:
                     loss = lam * loss + (1 - lam) * F.cross_entropy(
-                        logits.float(), yb[partner.to(device)], label_smoothing=recipe.label_smoothing)
+                        logits.float(), yb_partner, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -421,7 +422,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
                 seen += len(idx)
             else:  # a mixed batch: right by the share of each label (counted only if no batch was clean)
                 mixed_correct += (lam * int((predicted == yb).sum())
-                                  + (1 - lam) * int((predicted == yb[partner.to(device)]).sum()))
+                                  + (1 - lam) * int((predicted == yb_partner).sum()))
                 mixed_seen += len(idx)
             if governor is not None:
                 threads_used[governor.threads] = threads_used.get(governor.threads, 0) + 1
