@@ -7,6 +7,9 @@ from backend.settings import Settings
 
 def get_backend(settings: Settings) -> Backend:
     """The only place that chooses between the local and the AWS backend."""
+    if settings.home.exists() and not settings.home.is_dir():
+        raise SconesError(f"The workspace {settings.home} is a file, not a folder: choose a folder for --home or "
+                          "SCONES_HOME (it is created when missing).")
     if settings.backend == "local":
         from backend.local.backend import LocalBackend
 

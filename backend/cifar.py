@@ -282,7 +282,8 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
         try:
             response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "scones"}), timeout=timeout)
         except urllib.error.HTTPError as exc:
-            raise DownloadError(f"{url} answered HTTP {exc.code}; check SCONES_CIFAR_URL.") from None
+            raise DownloadError(f"{url} answered HTTP {exc.code}: check the address (--source, or SCONES_CIFAR_URL "
+                                "for the default), or stage the bundled sample.") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DownloadError(f"Could not reach {url} ({reason}); check the network, or stage the bundled sample.") from None

@@ -12,11 +12,13 @@ import sys
 import time
 from typing import Any, Callable
 
-from backend.api import JOB_COMPLETED, SconesError
+from backend.api import JOB_COMPLETED, ResourceNotFound, SconesError
 from backend.inventory import NOT_CREATED_HERE
+from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_ENDPOINT = "scones-endpoint"
+DEFAULT_CAPTURE_PERCENT = 100  # the notebook's data capture
 
 
 class UsageError(Exception):
@@ -47,7 +49,7 @@ def build_parser() -> Parser:
     p.add_argument("--classes", default=None, help="comma-separated fine label names (default bicycle,motorcycle)")
     p.set_defaults(handler=cmd_stage)
 
-    p = sub.add_parser("status", help="the six workflow steps and their state")
+    p = sub.add_parser("status", help="the five workflow steps (stage, train, deploy, workflow, monitor) and their state")
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("train", help="start a training job (the image-classification algorithm)")
@@ -71,7 +73,9 @@ def build_parser() -> Parser:
     which.add_argument("--job", help="training job whose model to deploy (default: the newest Completed job)")
     which.add_argument("--model", help="model name to deploy")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"endpoint name (default {DEFAULT_ENDPOINT}; updated if it exists)")
-    p.add_argument("--capture-percent", type=int, default=100, help="data-capture sampling percentage, 0-100")
+    p.add_argument("--capture-percent", type=int, default=None,
+                   help=f"data-capture sampling percentage, 0-100 (default: an existing endpoint keeps its setting, "
+                        f"a new one captures {DEFAULT_CAPTURE_PERCENT})")
     p.add_argument("--wait", action="store_true", help="wait until the endpoint is InService or Failed")
     p.add_argument("--yes", action="store_true",
                    help="on AWS: start the billable endpoint (without it: say what it costs, create nothing, exit 2)")
@@ -212,13 +216,18 @@ def cmd_status(backend: Any, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def parse_pairs(pairs: list[str], flag: str, example: str, form: str = "KEY=VALUE") -> dict[str, str]:
-    """Repeated `--flag KEY=VALUE` options as a dict; a malformed one is a usage error."""
+def parse_pairs(pairs: list[str], flag: str, example: str, form: str = "KEY=VALUE",
+                allow_empty: bool = True) -> dict[str, str]:
+    """Repeated `--flag KEY=VALUE` options as a dict; a malformed one is a usage error, and so is an
+    empty VALUE where `allow_empty` is False (a hyperparameter or a mapping left blank)."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{flag} {pair!r} is not {form}, for example {flag} {example}")
+        if not allow_empty and not value.strip():
+            raise UsageError(f"{flag} {pair!r} gives {key.strip()} no value: write {form} (for example {flag} {example}), "
+                             "or leave it out to keep the default.")
         out[key.strip()] = value.strip()
     return out
 
@@ -239,7 +248,7 @@ def confirm_billing(backend: Any, kind: str, yes: bool) -> None:
 def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     confirm_billing(backend, "training", args.yes)
     hps = backend.default_training_hyperparameters(args.preset)
-    hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE"))
+    hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE", allow_empty=False))
     if args.epochs is not None:
         hps["epochs"] = str(args.epochs)
     name = backend.create_training_job(hps)
@@ -294,9 +303,20 @@ def endpoint_doc(e: Any) -> dict[str, Any]:
                         "prefix": e.capture.destination}, "failure_reason": e.failure_reason}
 
 
+def capture_percent(backend: Any, args: argparse.Namespace) -> int:
+    """--capture-percent; without it, an existing endpoint keeps its capture and a new one captures 100%."""
+    if args.capture_percent is not None:
+        return args.capture_percent
+    try:
+        capture = backend.describe_endpoint(args.endpoint).capture
+    except ResourceNotFound:
+        return DEFAULT_CAPTURE_PERCENT
+    return capture.sampling_percent if capture.enabled else 0
+
+
 def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     confirm_billing(backend, "endpoint", args.yes)
-    model_name = args.model
+    model_name, created = args.model, None
     if model_name is None:
         job_name = args.job
         if job_name is None:
@@ -305,8 +325,19 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
                 raise UsageError("No Completed training job to deploy: train one first ('scones train --wait').")
             job_name = done[0].job_name
         existing = [m for m in backend.list_models() if m.job_name == job_name]
-        model_name = existing[0].model_name if existing else backend.create_model(job_name).model_name
-    endpoint = backend.deploy(model_name, args.endpoint, capture_percent=args.capture_percent)
+        if not existing:
+            model_name = created = backend.create_model(job_name).model_name
+        else:
+            model_name = existing[0].model_name
+    try:
+        endpoint = backend.deploy(model_name, args.endpoint, capture_percent=capture_percent(backend, args))
+    except Exception:
+        if created is not None:  # a refused deploy leaves nothing behind
+            try:
+                backend.delete_model(created)
+            except SconesError:
+                pass
+        raise
     if args.wait:
         endpoint = backend.wait_endpoint(endpoint.endpoint_name)
     doc = endpoint_doc(endpoint)
@@ -345,6 +376,10 @@ def cmd_asl_validate(backend: Any, args: argparse.Namespace, out: Output) -> int
            "diagnostics": [{"state": d.state, "field": d.field, "message": d.message} for d in diagnostics]}
     text = "valid" if not diagnostics else "\n".join(f"{d.state or '-'} {d.field or '-'}: {d.message}" for d in diagnostics)
     out.done(doc, text)
+    if diagnostics:
+        n = len(diagnostics)
+        print(f"scones: {args.file} is not a valid state machine definition: {n} problem{'s' if n > 1 else ''}, "
+              f"listed {'in diagnostics' if out.as_json else 'above'}.", file=sys.stderr)
     return EXIT_OK if not diagnostics else EXIT_ERROR
 
 
@@ -368,8 +403,22 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     doc = {"execution": record.arn, "status": record.status, "output": record.output_value,
            "error": record.error, "cause": record.cause, "events": [_event(e) for e in events]}
     out.done(doc, f"{record.status}" + (f": {record.error}: {record.cause}" if record.error else
-                                       f": {json.dumps(record.output_value)}"))
+                                       f": {short_json(record.output_value)}"))
     return EXIT_OK
+
+
+def short_json(value: Any, limit: int = 400) -> str:
+    """JSON for a terminal: long strings (a base64 image, say) cut to 40 characters, the whole to `limit`."""
+    def cut(v: Any) -> Any:
+        if isinstance(v, str) and len(v) > 60:
+            return f"{v[:40]}... ({len(v):,} characters)"
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [cut(x) for x in v]
+        return v
+    text = json.dumps(cut(value))
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters; --json prints it all)"
 
 
 def _event(e: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +448,12 @@ def cmd_workflow_deploy(backend: Any, args: argparse.Namespace, out: Output) -> 
 def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     key = None
     if args.image:
-        key = backend.upload_workflow_image(args.image, read_file(args.image, "image"))
+        data = read_file(args.image, "image")
+        check_batch(args.count)  # refused before the image is stored, so a refused run leaves nothing behind
+        if args.threshold is not None:
+            check_threshold(args.threshold)
+        backend.describe_state_machine(args.state_machine)
+        key = backend.upload_workflow_image(args.image, data)
     arns = backend.start_workflow_batch(args.count, key, args.threshold, args.state_machine)
     executions = backend.wait_workflow_executions(arns)
     out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
@@ -422,7 +476,8 @@ def cmd_workflow_history(backend: Any, args: argparse.Namespace, out: Output) ->
 
 def cmd_workflow_import(backend: Any, args: argparse.Namespace, out: Output) -> int:
     text = read_file(args.file, "definition").decode("utf-8", "replace")
-    sm = backend.import_workflow(text, parse_pairs(args.map, "--map", "classifyImage=classify_image"), args.name)
+    mapping = parse_pairs(args.map, "--map", "classifyImage=classify_image", form="FUNCTION=HANDLER", allow_empty=False)
+    sm = backend.import_workflow(text, mapping, args.name)
     doc = {"state_machine": sm.name, "mapping": {fn: stem for fn, stem in
                                                   backend.workflow_mapping(sm.name).items()}}
     out.done(doc, f"{sm.name}: " + ", ".join(f"{k} -> lambdas/{v}.py" for k, v in doc["mapping"].items()))
@@ -536,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         from backend import get_backend
         from backend.settings import load_settings
 
-        settings = load_settings().with_overrides(home=args.home, backend=args.backend)
+        env = dict(os.environ)  # the flags win over the environment, which is then not consulted for them
+        env.update({k: v for k, v in (("SCONES_HOME", args.home), ("SCONES_BACKEND", args.backend)) if v})
+        settings = load_settings(env)
         backend = get_backend(settings)
         handler: Callable[..., int] = args.handler
         return handler(backend, args, Output(bool(args.json)))
@@ -549,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scones: interrupted.", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (`scones ... | head`): the work is done, say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the contract is one sentence, never a traceback
         if os.environ.get("SCONES_DEBUG"):
             raise

@@ -35,7 +35,8 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
     del archive
     empty = [classes[i] for i in range(len(ids)) if not any((s.class_index == i).any() for s in selections.values())]
     if empty:
-        raise ValidationError(f"Class {', '.join(repr(e) for e in empty)} has no images in this archive; choose classes it holds.")
+        raise ValidationError(f"{'Class' if len(empty) == 1 else 'Classes'} {', '.join(repr(e) for e in empty)} "
+                              f"{'has' if len(empty) == 1 else 'have'} no images in this archive; choose classes it holds.")
     for name, sel in selections.items():
         if len(set(sel.filenames)) != len(sel.filenames):
             raise ValidationError(f"The archive's '{name}' split repeats an image file name; it cannot be staged as files.")

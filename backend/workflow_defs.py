@@ -111,8 +111,13 @@ def resolve_import(definition: dict[str, Any], mapping: dict[str, str] | None) -
         fn, stem = next(iter(bad.items()))
         raise ValidationError(f"--map {fn}={stem}: there is no handler file lambdas/{stem}.py; use one of "
                               f"{', '.join(stems)}.")
+    called = called_functions(definition)
+    unused = [fn for fn in mapping if fn not in called]
+    if unused:
+        raise ValidationError(f"--map {unused[0]}=...: the definition calls no function named {unused[0]!r}; it calls "
+                              f"{', '.join(called) or 'no Lambda function'}.")
     resolved: dict[str, str] = {}
-    for fn in called_functions(definition):
+    for fn in called:
         stem = mapping.get(fn) or SEED_HANDLERS.get(fn)
         if stem is None:
             raise ValidationError(f"The definition calls function {fn!r}, which has no handler file in lambdas/: map it with "
@@ -220,6 +225,27 @@ def check_threshold(threshold: float) -> float:
     if not 0.0 <= threshold <= 1.0:
         raise ValidationError(f"Threshold {threshold} is outside 0..1: choose a confidence between 0 and 1.")
     return threshold
+
+
+_MACHINE_NAME_FORBIDDEN = re.compile(r'[\s<>{}\[\]?*"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]')
+
+
+def check_state_machine_name(name: str) -> str:
+    """Step Functions' naming rule: 1 to 80 characters, none of whitespace, brackets, wildcards,
+    the special characters " # % \\ ^ | ~ ` $ & , ; : / or control characters."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 80:
+        raise ValidationError(f"State machine name {name!r} must be 1 to 80 characters long.")
+    bad = _MACHINE_NAME_FORBIDDEN.search(name)
+    if bad:
+        raise ValidationError(f"State machine name {name!r} contains {bad.group()!r}: use letters, digits, '-' and '_' "
+                              "(no spaces, brackets, wildcards, slashes or other special characters).")
+    return name
+
+
+def deployed_not_replaced(name: str) -> str:
+    """Why an import may not take the name of the workflow that 'workflow deploy' made."""
+    return (f"State machine {name} is the workflow deployed from asl/ ('scones workflow deploy'); an import does not "
+            f"replace it: choose another --name, or delete it first (scones cleanup state-machine:{name} --yes).")
 
 
 def check_batch(count: int) -> int:

@@ -30,7 +30,8 @@ from backend.api import (
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
 from backend.workflow_defs import (
-    LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_threshold, encode_upload,
+    LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
+    deployed_not_replaced, encode_upload,
     find_inferences, inferences_from_history, parse_definition, parse_json, resolve_import, rewrite_function_arns,
     state_runs, workflow_definition,
 )
@@ -187,9 +188,9 @@ class AwsWorkflowMixin:
             endpoint = max(serving, key=lambda e: e.created).endpoint_name
         return endpoint, check_threshold(self.settings.threshold if threshold is None else threshold)
 
-    def _check_machine_is_ours(self, name: str) -> bool:
+    def _check_machine_is_ours(self, name: str, importing: bool = False) -> bool:
         """Whether the state machine exists; ResourceInUse, before anything changes, when it exists and
-        is not this project's."""
+        is not this project's, or (`importing`) when it is the workflow deployed from asl/."""
         sfn = self.client("stepfunctions")
         arn = self._machine_arn(name)
         try:
@@ -202,6 +203,8 @@ class AwsWorkflowMixin:
         if tags.get(PROJECT_TAG["Key"]) != PROJECT_TAG["Value"]:
             raise ResourceInUse(f"A state machine named {name} already exists in this account and was not created "
                                 "by this project: choose another name.")
+        if importing and tags.get(SOURCE_TAG) == "asl":
+            raise ResourceInUse(deployed_not_replaced(name))
         return True
 
     def _ensure_state_machine(self, name: str, definition: str, source: str, endpoint: str, threshold: float,
@@ -238,6 +241,7 @@ class AwsWorkflowMixin:
     def deploy_workflow(self, endpoint_name: str | None = None, threshold: float | None = None,
                         name: str = DEFAULT_STATE_MACHINE) -> StateMachine:
         """Create or update the three functions (from lambdas/) and the state machine (from asl/)."""
+        check_state_machine_name(name)
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         definition = workflow_definition(self._function_arn)
         from backend.local.states import DefinitionInvalid, validate_definition
@@ -260,6 +264,7 @@ class AwsWorkflowMixin:
         account and region, its function ARNs rewritten to them, then created as a state machine."""
         from backend.local.states import DefinitionInvalid, validate_definition
 
+        check_state_machine_name(name)
         definition = parse_definition(text)
         diagnostics = validate_definition(definition)
         if diagnostics:
@@ -267,7 +272,7 @@ class AwsWorkflowMixin:
         resolved = resolve_import(definition, mapping)  # refused before anything is created
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         self.role_arn("states")
-        exists = self._check_machine_is_ours(name)
+        exists = self._check_machine_is_ours(name, importing=True)
         self.allow_for_workflow(endpoint, tuple(resolved))
         package, env = lambda_package(), self._function_environment(endpoint, threshold)
         for function, stem in resolved.items():

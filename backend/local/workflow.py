@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from backend.api import (
     DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
+    ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import utcnow
@@ -26,7 +27,8 @@ from backend.local.lambda_runtime import FunctionConfig, LambdaRuntime
 from backend.local.store import LocalStore
 from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngine, validate_definition
 from backend.workflow_defs import (
-    PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch, check_threshold,
+    PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
+    check_state_machine_name, check_threshold, deployed_not_replaced,
     encode_upload, fill_placeholders, inferences_from_history, find_inferences, parse_definition, resolve_import,
     rewrite_function_arns, state_runs,
 )
@@ -170,12 +172,15 @@ class WorkflowService:
         endpoint = endpoint_name or self._newest_endpoint()
         if not endpoint:
             raise ResourceNotFound("No endpoint is InService: deploy a model first (Deploy page or 'scones deploy').")
+        if endpoint_name:
+            self._endpoint_classes(endpoint_name)  # ResourceNotFound names an endpoint that does not exist
         threshold = check_threshold(self.settings.threshold if threshold is None else threshold)
         return endpoint, threshold
 
     def deploy_workflow(self, endpoint_name: str | None = None, threshold: float | None = None,
                         name: str = DEFAULT_MACHINE) -> StateMachine:
         """Create or update the state machine from asl/ with the three functions' configuration."""
+        check_state_machine_name(name)
         endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
         template = WORKFLOW_FILE.read_text()
         diagnostics = validate_definition(fill_placeholders(template, {k: self._arn(v) for k, v in PLACEHOLDERS.items()}))
@@ -186,6 +191,7 @@ class WorkflowService:
     def import_definition(self, text: str, mapping: dict[str, str] | None = None, name: str = "imported-workflow",
                           endpoint_name: str | None = None, threshold: float | None = None) -> StateMachine:
         """A definition exported from the console, its function names mapped to local handlers."""
+        check_state_machine_name(name)
         definition = parse_definition(text)
         diagnostics = validate_definition(definition)
         if diagnostics:
@@ -194,6 +200,9 @@ class WorkflowService:
         # Function ARNs of another account/region become this workspace's ARNs for the same names.
         rewritten = rewrite_function_arns(definition, list(resolved), self._arn)
         endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
+        existing = self.db.query_one("SELECT imported FROM state_machines WHERE name=?", (name,))
+        if existing is not None and not existing["imported"]:
+            raise ValidationError(deployed_not_replaced(name))
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
     def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:
@@ -375,4 +384,4 @@ def _iso(value: Any) -> str:
 def _json_diagnostic(exc: ValueError) -> Any:
     from backend.local.states import Diagnostic
 
-    return Diagnostic("", "", f"The definition is not valid JSON: {exc}")
+    return Diagnostic("", "", f"the definition is not valid JSON: {exc}")

@@ -111,3 +111,38 @@ def test_train_with_a_bad_hyperparameter_exits_2(tmp_path):
     assert r.returncode == 2 and "optimizer='bogus'" in r.stderr and "sgd" in r.stderr
     r = scones("train", "--hp", "nonsense", home=tmp_path)
     assert r.returncode == 2 and "NAME=VALUE" in r.stderr
+
+
+def test_an_empty_hyperparameter_value_is_refused(tmp_path):
+    r = scones("train", "--hp", "epochs=", "--json", home=tmp_path)
+    assert r.returncode == 2 and "gives epochs no value" in r.stderr and r.stdout == ""
+    assert json.loads(scones("jobs", "--json", home=tmp_path).stdout)["jobs"] == []  # nothing started
+
+
+def test_the_backend_flag_wins_over_a_bad_environment_value(tmp_path):
+    r = scones("status", "--backend", "local", "--json", home=tmp_path, env={"SCONES_BACKEND": "bogus"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backend"] == "local"
+    r = scones("status", "--json", home=tmp_path, env={"SCONES_BACKEND": "bogus"})
+    assert r.returncode == 2 and "Unknown backend 'bogus'" in r.stderr
+
+
+def test_a_workspace_that_is_a_file_is_named(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    r = scones("status", "--home", str(f))
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
+    """`scones ... | head -1`: more than a pipe's buffer of JSON, the reader closed before reading any."""
+    definition = tmp_path / "pass.json"
+    definition.write_text(json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": {"x": "y" * 300_000},
+                                                                      "End": True}}}))
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SCONES_")}
+    e["SCONES_HOME"] = str(tmp_path / "ws")
+    proc = subprocess.Popen([*SCONES, "asl", "run", str(definition), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""

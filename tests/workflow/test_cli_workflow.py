@@ -91,6 +91,7 @@ def test_asl_validate_and_run(wf_home, wf, tmp_path):
     r = scones(wf_home, "asl", "validate", str(bad), "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 2 and doc["valid"] is False
+    assert "is not a valid state machine definition: 2 problems, listed in diagnostics" in r.stderr
     assert {(d["state"], d["field"]) for d in doc["diagnostics"]} >= {("A", "Next"), ("A", "Bogus")}
     assert scones(wf_home, "asl", "run", str(bad)).returncode == 2
 
@@ -102,6 +103,10 @@ def test_asl_validate_and_run(wf_home, wf, tmp_path):
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["status"] == "SUCCEEDED", doc
     assert doc["output"]["body"]["inferences"]
+    r = scones(wf_home, "asl", "run", str(seed), "--input",
+               json.dumps({"s3_bucket": "scones-unlimited", "s3_key": "test/bicycle_s_000030.png", "threshold": 0}))
+    assert r.returncode == 0 and r.stdout.startswith("SUCCEEDED: ") and len(r.stdout) < 600  # short text
+    assert "characters)" in r.stdout  # the base64 image is cut
     r = scones(wf_home, "asl", "run", str(seed), "--param", "ClassifyImageArn=arn:aws:lambda:us-east-1:123456789012:function:ghost",
                "--input", '{"s3_bucket": "scones-unlimited", "s3_key": "test/bicycle_s_000030.png"}', "--json")
     doc = json.loads(r.stdout)
@@ -128,3 +133,45 @@ def test_monitor_summary_matches_a_brute_force_count(wf_home, wf):
         assert doc["broken_lines"] == 0
     r = scones(wf_home, "monitor", "--endpoint", "nope", "--json")
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+def test_refused_workflow_commands_change_nothing(wf_home, wf, shared_data, tmp_path):
+    machines = {m.name: m.endpoint_name for m in wf.list_state_machines()}
+    r = scones(wf_home, "workflow", "deploy", "--endpoint", "nope", "--json")
+    assert r.returncode == 2 and "nope" in r.stderr and r.stdout == ""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(CONSOLE_EXPORT))
+    mapped = ("--map", "my-classifier=classify_image")
+    for name, why in (("", "1 to 80 characters"), ("../../x", "contains '/'"), ("bad name", "contains ' '"),
+                      ("x" * 81, "1 to 80 characters"), ("scones-workflow", "deployed from asl/")):
+        r = scones(wf_home, "workflow", "import", str(export), *mapped, "--name", name, "--json")
+        assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
+    r = scones(wf_home, "workflow", "import", str(export), *mapped, "--map", "extraFn=classify_image", "--name", "x1")
+    assert r.returncode == 2 and "no function named 'extraFn'" in r.stderr and "my-classifier" in r.stderr
+    r = scones(wf_home, "workflow", "import", str(export), "--map", "my-classifier=", "--name", "x1")
+    assert r.returncode == 2 and "no value" in r.stderr
+    assert {m.name: m.endpoint_name for m in wf.list_state_machines()} == machines  # nothing made or replaced
+
+    uploads = len(wf.list_objects("uploads/"))
+    image = str(shared_data / "samples" / "motorcycle_s_000060.png")
+    for extra in (("--state-machine", "nope"), ("--count", "0"), ("--threshold", "2")):
+        r = scones(wf_home, "workflow", "run", "--image", image, *extra, "--json")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(wf.list_objects("uploads/")) == uploads  # a refused run stores no image
+
+
+def test_deploy_keeps_capture_and_a_refused_deploy_leaves_no_model(wf_home, wf):
+    model = wf.describe_endpoint("scones-endpoint").model_name
+    assert scones(wf_home, "deploy", "--model", model, "--capture-percent", "30", "--wait").returncode == 0
+    r = scones(wf_home, "deploy", "--model", model, "--wait", "--json")  # no flag: the endpoint keeps 30%
+    assert r.returncode == 0 and json.loads(r.stdout)["capture"]["percent"] == 30, r.stderr
+    assert scones(wf_home, "deploy", "--model", model, "--capture-percent", "100", "--wait").returncode == 0
+
+    r = scones(wf_home, "train", "--epochs", "1", "--hp", "mini_batch_size=128", "--wait", "--json")
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["job_name"]
+    models = {m.model_name for m in wf.list_models()}
+    r = scones(wf_home, "deploy", "--job", job, "--endpoint", "other-endpoint", "--capture-percent", "150")
+    assert r.returncode == 2 and "150" in r.stderr
+    assert {m.model_name for m in wf.list_models()} == models  # the model made for it was removed again
+    assert "other-endpoint" not in {e.endpoint_name for e in wf.list_endpoints()}

@@ -105,7 +105,8 @@ class DefinitionInvalid(ValidationError):
 
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = list(diagnostics)
-        first = str(self.diagnostics[0]) if self.diagnostics else "unknown problem"
+        head = self.diagnostics[0] if self.diagnostics else None
+        first = "unknown problem" if head is None else head.message if not (head.state or head.field) else str(head)
         more = f" (and {len(self.diagnostics) - 1} more)" if len(self.diagnostics) > 1 else ""
         super().__init__(f"The state machine definition is invalid: {first}{more}.")
 
