@@ -107,6 +107,16 @@ class StepStatus:
     detail: str = ""
 
 
+def stopped_or_failed(job: "TrainingJob", newest_completed: Callable[[], "TrainingJob | None"]) -> StepStatus:
+    """The train step when the newest job did not complete: a job stopped on purpose leaves the step done
+    when an earlier one completed (its model is there to deploy); a failure is shown as one."""
+    reason = f": {job.failure_reason.rstrip('.')}" if job.failure_reason else ""
+    earlier = newest_completed() if job.status == "Stopped" else None
+    if earlier is not None:
+        return StepStatus("train", "done", f"{earlier.job_name} completed; the newer job {job.job_name} was stopped.")
+    return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}{reason}.")
+
+
 @dataclass(frozen=True)
 class StageReport:
     """What a staging run wrote: the numbers the page and `scones stage` show."""

@@ -118,7 +118,37 @@ class InventoryMixin:
             chosen = [t for t in targets if t in inventory]
             left = [(k, n, "not found: already deleted, or never created") for k, n in targets if (k, n) not in inventory]
         chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
-        return chosen, left
+        return self._without_blocked(chosen, left)
+
+    def _without_blocked(self, chosen: list[tuple[str, str]], left: list[tuple[str, str, str]]
+                         ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """Move to `left` what something staying still needs, so the plan (the dry run) says what the
+        deletion will do: a model an endpoint keeps serving, a training job a kept model was made from."""
+        if not any(kind in ("model", "training-job") for kind, _ in chosen):
+            return chosen, left
+        going = set(chosen)
+        servers: dict[str, list[str]] = {}
+        for e in self.list_endpoints():
+            servers.setdefault(e.model_name, []).append(e.endpoint_name)
+        made: dict[str, list[str]] = {}
+        for m in self.list_models():
+            made.setdefault(m.job_name, []).append(m.model_name)
+        kept = []
+        for kind, name in chosen:  # dependency order: endpoints, then models, then training jobs
+            reason = None
+            if kind == "model":
+                users = [e for e in servers.get(name, []) if ("endpoint", e) not in going]
+                reason = f"Endpoint {users[0]} serves model {name}: delete the endpoint first." if users else None
+            elif kind == "training-job":
+                models = [m for m in made.get(name, []) if ("model", m) not in going]
+                reason = (f"Model {models[0]} was made from training job {name}: delete the model first."
+                          if models else None)
+            if reason is None:
+                kept.append((kind, name))
+            else:
+                going.discard((kind, name))
+                left.append((kind, name, reason))
+        return kept, left
 
     def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
         """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""

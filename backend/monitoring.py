@@ -742,7 +742,7 @@ class MonitoringService:
             reason = (self.capture_state(paused[0]) or {}).get("reason") or "capture is paused"
             return StepStatus("monitor", "failed", f"Capture is paused on {paused[0]}: {reason}")
         indexed = sum(len(i.snapshot.columns) for i in self._indexes.values())
-        detail = f"Capture on {', '.join(endpoints[:3])}" + (f" and {len(endpoints) - 3} more" if len(endpoints) > 3 else "")
+        detail = f"Captured data of {', '.join(endpoints[:3])}" + (f" and {len(endpoints) - 3} more" if len(endpoints) > 3 else "")
         return StepStatus("monitor", "done" if indexed else "in_progress",
                           detail + (f"; {indexed:,} inferences read." if indexed else "; open Monitor to read it."))
 

@@ -2,7 +2,8 @@
 
 Shared by both backends: the local one writes to its on-disk store, the AWS one to S3, through the
 `ObjectStore` interface. The dataset manifest (`dataset.json`) is written last and removed
-first, so a run that fails half-way never leaves a dataset that looks staged.
+before the first image is written, so a run that fails half-way never leaves a dataset that looks
+staged, and one refused earlier (an unreadable archive, a class it lacks) leaves the staged one as it was.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
                   progress: cifar.Progress = cifar._no_progress, source: str = "") -> dict:
     """Returns the report fields (see `StageReport`); raises a named error and leaves no manifest."""
     t0 = time.perf_counter()
-    sink.delete_keys([o.key for o in sink.list(MANIFEST) if o.key == MANIFEST])
     archive = cifar.read_archive(path, progress, span=(0.0, 0.6))
     ids = cifar.choose_classes(archive.fine_label_names, classes)
     selections = {name: cifar.select(archive.splits[name], ids) for name in cifar.SPLITS}
@@ -43,6 +43,7 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
     timings = {"read_and_filter": time.perf_counter() - t0}
 
     t1 = time.perf_counter()
+    sink.delete_keys([o.key for o in sink.list(MANIFEST) if o.key == MANIFEST])  # from here the old dataset changes
     total = sum(len(s.filenames) for s in selections.values())
     done = 0
     written: dict[str, set[str]] = {}

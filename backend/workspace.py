@@ -59,7 +59,10 @@ class WorkspaceBackend:
             return StepStatus("stage", "failed", job.failure_reason)
         if report is not None:
             n = sum(sum(c.values()) for c in report.counts.values())
-            return StepStatus("stage", "done", f"{n:,} images of {', '.join(report.classes)} in s3://{report.bucket}/.")
+            detail = f"{n:,} images of {', '.join(report.classes)} in s3://{report.bucket}/."
+            if job and job.status == JOB_FAILED:
+                detail += f" The last staging attempt failed and changed nothing: {job.failure_reason}"
+            return StepStatus("stage", "done", detail)
         return StepStatus("stage", "not_started", "No data staged yet.")
 
     # -- staging ---------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class WorkspaceBackend:
         progress = progress or (lambda f, m: None)
         bucket = self.objects.bucket
         started = time.perf_counter()
+        previous = self.db.query_one("SELECT state, report, job_id FROM datasets WHERE bucket=?", (bucket,))
         self._set_dataset(bucket, "staging", None, job_id)
         note = ""
         try:
@@ -125,10 +129,18 @@ class WorkspaceBackend:
             report["note"] = note
             result = StageReport.from_dict(report)
         except BaseException:
-            self._set_dataset(bucket, "failed", None, job_id)
+            # Refused before the first image was written (the manifest is still there): the staged
+            # dataset is as it was, and stays the one the pages and training use.
+            if previous is not None and previous["state"] == "staged" and self._manifest_present():
+                self._set_dataset(bucket, "staged", loads(previous["report"]), previous["job_id"])
+            else:
+                self._set_dataset(bucket, "failed", None, job_id)
             raise
         self._set_dataset(bucket, "staged", result.to_dict(), job_id)
         return result
+
+    def _manifest_present(self) -> bool:
+        return any(o.key == staging.MANIFEST for o in self.objects.list(staging.MANIFEST))
 
     def _set_dataset(self, bucket: str, state: str, report: dict | None, job_id: str | None) -> None:
         self.db.execute(

@@ -84,9 +84,14 @@ def run_ui() -> None:
         upload = st.file_uploader("PNG or JPEG, any size (stored as a PNG at the model's size)", type=["png", "jpg", "jpeg"],
                                   key="wf_upload")
     c3, c4, c5 = st.columns(3)
-    count = c3.number_input("Executions", 1, 500, 1 if source != "Random test images" else 5, key="wf_count")
+    # One field per image source: a chosen or uploaded image runs once unless asked, random ones five times.
+    count = c3.number_input("Executions", 1, 500, 5 if source == "Random test images" else 1,
+                            key={"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(
+                                source, "wf_count"))
     override = c4.checkbox("Another threshold for this run only", key="wf_override")
-    threshold = c5.slider("Threshold", 0.0, 1.0, 0.9, 0.01, key="wf_threshold", disabled=not override)
+    current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
+    threshold = c5.slider("Threshold", 0.0, 1.0, float(current), 0.01, key="wf_threshold",
+                          disabled=not override)
     if st.button("Start", type="primary", key="wf_start", disabled=source == "Upload an image" and upload is None):
         try:
             if upload is not None:
@@ -107,6 +112,20 @@ def executions_frame(executions) -> pd.DataFrame:
     } for e in executions], columns=["name", "status", "error", "start", "seconds", "class", "confidence", "image"])
 
 
+def failure(error: str, cause: str | None) -> None:
+    """The error and the Lambda's errorMessage in one line; the raw cause (stack trace and all) folded away."""
+    try:
+        parsed = json.loads(cause or "")
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("errorMessage"):
+        st.error(f"{error}: {parsed['errorMessage']}")
+        with st.popover("Raw cause"):
+            st.json(parsed, expanded=True)
+    else:
+        st.error(f"{error}: {cause}" if cause else error)
+
+
 def details_ui(name: str) -> None:
     try:
         execution = b.describe_workflow_execution(name)
@@ -125,13 +144,13 @@ def details_ui(name: str) -> None:
         st.markdown(f"**{execution.name}** · {execution.status}"
                     + (f" · {execution.seconds:.3f} s" if execution.seconds is not None else ""))
         if execution.error:
-            st.error(f"{execution.error}: {execution.cause}")
+            failure(execution.error, execution.cause)
         for run in runs:
             if run.status == "not_run":
                 continue
             with st.expander(f"{run.name} · {run.status}"):
                 if run.error:
-                    st.error(f"{run.error}: {run.cause}")
+                    failure(run.error, run.cause)
                 st.markdown("Input")
                 st.json(run.input if run.input is not None else {}, expanded=False)
                 st.markdown("Output")
@@ -146,9 +165,16 @@ def details_ui(name: str) -> None:
 
 with st.container(border=True):
     st.subheader("State machine")
+    endpoint_status = {e.endpoint_name: e.status for e in b.list_endpoints()} if machines else {}
     for m in machines:
         st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
+        status = endpoint_status.get(m.endpoint_name)
+        if status != "InService":
+            why = "no longer exists" if status is None else f"is {status}"
+            st.warning(f"The endpoint {m.endpoint_name} that {m.name} calls {why}: its executions will fail at "
+                       "classifyImage. Choose an InService endpoint below and press *Update the workflow*, "
+                       "or deploy one on the Deploy page.")
     deploy_ui()
     import_ui()
 
@@ -168,11 +194,15 @@ if machines:
             return
         df = executions_frame(executions)
         counts = df["status"].value_counts().to_dict()
-        cols = st.columns(4)
+        below = int((df["error"] == THRESHOLD_ERROR).sum())
+        cols = st.columns(5)
         cols[0].metric("Executions", len(df))
         cols[1].metric("Succeeded", counts.get("SUCCEEDED", 0))
-        cols[2].metric("Below threshold", int((df["error"] == THRESHOLD_ERROR).sum()))
-        cols[3].metric("Running", counts.get("RUNNING", 0))
+        cols[2].metric("Below threshold", below, help=f"Executions that failed with {THRESHOLD_ERROR} at the "
+                       "threshold they ran with (Monitor counts inferences against its own slider).")
+        cols[3].metric("Failed otherwise", len(df) - counts.get("SUCCEEDED", 0) - counts.get("RUNNING", 0) - below,
+                       help="Failed, timed out or aborted for another reason than the threshold.")
+        cols[4].metric("Running", counts.get("RUNNING", 0))
         st.dataframe(df, hide_index=True, height=260)
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    Evaluation, Model, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob,
+    Evaluation, Model, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, stopped_or_failed,
     ValidationError,
 )
 from backend.aws.errors import aws_errors
@@ -221,7 +221,17 @@ class AwsTrainingMixin:
             return StepStatus("train", "in_progress", f"{job.job_name}: {job.secondary_status}.")
         if job.status == "Completed":
             return StepStatus("train", "done", f"{job.job_name} completed on SageMaker.")
-        return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}: {job.failure_reason}")
+
+        def newest_completed() -> TrainingJob | None:
+            for name in names[1:]:
+                try:
+                    earlier = self.describe_training_job(name)
+                except ResourceNotFound:
+                    continue
+                if earlier.status == "Completed":
+                    return earlier
+            return None
+        return stopped_or_failed(job, newest_completed)
 
     # -- models ------------------------------------------------------------------------------
 

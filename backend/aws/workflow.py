@@ -392,8 +392,9 @@ class AwsWorkflowMixin:
             try:
                 endpoint = self.describe_state_machine(state_machine).endpoint_name
                 cache[state_machine] = self.describe_model(self.describe_endpoint(endpoint).model_name).classes
-            except SconesError:
-                cache[state_machine] = ()
+            except SconesError:  # the endpoint is gone: the staged classes still name the labels
+                report = self.latest_stage_report()
+                cache[state_machine] = tuple(report.classes) if report else ()
         return cache[state_machine]
 
     def _execution(self, d: dict[str, Any]) -> Execution:

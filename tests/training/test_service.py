@@ -28,6 +28,8 @@ def test_bad_hyperparameters_fail_at_once_and_start_nothing(staged):
         staged.create_training_job(synthetic.hyperparameters(n_train=1000))
     with pytest.raises(ValidationError, match="num_classes=1 is not valid: the staged lists use class indices up to 1"):
         staged.create_training_job({**synthetic.hyperparameters(), "num_classes": "1"})
+    with pytest.raises(ValidationError, match=r"num_classes=3 does not match the staged classes \(reddish, bluish\): set it to 2"):
+        staged.create_training_job({**synthetic.hyperparameters(), "num_classes": "3"})
     with pytest.raises(ValidationError, match="use_pretrained_model=1 is not available locally"):
         staged.create_training_job(synthetic.hyperparameters(use_pretrained_model="1"))
     with pytest.raises(ValidationError, match="validation='train' is not valid"):
@@ -114,6 +116,18 @@ def test_stop_mid_run_reads_stopped_and_keeps_the_metrics(staged):
     assert staged.stop_training_job(name).status == "Stopped"  # stopping again changes nothing
     with pytest.raises(ValidationError, match="evaluate a Completed job"):
         staged.evaluate_training_job(name)
+    step = staged.step_statuses()["train"]
+    assert (step.state, step.detail) == ("failed", f"{name} stopped.")  # no earlier model to fall back on
+
+
+def test_stopping_a_newer_job_leaves_the_train_step_done(staged):
+    done = staged.create_training_job(synthetic.hyperparameters())
+    wait_for(lambda: staged.describe_training_job(done).status == "Completed", 120)
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
+    wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)
+    staged.stop_training_job(name)
+    step = staged.step_statuses()["train"]
+    assert step.state == "done" and step.detail == f"{done} completed; the newer job {name} was stopped."
 
 
 def test_a_half_written_artifact_is_never_a_model(staged):

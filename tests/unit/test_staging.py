@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import time
 import io
 import json
 
@@ -62,6 +63,24 @@ def test_class_with_no_images_is_a_clear_error_and_nothing_is_marked_staged(tmp_
         backend.stage_data(str(path), ["bicycle", "apple"])
     assert backend.latest_stage_report() is None
     assert backend.step_statuses()["stage"].state == "not_started"
+
+
+def test_a_refused_restage_leaves_the_staged_dataset_as_it_was(tmp_path, backend):
+    path = synthetic_archive(tmp_path / "syn.tar.gz", several_classes(3), several_classes(1))
+    first = backend.stage_data(str(path), ["bicycle", "motorcycle"])
+    before = {o.key: backend.get_object(o.key) for o in backend.list_objects()}
+    with pytest.raises(ValidationError, match="'apple' has no images"):
+        backend.stage_data(str(path), ["bicycle", "apple"])
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x1f\x8b not really gzip")
+    job = backend.start_staging(str(junk), ["bicycle", "motorcycle"])
+    while not backend.describe_job(job).done:
+        time.sleep(0.05)
+    assert backend.describe_job(job).status == "Failed"
+    assert {o.key: backend.get_object(o.key) for o in backend.list_objects()} == before
+    assert backend.latest_stage_report().counts == first.counts
+    status = backend.step_statuses()["stage"]
+    assert status.state == "done" and "The last staging attempt failed and changed nothing" in status.detail
 
 
 def test_progress_is_reported_and_ends_at_one(tmp_path, backend):

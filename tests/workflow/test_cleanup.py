@@ -97,6 +97,12 @@ def test_cleanup_named_items_in_order_and_keep_data(full):
     home, b = full
     ep = b.list_endpoints()[0]
     model = ep.model_name
+    job = b.describe_model(model).job_name
+    going, left = b.cleanup_plan([("model", model), ("training-job", job)])  # the dry run says what --yes will do
+    assert going == [] and [(k, n) for k, n, _ in left] == [("model", model), ("training-job", job)]
+    assert f"Endpoint {ep.endpoint_name} serves model" in left[0][2] and "delete the model first" in left[1][2]
+    going, left = b.cleanup_plan([("training-job", job), ("model", model), ("endpoint", ep.endpoint_name)])
+    assert going == [("endpoint", ep.endpoint_name), ("model", model), ("training-job", job)] and left == []
     report = b.cleanup([("model", model)])
     assert report.deleted == () and "delete the endpoint first" in report.left[0][2]
     report = b.cleanup([("model", model), ("endpoint", ep.endpoint_name)])
@@ -137,3 +143,4 @@ def test_cleanup_page_needs_the_typed_confirmation(full, monkeypatch):
         if "workflow" in vars(backend()):
             backend().workflow.close()
         backend.clear()
+

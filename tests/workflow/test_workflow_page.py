@@ -45,7 +45,7 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     assert set(names) <= set(table["name"])
     assert set(table[table["name"].isin(names)]["status"]) == {"SUCCEEDED"}
     labels = [m.label for m in at.metric]
-    assert labels == ["Executions", "Succeeded", "Below threshold", "Running"]
+    assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
@@ -57,3 +57,44 @@ def test_workflow_page_import_names_an_unknown_function(wf_page):
     at = wf_page.run()
     assert not at.exception
     assert any(e.label.startswith("Import a definition") for e in at.expander)
+
+
+def test_a_chosen_image_runs_once_and_a_failure_reads_as_a_sentence(wf_page, wf):
+    at = wf_page.run()
+    assert at.number_input(key="wf_count").value == 5  # random test images
+    at.radio(key="wf_source").set_value("A chosen test image").run()
+    assert not at.exception
+    assert at.number_input(key="wf_count_chosen").value == 1  # not the 5 of the random ones
+    at.checkbox(key="wf_override").check().run()
+    at.slider(key="wf_threshold").set_value(1.0)
+    before = len(wf.list_workflow_executions(limit=1000))
+    at.button(key="wf_start").click().run()
+    started = wf.list_workflow_executions(limit=1000)
+    assert len(started) == before + 1
+    wf.wait_workflow_executions([started[0].arn], timeout=60)
+    at.session_state["wf_pick"] = started[0].name
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("THRESHOLD_CONFIDENCE_NOT_MET: Highest confidence") for e in errors), errors
+    assert not any("stackTrace" in e for e in errors)  # the raw cause is folded away
+
+
+def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
+    model = wf.describe_endpoint("scones-endpoint").model_name
+    wf.deploy(model, "short-lived", capture_percent=0)
+    assert wf.wait_endpoint("short-lived", timeout=60).status == "InService"
+    wf.deploy_workflow("short-lived", 0.5, name="wf-orphan")
+    try:
+        arn = wf.start_workflow_batch(1, threshold=0.0, state_machine="wf-orphan")[0]
+        wf.wait_workflow_executions([arn], timeout=60)
+        wf.delete_endpoint("short-lived")
+        time.sleep(2.1)  # past the service's short read cache
+        assert wf.describe_workflow_execution(arn).label in ("bicycle", "motorcycle")  # not "class 0"
+        at = wf_page.run()
+        assert not at.exception
+        warnings = [w.value for w in at.warning]
+        assert any("short-lived that wf-orphan calls no longer exists" in w for w in warnings), warnings
+        assert not any("scones-workflow calls" in w for w in warnings)
+    finally:
+        wf.delete_state_machine("wf-orphan")

@@ -26,7 +26,7 @@ import numpy as np
 
 from backend.api import (
     JOB_COMPLETED, JOB_FAILED, JOB_IN_PROGRESS, JOB_STOPPED, Evaluation, Job, Model, ResourceInUse,
-    ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, ValidationError,
+    ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, ValidationError, stopped_or_failed,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow
@@ -253,7 +253,14 @@ class TrainingService:
             acc = job.final_metrics.get("validation:accuracy")
             tail = f", validation accuracy {acc:.3f}" if acc is not None else ""
             return StepStatus("train", "done", f"{job.job_name} completed{tail}.")
-        return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}: {job.failure_reason}")
+        return stopped_or_failed(job, self._newest_completed)
+
+    def _newest_completed(self) -> TrainingJob | None:
+        for row in self.db.query("SELECT * FROM training_jobs WHERE model_artifact IS NOT NULL ORDER BY created DESC"):
+            job = self._record(row)  # the artifact is set only once a job completes
+            if job.status == JOB_COMPLETED:
+                return job
+        return None
 
     # -- models --------------------------------------------------------------------------------
 
@@ -450,7 +457,11 @@ class TrainingService:
             raise ValidationError(
                 f"num_classes={hp.num_classes} is not valid: the staged lists use class indices up to {max(labels)}, "
                 f"so use at least {max(labels) + 1}.")
-        return self._dataset_classes()
+        classes = self._dataset_classes()
+        if classes and hp.num_classes != len(classes):  # as on AWS: no class without a name or images
+            raise ValidationError(f"num_classes={hp.num_classes} does not match the staged classes "
+                                  f"({', '.join(classes)}): set it to {len(classes)}.")
+        return classes
 
     def _dataset_classes(self) -> list[str]:
         try:
