@@ -14,6 +14,7 @@ bucket is shared by every workspace of the account and region.
 from __future__ import annotations
 
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,11 @@ DATA = {
     "archive-uploads": ((), ("uploads",)),
     "downloads": ((), ("downloads",)),
 }
+
+
+def served_by(endpoint: str, model: str) -> str:
+    """Why a model is not deleted yet."""
+    return f"Endpoint {endpoint} serves model {model}: delete the endpoint first."
 
 
 class InventoryMixin:
@@ -106,6 +112,15 @@ class InventoryMixin:
     def cleanup_plan(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False
                      ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         """What a cleanup would delete, in dependency order, and what it would leave and why."""
+        with self._describing_once():  # the inventory and the blockers read each resource once
+            return self._plan(targets, include_data)
+
+    def _describing_once(self) -> AbstractContextManager:
+        """A backend whose describes are remote calls reads each resource once within it (AWS)."""
+        return nullcontext()
+
+    def _plan(self, targets: list[tuple[str, str]] | None, include_data: bool
+              ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         inventory = {(r.kind, r.name): r for r in self.inventory()}
         if targets is None:
             chosen = [k for k, r in inventory.items() if (include_data or not r.is_data) and r.created_here]
@@ -138,7 +153,7 @@ class InventoryMixin:
             reason = None
             if kind == "model":
                 users = [e for e in servers.get(name, []) if ("endpoint", e) not in going]
-                reason = f"Endpoint {users[0]} serves model {name}: delete the endpoint first." if users else None
+                reason = served_by(users[0], name) if users else None
             elif kind == "training-job":
                 models = [m for m in made.get(name, []) if ("model", m) not in going]
                 reason = (f"Model {models[0]} was made from training job {name}: delete the model first."
@@ -175,7 +190,7 @@ class InventoryMixin:
         elif kind == "model":
             users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name]
             if users:
-                raise ValidationError(f"Endpoint {users[0]} serves model {name}: delete the endpoint first.")
+                raise ValidationError(served_by(users[0], name))
             self.delete_model(name)
         elif kind == "training-job":
             self.delete_training_job(name)

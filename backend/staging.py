@@ -25,6 +25,11 @@ PREFIXES = {"train": TRAIN_PREFIX, "test": TEST_PREFIX}
 LISTS = {"train": TRAIN_LST, "test": TEST_LST}
 
 
+def manifest_keys(sink: ObjectStore) -> list[str]:
+    """[MANIFEST] when the bucket holds a staged dataset's manifest, else []."""
+    return [o.key for o in sink.list(MANIFEST) if o.key == MANIFEST]
+
+
 def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
                   progress: cifar.Progress = cifar._no_progress, source: str = "") -> dict:
     """Returns the report fields (see `StageReport`); raises a named error and leaves no manifest."""
@@ -43,7 +48,7 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
     timings = {"read_and_filter": time.perf_counter() - t0}
 
     t1 = time.perf_counter()
-    sink.delete_keys([o.key for o in sink.list(MANIFEST) if o.key == MANIFEST])  # from here the old dataset changes
+    sink.delete_keys(manifest_keys(sink))  # from here the old dataset changes
     total = sum(len(s.filenames) for s in selections.values())
     done = 0
     written: dict[str, set[str]] = {}

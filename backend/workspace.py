@@ -131,16 +131,13 @@ class WorkspaceBackend:
         except BaseException:
             # Refused before the first image was written (the manifest is still there): the staged
             # dataset is as it was, and stays the one the pages and training use.
-            if previous is not None and previous["state"] == "staged" and self._manifest_present():
+            if previous is not None and previous["state"] == "staged" and staging.manifest_keys(self.objects):
                 self._set_dataset(bucket, "staged", loads(previous["report"]), previous["job_id"])
             else:
                 self._set_dataset(bucket, "failed", None, job_id)
             raise
         self._set_dataset(bucket, "staged", result.to_dict(), job_id)
         return result
-
-    def _manifest_present(self) -> bool:
-        return any(o.key == staging.MANIFEST for o in self.objects.list(staging.MANIFEST))
 
     def _set_dataset(self, bucket: str, state: str, report: dict | None, job_id: str | None) -> None:
         self.db.execute(

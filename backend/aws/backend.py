@@ -136,8 +136,8 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
 
     @contextmanager
     def _describing_once(self) -> Iterator[None]:
-        """Within it, this thread describes each endpoint, endpoint config and training job once: an
-        inventory reads each several times (listing, pricing, cost so far)."""
+        """Within it, this thread describes each endpoint, endpoint config, model and training job once:
+        an inventory reads each several times (listing, pricing, cost so far), a cleanup plan again."""
         outer = getattr(self._reads, "memo", None)
         if outer is None:
             self._reads.memo = {}

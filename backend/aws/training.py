@@ -250,6 +250,9 @@ class AwsTrainingMixin:
         return self.describe_model(name)
 
     def describe_model(self, name: str) -> Model:
+        return self._once("model", name, self._describe_model)
+
+    def _describe_model(self, name: str) -> Model:
         with aws_errors(f"describing model {name}"):
             d = self.client("sagemaker").describe_model(ModelName=name)
         artifact = d.get("PrimaryContainer", {}).get("ModelDataUrl", "")

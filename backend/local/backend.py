@@ -39,6 +39,7 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
             test_keys=self.test_image_keys,
             model_size=lambda name: self.training.describe_model(
                 self.deployment.describe_endpoint(name).model_name).image_shape[1:][::-1],
+            staged_classes=lambda: tuple(report.classes) if (report := self.latest_stage_report()) else (),
         )
 
     def _newest_endpoint(self) -> str | None:

@@ -57,13 +57,14 @@ class WorkflowService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, settings: Any,
                  invoke_endpoint: Callable[[str, bytes, str], Any], endpoint_classes: Callable[[str], tuple[str, ...]],
                  newest_endpoint: Callable[[], str | None], test_keys: Callable[[], list[str]],
-                 model_size: Callable[[str], tuple[int, int]]):
+                 model_size: Callable[[str], tuple[int, int]], staged_classes: Callable[[], tuple[str, ...]]):
         self.db, self.store, self.bucket, self.settings = db, store, bucket, settings
         self._invoke_endpoint = invoke_endpoint
         self._endpoint_classes = endpoint_classes
         self._newest_endpoint = newest_endpoint
         self._test_keys = test_keys
         self._model_size = model_size
+        self._staged_classes = staged_classes
         db.migrate("workflow", WORKFLOW_MIGRATIONS)
         self._lock = threading.Lock()
         self._engine: StatesEngine | None = None
@@ -358,10 +359,7 @@ class WorkflowService:
             try:
                 return self._endpoint_classes(self._machine_row(state_machine)["endpoint_name"])
             except SconesError:  # the endpoint is gone: the staged classes still name the labels
-                try:
-                    return tuple(json.loads(self.store.get(self.bucket, "dataset.json"))["classes"])
-                except (SconesError, OSError, ValueError, KeyError, TypeError):
-                    return ()
+                return self._staged_classes()
         return self._cached("classes", state_machine, load)
 
     def step_status(self) -> StepStatus:
