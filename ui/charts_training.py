@@ -9,6 +9,28 @@ import pandas as pd
 ACCURACY_METRICS = ("train:accuracy", "validation:accuracy")
 LOSS_METRICS = ("train:loss", "validation:loss")
 METRIC_COLUMNS = ["epoch", "metric", "value"]
+NO_VALUE = "—"
+
+
+def jobs_frame(jobs: Iterable) -> pd.DataFrame:
+    """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
+    has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss)."""
+    def metric(value: float | None) -> str:
+        return NO_VALUE if value is None else f"{value:.3f}"
+
+    rows = []
+    for j in jobs:
+        m = j.final_metrics
+        status = j.status if j.secondary_status in ("", j.status) else f"{j.status} ({j.secondary_status})"
+        rows.append({
+            "job name": j.job_name, "status": status,
+            "created": j.created.replace("T", " ")[:19], "seconds": round(j.seconds, 1),
+            "epochs": f"{len(j.epochs)}/{j.hyperparameters.get('epochs', '30')}",
+            "train accuracy": metric(m.get("train:accuracy")),
+            "validation accuracy": metric(m.get("validation:accuracy")),
+            "train loss": metric(m.get("train:loss")),
+        })
+    return pd.DataFrame(rows)
 
 
 def metrics_frame(epochs: Iterable[Mapping[str, float]]) -> pd.DataFrame:

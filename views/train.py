@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
-    confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame,
+    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
 )
 from ui.state import backend
 from ui.widgets import image_grid, show_error
@@ -117,18 +116,14 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
 
 
-def jobs_table(jobs: list[TrainingJob]) -> pd.DataFrame:
-    rows = []
-    for j in jobs:
-        m = j.final_metrics
-        rows.append({
-            "job name": j.job_name, "status": j.status, "secondary status": j.secondary_status,
-            "created": j.created.replace("T", " ")[:19], "seconds": round(j.seconds, 1),
-            "epochs": f"{len(j.epochs)}/{j.hyperparameters.get('epochs', '30')}",
-            "train accuracy": m.get("train:accuracy"), "validation accuracy": m.get("validation:accuracy"),
-            "train loss": m.get("train:loss"),
-        })
-    return pd.DataFrame(rows)
+def jobs_table_view() -> None:
+    """The job list; a fragment polled while any job runs, so it keeps up with the job panel below."""
+    try:
+        jobs = b.list_training_jobs()
+    except SconesError as exc:
+        show_error(exc)
+        return
+    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch")
 
 
 def job_view(name: str) -> None:
@@ -216,8 +211,8 @@ if not jobs:
     st.info("No training job yet: set the hyperparameters above and press Start training.")
     st.stop()
 
-st.dataframe(jobs_table(jobs), hide_index=True, column_config={
-    c: st.column_config.NumberColumn(format="%.3f") for c in ("train accuracy", "validation accuracy", "train loss")})
+any_running = any(j.status == JOB_IN_PROGRESS for j in jobs)
+st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)()
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
     st.session_state["train_selected"] = names[0]

@@ -31,11 +31,11 @@ from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from backend.api import InvalidKey, ResourceNotFound, Throttling, ValidationError
+from backend.local import LOCAL_ACCOUNT
 from backend.local.store import LocalStore, check_bucket
 
 InvokeEndpoint = Callable[[str, bytes, str], bytes]
 
-LOCAL_ACCOUNT = "000000000000"
 MAX_INVOKE_BYTES = 6 * 1024 * 1024  # SageMaker Runtime's request payload limit
 IDLE_CONNECTION_SECONDS = 120.0
 MAX_LINE = 65536  # a request line or header line longer than this is refused

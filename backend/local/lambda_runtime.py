@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from backend.api import ResourceNotFound, ValidationError
+from backend.local import LOCAL_ACCOUNT, LOCAL_REGION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
@@ -50,8 +51,6 @@ LAMBDAS_DIR = REPO_ROOT / "lambdas"
 DEFAULT_TIMEOUT = 3.0  # seconds, Lambda's default
 DEFAULT_MEMORY_MB = 128
 DEFAULT_MAX_WORKERS = 4
-DEFAULT_REGION = "us-east-1"
-LOCAL_ACCOUNT = "000000000000"
 LATEST = "$LATEST"
 INIT_TIMEOUT = 10.0  # Lambda's limit on the init phase
 MAX_REQUEST_BYTES = 6_291_456  # synchronous Invoke payload limits, as AWS states them
@@ -133,7 +132,7 @@ class FunctionConfig:
             raise InvalidFunctionConfig(f"Code folder {self.code_dir} of function {self.name} does not exist.")
         object.__setattr__(self, "environment", dict(self.environment))
 
-    def arn(self, region: str = DEFAULT_REGION, account: str = LOCAL_ACCOUNT) -> str:
+    def arn(self, region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT) -> str:
         return f"arn:aws:lambda:{region}:{account}:function:{self.name}"
 
 
@@ -177,7 +176,7 @@ class LambdaRuntime:
     """A registry of functions and their warm workers. Close it (or use `with`) to stop them all."""
 
     def __init__(self, functions: Iterable[FunctionConfig] = (), gateway_url: str | None = None,
-                 region: str = DEFAULT_REGION, account: str = LOCAL_ACCOUNT):
+                 region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT):
         self.gateway_url = gateway_url
         self.region = region
         self.account = account

@@ -141,7 +141,7 @@ def test_invoke_endpoint(clients, endpoints, png):
 
 
 @pytest.mark.parametrize("name, code, status, words", [
-    ("missing", "ValidationError", 400, "Endpoint missing of account 000000000000 not found"),
+    ("missing", "ValidationError", 400, "Endpoint missing of account 123456789012 not found"),
     ("picky", "ValidationError", 400, "Content type text/plain is not supported"),
     ("broken", "ModelError", 424, "Received server error (500) from primary with message \"the model crashed\""),
 ])

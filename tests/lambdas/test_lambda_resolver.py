@@ -97,7 +97,7 @@ def test_an_unknown_function_is_lambda_resource_not_found(resolve, resource, par
     with pytest.raises(TaskError) as caught:
         resolve(resource, params, None)
     assert caught.value.error == "Lambda.ResourceNotFoundException"
-    assert caught.value.cause.startswith("Function not found: arn:aws:lambda:us-east-1:000000000000:function:serializeImageData")
+    assert caught.value.cause.startswith("Function not found: arn:aws:lambda:us-east-1:123456789012:function:serializeImageData")
     assert "Status Code: 404; Error Code: ResourceNotFoundException" in caught.value.cause
 
 

@@ -22,7 +22,7 @@ from backend.local.lambda_runtime import (
 
 from .conftest import FUNCTIONS_DIR, pid_gone
 
-ACCOUNT_ARN = "arn:aws:lambda:us-east-1:000000000000:function"
+ACCOUNT_ARN = "arn:aws:lambda:us-east-1:123456789012:function"
 
 
 def probe(name: str, handler: str, **kw) -> FunctionConfig:

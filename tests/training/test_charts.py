@@ -41,3 +41,21 @@ def test_confusion_chart_and_frames():
     assert [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]] == ["rect", "text"]
     table = per_class_frame({"bicycle": {"precision": 0.9, "recall": 0.8, "support": 100}})
     assert table.loc["bicycle", "recall"] == 0.8 and table.loc["bicycle", "images"] == 100
+
+
+def test_jobs_frame_shows_a_dash_where_a_metric_is_missing_and_the_secondary_status():
+    from backend.api import TrainingJob
+    from ui.charts_training import jobs_frame
+
+    jobs = [
+        TrainingJob("starting", "InProgress", "Downloading", {"epochs": "80"}, "2026-11-27T10:00:00Z", seconds=3.04),
+        TrainingJob("aws-done", "Completed", "Completed", {"epochs": "2"}, "2026-11-27T09:00:00Z", seconds=600.0,
+                    epochs=({"epoch": 1, "train:accuracy": 0.5, "validation:accuracy": 0.45},
+                            {"epoch": 2, "train:accuracy": 0.91, "validation:accuracy": 0.8764})),
+    ]
+    df = jobs_frame(jobs)
+    assert list(df["status"]) == ["InProgress (Downloading)", "Completed"]
+    assert list(df["epochs"]) == ["0/80", "2/2"]
+    assert df.loc[0, ["train accuracy", "validation accuracy", "train loss"]].tolist() == ["—", "—", "—"]
+    assert df.loc[1, ["train accuracy", "validation accuracy", "train loss"]].tolist() == ["0.910", "0.876", "—"]
+    assert df.loc[0, "seconds"] == 3.0

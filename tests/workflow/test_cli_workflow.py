@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+from backend.local import LOCAL_ACCOUNT
 from tests.workflow.test_workflow import CONSOLE_EXPORT
 
 
@@ -54,6 +56,8 @@ def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_p
     hist = json.loads(scones(wf_home, "workflow", "history", one["name"], "--json").stdout)
     assert hist["status"] == "SUCCEEDED" and hist["events"][0]["type"] == "ExecutionStarted"
     assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 1
+    accounts = set(re.findall(r"arn:aws:[a-z]+:[a-z0-9-]*:(\d+):", json.dumps(hist)))
+    assert accounts == {LOCAL_ACCOUNT}  # roles, functions and the execution name one local account
 
     export = tmp_path / "export.json"
     export.write_text(json.dumps(CONSOLE_EXPORT))
@@ -94,6 +98,12 @@ def test_asl_validate_and_run(wf_home, wf, tmp_path):
     assert "is not a valid state machine definition: 2 problems, listed in diagnostics" in r.stderr
     assert {(d["state"], d["field"]) for d in doc["diagnostics"]} >= {("A", "Next"), ("A", "Bogus")}
     assert scones(wf_home, "asl", "run", str(bad)).returncode == 2
+    unknown = tmp_path / "unknown.json"  # Step Functions refuses a resource it does not know at creation
+    unknown.write_text(json.dumps({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "arn:aws:states:::foo:bar",
+                                                                     "End": True}}}))
+    r = scones(wf_home, "asl", "validate", str(unknown), "--json")
+    assert r.returncode == 2 and [(d["state"], d["field"]) for d in json.loads(r.stdout)["diagnostics"]] == [("T", "Resource")]
+    assert "names no Step Functions service integration" in r.stdout
 
     seed = tmp_path / "seed.json"
     seed.write_text((__import__("pathlib").Path(__file__).resolve().parents[2] / "asl" / "scones_workflow.asl.json").read_text())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+from backend.local import LOCAL_ACCOUNT, LOCAL_REGION
 from backend.local.db import Database
 
 from . import connections, errors, store
@@ -136,7 +137,7 @@ class StatesEngine:
     """A local Step Functions: runs definitions, keeps executions and history in SQLite."""
 
     def __init__(self, db: Database, resolver: Resolver | None = None, *, clock: Clock | None = None,
-                 region: str = "us-east-1", account_id: str = "123456789012", role_arn: str | None = None,
+                 region: str = LOCAL_REGION, account_id: str = LOCAL_ACCOUNT, role_arn: str | None = None,
                  flush_interval: float = 0.25, history_limit: int = HISTORY_LIMIT):
         self.db = db
         self.db.migrate("states", store.STATES_MIGRATIONS)

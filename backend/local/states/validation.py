@@ -3,6 +3,7 @@ Diagnostic naming the state and the field, and a definition with any diagnostic 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .choice_rules import RuleError, compile_rule
@@ -47,6 +48,38 @@ UNSUPPORTED = {
     "ResultWriter": "ResultWriter (writing results to S3) is not supported by the local engine",
 }
 _TRANSITIONS = {"Pass", "Task", "Wait", "Parallel", "Map"}
+# What CreateStateMachine recognises as a Task's Resource: a service integration
+# (arn:aws:states:::<service>:<action>[.sync|.sync:2|.waitForTaskToken]; the AWS SDK ones as
+# aws-sdk:<service>:<action>), a Lambda function ARN, or an activity ARN. Anything else AWS refuses
+# as "The resource provided ... is not recognized", so it is refused here rather than at run time.
+INTEGRATION_SERVICES = frozenset({
+    "lambda", "sns", "sqs", "dynamodb", "ecs", "batch", "glue", "databrew", "sagemaker", "states",
+    "events", "codebuild", "athena", "elasticmapreduce", "emr-containers", "emr-serverless", "eks",
+    "apigateway", "bedrock", "mediaconvert", "http", "aws-sdk",
+})
+_INTEGRATION = re.compile(r"^arn:aws[a-z-]*:states:::(?P<service>[a-z0-9-]+):(?P<action>[A-Za-z0-9]+(:[A-Za-z0-9]+)?)"
+                          r"(\.sync(:2)?|\.waitForTaskToken)?$")
+_FUNCTION = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$")
+_ACTIVITY = re.compile(r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:activity:[^:]+$")
+
+
+def resource_problem(resource: str) -> str | None:
+    """Why a Task's Resource would be refused by Step Functions, or None when it is recognised."""
+    if _FUNCTION.match(resource) or _ACTIVITY.match(resource):
+        return None
+    match = _INTEGRATION.match(resource)
+    if match:
+        service, action = match["service"], match["action"]
+        if service not in INTEGRATION_SERVICES:
+            return (f"{resource!r} names no Step Functions service integration ('{service}' is not one): use "
+                    f"arn:aws:states:::lambda:invoke, another service integration, or a Lambda function ARN")
+        if (service == "aws-sdk") != (":" in action):
+            shape = "aws-sdk:<service>:<action>" if service == "aws-sdk" else f"{service}:<action>"
+            return f"{resource!r} is not a recognised resource: the integration is written arn:aws:states:::{shape}"
+        return None
+    return (f"{resource!r} is not a resource Step Functions recognises: use a service integration such as "
+            f"arn:aws:states:::lambda:invoke, a Lambda function ARN "
+            f"(arn:aws:lambda:<region>:<account>:function:<name>) or an activity ARN")
 
 
 def parse_definition(definition: dict | str) -> tuple[Any, list[Diagnostic]]:
@@ -212,8 +245,8 @@ class _Checker:
         resource = spec.get("Resource")
         if not isinstance(resource, str) or not resource:
             self.add(name, "Resource", "a Task needs a Resource (an ARN such as arn:aws:states:::lambda:invoke)")
-        elif not resource.startswith("arn:") or resource.count(":") < 5:
-            self.add(name, "Resource", f"Resource must be an ARN, got {resource!r}")
+        elif (problem := resource_problem(resource)) is not None:
+            self.add(name, "Resource", problem)
         for fixed, path in (("TimeoutSeconds", "TimeoutSecondsPath"), ("HeartbeatSeconds", "HeartbeatSecondsPath")):
             if fixed in spec and path in spec:
                 self.add(name, path, f"use either {fixed} or {path}, not both")
