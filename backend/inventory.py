@@ -177,6 +177,7 @@ class InventoryMixin:
             else:
                 deleted.append((kind, name))
         self.after_cleanup(deleted)
+        self.record_cleanup(deleted, left)  # the workspace keeps the outcome for the Home page
         return CleanupReport(tuple(deleted), tuple(left))
 
     def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:

@@ -48,7 +48,24 @@ class WorkspaceBackend:
     def step_statuses(self) -> dict[str, StepStatus]:
         steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
         steps["stage"] = self._stage_status()
+        steps["cleanup"] = self._cleanup_status()
         return steps
+
+    def record_cleanup(self, deleted: list[tuple[str, str]], left: list[tuple[str, str, str]]) -> None:
+        self.db.execute("INSERT INTO cleanups (at, deleted, left_over) VALUES (?, ?, ?)",
+                        (utcnow(), dumps([list(d) for d in deleted]), dumps([list(x) for x in left])))
+
+    def _cleanup_status(self) -> StepStatus:
+        row = self.db.query_one("SELECT at, deleted, left_over FROM cleanups ORDER BY id DESC LIMIT 1")
+        if row is None:
+            return StepStatus("cleanup", "not_started", "Nothing cleaned up yet: the Clean up page lists what "
+                                                        "the project created and what it costs.")
+        deleted, left = loads(row["deleted"]), loads(row["left_over"])
+        when = row["at"].replace("T", " ")[:19]
+        detail = f"Last clean up {when} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
+        if left:
+            detail += f"; {len(left)} left, with the reason on the Clean up page"
+        return StepStatus("cleanup", "done", detail + ".")
 
     def _stage_status(self) -> StepStatus:
         job = self.jobs.latest("stage")

@@ -48,6 +48,15 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (kind, name)
     );
     """,
+    # 3: each cleanup's outcome, for the Home page's last step.
+    """
+    CREATE TABLE cleanups (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          TEXT NOT NULL,
+        deleted     TEXT NOT NULL,          -- JSON [[kind, name], ...]
+        left_over   TEXT NOT NULL           -- JSON [[kind, name, reason], ...]
+    );
+    """,
 )
 
 _migrate_lock = threading.Lock()

@@ -121,3 +121,14 @@ def test_stop_ends_a_running_job(backend):
 def test_unknown_job_is_a_named_error(backend):
     with pytest.raises(ResourceNotFound, match="No job named 'nope'"):
         backend.describe_job("nope")
+
+
+def test_the_cleanup_step_shows_the_last_cleanup(backend):
+    first = backend.step_statuses()["cleanup"]
+    assert first.state == "not_started" and "Nothing cleaned up yet" in first.detail
+    backend.record_cleanup([("endpoint", "a")], [])
+    assert backend.step_statuses()["cleanup"].detail.endswith("UTC: deleted 1 resource.")
+    backend.record_cleanup([("endpoint", "b"), ("model", "b")], [("model", "m", "Endpoint e serves model m.")])
+    last = backend.step_statuses()["cleanup"]
+    assert last.state == "done"
+    assert last.detail.endswith("deleted 2 resources; 1 left, with the reason on the Clean up page.")

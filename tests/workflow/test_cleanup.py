@@ -70,7 +70,10 @@ def test_cli_inventory_then_cleanup_all_leaves_nothing(full):
     assert json.loads(scones(home, "inventory", "--json").stdout) == {"resources": []}
     assert not any(process_alive(pid, None) for pid in pids)
     fresh = get_backend(replace(load_settings({}), home=home))
-    assert {s.state for s in fresh.step_statuses().values()} == {"not_started"}
+    steps = fresh.step_statuses()
+    assert {s.state for n, s in steps.items() if n != "cleanup"} == {"not_started"}
+    assert steps["cleanup"].state == "done"
+    assert steps["cleanup"].detail.endswith(f"UTC: deleted {len(report['deleted'])} resources.")
     assert fresh.list_objects() == []
     assert fresh.db.query("SELECT * FROM sf_executions") == []
     from ui.state import backend as page_backend
@@ -78,10 +81,11 @@ def test_cli_inventory_then_cleanup_all_leaves_nothing(full):
     page_backend.clear()
     old = os.environ.get("SCONES_HOME")
     os.environ["SCONES_HOME"] = str(home)
-    try:  # the home page shows every step as not started
+    try:  # the home page shows every step as not started, but the clean up as done
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
         assert not at.exception
-        assert sum("not started" in m.value for m in at.markdown) == 6
+        assert sum("not started" in m.value for m in at.markdown) == 5
+        assert any(c.value.startswith("Last clean up") for c in at.caption)
     finally:
         page_backend.clear()
         if old is None:
