@@ -543,7 +543,8 @@ class MonitoringService:
     def capture_table(self, endpoint: str, since: Any = None, until: Any = None, threshold: float | None = None,
                       limit: int | None = None) -> pd.DataFrame:
         """One row per captured inference in [since, until), oldest first (the newest `limit` when given):
-        inference_time, event_id, p_<class>..., predicted, confidence, passes, image (a handle for capture_image)."""
+        inference_time, event_id, p_<class>..., predicted, confidence, passes, image_ref (where the request's image sits
+        in the capture: s3://bucket/key#line|span:offset:length, which capture_image reads)."""
         snap = self._snapshot(endpoint)
         threshold = self.monitor_threshold() if threshold is None else float(threshold)
         cols = snap.columns
@@ -561,7 +562,7 @@ class MonitoringService:
         out["predicted"] = np.array(names, dtype=object)[c.pred] if names else np.array([], dtype=object)
         out["confidence"] = c.conf
         out["passes"] = c.conf >= threshold
-        out["image"] = _handles(src.bucket, snap, c)
+        out["image_ref"] = _handles(src.bucket, snap, c)
         return pd.DataFrame(out)
 
     def capture_image(self, handle: str) -> bytes:

@@ -90,7 +90,7 @@ def test_capture_on_s3_is_read_incrementally_with_images_and_broken_tails(s3, tm
     assert all(im.image == by_event[im.event_id] for im in lowest)
     assert [im.confidence for im in lowest] == sorted(c for _, c, _ in sent)[:3]
     table = service.capture_table(EP)
-    assert service.capture_image(table["image"].iloc[0]) == by_event[table["event_id"].iloc[0]]
+    assert service.capture_image(table["image_ref"].iloc[0]) == by_event[table["event_id"].iloc[0]]
     status = service.capture_status(EP)
     assert (status.state, status.files, status.records) == ("unknown", 4, 16)
     out = service.enforce_capture_limits(EP)

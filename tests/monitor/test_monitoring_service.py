@@ -93,10 +93,10 @@ def test_lowest_confidence_images_and_table_handles(captured):
         assert list(im.probabilities.values()) == by_event[im.event_id]["probs"]
     table = mb.capture_table(EP, threshold=0.5)
     assert list(table.columns) == ["inference_time", "event_id", "p_class 0", "p_class 1", "predicted", "confidence",
-                                   "passes", "image"]
+                                   "passes", "image_ref"]
     assert table["inference_time"].is_monotonic_increasing and str(table["inference_time"].dt.tz) == "UTC"
     row = table.iloc[123]
-    assert mb.capture_image(row["image"]) == by_event[row["event_id"]]["image"]
+    assert mb.capture_image(row["image_ref"]) == by_event[row["event_id"]]["image"]
     newest = mb.capture_table(EP, threshold=0.5, limit=10)
     assert list(newest["event_id"]) == list(table["event_id"][-10:])
 

@@ -40,7 +40,7 @@ def test_the_table_matches_every_line_the_endpoint_wrote(wf, traffic):
         assert row["confidence"] == expected["confidence"] and row["predicted"] == classes[int(np.argmax(expected["probs"]))]
         assert row["inference_time"].strftime("%Y-%m-%dT%H:%M:%SZ") == expected["time"]
     for body in sent:  # the PNGs sent are the images the handles decode to
-        assert any(wf.capture_image(h) == body for h in table["image"])
+        assert any(wf.capture_image(h) == body for h in table["image_ref"])
     for t in (0.0, 0.5, 0.55, 0.6, 0.75, 0.9, 1.0):
         below = sum(r["confidence"] < t for r in truth)
         summary = wf.monitor_summary(EP, threshold=t)
