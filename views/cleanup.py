@@ -31,7 +31,7 @@ if report is not None:
         st.warning(f"Left {kind}:{name}: {reason}")
 
 if not resources:
-    st.info("Nothing left: the workspace holds no resources. Every step on the Home page is back to not started.")
+    st.info("Nothing left: the workspace holds no resources. Every other step on the Home page is back to not started.")
     st.stop()
 
 include_data = st.checkbox("Also delete data (staged images, capture, uploads, downloads)", value=False,
@@ -43,7 +43,9 @@ frame = pd.DataFrame([{
     "hourly USD": "" if r.hourly_usd is None else f"{r.hourly_usd:.3f}", "detail": r.detail,
 } for r in visible])
 edited = st.data_editor(frame, hide_index=True, disabled=[c for c in frame.columns if c != "delete"],
-                        key="cleanup_table")
+                        key="cleanup_table", width="stretch", column_config={
+                            "delete": st.column_config.CheckboxColumn(width="small"),
+                            "name": st.column_config.TextColumn(width="large")})
 chosen = [(row.kind, row.name) for row in edited.itertuples() if row.delete]
 elsewhere = [r for r in visible if not r.created_here]
 if elsewhere:

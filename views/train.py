@@ -81,10 +81,10 @@ def billing_ui() -> bool:
 
 def form_ui() -> tuple[dict[str, str], str, str, bool]:
     """Returns (hyperparameters that are set, validation channel, job name, start pressed)."""
-    c1, c2, _ = st.columns([1, 1, 2])
-    if c1.button(PRESETS["local"], key="train_preset_local", help="Values chosen for CPU training on this machine."):
+    presets = st.container(horizontal=True)  # each button as wide as its label
+    if presets.button(PRESETS["local"], key="train_preset_local", help="Values chosen for CPU training on this machine."):
         load_preset("local")
-    if c2.button(PRESETS["sagemaker"], key="train_preset_sagemaker",
+    if presets.button(PRESETS["sagemaker"], key="train_preset_sagemaker",
                  help="The Scones notebook's values for AWS (ResNet-152, 30 epochs): slow on a CPU."):
         load_preset("sagemaker")
     st.caption(f"Preset: **{PRESETS[st.session_state.get('train_preset', 'local')]}**")
