@@ -107,8 +107,8 @@ with st.container(border=True):
                 except SconesError as exc:
                     show_error(exc)
                 else:
-                    st.session_state["deploy_notice"] = (f"Endpoint {endpoint.endpoint_name} is {endpoint.status} "
-                                                         f"with {chosen}.")
+                    st.session_state["deploy_notice"] = (f"Deploying {chosen} to endpoint {endpoint.endpoint_name}: "
+                                                         "its status below follows it until it is InService.")
                     st.rerun()
     notice = st.session_state.pop("deploy_notice", None)
     if notice:

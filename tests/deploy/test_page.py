@@ -51,7 +51,7 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     assert not at.exception
     endpoint = page_backend.describe_endpoint("page-ep")
     assert endpoint.model_name == "model-a" and endpoint.capture.sampling_percent == 50
-    assert any("Endpoint page-ep is Creating with model-a" in s for s in texts(at.success))
+    assert any("Deploying model-a to endpoint page-ep" in s for s in texts(at.success))
     assert any("page-ep" in m and ("Creating" in m or "InService" in m) for m in texts(at.markdown))
 
     assert page_backend.wait_endpoint("page-ep", timeout=30).status == "InService"
