@@ -49,7 +49,7 @@ def test_deploy_from_the_page_then_classify_an_uploaded_png(page: Page, dashboar
     name.press("Enter")
     page.get_by_role("button", name="Deploy", exact=True).click()
 
-    expect(page.get_by_text(re.compile(r"Endpoint browser-endpoint is (Creating|InService)"))).to_be_visible(
+    expect(page.get_by_text(re.compile(r"Deploying browser-model to endpoint browser-endpoint"))).to_be_visible(
         timeout=30_000)
     expect(page.get_by_text("InService", exact=True)).to_be_visible(timeout=60_000)  # the status updates by itself
     assert b.describe_endpoint("browser-endpoint").status == "InService"
