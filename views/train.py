@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
@@ -48,6 +49,14 @@ def load_preset(preset: str) -> None:
     st.session_state["train_preset"] = preset
 
 
+def copy_job(job: TrainingJob) -> None:
+    """Fill the form with a job's hyperparameters (a button callback: it runs before the form is drawn),
+    as the SageMaker console's Clone does; fields the job left unset become empty."""
+    for name in specs:
+        st.session_state[f"hp_{name}"] = job.hyperparameters.get(name, "")
+    st.session_state["train_preset"] = f"job:{job.job_name}"
+
+
 if "train_preset" not in st.session_state:
     load_preset("local")
 
@@ -87,7 +96,9 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     if presets.button(PRESETS["sagemaker"], key="train_preset_sagemaker",
                  help="The Scones notebook's values for AWS (ResNet-152, 30 epochs): slow on a CPU."):
         load_preset("sagemaker")
-    st.caption(f"Preset: **{PRESETS[st.session_state.get('train_preset', 'local')]}**")
+    preset = st.session_state.get("train_preset", "local")
+    st.caption(f"Preset: **{PRESETS[preset]}**" if preset in PRESETS
+               else f"Copied from job **{preset.removeprefix('job:')}** (edit before starting)")
     confirmed = billing_ui()
     with st.form("train_form", border=True):
         cols = st.columns(4)
@@ -157,6 +168,12 @@ def job_view(name: str) -> None:
         st.info(f"{job.secondary_status}: the chart fills in as each epoch ends.")
     st.caption(f"{len(job.epochs)} of {planned} epochs recorded · {job.seconds:.0f} s"
                + (f" · artifact `{job.model_artifact}`" if job.model_artifact else ""))
+    with st.expander("Hyperparameters"):
+        st.dataframe(pd.DataFrame(sorted(job.hyperparameters.items()), columns=["hyperparameter", "value"]),
+                     hide_index=True)
+        if st.button("Copy to the form", key="train_copy", on_click=copy_job, args=(job,),
+                     help="Fill the New training job form with these values, to start a variant of this job."):
+            st.rerun()  # redraw the whole page: the form is outside this fragment
     with st.expander("Log"):
         st.code(b.training_log(name)[-20000:] or "(empty)", language="text")
 

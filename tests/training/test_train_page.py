@@ -83,7 +83,7 @@ def test_start_shows_the_job_its_chart_and_its_evaluation(staged):
     at.button(key="train_evaluate").click().run()
     assert not at.exception
     assert at.metric[0].label == "Test accuracy"
-    per_class = at.dataframe[1].value
+    per_class = next(d.value for d in at.dataframe if "images" in d.value.columns)
     assert list(per_class.index) == ["reddish", "bluish"] and per_class["images"].sum() == 32
     at.button(key="train_create_model").click().run()
     assert [m.model_name for m in staged.list_models()] == [jobs[0].job_name]
@@ -97,3 +97,15 @@ def test_a_running_job_can_be_stopped_from_the_page(staged):
     at.button(key="train_stop").click().run()
     assert not at.exception
     assert staged.describe_training_job(name).status == "Stopped"
+
+
+def test_a_jobs_hyperparameters_can_be_copied_to_the_form(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=2, learning_rate=0.05))
+    wait_done(staged, name)
+    at = train_page().run()
+    assert at.text_input(key="hp_epochs").value == "80"  # the local preset
+    at.button(key="train_copy").click().run()
+    assert not at.exception
+    assert at.text_input(key="hp_epochs").value == "2" and at.text_input(key="hp_learning_rate").value == "0.05"
+    assert at.text_input(key="hp_image_shape").value == staged.describe_training_job(name).hyperparameters["image_shape"]
+    assert any(f"Copied from job **{name}**" in c.value for c in at.caption)
