@@ -57,7 +57,7 @@ INTEGRATION_SERVICES = frozenset({
     "events", "codebuild", "athena", "elasticmapreduce", "emr-containers", "emr-serverless", "eks",
     "apigateway", "bedrock", "mediaconvert", "http", "aws-sdk",
 })
-_INTEGRATION = re.compile(r"^arn:aws[a-z-]*:states:::(?P<service>[a-z0-9-]+):(?P<action>[A-Za-z0-9]+(:[A-Za-z0-9]+)?)"
+_INTEGRATION = re.compile(r"^arn:aws[a-z-]*:states:::(?P<service>[a-z0-9-]+):(?P<action>[A-Za-z0-9-]+(:[A-Za-z0-9]+)?)"
                           r"(\.sync(:2)?|\.waitForTaskToken)?$")
 _FUNCTION = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$")
 _ACTIVITY = re.compile(r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:activity:[^:]+$")
