@@ -44,8 +44,8 @@ def lambda_invoke_resolver(runtime: LambdaRuntime) -> Resolver:
             return _invoke_integration(runtime, parameters)
         if isinstance(resource, str) and _FUNCTION_ARN.match(resource):
             return _invoke(runtime, resource, parameters).payload
-        raise UnknownResource(resource, "The local Lambda resolver runs arn:aws:states:::lambda:invoke "
-                                        "and arn:aws:lambda:<region>:<account>:function:<name> resources.")
+        raise UnknownResource(resource, "Locally only Lambda tasks run (arn:aws:states:::lambda:invoke or a "
+                                        "function ARN): run this definition on AWS, or make the task a Lambda task.")
 
     return resolve
 

@@ -201,5 +201,6 @@ class TaskState(ExecState):
 
 
 def _no_resolver(resource: str, hint: str) -> str:
-    msg = f"No resolver can run the resource '{resource}': pass StatesEngine a resolver that handles it."
-    return f"{msg} {hint}".strip()
+    """The cause when no resolver runs a (valid) resource: the resolver's hint says what it does run."""
+    msg = f"The local engine cannot run the resource '{resource}', which is valid on AWS."
+    return f"{msg} {hint or 'This engine was given no resolver for it.'}".strip()
