@@ -557,8 +557,9 @@ class MonitoringService:
         names = self._classes(endpoint, cols.classes)
         src = self._source(endpoint)
         out = {"inference_time": _utc(c.time), "event_id": c.event.astype(str)}
+        k = c.probs.shape[1] if c.probs.ndim == 2 else 0  # 0 before the first record: names come from the model
         for i, name in enumerate(names):
-            out[f"p_{name}"] = c.probs[:, i]
+            out[f"p_{name}"] = c.probs[:, i] if i < k else np.zeros(len(c.conf))
         out["predicted"] = np.array(names, dtype=object)[c.pred] if names else np.array([], dtype=object)
         out["confidence"] = c.conf
         out["passes"] = c.conf >= threshold

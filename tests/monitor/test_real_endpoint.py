@@ -114,3 +114,19 @@ def test_the_page_on_a_live_endpoint_shows_executions_and_follows_the_slider(wf,
         values = {m.label: m.value for m in at.metric}
         assert values[f"Would pass at {t:.2f}"] == f"{counts['passing']:,}"
         assert values[f"Executions passing at {t:.2f}"] == f"{counts['executions_passing']:,} of {counts['executions']:,}"
+
+
+def test_an_endpoint_with_capture_on_and_nothing_captured_yet_has_an_empty_table(wf):
+    model = wf.describe_endpoint(EP).model_name
+    wf.deploy(model, "quiet-endpoint", capture_percent=100)
+    try:
+        assert wf.wait_endpoint("quiet-endpoint", timeout=60).status == "InService"
+        table = wf.capture_table("quiet-endpoint")
+        classes = wf.describe_model(model).classes
+        assert len(table) == 0 and [f"p_{c}" for c in classes] == [c for c in table.columns if c.startswith("p_")]
+        at = AppTest.from_file(str(REPO / "views" / "monitor.py"), default_timeout=60)
+        at.session_state["mon_endpoint"] = "quiet-endpoint"
+        at.run()
+        assert not at.exception
+    finally:
+        wf.delete_endpoint("quiet-endpoint")
