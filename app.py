@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backend.api import SconesError
+from ui.widgets import show_error
+
 # The pages live in views/, not pages/: with a pages/ folder beside app.py, Streamlit also runs its
 # older folder-based mode, and the first visit to a deep link (say /workflow) after a start showed
 # the file names as the navigation instead of this list.
@@ -18,4 +21,7 @@ PAGES = [
     st.Page("views/cleanup.py", title="Clean up", icon=":material/delete_sweep:", url_path="cleanup"),
 ]
 
-st.navigation(PAGES).run()
+try:
+    st.navigation(PAGES).run()
+except SconesError as exc:  # a backend error a page did not expect (AWS throttling, a lost session...): one
+    show_error(exc)         # sentence where the page stopped, as every page does for the errors it expects

@@ -202,7 +202,11 @@ def evaluation_view(job: TrainingJob) -> None:
     image_grid(items, columns=6, width=96)
 
 
-report = b.latest_stage_report()
+try:
+    report = b.latest_stage_report()
+except SconesError as exc:
+    show_error(exc)
+    st.stop()
 if report is None:
     st.info("No data staged yet: stage the data first (Stage data page), then come back to train.")
 

@@ -183,12 +183,19 @@ if machines:
         st.subheader("Run")
         run_ui()
 
-    running = any(e.status == "RUNNING" for e in b.list_workflow_executions(limit=500))
+    try:
+        running = any(e.status == "RUNNING" for e in b.list_workflow_executions(limit=500))
+    except SconesError as exc:  # shown by the list below, which keeps polling until it reads again
+        running = True
 
     # AWS's DescribeExecution and GetExecutionHistory are rate-limited per account: poll it less often.
     @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else None)
     def executions_view() -> None:
-        executions = b.list_workflow_executions(limit=500)
+        try:
+            executions = b.list_workflow_executions(limit=500)
+        except SconesError as exc:  # throttled, say: say so and try again at the next poll
+            show_error(exc)
+            return
         if not executions:
             st.info("No executions yet: start one above.")
             return

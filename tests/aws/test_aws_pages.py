@@ -33,6 +33,27 @@ def test_every_page_runs_on_the_aws_backend(aws_pages, page):
     assert not at.exception, at.exception
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_without_aws_credentials_says_so_in_one_sentence(aws_env, tmp_path, monkeypatch, page):
+    """No credentials anywhere (no keys, empty config files, no instance metadata): an error, no traceback."""
+    from ui.state import backend
+
+    for k in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(k)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    backend.clear()
+    try:
+        at = app_page(page).run()
+    finally:
+        backend.clear()
+    assert not at.exception, at.exception
+    assert any("No AWS credentials were found" in e.value for e in at.error)
+
+
 def test_workflow_before_any_endpoint_says_what_to_do_first(aws):
     b = get_backend(load_settings())
     with pytest.raises(ResourceNotFound, match="No endpoint is InService: deploy a model first"):
