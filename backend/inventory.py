@@ -167,18 +167,41 @@ class InventoryMixin:
 
     def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
         """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
-        chosen, left = self.cleanup_plan(targets, include_data)
+        with self._describing_once():
+            chosen, left = self._plan(targets, include_data)
+            users = self._users() if len(chosen) > 1 else {}
         deleted: list[tuple[str, str]] = []
-        for kind, name in chosen:
+        failed: set[tuple[str, str]] = set()
+        for kind, name in chosen:  # dependency order: what uses a resource comes before it
+            user = next((u for u in users.get((kind, name), ()) if u in failed), None)
+            if user is not None:  # e.g. an endpoint that could not be deleted keeps its config and model
+                failed.add((kind, name))
+                left.append((kind, name, f"{user[0]} {user[1]} could not be deleted and still uses this "
+                                         f"{kind}: delete the {user[0]} first."))
+                continue
             try:
                 self._delete(kind, name)
             except SconesError as exc:
+                failed.add((kind, name))
                 left.append((kind, name, str(exc)))
             else:
                 deleted.append((kind, name))
         self.after_cleanup(deleted)
         self.record_cleanup(deleted, left)  # the workspace keeps the outcome for the Home page
         return CleanupReport(tuple(deleted), tuple(left))
+
+    def _users(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """What uses each resource: an endpoint uses its config and its model, a config its model, a model
+        the training job it was made from. A cleanup keeps a resource whose user failed to go."""
+        users: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for e in self.list_endpoints():
+            users.setdefault(("endpoint-config", e.config_name), []).append(("endpoint", e.endpoint_name))
+            users.setdefault(("model", e.model_name), []).append(("endpoint", e.endpoint_name))
+        for c in self.list_endpoint_configs():
+            users.setdefault(("model", c.model_name), []).append(("endpoint-config", c.config_name))
+        for m in self.list_models():
+            users.setdefault(("training-job", m.job_name), []).append(("model", m.model_name))
+        return users
 
     def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:
         """A backend's own last step (locally: stop the Lambda workers and the gateway)."""

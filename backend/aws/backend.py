@@ -129,7 +129,10 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
 
     def hourly_usd(self, kind: str, status: str, obj: Any) -> float | None:
         if kind == "endpoint" and status in ("Creating", "InService", "Updating", "SystemUpdating", "RollingBack"):
-            return pricing.hosting_price(self.describe_endpoint_config(obj.config_name).instance_type)
+            try:
+                return pricing.hosting_price(self.describe_endpoint_config(obj.config_name).instance_type)
+            except ResourceNotFound:  # its config was deleted elsewhere: the instance type is unknown
+                return None
         if kind == "training-job" and status in ("InProgress", "Stopping"):
             return pricing.training_price(self.settings.training_instance_type)
         return None

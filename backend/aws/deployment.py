@@ -104,6 +104,12 @@ class AwsDeploymentMixin:
         return self._describe_all("endpoint-config", self.describe_endpoint_config)
 
     def delete_endpoint_config(self, config_name: str) -> None:
+        """Refused while an endpoint uses it, as locally: SageMaker would delete it, and the endpoint (still
+        running and billing) could then no longer be described, updated or found by a cleanup."""
+        user = next((e for e in self.list_endpoints() if e.config_name == config_name), None)
+        if user is not None:
+            raise ResourceInUse(f"Endpoint {user.endpoint_name} uses endpoint configuration {config_name}: "
+                                "delete or update the endpoint first.")
         with aws_errors(f"deleting endpoint config {config_name}"):
             self.client("sagemaker").delete_endpoint_config(EndpointConfigName=config_name)
         self._forget_resource("endpoint-config", config_name)
@@ -138,13 +144,21 @@ class AwsDeploymentMixin:
     def _describe_endpoint(self, endpoint_name: str) -> Endpoint:
         with aws_errors(f"describing endpoint {endpoint_name}"):
             d = self.client("sagemaker").describe_endpoint(EndpointName=endpoint_name)
-        config = self.describe_endpoint_config(d["EndpointConfigName"])
+        reason = d.get("FailureReason") or ""
+        try:
+            config = self.describe_endpoint_config(d["EndpointConfigName"])
+        except ResourceNotFound:  # deleted elsewhere: the endpoint still runs (and bills), so it stays listed
+            config = EndpointConfig(config_name=d["EndpointConfigName"], model_name="", instance_type="",
+                                    capture=capture_from(None), created="")
+            reason = reason or (f"Its endpoint configuration {d['EndpointConfigName']} was deleted outside this "
+                                "dashboard: the endpoint still runs and bills; delete it, or update it with a new "
+                                "configuration.")
         # SageMaker matches names without case but InvokeEndpoint wants the name as created: use its own
         return Endpoint(endpoint_name=d.get("EndpointName", endpoint_name), status=d["EndpointStatus"],
                         config_name=config.config_name,
                         model_name=config.model_name, created=_iso(d.get("CreationTime")),
                         updated=_iso(d.get("LastModifiedTime")), capture=config.capture,
-                        failure_reason=d.get("FailureReason") or "", url="", backend="aws")
+                        failure_reason=reason, url="", backend="aws")
 
     def list_endpoints(self) -> list[Endpoint]:
         return self._describe_all("endpoint", self.describe_endpoint)

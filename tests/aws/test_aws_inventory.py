@@ -8,6 +8,7 @@ import boto3
 import pytest
 
 from backend import cli, get_backend
+from backend.api import ResourceInUse
 from backend.aws import pricing
 from backend.settings import load_settings
 
@@ -136,3 +137,38 @@ def test_deploying_onto_another_workspaces_endpoint_makes_it_this_workspaces(dep
     finally:
         sm.update_endpoint = real
     assert {r.name: r for r in other.inventory() if r.kind == "endpoint"}["scones-endpoint"].created_here
+
+
+def _deny(b, operation: str) -> None:
+    """The operator's role may not call `operation` (SageMaker answers AccessDeniedException)."""
+    from botocore.exceptions import ClientError
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                     "Message": f"User is not authorized to perform: sagemaker:{operation}"}}, operation)
+    b.client("sagemaker").meta.events.register(f"before-call.sagemaker.{operation}", refuse)
+
+
+def test_an_endpoint_that_cannot_be_deleted_keeps_what_it_uses_and_stays_listed(deployed):
+    b, job, model = deployed
+    _deny(b, "DeleteEndpoint")
+    report = b.cleanup(None)
+    left = {(k, n): why for k, n, why in report.left}
+    assert "not authorized" in left[("endpoint", "scones-endpoint")]
+    config = b.describe_endpoint("scones-endpoint").config_name
+    assert "endpoint scones-endpoint could not be deleted" in left[("endpoint-config", config)]
+    assert "endpoint scones-endpoint could not be deleted" in left[("model", model.model_name)]
+    assert f"model {model.model_name} could not be deleted" in left[("training-job", job)]
+    assert [e.endpoint_name for e in b.list_endpoints()] == ["scones-endpoint"]  # still found, still billing
+    assert b.describe_model(model.model_name).model_name == model.model_name
+
+
+def test_an_endpoint_config_in_use_is_not_deleted_and_an_endpoint_whose_config_went_elsewhere_stays_listed(deployed):
+    b, _, _ = deployed
+    config = b.describe_endpoint("scones-endpoint").config_name
+    with pytest.raises(ResourceInUse, match=f"Endpoint scones-endpoint uses endpoint configuration {config}"):
+        b.delete_endpoint_config(config)
+    b.client("sagemaker").delete_endpoint_config(EndpointConfigName=config)  # someone else, in the console
+    endpoint = next(e for e in b.list_endpoints() if e.endpoint_name == "scones-endpoint")
+    assert endpoint.status == "InService" and "was deleted outside this dashboard" in endpoint.failure_reason
+    assert ("endpoint", "scones-endpoint") in {(r.kind, r.name) for r in b.inventory()}
