@@ -28,7 +28,7 @@ class Settings:
     bucket: str = ""  # empty: "scones-unlimited" locally, "sagemaker-<region>-<account>" on AWS
     download_timeout: float = 30.0
     threshold: float = 0.93
-    aws_region: str = ""  # empty: the standard chain (AWS_REGION, AWS_DEFAULT_REGION, profile)
+    aws_region: str = ""  # SCONES_AWS_REGION or AWS_REGION; empty: boto3's chain (AWS_DEFAULT_REGION, profile)
     sagemaker_role_arn: str = ""
     lambda_role_arn: str = ""
     states_role_arn: str = ""
@@ -97,7 +97,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bucket=env.get("SCONES_BUCKET") or "",
         download_timeout=_float_env(env, "SCONES_DOWNLOAD_TIMEOUT", 30.0),
         threshold=threshold,
-        aws_region=env.get("SCONES_AWS_REGION") or "",
+        # boto3 itself reads only AWS_DEFAULT_REGION (and the profile); AWS_REGION is what the AWS CLI v2
+        # and Lambda set, and what an operator sets first, so it is honoured here.
+        aws_region=env.get("SCONES_AWS_REGION") or env.get("AWS_REGION") or "",
         sagemaker_role_arn=env.get("SCONES_SAGEMAKER_ROLE_ARN") or "",
         lambda_role_arn=env.get("SCONES_LAMBDA_ROLE_ARN") or "",
         states_role_arn=env.get("SCONES_STATES_ROLE_ARN") or "",

@@ -60,7 +60,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
     @cached_property
     def region(self) -> str:
         if not self.session.region_name:
-            raise CredentialsError("No AWS region is set: set AWS_REGION (or SCONES_AWS_REGION), e.g. us-east-1.")
+            raise CredentialsError("No AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile), e.g. us-east-1.")
         return self.session.region_name
 
     def client(self, service: str) -> Any:

@@ -4,13 +4,14 @@ Nothing here ever formats a credential: messages name the operation and the erro
 """
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from typing import Iterator
 
 from botocore.exceptions import (
-    BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
-    PartialCredentialsError, ProfileNotFound,
+    BotoCoreError, ClientError, CredentialRetrievalError, EndpointConnectionError, NoCredentialsError, NoRegionError,
+    PartialCredentialsError, ProfileNotFound, SSOError, TokenRetrievalError,
 )
 
 from backend.api import (
@@ -57,8 +58,17 @@ def translate(exc: Exception, operation: str) -> SconesError:
         return CredentialsError(f"No AWS credentials were found for {operation}: {CREDENTIALS_HINT}.")
     if isinstance(exc, ProfileNotFound):
         return CredentialsError("The AWS profile named in AWS_PROFILE does not exist: fix AWS_PROFILE or run 'aws configure'.")
+    if isinstance(exc, (SSOError, TokenRetrievalError)):  # an `aws sso login` session expired or never started
+        profile = os.environ.get("AWS_PROFILE", "")
+        login = f"aws sso login --profile {profile}" if profile else "aws sso login"
+        return CredentialsError(f"The AWS SSO session is expired or was never started ({operation}): run "
+                                f"'{login}', then try again.")
+    if isinstance(exc, CredentialRetrievalError):  # its message may quote a credential process: not shown
+        provider = exc.kwargs.get("provider", "the profile's credential source")
+        return CredentialsError(f"The AWS credentials could not be retrieved from {provider} ({operation}): check "
+                                f"that source in the AWS profile, or {CREDENTIALS_HINT}.")
     if isinstance(exc, NoRegionError):
-        return CredentialsError(f"No AWS region is set for {operation}: set AWS_REGION (or SCONES_AWS_REGION), e.g. us-east-1.")
+        return CredentialsError(f"No AWS region is set for {operation}: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile), e.g. us-east-1.")
     if isinstance(exc, EndpointConnectionError):
         return SconesError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
     if isinstance(exc, ClientError):

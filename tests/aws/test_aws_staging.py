@@ -118,3 +118,17 @@ def test_client_error_codes_map_to_named_errors(code, cls, advice):
 def test_no_credentials_error_translates():
     err = translate(NoCredentialsError(), "listing buckets")
     assert isinstance(err, CredentialsError) and "aws configure" in str(err)
+
+
+def test_an_expired_sso_session_says_to_log_in_again(monkeypatch):
+    from botocore.exceptions import CredentialRetrievalError, SSOTokenLoadError, UnauthorizedSSOTokenError
+
+    monkeypatch.setenv("AWS_PROFILE", "operator")
+    for exc in (UnauthorizedSSOTokenError(), SSOTokenLoadError(error_msg="Token for example.com does not exist")):
+        err = translate(exc, "listing buckets")
+        assert isinstance(err, CredentialsError)
+        assert str(err) == ("The AWS SSO session is expired or was never started (listing buckets): run "
+                            "'aws sso login --profile operator', then try again.")
+    leaky = CredentialRetrievalError(provider="custom-process", error_msg="secret=AKIASECRETVALUE")
+    err = translate(leaky, "listing buckets")
+    assert isinstance(err, CredentialsError) and "custom-process" in str(err) and "AKIASECRETVALUE" not in str(err)

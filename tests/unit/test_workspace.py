@@ -71,6 +71,10 @@ def test_settings_precedence_flag_env_default(tmp_path):
     assert flagged.home == tmp_path / "flag" and flagged.backend == "local"
     with pytest.raises(ValidationError, match="Unknown backend 'gcp'"):
         load_settings({"SCONES_BACKEND": "gcp"})
+    # boto3 reads only AWS_DEFAULT_REGION: AWS_REGION (what the AWS CLI and an operator set) is honoured here
+    assert load_settings({"AWS_REGION": "eu-west-1"}).aws_region == "eu-west-1"
+    assert load_settings({"AWS_REGION": "eu-west-1", "SCONES_AWS_REGION": "us-west-2"}).aws_region == "us-west-2"
+    assert load_settings({}).aws_region == ""
     with pytest.raises(ValidationError, match="SCONES_THRESHOLD"):
         load_settings({"SCONES_THRESHOLD": "high"})
 
