@@ -175,7 +175,10 @@ def job_view(name: str) -> None:
                      help="Fill the New training job form with these values, to start a variant of this job."):
             st.rerun()  # redraw the whole page: the form is outside this fragment
     with st.expander("Log"):
-        st.code(b.training_log(name)[-20000:] or "(empty)", language="text")
+        try:
+            st.code(b.training_log(name)[-20000:] or "(empty)", language="text")
+        except SconesError as exc:  # on AWS: no permission to read CloudWatch Logs, or throttled
+            st.warning(f"{exc} Without the log, the chart has no per-epoch metrics.", icon=":material/warning:")
 
 
 def evaluation_view(job: TrainingJob) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    Evaluation, Model, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, stopped_or_failed,
+    AccessDenied, Evaluation, Model, Throttling, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, stopped_or_failed,
     ValidationError,
 )
 from backend.aws.errors import aws_errors
@@ -29,6 +29,7 @@ IMAGE_CLASSIFICATION_ACCOUNTS = {
     "sa-east-1": "855470959533",
 }
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+LOG_SETTLE_SECONDS = 300  # CloudWatch Logs may still receive a job's last lines this long after it ends
 MAX_RUNTIME_SECONDS = 2 * 3600  # a cost guardrail on every job
 EPOCH_RE = re.compile(r"Epoch\[(\d+)\]\s+(Train|Validation)-accuracy=([0-9.eE+-]+)")
 GPU_FAMILIES = ("ml.p2.", "ml.p3.", "ml.p3dn.", "ml.p4d.", "ml.p5.", "ml.g4dn.", "ml.g5.")
@@ -150,8 +151,20 @@ class AwsTrainingMixin:
         self._record_resource("training-job", name)
         return name
 
-    def _epochs(self, name: str) -> tuple[dict[str, float], ...]:
-        return parse_epoch_lines(self.training_log(name).splitlines())
+    def _epochs(self, name: str, ended: datetime | None) -> tuple[dict[str, float], ...]:
+        """Per-epoch metrics from the job's log. A log that may not be read (no logs:FilterLogEvents, or
+        throttled) gives none: the job's status still shows, and reading the log itself says why. A job
+        ended a while ago has its metrics read once per backend: its log no longer changes."""
+        done: dict[str, tuple[dict[str, float], ...]] = self.__dict__.setdefault("_ended_epochs", {})
+        if name in done:
+            return done[name]
+        try:
+            epochs = parse_epoch_lines(self.training_log(name).splitlines())
+        except (AccessDenied, Throttling):
+            return ()
+        if ended is not None and (datetime.now(timezone.utc) - ended).total_seconds() > LOG_SETTLE_SECONDS:
+            done[name] = epochs
+        return epochs
 
     def describe_training_job(self, name: str) -> TrainingJob:
         return self._once("training-job", name, self._describe_training_job)
@@ -167,7 +180,7 @@ class AwsTrainingMixin:
             job_name=d.get("TrainingJobName", name), status=status, secondary_status=d.get("SecondaryStatus", ""),
             hyperparameters=dict(d.get("HyperParameters", {})), created=_iso(d["CreationTime"]),
             ended=_iso(end), seconds=max(0.0, seconds), failure_reason=d.get("FailureReason") or "",
-            epochs=self._epochs(name),
+            epochs=self._epochs(name, end),
             model_artifact=(d.get("ModelArtifacts") or {}).get("S3ModelArtifacts") if status == "Completed" else None,
             backend="aws",
         )

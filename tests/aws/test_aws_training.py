@@ -136,3 +136,24 @@ def test_image_uri_table_and_epoch_parsing():
     assert parse_epoch_lines(["[11/27/2026 08:00:00 INFO 1] Epoch[2] Validation-accuracy=0.5",
                               "Epoch[2] Train-accuracy=0.75"]) == ({"epoch": 3.0, "validation:accuracy": 0.5,
                                                                     "train:accuracy": 0.75},)
+
+
+def test_a_log_that_may_not_be_read_leaves_the_job_listed_without_metrics(staged):
+    from botocore.exceptions import ClientError
+
+    from backend.api import AccessDenied
+
+    b = staged
+    name = b.create_training_job({**b.default_training_hyperparameters("sagemaker"), "epochs": "2"})
+    put_algorithm_logs(name, ["Epoch[0] Train-accuracy=0.6", "Epoch[0] Validation-accuracy=0.5"])
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                     "Message": "not authorized to perform: logs:FilterLogEvents"}}, "FilterLogEvents")
+    b.client("logs").meta.events.register("before-call.cloudwatch-logs.FilterLogEvents", refuse)
+    job = b.describe_training_job(name)
+    assert job.status == "Completed" and job.epochs == ()
+    assert [j.job_name for j in b.list_training_jobs()] == [name]
+    assert b.step_statuses()["train"].state == "done"
+    with pytest.raises(AccessDenied, match="logs:FilterLogEvents"):
+        b.training_log(name)
