@@ -10,7 +10,7 @@ from ui.state import backend
 from ui.widgets import show_error
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
-BUSY = ("Creating", "Updating", "Deleting")
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")  # SageMaker's transitions
 STATUS_COLORS = {"InService": "green", "Creating": "blue", "Updating": "blue", "Deleting": "orange",
                  "Failed": "red", "OutOfService": "gray"}
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
@@ -137,10 +137,12 @@ def endpoints_view() -> None:
             c2.markdown(f"model `{e.model_name}`")
             capture = f"capture {e.capture.sampling_percent}% to {e.capture.destination}" if e.capture.enabled \
                 else "capture off"
-            c3.caption(f"{capture} · {e.url or 'no URL yet'} · updated {e.updated}")
+            where = e.url or ("SageMaker Runtime InvokeEndpoint" if e.backend == "aws" else "no URL yet")
+            c3.caption(f"{capture} · {where} · updated {e.updated}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 act(b.delete_endpoint, e.endpoint_name)
-            if e.status in ("Failed", "OutOfService") and c4.button("Start", key=f"start_{e.endpoint_name}",
+            restartable = ("Failed",) if e.backend == "aws" else ("Failed", "OutOfService")  # as start_endpoint
+            if e.status in restartable and c4.button("Start", key=f"start_{e.endpoint_name}",
                                                                      icon=":material/play_arrow:"):
                 act(b.start_endpoint, e.endpoint_name)
             if e.failure_reason:

@@ -23,14 +23,17 @@ EARLY = ["early_stopping", "early_stopping_patience", "early_stopping_min_epochs
 PRESETS = {"local": "Local CPU defaults", "sagemaker": "SageMaker workflow (AWS values)"}
 VALIDATION = {"test": "Test split (as the workflow does)", "holdout": "Hold-out: 20% of the training data"}
 
+ACTIVE = (JOB_IN_PROGRESS, "Stopping")  # polled; SageMaker's Stopping comes between InProgress and Stopped
+
 st.title("Train")
-st.caption("SageMaker's built-in image-classification algorithm (a ResNet), run locally in a worker process on the "
-           "staged `train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
-           "names; a bad value is refused before anything starts. One field is not the algorithm's: `cutmix`, a "
-           "local training option (the AWS backend has no such field).")
 
 try:
     b = backend()
+    where = ("as a SageMaker training job" if b.name == "aws" else "locally in a worker process")
+    st.caption(f"SageMaker's built-in image-classification algorithm (a ResNet), run {where} on the staged "
+               "`train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
+               "names; a bad value is refused before anything starts. One field is not the algorithm's: `cutmix`, "
+               "a local training option (the AWS backend has no such field).")
     specs = {s["name"]: s for s in b.training_hyperparameter_specs()}
 except SconesError as exc:
     show_error(exc)
@@ -145,7 +148,7 @@ def job_view(name: str) -> None:
         show_error(exc)
         return
     planned = int(job.hyperparameters.get("epochs", "30"))
-    running = job.status == JOB_IN_PROGRESS
+    running = job.status in ACTIVE
     if running:
         st.session_state["train_watching"] = name
     elif st.session_state.pop("train_watching", None) == name:
@@ -153,7 +156,7 @@ def job_view(name: str) -> None:
     c1, c2, c3 = st.columns([2, 2, 1])
     c1.markdown(f"**{job.job_name}** · {job.status} · {job.secondary_status}")
     c2.progress(min(len(job.epochs) / planned, 1.0), text=f"epoch {len(job.epochs)} of {planned}")
-    if running and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
+    if job.status == JOB_IN_PROGRESS and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
         try:
             b.stop_training_job(name)
         except SconesError as exc:
@@ -235,7 +238,7 @@ if not jobs:
     st.info("No training job yet: set the hyperparameters above and press Start training.")
     st.stop()
 
-any_running = any(j.status == JOB_IN_PROGRESS for j in jobs)
+any_running = any(j.status in ACTIVE for j in jobs)
 st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)()
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
@@ -243,17 +246,19 @@ if st.session_state.get("train_selected") not in names:
 selected = st.selectbox("Job", names, key="train_selected")
 current = next(j for j in jobs if j.job_name == selected)
 
-st.fragment(run_every=POLL_SECONDS if current.status == JOB_IN_PROGRESS else None)(job_view)(selected)
+st.fragment(run_every=POLL_SECONDS if current.status in ACTIVE else None)(job_view)(selected)
 
 if current.status == JOB_COMPLETED:
     st.subheader("Evaluation on the test split")
-    st.caption("The job's model.tar.gz, loaded with onnxruntime as the endpoint will load it, on the staged test images.")
+    st.caption("On AWS the model runs only in SageMaker's container: deploy it and try the test images on the "
+               "Deploy page." if b.name == "aws" else
+               "The job's model.tar.gz, loaded with onnxruntime as the endpoint will load it, on the staged test images.")
     if st.button("Evaluate", key="train_evaluate") or st.session_state.get("train_evaluated") == selected:
         st.session_state["train_evaluated"] = selected
         evaluation_view(current)
-    models = {m.model_name for m in b.list_models()}
-    if selected in models:
-        st.caption(f"Model `{selected}` exists (created from this job).")
+    made = [m.model_name for m in b.list_models() if m.job_name == selected]
+    if made:
+        st.caption(f"Model `{made[0]}` exists (created from this job).")
     elif st.button("Create model", key="train_create_model", help="As CreateModel: the deploy page serves models."):
         try:
             b.create_model(selected)

@@ -98,3 +98,17 @@ def test_the_train_page_on_aws_has_no_local_only_field(aws_pages):
     assert not at.exception, at.exception
     keys = {w.key for w in at.text_input}
     assert "hp_epochs" in keys and "hp_cutmix" not in keys
+    assert any("as a SageMaker training job" in c.value for c in at.caption)
+
+
+def test_the_train_page_on_aws_knows_the_model_made_from_a_job(aws_pages, monkeypatch):
+    monkeypatch.setenv("SCONES_SAGEMAKER_ROLE_ARN", SAGEMAKER_ROLE)
+    b = get_backend(load_settings())
+    job = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
+    model = b.create_model(job)
+    assert model.model_name != job  # AWS names it <job>-model
+    at = app_page("train").run()
+    assert not at.exception, at.exception
+    assert any(f"Model `{model.model_name}` exists" in c.value for c in at.caption)
+    assert "train_create_model" not in {bt.key for bt in at.button}
+    assert any("runs only in SageMaker's container" in c.value for c in at.caption)
