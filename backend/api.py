@@ -81,6 +81,16 @@ class ResourceLimitExceeded(SconesError):
     code = "ResourceLimitExceeded"
 
 
+class BatchPartlyStarted(SconesError):
+    """Some executions of a batch started and the others were refused: `started` holds the ARNs that run,
+    so nobody starts them again by retrying the whole batch."""
+
+    def __init__(self, message: str, started: list[str], cause: SconesError):
+        super().__init__(message)
+        self.started, self.cause = list(started), cause
+        self.code = cause.code
+
+
 class CredentialsError(SconesError):
     code = "CredentialsError"
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from backend.api import JOB_COMPLETED, ResourceNotFound, SconesError
+from backend.api import JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError
 from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import check_batch, check_threshold
 
@@ -454,9 +454,14 @@ def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int
             check_threshold(args.threshold)
         backend.describe_state_machine(args.state_machine)
         key = backend.upload_workflow_image(args.image, data)
-    arns = backend.start_workflow_batch(args.count, key, args.threshold, args.state_machine)
+    try:
+        arns, partly = backend.start_workflow_batch(args.count, key, args.threshold, args.state_machine), None
+    except BatchPartlyStarted as exc:  # what started still runs: wait for it and list it, then say what did not
+        arns, partly = exc.started, exc
     executions = backend.wait_workflow_executions(arns)
     out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
+    if partly is not None:
+        raise partly
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, SconesError
+from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, BatchPartlyStarted, SconesError
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend
 from ui.widgets import show_error
@@ -97,6 +97,10 @@ def run_ui() -> None:
             if upload is not None:
                 key = b.upload_workflow_image(upload.name, upload.getvalue())
             arns = b.start_workflow_batch(int(count), key, threshold if override else None, machine)
+        except BatchPartlyStarted as exc:  # the started ones run and show below; say how many did not
+            show_error(exc)
+            if exc.started:
+                st.session_state["wf_pick"] = exc.started[-1].rsplit(":", 1)[-1]
         except SconesError as exc:
             show_error(exc)
         else:

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from backend.api import (
-    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, Execution, Resource, ResourceInUse, ResourceNotFound,
+    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, BatchPartlyStarted, Execution, Resource, ResourceInUse, ResourceNotFound,
     SconesError, StateMachine, StateRun, StepStatus, ValidationError,
 )
 from backend.aws.errors import aws_errors
@@ -370,8 +370,22 @@ class AwsWorkflowMixin:
         if threshold is not None:
             for event in events:
                 event["threshold"] = float(threshold)
+        def start(event: dict[str, Any]) -> str | SconesError:
+            try:
+                return self.start_workflow_execution(event, state_machine=state_machine)
+            except SconesError as exc:  # throttled past botocore's retries, say: the others still count
+                return exc
+
         with ThreadPoolExecutor(max_workers=min(8, len(events))) as pool:
-            return list(pool.map(lambda e: self.start_workflow_execution(e, state_machine=state_machine), events))
+            results = list(pool.map(start, events))
+        started = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if not isinstance(r, str)]
+        if refused:
+            if not started:
+                raise refused[0]
+            raise BatchPartlyStarted(f"{len(started)} of {len(events)} executions started and run; "
+                                     f"{len(refused)} {'was' if len(refused) == 1 else 'were'} refused: {refused[0]}", started, refused[0])
+        return started
 
     def _describe_execution_raw(self, arn: str) -> dict[str, Any]:
         cached = self._wf_cache["finished"].get(arn)

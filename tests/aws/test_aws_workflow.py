@@ -391,3 +391,22 @@ def test_listing_a_big_batch_spends_few_describe_calls(deployed):
     assert len(calls) == len(arns) and all(e.s3_key for e in second)
     b.list_workflow_executions()
     assert len(calls) == len(arns)  # running ones follow ListExecutions once their input is known
+
+
+def test_a_batch_throttled_part_way_says_how_many_started_and_keeps_them(deployed):
+    from botocore.exceptions import ClientError
+
+    from backend.api import BatchPartlyStarted
+
+    b, _ = deployed
+    calls = [0]
+
+    def throttle_the_seventh(**_):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "StartExecution")
+    b.client("stepfunctions").meta.events.register("before-call.sfn.StartExecution", throttle_the_seventh)
+    with pytest.raises(BatchPartlyStarted, match="19 of 20 executions started and run; 1 was refused") as info:
+        b.start_workflow_batch(20)
+    assert len(info.value.started) == 19 and info.value.code == "ThrottlingException"
+    assert {e.arn for e in b.list_workflow_executions()} >= set(info.value.started)
