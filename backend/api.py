@@ -428,6 +428,9 @@ class Execution:
     confidence: float | None
     input: Any = None
     output: Any = None
+    # Finished, but its details (error, cause, output) not read yet: AWS rate-limits DescribeExecution, so a
+    # long list is described a few at a time. Pages keep polling and count it apart; never set locally.
+    details_pending: bool = False
 
 
 @dataclass(frozen=True)

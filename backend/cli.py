@@ -17,6 +17,7 @@ from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
+LIST_ROUNDS = 60  # workflow list on AWS: up to a minute of DescribeExecution (25 a call) for a long list
 DEFAULT_ENDPOINT = "scones-endpoint"
 DEFAULT_CAPTURE_PERCENT = 100  # the notebook's data capture
 
@@ -467,6 +468,11 @@ def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int
 
 def cmd_workflow_list(backend: Any, args: argparse.Namespace, out: Output) -> int:
     executions = backend.list_workflow_executions()
+    for _ in range(LIST_ROUNDS):  # AWS describes a long list a few executions a call: read them all
+        if not any(e.details_pending for e in executions):
+            break
+        time.sleep(1.0)
+        executions = backend.list_workflow_executions()
     out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
     return EXIT_OK
 

@@ -110,7 +110,7 @@ def run_ui() -> None:
 
 def executions_frame(executions) -> pd.DataFrame:
     return pd.DataFrame([{
-        "name": e.name, "status": e.status, "error": e.error or "", "start": e.start,
+        "name": e.name, "status": e.status, "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
         "seconds": None if e.seconds is None else round(e.seconds, 3), "class": e.label or "",
         "confidence": None if e.confidence is None else round(e.confidence, 4), "image": e.s3_key or "",
     } for e in executions], columns=["name", "status", "error", "start", "seconds", "class", "confidence", "image"])
@@ -188,7 +188,7 @@ if machines:
         run_ui()
 
     try:
-        running = any(e.status == "RUNNING" for e in b.list_workflow_executions(limit=500))
+        running = any(e.status == "RUNNING" or e.details_pending for e in b.list_workflow_executions(limit=500))
     except SconesError as exc:  # shown by the list below, which keeps polling until it reads again
         running = True
 
@@ -206,20 +206,24 @@ if machines:
         df = executions_frame(executions)
         counts = df["status"].value_counts().to_dict()
         below = int((df["error"] == THRESHOLD_ERROR).sum())
+        pending = sum(e.details_pending for e in executions)
         cols = st.columns(5)
         cols[0].metric("Executions", len(df))
         cols[1].metric("Succeeded", counts.get("SUCCEEDED", 0))
         cols[2].metric("Below threshold", below, help=f"Executions that failed with {THRESHOLD_ERROR} at the "
                        "threshold they ran with (Monitor counts inferences against its own slider).")
-        cols[3].metric("Failed otherwise", len(df) - counts.get("SUCCEEDED", 0) - counts.get("RUNNING", 0) - below,
+        cols[3].metric("Failed otherwise", len(df) - counts.get("SUCCEEDED", 0) - counts.get("RUNNING", 0) - below - pending,
                        help="Failed, timed out or aborted for another reason than the threshold.")
         cols[4].metric("Running", counts.get("RUNNING", 0))
+        if pending:
+            st.caption(f"{pending} finished execution(s) not read yet: AWS rate-limits DescribeExecution, so their "
+                       "error and class fill in over the next refreshes; the cards count them once read.")
         st.dataframe(df, hide_index=True, height=260)
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:
             st.session_state["wf_pick"] = names[0]
         details_ui(st.selectbox("Execution", names, key="wf_pick"))
-        if not any(e.status == "RUNNING" for e in executions) and running:
+        if not any(e.status == "RUNNING" or e.details_pending for e in executions) and running:
             st.rerun()
 
     executions_view()

@@ -18,6 +18,7 @@ import random
 import time
 import uuid
 import zipfile
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from functools import cached_property
@@ -513,8 +514,9 @@ class AwsWorkflowMixin:
             arn = item["executionArn"]
             if arn in finished:
                 out.append(self._execution(finished[arn]))
-            else:  # running (or finished since the list, shown at the next refresh)
-                out.append(self._execution({**item, "input": inputs.get(arn)}))
+            else:  # running (or finished and not described yet: read at a later refresh)
+                pending = item["status"] in FINISHED
+                out.append(replace(self._execution({**item, "input": inputs.get(arn)}), details_pending=pending))
         return out
 
     def _history(self, arn: str) -> list[dict[str, Any]]:

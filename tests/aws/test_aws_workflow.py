@@ -410,3 +410,27 @@ def test_a_batch_throttled_part_way_says_how_many_started_and_keeps_them(deploye
         b.start_workflow_batch(20)
     assert len(info.value.started) == 19 and info.value.code == "ThrottlingException"
     assert {e.arn for e in b.list_workflow_executions()} >= set(info.value.started)
+
+
+def test_finished_executions_not_read_yet_are_marked_and_the_cli_reads_them_all(endpoint, monkeypatch, capsys):
+    """DescribeExecution is spent a few at a time: a fresh process (each `scones workflow list`) marks the
+    finished executions it has not read, and the CLI lists again until every one carries its error."""
+    from moto.core.config import default_user_config
+
+    from backend import cli
+    from backend.aws.workflow import NEW_DESCRIBES_PER_LIST
+
+    monkeypatch.setitem(default_user_config["stepfunctions"], "execute_state_machine", True)  # moto runs them
+    b = endpoint
+    b.import_workflow(json.dumps({"StartAt": "Low", "States": {"Low": {
+        "Type": "Fail", "Error": "THRESHOLD_CONFIDENCE_NOT_MET", "Cause": "low"}}}), name="no-tasks")
+    arns = b.start_workflow_batch(NEW_DESCRIBES_PER_LIST + 10, state_machine="no-tasks")
+    b.wait_workflow_executions(arns, timeout=30)
+    listed = get_backend(load_settings()).list_workflow_executions()  # as a new process
+    pending = [e for e in listed if e.details_pending]
+    assert len(pending) == 10 and all(e.status == "FAILED" and e.error is None for e in pending)
+    assert all(e.error == "THRESHOLD_CONFIDENCE_NOT_MET" for e in listed if not e.details_pending)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    assert cli.main(["workflow", "list", "--json"]) == 0
+    docs = json.loads(capsys.readouterr().out)["executions"]
+    assert len(docs) == len(arns) and {d["error"] for d in docs} == {"THRESHOLD_CONFIDENCE_NOT_MET"}
