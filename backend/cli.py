@@ -523,6 +523,8 @@ def _size(n: int | None) -> str:
 
 def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
     resources = backend.inventory()
+    for note in backend.inventory_notes():
+        print(f"scones: {note}", file=sys.stderr)
     out.done({"resources": [resource_doc(r) for r in resources]},
              "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}"
                        + ("" if r.created_here else f"  ({NOT_CREATED_HERE})") for r in resources)

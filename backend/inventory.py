@@ -43,6 +43,10 @@ class InventoryMixin:
     def hourly_usd(self, kind: str, status: str, detail: Any) -> float | None:
         return None  # nothing bills by the hour locally
 
+    def inventory_notes(self) -> list[str]:
+        """What the last inventory could not look at (on AWS: a search the credentials may not make)."""
+        return []
+
     def list_state_machines(self) -> list[Any]:
         return []
 

@@ -22,6 +22,8 @@ try:
 except SconesError as exc:
     show_error(exc)
     st.stop()
+for note in b.inventory_notes():
+    st.warning(note, icon=":material/visibility_off:")
 
 report = st.session_state.pop("cleanup_report", None)
 if report is not None:

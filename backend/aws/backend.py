@@ -212,6 +212,9 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                 out.add((r.kind, r.name))
         return out
 
+    def inventory_notes(self) -> list[str]:
+        return [note] if (note := self.__dict__.get("_tag_search_note")) else []
+
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))
         return [r["name"] for r in rows]
@@ -230,8 +233,13 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                     TagFilters=[{"Key": PROJECT_TAG["Key"], "Values": [PROJECT_TAG["Value"]]}],
                     ResourceTypeFilters=list(TAGGED_TYPES))
                 arns = [m["ResourceARN"] for page in pages for m in page["ResourceTagMappingList"]]
-        except AccessDenied:
+        except AccessDenied:  # the workspace's own records still list what it created; say what is not searched
             arns = []
+            self.__dict__["_tag_search_note"] = (
+                "Resources the project tag marks outside this workspace were not searched: the credentials may "
+                "not call tag:GetResources (add it to their policy to see another workspace's endpoints).")
+        else:
+            self.__dict__.pop("_tag_search_note", None)
         for arn in arns:
             m = TAGGED_ARN_RE.search(str(arn))
             if m and m.group("region") == self.region:

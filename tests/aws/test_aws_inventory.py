@@ -172,3 +172,20 @@ def test_an_endpoint_config_in_use_is_not_deleted_and_an_endpoint_whose_config_w
     endpoint = next(e for e in b.list_endpoints() if e.endpoint_name == "scones-endpoint")
     assert endpoint.status == "InService" and "was deleted outside this dashboard" in endpoint.failure_reason
     assert ("endpoint", "scones-endpoint") in {(r.kind, r.name) for r in b.inventory()}
+
+
+def test_a_tag_search_the_credentials_may_not_make_is_said_not_hidden(deployed):
+    from botocore.exceptions import ClientError
+
+    b, _, _ = deployed
+    assert b.inventory() and b.inventory_notes() == []
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized: tag:GetResources"}},
+                          "GetResources")
+    b.client("resourcegroupstaggingapi").meta.events.register("before-call.resource-groups-tagging-api.GetResources",
+                                                              refuse)
+    b.__dict__.pop("_tagged_cache", None)
+    kinds = {r.kind for r in b.inventory()}
+    assert "endpoint" in kinds  # the workspace's own records still list what it created
+    assert any("tag:GetResources" in n for n in b.inventory_notes())
