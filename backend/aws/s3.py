@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from boto3.s3.transfer import TransferConfig
 
-from backend.api import ResourceNotFound, StoredObject
+from backend.api import AccessDenied, ResourceNotFound, StoredObject, ValidationError
 from backend.aws.errors import aws_errors
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -34,7 +34,20 @@ class S3Bucket:
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except self.client.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                code = str(exc.response.get("Error", {}).get("Code"))
+                if code in ("403", "AccessDenied"):  # HEAD has no body: a 403 is another owner's bucket, or no right
+                    raise AccessDenied(
+                        f"Bucket {self.bucket} exists but these credentials may not use it: it belongs to another "
+                        "AWS account (bucket names are global), or the policy lacks s3:ListBucket on it. Set "
+                        "SCONES_BUCKET to a bucket of your own, or leave it unset for sagemaker-<region>-<account>."
+                    ) from None
+                if code in ("301", "PermanentRedirect"):
+                    where = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+                    region = where or "the bucket's region"
+                    raise ValidationError(
+                        f"Bucket {self.bucket} is in {where or 'another region'}, not {self.region}: set AWS_REGION "
+                        f"to {region}, or SCONES_BUCKET to a bucket in {self.region}.") from None
+                if code not in ("404", "NoSuchBucket", "NotFound"):
                     raise
                 kwargs: dict[str, Any] = {"Bucket": self.bucket}
                 if self.region and self.region != "us-east-1":

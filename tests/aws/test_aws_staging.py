@@ -132,3 +132,21 @@ def test_an_expired_sso_session_says_to_log_in_again(monkeypatch):
     leaky = CredentialRetrievalError(provider="custom-process", error_msg="secret=AKIASECRETVALUE")
     err = translate(leaky, "listing buckets")
     assert isinstance(err, CredentialsError) and "custom-process" in str(err) and "AKIASECRETVALUE" not in str(err)
+
+
+@pytest.mark.parametrize("code, headers, cls, says", [
+    ("403", {}, AccessDenied, "belongs to another AWS account"),
+    ("301", {"x-amz-bucket-region": "eu-west-1"}, ValidationError, "is in eu-west-1, not us-east-1: set AWS_REGION"),
+])
+def test_a_bucket_that_cannot_be_used_says_why(aws, monkeypatch, code, headers, cls, says):
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("SCONES_BUCKET", "someone-elses-bucket")
+    b = get_backend(load_settings())
+
+    def answer(**_):
+        raise ClientError({"Error": {"Code": code, "Message": ""},
+                           "ResponseMetadata": {"HTTPStatusCode": int(code), "HTTPHeaders": headers}}, "HeadBucket")
+    b.objects.client.meta.events.register("before-call.s3.HeadBucket", answer)
+    with pytest.raises(cls, match=says):
+        b.objects.put_many({"a": b"x"})
