@@ -26,7 +26,8 @@ IMAGE_CLASSIFICATION_ACCOUNTS = {
     "eu-west-2": "644912444149", "eu-west-3": "749696950732", "eu-central-1": "813361260812",
     "eu-north-1": "669576153137", "ap-northeast-1": "501404015308", "ap-northeast-2": "306986355934",
     "ap-southeast-1": "475088953585", "ap-southeast-2": "544295431143", "ap-south-1": "991648021394",
-    "sa-east-1": "855470959533",
+    "sa-east-1": "855470959533", "ap-east-1": "286214385809", "me-south-1": "249704162688",
+    "us-gov-west-1": "226302683700", "cn-north-1": "390948362332", "cn-northwest-1": "387376663083",
 }
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_SETTLE_SECONDS = 300  # CloudWatch Logs may still receive a job's last lines this long after it ends
@@ -41,7 +42,8 @@ def image_uri(region: str) -> str:
         raise ValidationError(
             f"The built-in image-classification algorithm is not listed for region {region}: use one of "
             f"{', '.join(sorted(IMAGE_CLASSIFICATION_ACCOUNTS))}.")
-    return f"{account}.dkr.ecr.{region}.amazonaws.com/image-classification:1"
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{domain}/image-classification:1"
 
 
 def job_name_now() -> str:

@@ -131,6 +131,8 @@ def test_stop_calls_stop_training_job(staged):
 
 def test_image_uri_table_and_epoch_parsing():
     assert image_uri("eu-west-1") == "685385470294.dkr.ecr.eu-west-1.amazonaws.com/image-classification:1"
+    assert image_uri("cn-north-1") == "390948362332.dkr.ecr.cn-north-1.amazonaws.com.cn/image-classification:1"
+    assert image_uri("ap-east-1").startswith("286214385809.dkr.ecr.ap-east-1.amazonaws.com/")
     with pytest.raises(ValidationError, match="not listed for region mars-1"):
         image_uri("mars-1")
     assert parse_epoch_lines(["[11/27/2026 08:00:00 INFO 1] Epoch[2] Validation-accuracy=0.5",
