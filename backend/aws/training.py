@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    AccessDenied, Evaluation, Model, Throttling, ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, stopped_or_failed,
-    ValidationError,
+    AccessDenied, Evaluation, Model, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, StepStatus, Throttling,
+    TrainingJob, ValidationError, stopped_or_failed,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -293,11 +293,15 @@ class AwsTrainingMixin:
         self._forget_resource("model", name)
 
     def delete_training_job(self, name: str) -> None:
-        """SageMaker keeps training job records (they cost nothing): stop the job if it runs, delete its
-        artifacts, and forget it in this workspace."""
+        """SageMaker keeps training job records (they cost nothing): delete its artifacts, and forget it in
+        this workspace. A running job is stopped first and kept until it has stopped: SageMaker may still
+        upload its artifacts while it stops, and a forgotten job's artifacts would stay in the bucket."""
         job = self.describe_training_job(name)
-        if job.status == "InProgress":
-            self.stop_training_job(name)
+        if job.status in ("InProgress", "Stopping"):
+            if job.status == "InProgress":
+                self.stop_training_job(name)
+            raise ResourceInUse(f"Training job {name} is stopping (SageMaker may still write its artifacts): clean "
+                                "up again once it shows Stopped.")
         self.objects.delete_keys([o.key for o in self.objects.list(f"output/{name}/")])
         self._forget_resource("training-job", name)
 

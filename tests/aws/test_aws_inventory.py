@@ -88,6 +88,11 @@ def test_a_running_training_job_shows_its_price_and_cost_so_far(deployed):
     assert row.status == "InProgress" and row.hourly_usd == price
     m = re.search(r"about \$([0-9.]+) for (\d+) s so far", row.detail)
     assert m and 3600 <= int(m.group(2)) < 3660 and abs(float(m.group(1)) - price) < 0.05
+    stopped: list[str] = []
+    StillTraining.stop_training_job = lambda self, **kw: stopped.append(kw["TrainingJobName"])
+    with pytest.raises(ResourceInUse, match="clean up again once it shows Stopped"):  # it may still write artifacts
+        b.delete_training_job(job)
+    assert stopped == [job] and ("training-job", job) in {(r.kind, r.name) for r in b.inventory()}
 
 
 def test_what_another_workspace_created_is_listed_but_left_by_cleanup_everything(deployed, tmp_path, monkeypatch,
