@@ -190,7 +190,7 @@ def cmd_stage(backend: Any, args: argparse.Namespace, out: Output) -> int:
         doc = {"job_id": job.job_id, "status": job.status, "error": job.failure_reason}
         if out.as_json:
             out.done(doc, "")
-        print(f"Staging {job.status.lower()}: {job.failure_reason}", file=sys.stderr)
+        print(f"scones: staging {job.status.lower()}: {job.failure_reason}", file=sys.stderr)
         return EXIT_JOB_FAILED
     doc = dict(job.result)
     doc["job_id"] = job.job_id

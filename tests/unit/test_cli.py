@@ -75,7 +75,7 @@ def test_a_staging_job_that_fails_exits_1(tmp_path):
     assert r.returncode == 1
     doc = json.loads(r.stdout)
     assert doc["status"] == "Failed" and "not a tar archive" in doc["error"]
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.startswith("scones: staging failed: ")
 
 
 def test_bad_environment_is_exit_2(tmp_path):
