@@ -148,7 +148,8 @@ class InventoryMixin:
         going = set(chosen)
         servers: dict[str, list[str]] = {}
         for e in self.list_endpoints():
-            servers.setdefault(e.model_name, []).append(e.endpoint_name)
+            if e.status != "Deleting":
+                servers.setdefault(e.model_name, []).append(e.endpoint_name)
         made: dict[str, list[str]] = {}
         for m in self.list_models():
             made.setdefault(m.job_name, []).append(m.model_name)
@@ -199,6 +200,8 @@ class InventoryMixin:
         the training job it was made from. A cleanup keeps a resource whose user failed to go."""
         users: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for e in self.list_endpoints():
+            if e.status == "Deleting":  # going (SageMaker takes minutes): it keeps nothing
+                continue
             users.setdefault(("endpoint-config", e.config_name), []).append(("endpoint", e.endpoint_name))
             users.setdefault(("model", e.model_name), []).append(("endpoint", e.endpoint_name))
         for c in self.list_endpoint_configs():
@@ -216,7 +219,7 @@ class InventoryMixin:
         elif kind == "endpoint-config":
             self.delete_endpoint_config(name)
         elif kind == "model":
-            users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name]
+            users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name and e.status != "Deleting"]
             if users:
                 raise ValidationError(served_by(users[0], name))
             self.delete_model(name)

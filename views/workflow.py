@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, BatchPartlyStarted, SconesError
+from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend
 from ui.widgets import show_error
@@ -204,20 +205,20 @@ if machines:
             st.info("No executions yet: start one above.")
             return
         df = executions_frame(executions)
-        counts = df["status"].value_counts().to_dict()
-        below = int((df["error"] == THRESHOLD_ERROR).sum())
-        pending = sum(e.details_pending for e in executions)
+        cards = execution_cards(executions)
         cols = st.columns(5)
-        cols[0].metric("Executions", len(df))
-        cols[1].metric("Succeeded", counts.get("SUCCEEDED", 0))
-        cols[2].metric("Below threshold", below, help=f"Executions that failed with {THRESHOLD_ERROR} at the "
-                       "threshold they ran with (Monitor counts inferences against its own slider).")
-        cols[3].metric("Failed otherwise", len(df) - counts.get("SUCCEEDED", 0) - counts.get("RUNNING", 0) - below - pending,
+        cols[0].metric("Executions", cards["executions"])
+        cols[1].metric("Succeeded", cards["succeeded"])
+        cols[2].metric("Below threshold", cards["below_threshold"], help=f"Executions that failed with "
+                       f"{THRESHOLD_ERROR} at the threshold they ran with (Monitor counts inferences against its "
+                       "own slider).")
+        cols[3].metric("Failed otherwise", cards["failed_otherwise"],
                        help="Failed, timed out or aborted for another reason than the threshold.")
-        cols[4].metric("Running", counts.get("RUNNING", 0))
-        if pending:
-            st.caption(f"{pending} finished execution(s) not read yet: AWS rate-limits DescribeExecution, so their "
-                       "error and class fill in over the next refreshes; the cards count them once read.")
+        cols[4].metric("Running", cards["running"])
+        if cards["unread"]:
+            st.caption(f"{cards['unread']} finished execution(s) not read yet: AWS rate-limits DescribeExecution, so "
+                       f"their error and class fill in over the next refreshes; {cards['unread_failed']} failed "
+                       "one(s) among them count in Below threshold or Failed otherwise once read.")
         st.dataframe(df, hide_index=True, height=260)
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:

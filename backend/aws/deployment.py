@@ -106,7 +106,8 @@ class AwsDeploymentMixin:
     def delete_endpoint_config(self, config_name: str) -> None:
         """Refused while an endpoint uses it, as locally: SageMaker would delete it, and the endpoint (still
         running and billing) could then no longer be described, updated or found by a cleanup."""
-        user = next((e for e in self.list_endpoints() if e.config_name == config_name), None)
+        user = next((e for e in self.list_endpoints()  # one being deleted (minutes on AWS) needs it no more
+                     if e.config_name == config_name and e.status != "Deleting"), None)
         if user is not None:
             raise ResourceInUse(f"Endpoint {user.endpoint_name} uses endpoint configuration {config_name}: "
                                 "delete or update the endpoint first.")

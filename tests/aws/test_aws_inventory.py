@@ -194,3 +194,27 @@ def test_a_tag_search_the_credentials_may_not_make_is_said_not_hidden(deployed):
     kinds = {r.kind for r in b.inventory()}
     assert "endpoint" in kinds  # the workspace's own records still list what it created
     assert any("tag:GetResources" in n for n in b.inventory_notes())
+
+
+def test_an_endpoint_still_deleting_does_not_hold_back_its_config_and_model(deployed):
+    """SageMaker keeps a deleted endpoint in Deleting for minutes (moto deletes at once: played here)."""
+    from types import SimpleNamespace
+
+    b, job, model = deployed
+    going: set[str] = set()
+
+    def accept_delete(params, **_):
+        going.add(json.loads(params["body"])["EndpointName"])  # accepted; the endpoint stays, Deleting
+        return SimpleNamespace(status_code=200, headers={}), {}
+
+    def show_deleting(parsed, **_):
+        if parsed.get("EndpointName") in going:
+            parsed["EndpointStatus"] = "Deleting"
+
+    events = b.client("sagemaker").meta.events
+    events.register("before-call.sagemaker.DeleteEndpoint", accept_delete)
+    events.register("after-call.sagemaker.DescribeEndpoint", show_deleting)
+    report = b.cleanup(None)
+    assert report.left == ()
+    assert {("endpoint", "scones-endpoint"), ("model", model.model_name), ("training-job", job)} <= set(report.deleted)
+    assert going == {"scones-endpoint"}
