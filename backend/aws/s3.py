@@ -32,7 +32,7 @@ class S3Bucket:
             return
         with aws_errors(f"creating bucket {self.bucket}"):
             try:
-                self.client.head_bucket(Bucket=self.bucket)
+                head = self.client.head_bucket(Bucket=self.bucket)
             except self.client.exceptions.ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code"))
                 if code in ("403", "AccessDenied"):  # HEAD has no body: a 403 is another owner's bucket, or no right
@@ -41,12 +41,6 @@ class S3Bucket:
                         "AWS account (bucket names are global), or the policy lacks s3:ListBucket on it. Set "
                         "SCONES_BUCKET to a bucket of your own, or leave it unset for sagemaker-<region>-<account>."
                     ) from None
-                if code in ("301", "PermanentRedirect"):
-                    where = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
-                    region = where or "the bucket's region"
-                    raise ValidationError(
-                        f"Bucket {self.bucket} is in {where or 'another region'}, not {self.region}: set AWS_REGION "
-                        f"to {region}, or SCONES_BUCKET to a bucket in {self.region}.") from None
                 if code not in ("404", "NoSuchBucket", "NotFound"):
                     raise
                 kwargs: dict[str, Any] = {"Bucket": self.bucket}
@@ -54,6 +48,13 @@ class S3Bucket:
                     kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
                 self.client.create_bucket(**kwargs)
                 self.client.put_bucket_tagging(Bucket=self.bucket, Tagging={"TagSet": [PROJECT_TAG]})
+            else:  # botocore follows a bucket in another region by itself: SageMaker there would not
+                where = (head.get("BucketRegion")
+                         or head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region"))
+                if where and self.region and where != self.region:
+                    raise ValidationError(
+                        f"Bucket {self.bucket} is in {where}, not {self.region}: SageMaker reads its data from its "
+                        f"own region. Set AWS_REGION to {where}, or SCONES_BUCKET to a bucket in {self.region}.")
         self._ensured = True
 
     def get(self, key: str) -> bytes:
