@@ -555,10 +555,14 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
         else:
             print("\n".join([f"would delete {k}:{n}" for k, n in going] + [f"would leave {k}:{n}: {r}" for k, n, r in left])
                   or "Nothing to delete.")
+        for note in backend.inventory_notes():
+            print(f"scones: {note}", file=sys.stderr)
         print("scones: nothing was deleted; " + ("add --yes to delete what is marked 'would delete'." if going
                                                   else "nothing would be deleted."), file=sys.stderr)
         return EXIT_ERROR
     report = backend.cleanup(targets, include_data=include_data)
+    for note in backend.inventory_notes():
+        print(f"scones: {note}", file=sys.stderr)
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
            "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
     out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]

@@ -11,7 +11,7 @@ from typing import Any
 
 from backend import cifar, staging
 from backend.api import (
-    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, DownloadError, IdleEndpoint, Job, ProgressCallback,
+    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job, ProgressCallback,
     ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
 )
 from backend.local.db import Database, dumps, loads
@@ -55,13 +55,22 @@ class WorkspaceBackend:
         self.db.execute("INSERT INTO cleanups (at, deleted, left_over) VALUES (?, ?, ?)",
                         (utcnow(), dumps([list(d) for d in deleted]), dumps([list(x) for x in left])))
 
-    def _cleanup_status(self) -> StepStatus:
+    def last_cleanup(self) -> tuple[str, CleanupReport] | None:
+        """(when, what it deleted and left with the reasons) of the newest cleanup, page's or CLI's."""
         row = self.db.query_one("SELECT at, deleted, left_over FROM cleanups ORDER BY id DESC LIMIT 1")
         if row is None:
+            return None
+        return row["at"], CleanupReport(tuple(tuple(d) for d in loads(row["deleted"])),
+                                        tuple(tuple(x) for x in loads(row["left_over"])))
+
+    def _cleanup_status(self) -> StepStatus:
+        last = self.last_cleanup()
+        if last is None:
             return StepStatus("cleanup", "not_started", "Nothing cleaned up yet: the Clean up page lists what "
                                                         "the project created and what it costs.")
-        deleted, left = loads(row["deleted"]), loads(row["left_over"])
-        when = row["at"].replace("T", " ")[:19]
+        at, report = last
+        deleted, left = report.deleted, report.left
+        when = at.replace("T", " ")[:19]
         detail = f"Last clean up {when} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
         if left:
             detail += f"; {len(left)} left, with the reason on the Clean up page"

@@ -31,6 +31,12 @@ if report is not None:
         st.success(f"Deleted {len(report.deleted)}: " + ", ".join(f"{k}:{n}" for k, n in report.deleted))
     for kind, name, reason in report.left:
         st.warning(f"Left {kind}:{name}: {reason}")
+elif (last := b.last_cleanup()) is not None and last[1].left:  # an earlier cleanup (this page's or the CLI's)
+    at, earlier = last
+    with st.expander(f"Last clean up, {at.replace('T', ' ')[:19]} UTC: {len(earlier.deleted)} deleted, "
+                     f"{len(earlier.left)} left"):
+        for kind, name, reason in earlier.left:
+            st.markdown(f"- `{kind}:{name}`: {reason}")
 
 if not resources:
     st.info("Nothing left: the workspace holds no resources. Every other step on the Home page is back to not started.")

@@ -130,7 +130,7 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
 
 
-def jobs_table_view() -> None:
+def jobs_table_view(polled: bool) -> None:
     """The job list; a fragment polled while any job runs, so it keeps up with the job panel below."""
     try:
         jobs = b.list_training_jobs()
@@ -138,6 +138,8 @@ def jobs_table_view() -> None:
         show_error(exc)
         return
     st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch")
+    if polled and not any(j.status in ACTIVE for j in jobs):
+        st.rerun()  # the last running job ended: redraw the page, which stops this polling
 
 
 def job_view(name: str) -> None:
@@ -239,7 +241,7 @@ if not jobs:
     st.stop()
 
 any_running = any(j.status in ACTIVE for j in jobs)
-st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)()
+st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
     st.session_state["train_selected"] = names[0]

@@ -126,6 +126,16 @@ class JobRunner:
         self._finish(job_id, JOB_STOPPED, "Stopped", failure="Stopped by the operator.")
         return self.describe(job_id)
 
+    def wait_exited(self, job_id: str, timeout: float = 10.0) -> bool:
+        """Wait until the job's worker process is gone (after stop(): SIGTERM is not instant); True if it is."""
+        row = self.db.query_one("SELECT pid, pid_start FROM jobs WHERE job_id=?", (job_id,))
+        deadline = time.monotonic() + timeout
+        while row and process_alive(row["pid"], row["pid_start"]):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _finish(self, job_id: str, status: str, message: str, *, result: dict | None = None,
                 failure: str = "", progress: float | None = None) -> None:
         self.db.execute(

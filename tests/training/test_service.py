@@ -161,3 +161,13 @@ def test_unknown_job_names_are_resource_not_found(backend):
                  backend.evaluate_training_job, backend.describe_model):
         with pytest.raises(ResourceNotFound):
             call("nope")
+
+
+def test_deleting_a_running_job_waits_for_its_worker_before_removing_its_output(staged):
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
+    wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)
+    pid = worker_pid(staged, name)
+    staged.training.delete_training_job(name)
+    gone = not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert gone  # the worker had exited before output/<job>/ was removed: it cannot write there afterwards
+    assert staged.list_objects(f"output/{name}/") == [] and name not in [j.job_name for j in staged.list_training_jobs()]

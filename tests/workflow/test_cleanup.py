@@ -109,6 +109,22 @@ def test_cleanup_named_items_in_order_and_keep_data(full):
     assert going == [("endpoint", ep.endpoint_name), ("model", model), ("training-job", job)] and left == []
     report = b.cleanup([("model", model)])
     assert report.deleted == () and "delete the endpoint first" in report.left[0][2]
+    at_, last = b.last_cleanup()  # kept for the Home page and for a later visit to the Clean up page
+    assert last == report and b.step_statuses()["cleanup"].detail.endswith(
+        "deleted 0 resources; 1 left, with the reason on the Clean up page.")
+    from ui.state import backend as page_backend
+
+    page_backend.clear()
+    old_home = os.environ.get("SCONES_HOME")
+    os.environ["SCONES_HOME"] = str(home)
+    try:
+        page = AppTest.from_file(str(REPO / "views" / "cleanup.py"), default_timeout=60).run()
+        assert not page.exception
+        assert any(e.label.startswith("Last clean up") and e.label.endswith("0 deleted, 1 left") for e in page.expander)
+        assert any("delete the endpoint first" in m.value for m in page.markdown)
+    finally:
+        page_backend.clear()
+        os.environ.pop("SCONES_HOME") if old_home is None else os.environ.__setitem__("SCONES_HOME", old_home)
     report = b.cleanup([("model", model), ("endpoint", ep.endpoint_name)])
     assert report.deleted == (("endpoint", ep.endpoint_name), ("model", model))
     assert b.cleanup([("endpoint", "ghost")]).left[0][:2] == ("endpoint", "ghost")

@@ -314,6 +314,8 @@ class TrainingService:
             raise ResourceInUse(f"Model {users[0]['model_name']} was made from training job {name}: delete the model first.")
         if self.jobs.describe(row["job_id"]).status == JOB_IN_PROGRESS:
             self.jobs.stop(row["job_id"])
+            if not self.jobs.wait_exited(row["job_id"]):  # it could still write its artifact after the delete
+                raise ResourceInUse(f"Training job {name} is still stopping: clean up again in a few seconds.")
         for obj in self.store.list(self.bucket, f"output/{name}/"):
             self.store.delete(self.bucket, obj.key)
         with self.db.transaction() as conn:
