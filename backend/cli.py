@@ -521,10 +521,15 @@ def _size(n: int | None) -> str:
     return ""
 
 
-def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    resources = backend.inventory()
+def say_inventory_notes(backend: Any) -> None:
+    """What the inventory just made could not look at (AWS: a tag search refused), on stderr."""
     for note in backend.inventory_notes():
         print(f"scones: {note}", file=sys.stderr)
+
+
+def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    resources = backend.inventory()
+    say_inventory_notes(backend)
     out.done({"resources": [resource_doc(r) for r in resources]},
              "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}"
                        + ("" if r.created_here else f"  ({NOT_CREATED_HERE})") for r in resources)
@@ -555,14 +560,12 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
         else:
             print("\n".join([f"would delete {k}:{n}" for k, n in going] + [f"would leave {k}:{n}: {r}" for k, n, r in left])
                   or "Nothing to delete.")
-        for note in backend.inventory_notes():
-            print(f"scones: {note}", file=sys.stderr)
+        say_inventory_notes(backend)
         print("scones: nothing was deleted; " + ("add --yes to delete what is marked 'would delete'." if going
                                                   else "nothing would be deleted."), file=sys.stderr)
         return EXIT_ERROR
     report = backend.cleanup(targets, include_data=include_data)
-    for note in backend.inventory_notes():
-        print(f"scones: {note}", file=sys.stderr)
+    say_inventory_notes(backend)
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
            "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
     out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]

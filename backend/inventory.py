@@ -32,6 +32,9 @@ DATA = {
 }
 
 
+Users = dict[tuple[str, str], list[tuple[str, str]]]  # (kind, name) -> the (kind, name)s that use it
+
+
 def served_by(endpoint: str, model: str) -> str:
     """Why a model is not deleted yet."""
     return f"Endpoint {endpoint} serves model {model}: delete the endpoint first."
@@ -117,14 +120,16 @@ class InventoryMixin:
                      ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         """What a cleanup would delete, in dependency order, and what it would leave and why."""
         with self._describing_once():  # the inventory and the blockers read each resource once
-            return self._plan(targets, include_data)
+            chosen, left, _ = self._plan(targets, include_data)
+        return chosen, left
 
     def _describing_once(self) -> AbstractContextManager:
         """A backend whose describes are remote calls reads each resource once within it (AWS)."""
         return nullcontext()
 
     def _plan(self, targets: list[tuple[str, str]] | None, include_data: bool
-              ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+              ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]], Users]:
+        """(what goes, in dependency order; what stays and why; what uses each resource)."""
         inventory = {(r.kind, r.name): r for r in self.inventory()}
         if targets is None:
             chosen = [k for k, r in inventory.items() if (include_data or not r.is_data) and r.created_here]
@@ -137,44 +142,31 @@ class InventoryMixin:
             chosen = [t for t in targets if t in inventory]
             left = [(k, n, "not found: already deleted, or never created") for k, n in targets if (k, n) not in inventory]
         chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
-        return self._without_blocked(chosen, left)
+        users = self._users() if chosen else {}
+        return (*self._without_blocked(chosen, left, users), users)
 
-    def _without_blocked(self, chosen: list[tuple[str, str]], left: list[tuple[str, str, str]]
-                         ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    @staticmethod
+    def _without_blocked(chosen: list[tuple[str, str]], left: list[tuple[str, str, str]],
+                         users: Users) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         """Move to `left` what something staying still needs, so the plan (the dry run) says what the
         deletion will do: a model an endpoint keeps serving, a training job a kept model was made from."""
-        if not any(kind in ("model", "training-job") for kind, _ in chosen):
-            return chosen, left
         going = set(chosen)
-        servers: dict[str, list[str]] = {}
-        for e in self.list_endpoints():
-            if e.status != "Deleting":
-                servers.setdefault(e.model_name, []).append(e.endpoint_name)
-        made: dict[str, list[str]] = {}
-        for m in self.list_models():
-            made.setdefault(m.job_name, []).append(m.model_name)
         kept = []
         for kind, name in chosen:  # dependency order: endpoints, then models, then training jobs
-            reason = None
-            if kind == "model":
-                users = [e for e in servers.get(name, []) if ("endpoint", e) not in going]
-                reason = served_by(users[0], name) if users else None
-            elif kind == "training-job":
-                models = [m for m in made.get(name, []) if ("model", m) not in going]
-                reason = (f"Model {models[0]} was made from training job {name}: delete the model first."
-                          if models else None)
-            if reason is None:
+            staying = [u for u in users.get((kind, name), ()) if u not in going and u[0] in ("endpoint", "model")]
+            if kind not in ("model", "training-job") or not staying:
                 kept.append((kind, name))
-            else:
-                going.discard((kind, name))
-                left.append((kind, name, reason))
+                continue
+            user = staying[0][1]
+            going.discard((kind, name))
+            left.append((kind, name, served_by(user, name) if kind == "model" else
+                         f"Model {user} was made from training job {name}: delete the model first."))
         return kept, left
 
     def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
         """Delete `targets` ((kind, name) pairs), or everything when None (data only with include_data)."""
         with self._describing_once():
-            chosen, left = self._plan(targets, include_data)
-            users = self._users() if len(chosen) > 1 else {}
+            chosen, left, users = self._plan(targets, include_data)
         deleted: list[tuple[str, str]] = []
         failed: set[tuple[str, str]] = set()
         for kind, name in chosen:  # dependency order: what uses a resource comes before it
@@ -195,13 +187,11 @@ class InventoryMixin:
         self.record_cleanup(deleted, left)  # the workspace keeps the outcome for the Home page
         return CleanupReport(tuple(deleted), tuple(left))
 
-    def _users(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    def _users(self) -> Users:
         """What uses each resource: an endpoint uses its config and its model, a config its model, a model
         the training job it was made from. A cleanup keeps a resource whose user failed to go."""
-        users: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for e in self.list_endpoints():
-            if e.status == "Deleting":  # going (SageMaker takes minutes): it keeps nothing
-                continue
+        users: Users = {}
+        for e in self.live_endpoints():
             users.setdefault(("endpoint-config", e.config_name), []).append(("endpoint", e.endpoint_name))
             users.setdefault(("model", e.model_name), []).append(("endpoint", e.endpoint_name))
         for c in self.list_endpoint_configs():
@@ -209,6 +199,10 @@ class InventoryMixin:
         for m in self.list_models():
             users.setdefault(("training-job", m.job_name), []).append(("model", m.model_name))
         return users
+
+    def live_endpoints(self) -> list[Any]:
+        """The endpoints that still use their config and model: one Deleting (minutes on AWS) uses nothing."""
+        return [e for e in self.list_endpoints() if e.status != "Deleting"]
 
     def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:
         """A backend's own last step (locally: stop the Lambda workers and the gateway)."""
@@ -219,7 +213,7 @@ class InventoryMixin:
         elif kind == "endpoint-config":
             self.delete_endpoint_config(name)
         elif kind == "model":
-            users = [e.endpoint_name for e in self.list_endpoints() if e.model_name == name and e.status != "Deleting"]
+            users = [e.endpoint_name for e in self.live_endpoints() if e.model_name == name]
             if users:
                 raise ValidationError(served_by(users[0], name))
             self.delete_model(name)

@@ -11,8 +11,9 @@ from typing import Any
 
 from backend import cifar, staging
 from backend.api import (
-    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job, ProgressCallback,
-    ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject, ValidationError,
+    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job,
+    ProgressCallback, ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject,
+    ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow

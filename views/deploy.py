@@ -141,9 +141,8 @@ def endpoints_view() -> None:
             c3.caption(f"{capture} · {where} · updated {e.updated}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 act(b.delete_endpoint, e.endpoint_name)
-            restartable = ("Failed",) if e.backend == "aws" else ("Failed", "OutOfService")  # as start_endpoint
-            if e.status in restartable and c4.button("Start", key=f"start_{e.endpoint_name}",
-                                                                     icon=":material/play_arrow:"):
+            if e.status in b.restartable_statuses and c4.button("Start", key=f"start_{e.endpoint_name}",
+                                                                icon=":material/play_arrow:"):
                 act(b.start_endpoint, e.endpoint_name)
             if e.failure_reason:
                 (st.error if e.status == "Failed" else st.warning)(e.failure_reason)

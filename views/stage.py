@@ -99,34 +99,34 @@ with tab_stage:
             return
         if report is None:
             st.info("No data staged yet: choose a source and classes, then Start staging.")
-        else:
-            total = sum(sum(c.values()) for c in report.counts.values())
-            st.subheader("Staged dataset")
-            if report.note:
-                st.warning(report.note)
-            m1, m2, m3, m4 = st.columns(4)
-            m1.metric("Images", f"{total:,}")
-            m2.metric("Classes", len(report.classes))
-            m3.metric("Seconds", f"{report.seconds:.2f}")
-            m4.metric("Source", report.source if len(report.source) < 24 else "local file")
-            df = counts_frame(report.counts)
-            left, right = st.columns([2, 3])
-            with left:
-                table = df.pivot(index="class", columns="split", values="images").reindex(
-                    index=list(report.classes), columns=[s for s in ("train", "test") if s in report.counts])
-                st.dataframe(table)
-                st.markdown(
-                    f"Bucket `s3://{report.bucket}/` · images under `{report.train_prefix}` and `{report.test_prefix}` · "
-                    f"lists `{report.train_lst}`, `{report.test_lst}`"
-                )
-            with right:
-                st.altair_chart(class_balance_chart(df), width="stretch")
-            st.subheader("Sample images")
-            split = st.segmented_control("Split", ["train", "test"], default="train", key="stage_sample_split") or "train"
-            samples = b.staged_samples(split, per_class=8)
-            for cls in report.classes:
-                st.markdown(f"**{cls}**")
-                image_grid([(s.data, s.key.rsplit('/', 1)[-1]) for s in samples if s.label == cls], columns=8)
+            return
+        total = sum(sum(c.values()) for c in report.counts.values())
+        st.subheader("Staged dataset")
+        if report.note:
+            st.warning(report.note)
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Images", f"{total:,}")
+        m2.metric("Classes", len(report.classes))
+        m3.metric("Seconds", f"{report.seconds:.2f}")
+        m4.metric("Source", report.source if len(report.source) < 24 else "local file")
+        df = counts_frame(report.counts)
+        left, right = st.columns([2, 3])
+        with left:
+            table = df.pivot(index="class", columns="split", values="images").reindex(
+                index=list(report.classes), columns=[s for s in ("train", "test") if s in report.counts])
+            st.dataframe(table)
+            st.markdown(
+                f"Bucket `s3://{report.bucket}/` · images under `{report.train_prefix}` and `{report.test_prefix}` · "
+                f"lists `{report.train_lst}`, `{report.test_lst}`"
+            )
+        with right:
+            st.altair_chart(class_balance_chart(df), width="stretch")
+        st.subheader("Sample images")
+        split = st.segmented_control("Split", ["train", "test"], default="train", key="stage_sample_split") or "train"
+        samples = b.staged_samples(split, per_class=8)
+        for cls in report.classes:
+            st.markdown(f"**{cls}**")
+            image_grid([(s.data, s.key.rsplit('/', 1)[-1]) for s in samples if s.label == cls], columns=8)
 
     staged_view()
 

@@ -111,7 +111,8 @@ def run_ui() -> None:
 
 def executions_frame(executions) -> pd.DataFrame:
     return pd.DataFrame([{
-        "name": e.name, "status": e.status, "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
+        "name": e.name, "status": e.status, "error": e.error or ("(not read yet)" if e.details_pending else ""),
+        "start": e.start,
         "seconds": None if e.seconds is None else round(e.seconds, 3), "class": e.label or "",
         "confidence": None if e.confidence is None else round(e.confidence, 4), "image": e.s3_key or "",
     } for e in executions], columns=["name", "status", "error", "start", "seconds", "class", "confidence", "image"])

@@ -19,7 +19,7 @@ import boto3
 from botocore.config import Config
 
 from backend.api import AccessDenied, CredentialsError, Resource, ResourceNotFound, StepStatus
-from backend.aws.errors import aws_errors
+from backend.aws.errors import REGION_HINT, aws_errors
 from backend.aws.s3 import PROJECT_TAG, S3Bucket
 from backend.aws.costs import AwsCostMixin
 from backend.aws.deployment import AwsDeploymentMixin
@@ -60,7 +60,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
     @cached_property
     def region(self) -> str:
         if not self.session.region_name:
-            raise CredentialsError("No AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile), e.g. us-east-1.")
+            raise CredentialsError(f"No AWS region is set: {REGION_HINT}.")
         return self.session.region_name
 
     def client(self, service: str) -> Any:

@@ -54,6 +54,8 @@ def capture_from(config: dict[str, Any] | None) -> CaptureConfig:
 class AwsDeploymentMixin:
     """Deployment methods of the AWS backend (the names the pages and the CLI call)."""
 
+    restartable_statuses = ("Failed",)  # what start_endpoint starts again: SageMaker cannot update a Failed one
+
     def default_capture_destination(self) -> str:
         return f"s3://{self.objects.bucket}/{DEFAULT_CAPTURE_PREFIX}"
 
@@ -106,8 +108,7 @@ class AwsDeploymentMixin:
     def delete_endpoint_config(self, config_name: str) -> None:
         """Refused while an endpoint uses it, as locally: SageMaker would delete it, and the endpoint (still
         running and billing) could then no longer be described, updated or found by a cleanup."""
-        user = next((e for e in self.list_endpoints()  # one being deleted (minutes on AWS) needs it no more
-                     if e.config_name == config_name and e.status != "Deleting"), None)
+        user = next((e for e in self.live_endpoints() if e.config_name == config_name), None)
         if user is not None:
             raise ResourceInUse(f"Endpoint {user.endpoint_name} uses endpoint configuration {config_name}: "
                                 "delete or update the endpoint first.")
@@ -183,7 +184,7 @@ class AwsDeploymentMixin:
     def start_endpoint(self, endpoint_name: str) -> Endpoint:
         """A Failed AWS endpoint cannot be updated: recreate it from its config."""
         endpoint = self.describe_endpoint(endpoint_name)
-        if endpoint.status != "Failed":
+        if endpoint.status not in self.restartable_statuses:
             raise ValidationError(f"Endpoint {endpoint_name} is {endpoint.status}; only a Failed endpoint is started again.")
         self.delete_endpoint(endpoint_name)
         self.create_endpoint(endpoint_name, endpoint.config_name)

@@ -19,6 +19,7 @@ from backend.api import (
     Throttling, ValidationError,
 )
 
+REGION_HINT = "set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile), e.g. us-east-1"
 CREDENTIALS_HINT = ("set AWS_PROFILE (after 'aws configure' or 'aws sso login'), or AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY, or use the local backend")
 
@@ -68,7 +69,7 @@ def translate(exc: Exception, operation: str) -> SconesError:
         return CredentialsError(f"The AWS credentials could not be retrieved from {provider} ({operation}): check "
                                 f"that source in the AWS profile, or {CREDENTIALS_HINT}.")
     if isinstance(exc, NoRegionError):
-        return CredentialsError(f"No AWS region is set for {operation}: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile), e.g. us-east-1.")
+        return CredentialsError(f"No AWS region is set for {operation}: {REGION_HINT}.")
     if isinstance(exc, EndpointConnectionError):
         return SconesError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
     if isinstance(exc, ClientError):

@@ -297,9 +297,9 @@ class AwsTrainingMixin:
         this workspace. A running job is stopped first and kept until it has stopped: SageMaker may still
         upload its artifacts while it stops, and a forgotten job's artifacts would stay in the bucket."""
         job = self.describe_training_job(name)
+        if job.status == "InProgress":
+            self.stop_training_job(name)
         if job.status in ("InProgress", "Stopping"):
-            if job.status == "InProgress":
-                self.stop_training_job(name)
             raise ResourceInUse(f"Training job {name} is stopping (SageMaker may still write its artifacts): clean "
                                 "up again once it shows Stopped.")
         self.objects.delete_keys([o.key for o in self.objects.list(f"output/{name}/")])

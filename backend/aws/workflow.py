@@ -18,15 +18,15 @@ import random
 import time
 import uuid
 import zipfile
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timezone
 from functools import cached_property
 from typing import Any
 
 from backend.api import (
-    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, BatchPartlyStarted, Execution, Resource, ResourceInUse, ResourceNotFound,
-    SconesError, StateMachine, StateRun, StepStatus, ValidationError,
+    DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, BatchPartlyStarted, Execution, Resource, ResourceInUse,
+    ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus, ValidationError,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -384,8 +384,9 @@ class AwsWorkflowMixin:
         if refused:
             if not started:
                 raise refused[0]
+            were = "was" if len(refused) == 1 else "were"
             raise BatchPartlyStarted(f"{len(started)} of {len(events)} executions started and run; "
-                                     f"{len(refused)} {'was' if len(refused) == 1 else 'were'} refused: {refused[0]}", started, refused[0])
+                                     f"{len(refused)} {were} refused: {refused[0]}", started, refused[0])
         return started
 
     def _describe_execution_raw(self, arn: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ can try another resolver.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from email.utils import formatdate
@@ -27,10 +26,10 @@ from typing import Any, Callable
 from backend.api import SconesError
 from backend.local.lambda_runtime import InvokeResult, LambdaRuntime
 from backend.local.states.errors import RUNTIME, StatesFailure, TaskError, UnknownResource
+from backend.local.states.validation import FUNCTION_ARN
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 LAMBDA_UNKNOWN = "Lambda.Unknown"
-_FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[^:]+(:[^:]+)?$")
 _INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
 Resolver = Callable[[str, Any, Any], Any]
@@ -42,7 +41,7 @@ def lambda_invoke_resolver(runtime: LambdaRuntime) -> Resolver:
     def resolve(resource: str, parameters: Any, context: Any) -> Any:
         if resource == LAMBDA_INVOKE:
             return _invoke_integration(runtime, parameters)
-        if isinstance(resource, str) and _FUNCTION_ARN.match(resource):
+        if isinstance(resource, str) and FUNCTION_ARN.match(resource):
             return _invoke(runtime, resource, parameters).payload
         raise UnknownResource(resource, "Locally only Lambda tasks run (arn:aws:states:::lambda:invoke or a "
                                         "function ARN): run this definition on AWS, or make the task a Lambda task.")

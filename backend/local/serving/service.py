@@ -53,6 +53,7 @@ STOP_TIMEOUT_SECONDS = 15.0
 TARGET_TTL_SECONDS = 1.0
 PING_TIMEOUT_SECONDS = 2.0
 CREATING, IN_SERVICE, UPDATING, DELETING, FAILED, OUT_OF_SERVICE = ENDPOINT_STATUSES
+RESTARTABLE = (FAILED, OUT_OF_SERVICE)  # what start_endpoint starts again (after a reboot, say)
 BUSY = (CREATING, UPDATING, DELETING)
 
 SERVING_MIGRATIONS: tuple[str, ...] = (
@@ -268,7 +269,7 @@ class DeploymentService:
     def start_endpoint(self, endpoint_name: str) -> Endpoint:
         """Start a Failed or OutOfService endpoint again from its config (after a reboot, say)."""
         row = self._reconciled(self._row(endpoint_name))
-        if row["status"] not in (FAILED, OUT_OF_SERVICE):
+        if row["status"] not in RESTARTABLE:
             return self._record(row)
         config = self.describe_endpoint_config(row["config_name"])
         model = self._served_model(config.model_name)
@@ -683,6 +684,8 @@ class DeploymentBackendMixin:
 
     LocalBackend inherits this and sets `self.deployment`; pages and the CLI call these names.
     """
+
+    restartable_statuses = RESTARTABLE
 
     deployment: DeploymentService
 

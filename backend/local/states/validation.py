@@ -59,13 +59,13 @@ INTEGRATION_SERVICES = frozenset({
 })
 _INTEGRATION = re.compile(r"^arn:aws[a-z-]*:states:::(?P<service>[a-z0-9-]+):(?P<action>[A-Za-z0-9-]+(:[A-Za-z0-9]+)?)"
                           r"(\.sync(:2)?|\.waitForTaskToken)?$")
-_FUNCTION = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$")
+FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$")
 _ACTIVITY = re.compile(r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:activity:[^:]+$")
 
 
 def resource_problem(resource: str) -> str | None:
     """Why a Task's Resource would be refused by Step Functions, or None when it is recognised."""
-    if _FUNCTION.match(resource) or _ACTIVITY.match(resource):
+    if FUNCTION_ARN.match(resource) or _ACTIVITY.match(resource):
         return None
     match = _INTEGRATION.match(resource)
     if match:
