@@ -452,3 +452,105 @@ def test_a_busy_flusher_never_mistakes_a_new_run_for_a_duplicate(db):
     worker.join(60)
     assert not worker.is_alive(), "an execution never finished"
     assert outcome == {"statuses": {"SUCCEEDED"}, "started": {"SUCCEEDED"}}
+
+
+# --- a busy engine writes for many executions at once ---------------------------------------------
+
+
+def _counting_transactions(monkeypatch) -> list[int]:
+    from backend.local.states import connections
+
+    commits: list[int] = []
+    real = connections.transaction
+
+    def counting(db):
+        commits.append(1)
+        return real(db)
+
+    monkeypatch.setattr(connections, "transaction", counting)
+    return commits
+
+
+def test_one_flush_writes_every_running_execution_in_one_transaction(db, monkeypatch):
+    gate = Gate()
+    machine = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Next": "T"},
+                                          "T": {"Type": "Task", "Resource": INVOKE, "End": True}}}
+    with StatesEngine(db, gate, flush_interval=3600) as engine:
+        arns = engine.start_executions(machine, [{"i": i} for i in range(40)])
+        _until(lambda: len(gate.contexts) == 40)
+        commits = _counting_transactions(monkeypatch)
+        engine.flush()
+        assert len(commits) == 1
+        with db.connect() as conn:
+            written = {arn: [r[0] for r in conn.execute(
+                "SELECT type FROM sf_events WHERE execution_arn=? ORDER BY id", (arn,))] for arn in arns}
+        assert all(types[-2:] == ["TaskScheduled", "TaskStarted"] for types in written.values()), written
+        gate.opened.set()
+        assert {engine.wait(arn, 10).status for arn in arns} == {"SUCCEEDED"}
+
+
+def test_a_flush_that_fails_loses_no_event(db, monkeypatch):
+    import sqlite3
+
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=3600) as engine:
+        arn = engine.start_execution(task_machine(), {"k": 1}, name="kept-events")
+        _until(lambda: gate.contexts)
+        real = store.write_events_of
+        calls = []
+
+        def full_disk(conn, batches):
+            calls.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "write_events_of", full_disk)
+        engine.flush()  # rolled back: the events are pending again
+        monkeypatch.setattr(store, "write_events_of", real)
+        with db.connect() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM sf_events WHERE execution_arn=?", (arn,)).fetchone()[0] == 0
+        assert calls
+        gate.opened.set()
+        assert engine.wait(arn, 10).status == "SUCCEEDED"
+    history = StatesEngine(Database(db.path)).get_execution_history(arn)
+    assert [e["type"] for e in history] == ["ExecutionStarted", "TaskStateEntered", "TaskScheduled", "TaskStarted",
+                                            "TaskSucceeded", "TaskStateExited", "ExecutionSucceeded"]
+    assert [e["id"] for e in history] == list(range(1, 8))
+
+
+def test_a_busy_engine_ends_its_executions_in_few_transactions(db, monkeypatch):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=3600) as engine:
+        arns = engine.start_executions(task_machine(), [{"i": i} for i in range(60)])
+        _until(lambda: len(gate.contexts) == 60)
+        commits = _counting_transactions(monkeypatch)
+        real = store.write_events_of
+
+        def slow_disk(conn, batches):  # ends that come while one round writes wait for the next round
+            time.sleep(0.005)
+            real(conn, batches)
+
+        monkeypatch.setattr(store, "write_events_of", slow_disk)
+        gate.opened.set()
+        records = [engine.wait(arn, 10) for arn in arns]
+        assert {r.status for r in records} == {"SUCCEEDED"}
+        assert len(commits) < 30  # one each would be 60
+    with StatesEngine(Database(db.path)) as reader:
+        assert {reader.describe_execution(arn).status for arn in arns} == {"SUCCEEDED"}
+        history = reader.get_execution_history(arns[0])
+        assert [e["type"] for e in history][-2:] == ["TaskStateExited", "ExecutionSucceeded"]
+        assert [e["id"] for e in history] == list(range(1, len(history) + 1))
+
+
+def test_a_busy_engine_keeps_a_stop_made_elsewhere(db):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=0.05) as runner, StatesEngine(Database(db.path)) as other:
+        arns = runner.start_executions(task_machine(), [{"i": i} for i in range(10)])
+        _until(lambda: len(gate.contexts) == 10)
+        runner.flush()
+        assert other.stop_execution(arns[3], cause="from elsewhere").status == "ABORTED"
+        gate.opened.set()
+        statuses = [runner.wait(arn, 10).status for arn in arns]
+        assert statuses[3] == "ABORTED" and statuses.count("SUCCEEDED") == 9
+        history = other.get_execution_history(arns[3])
+        assert history[-1]["type"] == "ExecutionAborted"
+        assert "TaskSucceeded" not in [e["type"] for e in history]

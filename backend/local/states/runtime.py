@@ -198,6 +198,11 @@ class History:
             out, self.pending, self.pending_bytes = self.pending, [], 0
             return out
 
+    def give_back(self, events: list[tuple]) -> None:
+        """Events taken for a write that was rolled back: pending again, ahead of any newer ones."""
+        with self.lock:
+            self.pending[:0] = events
+
 
 # --------------------------------------------------------------------------------------------
 # Task context handed to resolvers

@@ -55,12 +55,27 @@ def insert_execution(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
 
 
 def write_events(conn: sqlite3.Connection, arn: str, events: Iterable[tuple]) -> None:
+    write_events_of(conn, [(arn, events)])
+
+
+def write_events_of(conn: sqlite3.Connection, batches: Iterable[tuple[str, Iterable[tuple]]]) -> None:
+    """The events of several executions, (arn, events) each, in one statement."""
     conn.executemany(
         "INSERT INTO sf_events(execution_arn, id, previous_id, type, timestamp, details_key, details) "
         "VALUES(?, ?, ?, ?, ?, ?, ?)",
         [(arn, eid, prev, etype, ts, key, None if details is None else json.dumps(details, ensure_ascii=False))
-         for eid, prev, etype, ts, key, details in events],
+         for arn, events in batches for eid, prev, etype, ts, key, details in events],
     )
+
+
+def running_among(conn: sqlite3.Connection, arns: list[str]) -> set[str]:
+    """Those of `arns` whose status is RUNNING."""
+    found: set[str] = set()
+    for i in range(0, len(arns), 500):
+        chunk = arns[i:i + 500]
+        found.update(r[0] for r in conn.execute(
+            f"SELECT arn FROM sf_executions WHERE status='RUNNING' AND arn IN ({','.join('?' * len(chunk))})", chunk))
+    return found
 
 
 def status_of(conn: sqlite3.Connection, arn: str) -> str | None:
@@ -74,6 +89,14 @@ def close_execution(conn: sqlite3.Connection, arn: str, status: str, output: str
         "UPDATE sf_executions SET status=?, output=?, error=?, cause=?, stop_date=? WHERE arn=? AND status='RUNNING'",
         (status, output, error, cause, stop_date, arn),
     ).rowcount
+
+
+def close_executions(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """(arn, status, output, error, cause, stop_date) each, for executions known to be RUNNING."""
+    conn.executemany(
+        "UPDATE sf_executions SET status=?, output=?, error=?, cause=?, stop_date=? WHERE arn=? AND status='RUNNING'",
+        [(status, output, error, cause, stop, arn) for arn, status, output, error, cause, stop in rows],
+    )
 
 
 def last_event(conn: sqlite3.Connection, arn: str) -> int:
