@@ -91,14 +91,6 @@ def close_execution(conn: sqlite3.Connection, arn: str, status: str, output: str
     ).rowcount
 
 
-def close_executions(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    """(arn, status, output, error, cause, stop_date) each, for executions known to be RUNNING."""
-    conn.executemany(
-        "UPDATE sf_executions SET status=?, output=?, error=?, cause=?, stop_date=? WHERE arn=? AND status='RUNNING'",
-        [(status, output, error, cause, stop, arn) for arn, status, output, error, cause, stop in rows],
-    )
-
-
 def last_event(conn: sqlite3.Connection, arn: str) -> int:
     row = conn.execute("SELECT MAX(id) FROM sf_events WHERE execution_arn=?", (arn,)).fetchone()
     return row[0] or 0
