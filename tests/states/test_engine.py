@@ -172,6 +172,22 @@ def test_stop_wakes_a_wait_and_ends_aborted(db):
         assert engine.stop_execution(done.arn).status == "SUCCEEDED"
 
 
+def test_a_stop_whose_write_fails_still_stops_the_execution(db, monkeypatch):
+    import sqlite3
+
+    with StatesEngine(db) as engine:  # real clock: the Wait really waits an hour
+        arn = engine.start_execution(LONG_WAIT, name="stop-on-a-full-disk")
+        _until(lambda: any(e["type"] == "WaitStateEntered" for e in engine.get_execution_history(arn)))
+
+        def full_disk(*args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "close_execution", full_disk)
+        with pytest.raises(sqlite3.OperationalError):
+            engine.stop_execution(arn)
+        _until(lambda: arn not in engine._active)  # its Wait woke and its thread ended
+
+
 def test_stop_from_another_engine_reaches_the_runner(db):
     with StatesEngine(db, flush_interval=0.05) as runner, StatesEngine(Database(db.path)) as other:
         arn = runner.start_execution(LONG_WAIT, name="remote-stop")

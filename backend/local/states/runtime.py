@@ -280,8 +280,10 @@ class Run:
             if self.halted is not None:
                 return False
             self.halted = status
-        self._on_halt(status, error, cause)
-        self.stopper.set()
+        try:
+            self._on_halt(status, error, cause)
+        finally:
+            self.stopper.set()  # even if the end could not be written, the execution's threads stop
         return True
 
     def context_object(self, state_name: str, entered: float, retry_count: int) -> dict:
