@@ -367,18 +367,18 @@ def test_events_are_written_in_batches_not_one_commit_per_event(engine, monkeypa
     from backend.local.states import connections
 
     commits = []
-    real = connections.transaction
+    real = connections.transaction_on
 
-    def counting(db):
+    def counting(conn):
         commits.append(1)
-        return real(db)
+        return real(conn)
 
-    monkeypatch.setattr(connections, "transaction", counting)
+    monkeypatch.setattr(connections, "transaction_on", counting)
     chain = {"StartAt": "S0", "States": {f"S{i}": {"Type": "Pass", "Next": f"S{i + 1}"} for i in range(1000)}}
     chain["States"]["S1000"] = {"Type": "Succeed"}
     record = engine.run_execution(chain)
     assert len(engine.get_execution_history(record.arn)) == 2004
-    assert len(commits) <= 3
+    assert 1 <= len(commits) <= 3
 
 
 # --- persistence and lost runners --------------------------------------------------------------------
@@ -477,13 +477,13 @@ def _counting_transactions(monkeypatch) -> list[int]:
     from backend.local.states import connections
 
     commits: list[int] = []
-    real = connections.transaction
+    real = connections.transaction_on
 
-    def counting(db):
+    def counting(conn):
         commits.append(1)
-        return real(db)
+        return real(conn)
 
-    monkeypatch.setattr(connections, "transaction", counting)
+    monkeypatch.setattr(connections, "transaction_on", counting)
     return commits
 
 
@@ -572,3 +572,44 @@ def test_a_busy_engine_keeps_a_stop_made_elsewhere(db):
         history = other.get_execution_history(arns[3])
         assert history[-1]["type"] == "ExecutionAborted"
         assert "TaskSucceeded" not in [e["type"] for e in history]
+
+
+def test_runner_threads_write_through_one_connection(db, monkeypatch):
+    # A batch makes a runner thread per execution; none opens a connection of its own to write its end.
+    opened = []
+    real_open = Database._open
+
+    def counting(self):
+        opened.append(threading.current_thread().name)
+        return real_open(self)
+
+    gate = Gate()
+    with StatesEngine(Database(db.path), gate) as engine:
+        arns = engine.start_executions(task_machine(), [{"i": i} for i in range(40)])
+        _until(lambda: len(gate.contexts) == 40)
+        monkeypatch.setattr(Database, "_open", counting)
+        gate.opened.set()
+        assert {engine.wait(arn, 10).status for arn in arns} == {"SUCCEEDED"}
+    assert len(opened) <= 2, opened
+
+
+def test_a_failed_commit_is_rolled_back_so_the_connection_stays_usable():
+    import sqlite3
+
+    from backend.local.states import connections
+
+    class FullDisk:
+        def __init__(self):
+            self.statements, self.in_transaction = [], False
+
+        def execute(self, sql):
+            self.statements.append(sql)
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            self.in_transaction = sql == "BEGIN IMMEDIATE"
+
+    conn = FullDisk()
+    with pytest.raises(sqlite3.OperationalError):
+        with connections.transaction_on(conn):
+            pass
+    assert conn.statements == ["BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"] and not conn.in_transaction

@@ -40,14 +40,25 @@ def connection(db: Database) -> sqlite3.Connection:
 @contextmanager
 def transaction(db: Database) -> Iterator[sqlite3.Connection]:
     """Database.transaction()'s BEGIN IMMEDIATE, on this thread's cached connection."""
-    conn = connection(db)
+    with transaction_on(connection(db)) as conn:
+        yield conn
+
+
+@contextmanager
+def transaction_on(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT on a connection that outlives it: a failed COMMIT (a full disk)
+    is rolled back too, or the connection's next BEGIN would fail for good."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
-    conn.execute("COMMIT")
 
 
 def hold_open(db: Database, stop: threading.Event) -> None:
