@@ -613,3 +613,29 @@ def test_a_failed_commit_is_rolled_back_so_the_connection_stays_usable():
         with connections.transaction_on(conn):
             pass
     assert conn.statements == ["BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"] and not conn.in_transaction
+
+
+def test_a_row_whose_write_was_rolled_back_is_written_with_the_end(db, monkeypatch):
+    import sqlite3
+
+    gate = Gate()
+    outcome = {}
+    with StatesEngine(db, gate, flush_interval=3600) as engine:
+        runner = threading.Thread(target=lambda: outcome.update(
+            record=engine.run_execution(task_machine(), {"k": 1}, name="row-rolled-back")), daemon=True)
+        runner.start()  # run_execution writes its row with its first events, here at the flush below
+        _until(lambda: gate.contexts)
+        real = store.write_events
+
+        def full_disk(conn, arn, events):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "write_events", full_disk)
+        engine.flush()  # the row and the events roll back together
+        monkeypatch.setattr(store, "write_events", real)
+        gate.opened.set()
+        runner.join(10)
+        assert outcome["record"].status == "SUCCEEDED"
+    with StatesEngine(Database(db.path)) as reader:
+        assert reader.describe_execution(outcome["record"].arn).status == "SUCCEEDED"
+        assert reader.get_execution_history(outcome["record"].arn)[-1]["type"] == "ExecutionSucceeded"

@@ -162,6 +162,7 @@ class StatesEngine:
         self._flusher: threading.Thread | None = None
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._persisted_here: list[_Active] = []  # rows written by the open transaction
         self._runners = _Runners()
         self.recover_lost_executions()
 
@@ -176,8 +177,16 @@ class StatesEngine:
                 opened = self.db.connect()
                 self._writer = opened.__enter__()
                 weakref.finalize(self, opened.__exit__, None, None, None)
-            with connections.transaction_on(self._writer) as conn:
-                yield conn
+            self._persisted_here: list[_Active] = []
+            try:
+                with connections.transaction_on(self._writer) as conn:
+                    yield conn
+            except BaseException:
+                for active in self._persisted_here:
+                    active.persisted = False  # rolled back: its row is still to be written
+                raise
+            finally:
+                self._persisted_here = []
 
     def close(self) -> None:
         """Release the engine's idle connection (running executions keep running)."""
@@ -305,6 +314,7 @@ class StatesEngine:
             "runner_pid": self.runner.pid, "runner_start": self.runner.start,
         })
         active.persisted = True
+        self._persisted_here.append(active)
 
     def _existing(self, arn: str, input_text: str, definition_text: str) -> str:
         """StartExecution with the name of a running execution and the same input is idempotent."""
