@@ -3,7 +3,8 @@
 Opening a connection costs three PRAGMAs, and a WAL database checkpoints when its last connection
 closes: both show when an engine writes a few times per execution. A thread keeps its connections
 in a thread-local cache (a few databases at most), and they close on that same thread when it
-ends, as sqlite3 requires. All connections come from Database.connect().
+ends, as sqlite3 requires; they read. The engine writes through one connection of its own, with
+`transaction_on`. All connections come from Database.connect().
 """
 from __future__ import annotations
 
@@ -35,13 +36,6 @@ def connection(db: Database) -> sqlite3.Connection:
         _, (old_cm, _old) = cache.popitem(last=False)
         old_cm.__exit__(None, None, None)
     return conn
-
-
-@contextmanager
-def transaction(db: Database) -> Iterator[sqlite3.Connection]:
-    """Database.transaction()'s BEGIN IMMEDIATE, on this thread's cached connection."""
-    with transaction_on(connection(db)) as conn:
-        yield conn
 
 
 @contextmanager

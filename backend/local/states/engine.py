@@ -177,7 +177,6 @@ class StatesEngine:
                 opened = self.db.connect()
                 self._writer = opened.__enter__()
                 weakref.finalize(self, opened.__exit__, None, None, None)
-            self._persisted_here: list[_Active] = []
             try:
                 with connections.transaction_on(self._writer) as conn:
                     yield conn
@@ -428,7 +427,7 @@ class StatesEngine:
         for active in actives:
             if not active.persisted:
                 try:
-                    self._flush(active)
+                    self._flush_first(active)
                 except sqlite3.Error:
                     pass
 
@@ -466,25 +465,19 @@ class StatesEngine:
             if active.run.info.arn not in running:
                 self._stopped_elsewhere(active)
 
-    def _flush(self, active: _Active) -> None:
+    def _flush_first(self, active: _Active) -> None:
+        """An execution whose row is not written yet (run_execution's): its row and its events in one
+        transaction, where a name another runner took shows."""
         run = active.run
         with active.flush_lock:
-            if run.history.closed:
-                return
+            if run.history.closed or active.persisted:
+                return  # closed meanwhile, or written by another round: nothing of ours to do here
             events = run.history.take()
             try:
-                if events or not active.persisted:
-                    with self._transaction() as conn:
-                        if not active.persisted:
-                            self._persist(conn, active)
-                        elif store.status_of(conn, run.info.arn) != "RUNNING":
-                            raise _StoppedElsewhere()
-                        store.write_events(conn, run.info.arn, events)
-                elif store.status_of(connections.connection(self.db), run.info.arn) != "RUNNING":
-                    raise _StoppedElsewhere()  # nothing to write, but a stop from elsewhere shows
+                with self._transaction() as conn:
+                    self._persist(conn, active)
+                    store.write_events(conn, run.info.arn, events)
                 return
-            except _StoppedElsewhere:
-                pass
             except sqlite3.IntegrityError:
                 active.lost_name = True  # another runner wrote this name first
             except sqlite3.Error:
