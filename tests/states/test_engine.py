@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -639,3 +640,51 @@ def test_a_row_whose_write_was_rolled_back_is_written_with_the_end(db, monkeypat
     with StatesEngine(Database(db.path)) as reader:
         assert reader.describe_execution(outcome["record"].arn).status == "SUCCEEDED"
         assert reader.get_execution_history(outcome["record"].arn)[-1]["type"] == "ExecutionSucceeded"
+
+
+def _big_pass_runs(engine: StatesEngine, count: int, size: int = 40_000) -> None:
+    machine = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    for i in range(count):  # each writes its input four times: started, entered, exited, succeeded
+        assert engine.run_execution(machine, {"i": i, "blob": "x" * size}).status == "SUCCEEDED"
+
+
+def test_executions_never_checkpoint_the_wal_on_their_own_path(db):
+    # SQLite's automatic checkpoint would run inside the COMMIT that crosses 1,000 pages (4 MB here):
+    # an execution ending then waited for the copy. 40 executions write about 6.4 MB; with the
+    # flusher asleep, all of it must still be in the WAL, none copied into the database file.
+    with StatesEngine(Database(db.path), flush_interval=3600) as engine:
+        _big_pass_runs(engine, 40)
+        assert os.path.getsize(f"{db.path}-wal") > 6_000_000
+        assert os.path.getsize(db.path) < 1_000_000
+        history = engine.get_execution_history(engine.list_executions()[0].arn)
+        assert [e["type"] for e in history][-1] == "ExecutionSucceeded"
+
+
+def test_the_flusher_checkpoints_what_executions_wrote(db):
+    with StatesEngine(Database(db.path), flush_interval=0.02) as engine:
+        _big_pass_runs(engine, 40)
+        _until(lambda: os.path.getsize(db.path) > 6_000_000)  # copied from the WAL by the flusher
+        assert len(engine.list_executions()) == 40
+
+
+def test_a_failed_checkpoint_is_tried_again(db, monkeypatch):
+    from backend.local.states import connections
+
+    class FullDisk:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, *args):
+            if "wal_checkpoint" in sql:
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.conn.execute(sql, *args)
+
+    real = connections.connection
+    with StatesEngine(Database(db.path), flush_interval=3600) as engine:
+        _big_pass_runs(engine, 40)
+        monkeypatch.setattr(connections, "connection", lambda d: FullDisk(real(d)))
+        engine._checkpoint()
+        assert os.path.getsize(db.path) < 1_000_000
+        monkeypatch.setattr(connections, "connection", real)
+        engine._checkpoint()  # the next round copies what the failed one could not
+        assert os.path.getsize(db.path) > 6_000_000
