@@ -38,6 +38,8 @@ _TERMINAL_EVENT = {
     "TIMED_OUT": ("ExecutionTimedOut", "executionTimedOutEventDetails"),
     "ABORTED": ("ExecutionAborted", "executionAbortedEventDetails"),
 }
+WAL_REWIND_FRAMES = 1000  # a longer WAL is checkpointed to its end with the writers held (SQLite's own threshold)
+WAL_KEPT_BYTES = 16 * 1024 * 1024  # a WAL file grown past this is cut back to it when it starts over
 _BAD_NAME = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
 
 Resolver = Callable[[str, Any, Any], Any]
@@ -183,6 +185,7 @@ class StatesEngine:
                 self._writer = opened.__enter__()
                 weakref.finalize(self, opened.__exit__, None, None, None)
                 self._writer.execute("PRAGMA wal_autocheckpoint=0")
+                self._writer.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")  # after a peak, shrink
             try:
                 with connections.transaction_on(self._writer) as conn:
                     yield conn
@@ -442,15 +445,27 @@ class StatesEngine:
     def _checkpoint(self) -> None:
         """Copy what the engine committed since the last round from the WAL into the database, off the
         executions' path (the writer has no automatic checkpoint). PASSIVE: writers go on meanwhile, and
-        frames a reader still needs are left for the next round. The loop runs one more round after the
-        last execution ends, so the WAL does not keep the engine's last writes."""
+        frames a reader still needs are left for the next round. The loop runs rounds for a while after
+        the last execution ends, so the WAL does not keep the engine's last writes. (A stop or a lost
+        runner's end written while no execution runs waits for the next round, or for any other
+        connection's checkpoint: one event each.)"""
         if not self._unchecked_commits:
             return
         self._unchecked_commits = 0  # a commit racing this reset is only checkpointed a round later
+        conn = connections.connection(self.db)
         try:
-            connections.connection(self.db).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            self._unchecked_commits += 1  # a full disk, say: try again next round
+            busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and log > WAL_REWIND_FRAMES:
+                # Writers went on during that pass, so when the next one begins the WAL is not all
+                # copied, and SQLite starts the WAL over only then: under a steady load it would grow
+                # for as long as executions run (150 MB in a test). A second pass with the engine's
+                # writers held copies the few frames they added; the next write starts the WAL over.
+                with self._write_lock:
+                    busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:  # a full disk, say
+            busy, log, copied = 1, 0, 0
+        if busy or copied < log:
+            self._unchecked_commits += 1  # not all copied (a reader's snapshot, another checkpoint): next round
 
     def _flush_persisted(self, actives: list[_Active]) -> None:
         held: list[_Active] = []
