@@ -458,7 +458,7 @@ class StatesEngine:
             if not busy and log > WAL_REWIND_FRAMES:
                 # Writers went on during that pass, so when the next one begins the WAL is not all
                 # copied, and SQLite starts the WAL over only then: under a steady load it would grow
-                # for as long as executions run (150 MB in a test). A second pass with the engine's
+                # for as long as executions run (about 180 MB in a test). A second pass with the engine's
                 # writers held copies the few frames they added; the next write starts the WAL over.
                 with self._write_lock:
                     busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
