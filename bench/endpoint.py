@@ -103,9 +103,12 @@ def one_client(port: int, images: list[bytes], n: int, warmup: int = 200) -> dic
 
 
 def cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process so far (from /proc: the endpoint is another process)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """User + system CPU of one process so far (Linux /proc: the endpoint is another process; 0 where
+    it cannot be read, such as a process that has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from backend import get_backend  # noqa: E402
 from backend.settings import load_settings  # noqa: E402
+from bench.endpoint import cpu_seconds  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -66,15 +67,6 @@ def calibrate(b, endpoint: str) -> dict[str, float]:
             total += i
         loops.append((time.perf_counter() - t) * 1000)
     return {"endpoint_over_http": round(pct(direct, 50), 3), "python_loop_1M": round(statistics.median(loops), 1)}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (Linux /proc; 0 where it cannot be read)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def processes(b) -> dict[int, str]:

@@ -364,10 +364,10 @@ def test_history_while_running_and_after(db):
     assert set(history[-1]) == {"id", "previousEventId", "type", "timestamp", "executionSucceededEventDetails"}
 
 
-def test_events_are_written_in_batches_not_one_commit_per_event(engine, monkeypatch):
+def _counting_transactions(monkeypatch) -> list[int]:
     from backend.local.states import connections
 
-    commits = []
+    commits: list[int] = []
     real = connections.transaction_on
 
     def counting(conn):
@@ -375,6 +375,11 @@ def test_events_are_written_in_batches_not_one_commit_per_event(engine, monkeypa
         return real(conn)
 
     monkeypatch.setattr(connections, "transaction_on", counting)
+    return commits
+
+
+def test_events_are_written_in_batches_not_one_commit_per_event(engine, monkeypatch):
+    commits = _counting_transactions(monkeypatch)
     chain = {"StartAt": "S0", "States": {f"S{i}": {"Type": "Pass", "Next": f"S{i + 1}"} for i in range(1000)}}
     chain["States"]["S1000"] = {"Type": "Succeed"}
     record = engine.run_execution(chain)
@@ -472,20 +477,6 @@ def test_a_busy_flusher_never_mistakes_a_new_run_for_a_duplicate(db):
 
 
 # --- many executions at once: one flush for all, writers queued in the engine ------------------
-
-
-def _counting_transactions(monkeypatch) -> list[int]:
-    from backend.local.states import connections
-
-    commits: list[int] = []
-    real = connections.transaction_on
-
-    def counting(conn):
-        commits.append(1)
-        return real(conn)
-
-    monkeypatch.setattr(connections, "transaction_on", counting)
-    return commits
 
 
 def test_one_flush_writes_every_running_execution_in_one_transaction(db, monkeypatch):
