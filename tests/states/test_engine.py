@@ -173,20 +173,111 @@ def test_stop_wakes_a_wait_and_ends_aborted(db):
         assert engine.stop_execution(done.arn).status == "SUCCEEDED"
 
 
-def test_a_stop_whose_write_fails_still_stops_the_execution(db, monkeypatch):
-    import sqlite3
+class FullDisk:
+    """store.close_execution failing as on a full disk until `free()`; counts the tries."""
 
-    with StatesEngine(db) as engine:  # real clock: the Wait really waits an hour
+    def __init__(self, monkeypatch):
+        self.real = store.close_execution
+        self.tries = 0
+        self.full = True
+        monkeypatch.setattr(store, "close_execution", self)
+
+    def __call__(self, *args, **kwargs):
+        self.tries += 1
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.real(*args, **kwargs)
+
+    def free(self) -> None:
+        self.full = False
+
+
+def _written(db: Database, arn: str) -> tuple[str, list[str], list[int]]:
+    """What another process reads: the status row, and the history's event types and ids."""
+    with StatesEngine(Database(db.path)) as reader:
+        history = reader.get_execution_history(arn)
+        return reader.describe_execution(arn).status, [e["type"] for e in history], [e["id"] for e in history]
+
+
+def test_a_stop_whose_write_fails_stops_the_execution_and_is_written_once_the_disk_has_room(db, monkeypatch):
+    with StatesEngine(db, flush_interval=0.02) as engine:  # real clock: the Wait really waits an hour
         arn = engine.start_execution(LONG_WAIT, name="stop-on-a-full-disk")
         _until(lambda: any(e["type"] == "WaitStateEntered" for e in engine.get_execution_history(arn)))
-
-        def full_disk(*args, **kwargs):
-            raise sqlite3.OperationalError("database or disk is full")
-
-        monkeypatch.setattr(store, "close_execution", full_disk)
+        disk = FullDisk(monkeypatch)
         with pytest.raises(sqlite3.OperationalError):
-            engine.stop_execution(arn)
-        _until(lambda: arn not in engine._active)  # its Wait woke and its thread ended
+            engine.stop_execution(arn)  # the caller hears that the stop could not be written
+        _until(lambda: engine._active[arn].run.done.is_set())  # its Wait woke and its thread ended
+        tries = disk.tries
+        _until(lambda: disk.tries > tries + 2)  # the flusher keeps trying
+        assert engine.describe_execution(arn).status == "RUNNING"  # not written yet: never a guess
+        assert engine.get_execution_history(arn)[-1]["type"] == "ExecutionAborted"  # kept, not lost
+        disk.free()
+        assert engine.wait(arn, 10).status == "ABORTED"
+        assert arn not in engine._active
+    assert _written(db, arn) == ("ABORTED", ["ExecutionStarted", "WaitStateEntered", "ExecutionAborted"], [1, 2, 3])
+
+
+def test_an_end_whose_write_fails_is_written_by_the_flusher_with_all_its_events(db, monkeypatch):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=0.02) as engine:
+        arn = engine.start_execution(task_machine(), {"k": 1}, name="end-on-a-full-disk")
+        _until(lambda: gate.contexts)
+        disk = FullDisk(monkeypatch)
+        gate.opened.set()
+        _until(lambda: disk.tries >= 3)  # the end failed, and the flusher tried it again
+        assert engine.wait(arn, timeout=0.05).status == "RUNNING"
+        assert engine.list_executions(status="RUNNING")[0].arn == arn
+        assert _written(db, arn)[0] == "RUNNING"  # other processes: RUNNING, its runner is alive
+        disk.free()
+        done = engine.wait(arn, 10)
+        assert (done.status, done.output_value) == ("SUCCEEDED", {"got": {"k": 1}})
+        _until(lambda: arn not in engine._active)
+    status, types, ids = _written(db, arn)
+    assert status == "SUCCEEDED"
+    assert types == ["ExecutionStarted", "TaskStateEntered", "TaskScheduled", "TaskStarted", "TaskSucceeded",
+                     "TaskStateExited", "ExecutionSucceeded"]
+    assert ids == list(range(1, 8))
+
+
+def test_an_unwritten_end_yields_to_a_stop_from_another_process(db, monkeypatch):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=0.02) as engine:
+        arn = engine.start_execution(task_machine(), {"k": 1}, name="end-overruled")
+        _until(lambda: gate.contexts)
+        engine.flush()
+        disk = FullDisk(monkeypatch)
+        gate.opened.set()
+        _until(lambda: disk.tries >= 2)
+        with StatesEngine(Database(db.path)) as other:  # another process's stop writes ABORTED first
+            monkeypatch.setattr(store, "close_execution", disk.real)
+            assert other.stop_execution(arn, cause="from elsewhere").status == "ABORTED"
+        assert engine.wait(arn, 10).status == "ABORTED"
+        _until(lambda: arn not in engine._active)
+    status, types, _ = _written(db, arn)
+    assert status == "ABORTED" and types[-1] == "ExecutionAborted" and "ExecutionSucceeded" not in types
+
+
+def test_an_end_never_written_reads_failed_once_its_runner_is_gone(tmp_path):
+    # The disk stays full until the runner process exits: the next reader ends it FAILED, not RUNNING.
+    path = tmp_path / "scones.db"
+    script = textwrap.dedent(f"""
+        import sqlite3, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from backend.local.db import Database
+        from backend.local.states import StatesEngine, store
+        def full(*a, **k):
+            raise sqlite3.OperationalError("database or disk is full")
+        store.close_execution = full
+        engine = StatesEngine(Database({str(path)!r}), flush_interval=0.02)
+        arn = engine.start_execution({{"StartAt": "A", "States": {{"A": {{"Type": "Pass", "End": True}}}}}}, name="never-written")
+        print(engine.wait(arn, timeout=0.5).status, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "RUNNING"  # wait says what is written, not what it hoped to write
+    with StatesEngine(Database(path)) as reader:
+        record = reader.describe_execution("arn:aws:states:us-east-1:123456789012:execution:local:never-written")
+        assert record.status == "FAILED" and record.error == "States.Runtime"
 
 
 def test_stop_from_another_engine_reaches_the_runner(db):

@@ -3,9 +3,11 @@
 An execution runs on a worker thread of this process (or on the caller's thread with
 `run_execution`). Its events collect in memory and reach SQLite in batches: a background flusher
 writes what is pending a few times a second, and the final status goes in one transaction with the
-last events. Every row carries the runner's identity (pid + process start time), so an engine that
-starts later can tell an execution that is still running elsewhere from one whose runner died,
-and ends the latter as FAILED with States.Runtime instead of leaving it RUNNING forever.
+last events. An end that could not be written (a full disk, say) is kept with its events and tried
+again by the flusher each round until it is written; meanwhile the execution reads RUNNING. Every
+row carries the runner's identity (pid + process start time), so an engine that starts later can
+tell an execution that is still running elsewhere from one whose runner died, and ends the latter
+as FAILED with States.Runtime instead of leaving it RUNNING forever.
 """
 from __future__ import annotations
 
@@ -86,6 +88,17 @@ class _Active:
         self.lost_name = False  # another runner took the name before the row was written
         self.final: ExecutionRecord | None = None
         self.cancel_timeout: Callable[[], None] | None = None
+        self.end: _End | None = None  # how it ended, kept until written
+        self.settled = threading.Event()  # ended, and its end written (or overruled by a stop from elsewhere)
+
+
+@dataclass(frozen=True)
+class _End:
+    status: str
+    output: str | None
+    error: str | None
+    cause: str | None
+    stop: float
 
 
 class _StoppedElsewhere(Exception):
@@ -158,7 +171,8 @@ class StatesEngine:
         threading.Thread(target=connections.hold_open, args=(db, self._keeper_stop), daemon=True,
                          name="states-db-keeper").start()
         weakref.finalize(self, self._keeper_stop.set)
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, _Active] = {}  # running here, or ended with the end still to write
+        self._unwritten: dict[str, _Active] = {}  # ended, but the end's write failed: the flusher retries
         self._lock = threading.Lock()
         self._flush_wake = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -346,15 +360,19 @@ class StatesEngine:
     def _execute(self, active: _Active) -> None:
         run = active.run
         try:
-            output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
-            text = serialize(output, "execution output")
-            self._close(active, "SUCCEEDED", text, None, None)
-        except errors.StatesFailure as failure:
-            self._close(active, "FAILED", None, failure.error, failure.cause)
-        except errors.ExecutionHalted:
-            pass
-        except Exception as e:  # never leave an execution RUNNING because of an engine bug
-            self._close(active, "FAILED", None, errors.RUNTIME, f"The local states engine failed: {e!r}")
+            try:
+                output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
+                end: tuple | None = ("SUCCEEDED", serialize(output, "execution output"), None, None)
+            except errors.StatesFailure as failure:
+                end = ("FAILED", None, failure.error, failure.cause)
+            except errors.ExecutionHalted:
+                end = None  # stopped, timed out or out of history: the halt wrote (or keeps) that end
+            except Exception as e:  # never leave an execution RUNNING because of an engine bug
+                end = ("FAILED", None, errors.RUNTIME, f"The local states engine failed: {e!r}")
+            if end is not None:
+                self._close(active, *end)
+        except sqlite3.Error:
+            pass  # the end could not be written: it is kept, and the flusher writes it (_write_end)
         finally:
             if active.cancel_timeout is not None:
                 active.cancel_timeout()
@@ -362,11 +380,16 @@ class StatesEngine:
                 run.halted = "DONE"
             run.stopper.set()
             with self._lock:
-                self._active.pop(run.info.arn, None)
-            run.done.set()
+                run.done.set()  # under the lock: a retry of the end that succeeds now sees it
+                unwritten = run.info.arn in self._unwritten
+                if not unwritten:  # an unwritten end stays until the flusher writes it
+                    self._active.pop(run.info.arn, None)
+            if not unwritten:
+                active.settled.set()
 
     def _close(self, active: _Active, status: str, output: str | None, error: str | None, cause: str | None) -> bool:
-        """Write the terminal event and the final status with whatever events are still pending."""
+        """Write the terminal event and the final status with whatever events are still pending. A write
+        that fails raises, and the end is kept for the flusher to write (`_retry_ends`)."""
         run = active.run
         etype, key = _TERMINAL_EVENT[status]
         if status == "SUCCEEDED":
@@ -379,26 +402,60 @@ class StatesEngine:
                 run.history.append(etype, None, stop, key, details, terminal=True)
             except errors.ExecutionHalted:
                 return False  # someone else closed it first
-            events = run.history.take()
-            try:
-                with self._transaction() as conn:
-                    if not active.persisted:
-                        self._persist(conn, active)
-                    if not store.close_execution(conn, run.info.arn, status, output, error, cause, stop):
-                        raise _StoppedElsewhere()  # its ExecutionAborted stands; roll back ours
-                    store.write_events(conn, run.info.arn, events)
-            except _StoppedElsewhere:
-                return False
-            except sqlite3.IntegrityError:
-                active.lost_name = True
-                return False
-        info = run.info
-        active.final = ExecutionRecord(
-            arn=info.arn, name=info.name, state_machine_name=info.state_machine_name, status=status,
-            input=active.input_text, output=output, error=error, cause=cause,
-            start_date=to_datetime(info.start_time), stop_date=to_datetime(stop),
-        )
-        return True
+            active.end = _End(status, output, error, cause, stop)
+            return self._write_end(active)
+
+    def _write_end(self, active: _Active) -> bool:
+        """The end's transaction (the caller holds the flush lock). True once written; False when a stop
+        from elsewhere or another runner's name overrules it. A failed write gives the events back,
+        leaves the end to the flusher and raises."""
+        run, end = active.run, active.end
+        arn = run.info.arn
+        events = run.history.take()
+        try:
+            with self._transaction() as conn:
+                if not active.persisted:
+                    self._persist(conn, active)
+                if not store.close_execution(conn, arn, end.status, end.output, end.error, end.cause, end.stop):
+                    raise _StoppedElsewhere()  # its ExecutionAborted stands; roll back ours
+                store.write_events(conn, arn, events)
+        except _StoppedElsewhere:
+            written = False
+        except sqlite3.IntegrityError:
+            active.lost_name = True
+            written = False
+        except sqlite3.Error:
+            run.history.give_back(events)
+            with self._lock:
+                self._unwritten[arn] = active
+            self._ensure_flusher()
+            raise
+        else:
+            info = run.info
+            active.final = ExecutionRecord(
+                arn=arn, name=info.name, state_machine_name=info.state_machine_name, status=end.status,
+                input=active.input_text, output=end.output, error=end.error, cause=end.cause,
+                start_date=to_datetime(info.start_time), stop_date=to_datetime(end.stop),
+            )
+            written = True
+        with self._lock:
+            if self._unwritten.pop(arn, None) is not None and run.done.is_set():
+                self._active.pop(arn, None)  # its runner thread has ended: nothing else keeps it
+                active.settled.set()
+        return written
+
+    def _retry_ends(self) -> None:
+        """Write the ends whose write failed (the flusher's rounds): a full disk that has room again."""
+        with self._lock:
+            pending = list(self._unwritten.values())
+        for active in pending:
+            with active.flush_lock:
+                if active.run.info.arn not in self._unwritten:
+                    continue  # written meanwhile
+                try:
+                    self._write_end(active)
+                except sqlite3.Error:
+                    pass  # still failing: the next round tries again
 
     # --- flushing ---------------------------------------------------------------------------------
 
@@ -413,6 +470,7 @@ class StatesEngine:
         while True:
             self._flush_wake.wait(self.flush_interval)
             self._flush_wake.clear()
+            self._retry_ends()
             self.flush()
             self._checkpoint()
             with self._lock:
@@ -589,7 +647,7 @@ class StatesEngine:
         with self._lock:
             active = self._active.get(arn)
         if active is not None:
-            if active.run.done.wait(timeout) and active.final is not None:
+            if active.settled.wait(timeout) and active.final is not None:
                 return active.final  # what was just written: no read back
             return self.describe_execution(arn)
         while True:
