@@ -174,19 +174,23 @@ def test_stop_wakes_a_wait_and_ends_aborted(db):
 
 
 class FullDisk:
-    """store.close_execution failing as on a full disk until `free()`; counts the tries."""
+    """store.close_execution failing as on a full disk for `engine`'s writes until `free()` (after
+    `delay` seconds in the write, if given); counts the tries. Other engines write normally."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, engine: StatesEngine, delay: float = 0.0):
         self.real = store.close_execution
+        self.engine = engine
+        self.delay = delay
         self.tries = 0
         self.full = True
         monkeypatch.setattr(store, "close_execution", self)
 
-    def __call__(self, *args, **kwargs):
-        self.tries += 1
-        if self.full:
+    def __call__(self, conn, *args, **kwargs):
+        if self.full and conn is self.engine._writer:
+            self.tries += 1
+            time.sleep(self.delay)
             raise sqlite3.OperationalError("database or disk is full")
-        return self.real(*args, **kwargs)
+        return self.real(conn, *args, **kwargs)
 
     def free(self) -> None:
         self.full = False
@@ -203,7 +207,7 @@ def test_a_stop_whose_write_fails_stops_the_execution_and_is_written_once_the_di
     with StatesEngine(db, flush_interval=0.02) as engine:  # real clock: the Wait really waits an hour
         arn = engine.start_execution(LONG_WAIT, name="stop-on-a-full-disk")
         _until(lambda: any(e["type"] == "WaitStateEntered" for e in engine.get_execution_history(arn)))
-        disk = FullDisk(monkeypatch)
+        disk = FullDisk(monkeypatch, engine)
         with pytest.raises(sqlite3.OperationalError):
             engine.stop_execution(arn)  # the caller hears that the stop could not be written
         _until(lambda: engine._active[arn].run.done.is_set())  # its Wait woke and its thread ended
@@ -222,7 +226,7 @@ def test_an_end_whose_write_fails_is_written_by_the_flusher_with_all_its_events(
     with StatesEngine(db, gate, flush_interval=0.02) as engine:
         arn = engine.start_execution(task_machine(), {"k": 1}, name="end-on-a-full-disk")
         _until(lambda: gate.contexts)
-        disk = FullDisk(monkeypatch)
+        disk = FullDisk(monkeypatch, engine)
         gate.opened.set()
         _until(lambda: disk.tries >= 3)  # the end failed, and the flusher tried it again
         assert engine.wait(arn, timeout=0.05).status == "RUNNING"
@@ -245,16 +249,52 @@ def test_an_unwritten_end_yields_to_a_stop_from_another_process(db, monkeypatch)
         arn = engine.start_execution(task_machine(), {"k": 1}, name="end-overruled")
         _until(lambda: gate.contexts)
         engine.flush()
-        disk = FullDisk(monkeypatch)
+        disk = FullDisk(monkeypatch, engine)
         gate.opened.set()
         _until(lambda: disk.tries >= 2)
         with StatesEngine(Database(db.path)) as other:  # another process's stop writes ABORTED first
-            monkeypatch.setattr(store, "close_execution", disk.real)
             assert other.stop_execution(arn, cause="from elsewhere").status == "ABORTED"
+        disk.free()  # the retry now finds the execution ended elsewhere, and drops its own end
         assert engine.wait(arn, 10).status == "ABORTED"
         _until(lambda: arn not in engine._active)
     status, types, _ = _written(db, arn)
     assert status == "ABORTED" and types[-1] == "ExecutionAborted" and "ExecutionSucceeded" not in types
+
+
+def test_a_stop_written_while_the_runner_ends_is_kept_until_written(db, monkeypatch):
+    # The stop's write is under way (and fails) while the runner thread notices the stop and ends:
+    # the end must stay with the engine, not leave with the runner.
+    loop = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}, "B": {"Type": "Pass", "Next": "A"}}}
+    with StatesEngine(db, flush_interval=0.02) as engine:
+        arn = engine.start_execution(loop, name="stop-while-ending")
+        _until(lambda: len(engine.get_execution_history(arn)) > 20)
+        disk = FullDisk(monkeypatch, engine, delay=0.2)
+        with pytest.raises(sqlite3.OperationalError):
+            engine.stop_execution(arn)
+        _until(lambda: engine._active[arn].run.done.is_set())
+        assert arn in engine._active and arn in engine._unwritten
+        assert engine.wait(arn, timeout=0.05).status == "RUNNING"
+        disk.free()
+        assert engine.wait(arn, 10).status == "ABORTED"
+    status, types, ids = _written(db, arn)
+    assert status == "ABORTED" and types[-1] == "ExecutionAborted" and ids == list(range(1, len(ids) + 1))
+
+
+def test_a_stop_of_an_execution_whose_end_is_unwritten_writes_that_end(db, monkeypatch):
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=3600) as engine:  # no retry by the flusher here
+        arn = engine.start_execution(task_machine(), {"k": 1}, name="ended-then-stopped")
+        _until(lambda: gate.contexts)
+        disk = FullDisk(monkeypatch, engine)
+        gate.opened.set()
+        _until(lambda: disk.tries >= 1 and engine._active[arn].run.done.is_set())
+        with pytest.raises(sqlite3.OperationalError):
+            engine.stop_execution(arn)  # the disk is still full: said, and nothing else written
+        disk.free()
+        assert engine.stop_execution(arn).status == "SUCCEEDED"  # it had ended: that end stands
+        assert engine.wait(arn, 1).status == "SUCCEEDED"
+    status, types, _ = _written(db, arn)
+    assert status == "SUCCEEDED" and types[-2:] == ["TaskStateExited", "ExecutionSucceeded"]
 
 
 def test_an_end_never_written_reads_failed_once_its_runner_is_gone(tmp_path):

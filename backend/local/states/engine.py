@@ -379,7 +379,9 @@ class StatesEngine:
             if run.halted is None:
                 run.halted = "DONE"
             run.stopper.set()
-            with self._lock:
+            # The flush lock first: a stop's or a timeout's end being written on another thread
+            # right now is written, or registered as unwritten, before this looks.
+            with active.flush_lock, self._lock:
                 run.done.set()  # under the lock: a retry of the end that succeeds now sees it
                 unwritten = run.info.arn in self._unwritten
                 if not unwritten:  # an unwritten end stays until the flusher writes it
@@ -407,8 +409,9 @@ class StatesEngine:
 
     def _write_end(self, active: _Active) -> bool:
         """The end's transaction (the caller holds the flush lock). True once written; False when a stop
-        from elsewhere or another runner's name overrules it. A failed write gives the events back,
-        leaves the end to the flusher and raises."""
+        from elsewhere or another runner's name overrules it. A write that failed in a way that may pass
+        (a full disk, a lock held too long) gives the events back, leaves the end to the flusher and
+        raises; any other failure raises and gives up (the execution ends FAILED when this process does)."""
         run, end = active.run, active.end
         arn = run.info.arn
         events = run.history.take()
@@ -424,11 +427,14 @@ class StatesEngine:
         except sqlite3.IntegrityError:
             active.lost_name = True
             written = False
-        except sqlite3.Error:
+        except sqlite3.OperationalError:
             run.history.give_back(events)
             with self._lock:
                 self._unwritten[arn] = active
             self._ensure_flusher()
+            raise
+        except sqlite3.Error:
+            self._settle_end(active)
             raise
         else:
             info = run.info
@@ -438,11 +444,20 @@ class StatesEngine:
                 start_date=to_datetime(info.start_time), stop_date=to_datetime(end.stop),
             )
             written = True
-        with self._lock:
-            if self._unwritten.pop(arn, None) is not None and run.done.is_set():
-                self._active.pop(arn, None)  # its runner thread has ended: nothing else keeps it
-                active.settled.set()
+        self._settle_end(active)
         return written
+
+    def _settle_end(self, active: _Active) -> None:
+        """An unwritten end is done with (written, overruled or given up): once the runner thread has
+        ended too, nothing keeps the execution here any more."""
+        arn = active.run.info.arn
+        if arn not in self._unwritten:  # exact without the lock: only the flush lock's holder adds it
+            return
+        with self._lock:
+            self._unwritten.pop(arn, None)
+            if active.run.done.is_set():
+                self._active.pop(arn, None)
+                active.settled.set()
 
     def _retry_ends(self) -> None:
         """Write the ends whose write failed (the flusher's rounds): a full disk that has room again."""
@@ -474,7 +489,7 @@ class StatesEngine:
             self.flush()
             self._checkpoint()
             with self._lock:
-                busy = bool(self._active)
+                busy = bool(self._active or self._unwritten)
                 if not busy and time.monotonic() - idle_since > 5:
                     self._flusher = None
                     return
@@ -674,6 +689,12 @@ class StatesEngine:
         with self._lock:
             active = self._active.get(arn)
         if active is not None and active.run.halt("ABORTED", error, cause):
+            return self.describe_execution(arn)
+        if active is not None and arn in self._unwritten:
+            # It ended here and its end is not written yet: that end stands (write it now), not a stop.
+            with active.flush_lock:
+                if arn in self._unwritten:
+                    self._write_end(active)
             return self.describe_execution(arn)
         with self._transaction() as conn:
             status = store.status_of(conn, arn)
