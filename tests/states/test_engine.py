@@ -265,7 +265,7 @@ def test_a_stop_written_while_the_runner_ends_is_kept_until_written(db, monkeypa
     # The stop's write is under way (and fails) while the runner thread notices the stop and ends:
     # the end must stay with the engine, not leave with the runner.
     loop = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}, "B": {"Type": "Pass", "Next": "A"}}}
-    with StatesEngine(db, flush_interval=0.02) as engine:
+    with StatesEngine(db, flush_interval=0.02, history_limit=10**9) as engine:  # the loop never runs out
         arn = engine.start_execution(loop, name="stop-while-ending")
         _until(lambda: len(engine.get_execution_history(arn)) > 20)
         disk = FullDisk(monkeypatch, engine, delay=0.2)
@@ -295,6 +295,44 @@ def test_a_stop_of_an_execution_whose_end_is_unwritten_writes_that_end(db, monke
         assert engine.wait(arn, 1).status == "SUCCEEDED"
     status, types, _ = _written(db, arn)
     assert status == "SUCCEEDED" and types[-2:] == ["TaskStateExited", "ExecutionSucceeded"]
+
+
+def test_a_stop_just_after_an_end_that_failed_to_write_still_writes_that_end(db, monkeypatch):
+    from backend.local.states.runtime import Clock
+
+    class SlowCancel(Clock):  # widens the moment between the runner's failed end and its last look
+        def call_later(self, seconds, fn):
+            cancel = super().call_later(seconds, fn)
+            return lambda: (time.sleep(0.5), cancel())
+
+    gate = Gate()
+    with StatesEngine(db, gate, clock=SlowCancel(), flush_interval=3600) as engine:
+        arn = engine.start_execution({**task_machine(), "TimeoutSeconds": 100}, {"k": 1}, name="stop-in-the-gap")
+        _until(lambda: gate.contexts)
+        disk = FullDisk(monkeypatch, engine)
+        gate.opened.set()
+        _until(lambda: arn in engine._unwritten)
+        with pytest.raises(sqlite3.OperationalError):
+            engine.stop_execution(arn)  # the stop finds the unwritten end, and says the disk is full
+        disk.free()
+        assert engine.stop_execution(arn).status == "SUCCEEDED"
+    assert _written(db, arn)[0] == "SUCCEEDED"
+
+
+def test_a_time_out_whose_write_fails_is_written_once_the_disk_has_room(db, monkeypatch):
+    machine = {**LONG_WAIT, "TimeoutSeconds": 1}
+    errors_in_threads = []
+    monkeypatch.setattr(threading, "excepthook", errors_in_threads.append)
+    with StatesEngine(db, flush_interval=0.02) as engine:
+        arn = engine.start_execution(machine, name="time-out-on-a-full-disk")
+        _until(lambda: any(e["type"] == "WaitStateEntered" for e in engine.get_execution_history(arn)))
+        disk = FullDisk(monkeypatch, engine)
+        _until(lambda: disk.tries >= 2)  # the timer's write failed, and the flusher tried again
+        assert engine.describe_execution(arn).status == "RUNNING"
+        disk.free()
+        assert engine.wait(arn, 10).status == "TIMED_OUT"
+    assert errors_in_threads == []  # the timer thread did not die of the full disk
+    assert _written(db, arn)[:2] == ("TIMED_OUT", ["ExecutionStarted", "WaitStateEntered", "ExecutionTimedOut"])
 
 
 def test_an_end_never_written_reads_failed_once_its_runner_is_gone(tmp_path):

@@ -323,10 +323,17 @@ class StatesEngine:
         if machine.timeout_seconds:
             active.cancel_timeout = self.clock.call_later(
                 machine.timeout_seconds,
-                lambda: active.run.halt("TIMED_OUT", errors.TIMEOUT,
-                                        f"The execution ran longer than its TimeoutSeconds ({machine.timeout_seconds} s)."),
+                lambda: self._time_out(
+                    active, f"The execution ran longer than its TimeoutSeconds ({machine.timeout_seconds} s)."),
             )
         self._ensure_flusher()
+
+    @staticmethod
+    def _time_out(active: _Active, cause: str) -> None:
+        try:
+            active.run.halt("TIMED_OUT", errors.TIMEOUT, cause)
+        except sqlite3.Error:
+            pass  # the end is kept, and the flusher writes it (_write_end)
 
     def _persist(self, conn: sqlite3.Connection, active: _Active, status: str = "RUNNING") -> None:
         """Write the execution's row (IntegrityError if the name is taken)."""
@@ -688,14 +695,17 @@ class StatesEngine:
         """Stop a running execution: it ends ABORTED at once, and its Waits and loops wake up."""
         with self._lock:
             active = self._active.get(arn)
-        if active is not None and active.run.halt("ABORTED", error, cause):
-            return self.describe_execution(arn)
-        if active is not None and arn in self._unwritten:
-            # It ended here and its end is not written yet: that end stands (write it now), not a stop.
-            with active.flush_lock:
-                if arn in self._unwritten:
-                    self._write_end(active)
-            return self.describe_execution(arn)
+        if active is not None:
+            halted = active.run.halt("ABORTED", error, cause)
+            if arn in self._unwritten:
+                # It ended here (before this stop, or by it) and that end is not written yet: it
+                # stands; write it now.
+                with active.flush_lock:
+                    if arn in self._unwritten:
+                        self._write_end(active)
+                return self.describe_execution(arn)
+            if halted:
+                return self.describe_execution(arn)
         with self._transaction() as conn:
             status = store.status_of(conn, arn)
             if status is None:
