@@ -379,7 +379,7 @@ class StatesEngine:
             if end is not None:
                 self._close(active, *end)
         except sqlite3.Error:
-            pass  # the end could not be written: it is kept, and the flusher writes it (_write_end)
+            pass  # not written: kept for the flusher when the failure may pass (_write_end)
         finally:
             if active.cancel_timeout is not None:
                 active.cancel_timeout()
