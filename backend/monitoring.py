@@ -228,11 +228,12 @@ def build_chart_data(cols: Columns, classes: Iterable[str], threshold: float, si
         if in_window is not None:
             ex = ex[in_window]
 
-    # time buckets over the window, or over the span of the data when the window is open
+    # time buckets over the span of the data inside the window (three minutes of traffic in the last
+    # 24 hours is drawn in seconds-wide buckets, not as one 15-minute band), or over the window when empty
     ends = ([float(t.min()), float(t.max())] if n else []) + \
         ([float(ex["start"].min()), float(ex["start"].max())] if len(ex) else [])
-    lo = since if since is not None else (min(ends) if ends else None)
-    hi = until if until is not None else (max(ends) + 1 if ends else None)
+    lo = min(ends) if ends else since
+    hi = max(ends) + 1 if ends else until
     if lo is None or hi is None:
         lo = hi - 3600 if hi is not None else (lo if lo is not None else 0.0)
         hi = lo + 3600 if hi is None else hi

@@ -12,6 +12,20 @@ METRIC_COLUMNS = ["epoch", "metric", "value"]
 NO_VALUE = "—"
 
 
+def progress_text(job, planned: int, running: bool) -> str:
+    """A job's progress bar text: epochs done, and while it runs what it is doing or about how long is left
+    (its elapsed time per epoch so far, startup included)."""
+    done = len(job.epochs)
+    text = f"{done} of {planned} epochs done"
+    if not running:
+        return text
+    if not done:
+        doing = job.secondary_status.lower() + (" the first epoch" if job.secondary_status == "Training" else "")
+        return f"{text} · {doing}"
+    left = job.seconds / done * max(planned - done, 0)
+    return f"{text} · about {left / 60:.0f} min left" if left >= 90 else f"{text} · about {left:.0f} s left"
+
+
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
     has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss)."""

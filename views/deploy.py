@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend.api import SconesError
+from backend.api import JOB_COMPLETED, SconesError
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend
 from ui.widgets import show_error
@@ -25,13 +25,17 @@ try:
     workspace = b.describe_workspace()
     models = b.list_models()
     endpoints = b.list_endpoints()
+    with_model = {m.job_name for m in models}
+    # Completed jobs whose model is not made yet: CreateModel from here too, not only on the Train page.
+    unmodelled = [j.job_name for j in b.list_training_jobs()
+                  if j.status == JOB_COMPLETED and j.job_name not in with_model]
 except SconesError as exc:
     show_error(exc)
     st.stop()
 
 
 def act(call, *args) -> None:
-    """Run an endpoint action; redraw on success, one sentence on failure."""
+    """Run an action; redraw on success, one sentence on failure."""
     try:
         call(*args)
     except SconesError as exc:
@@ -50,11 +54,27 @@ def model_label(name: str) -> str:
     return f"{name} · validation accuracy {acc:.3f}" if acc is not None else name
 
 
+def create_model_ui() -> None:
+    """CreateModel from a completed training job that has no model yet."""
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    job = cols[0].selectbox("Completed training job without a model", unmodelled, key="deploy_job")
+    if cols[1].button("Create model", key="deploy_create_model", help="As CreateModel: the job's artifact, ready to deploy."):
+        act(b.create_model, job)
+
+
 def model_ui() -> str | None:
     """The chosen model's name, with its metrics shown."""
     if not models:
-        st.info("No model yet: train a job on the Train page; its model appears here once it completes.")
+        if unmodelled:
+            st.info("No model yet: create one from a completed training job to deploy it.")
+            create_model_ui()
+        else:
+            st.info("No model yet: train a job on the Train page; once it completes, create its model here "
+                    "(or with Create model under the job on the Train page).")
         return None
+    if unmodelled:
+        with st.expander(f"Create a model from a completed training job ({len(unmodelled)} without one)"):
+            create_model_ui()
     name = st.selectbox("Model", [m.model_name for m in models], format_func=model_label, key="deploy_model")
     model = next(m for m in models if m.model_name == name)
     metrics = sorted(model.metrics.items())

@@ -8,7 +8,7 @@ import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
-    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
+    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, progress_text,
 )
 from ui.state import backend
 from ui.widgets import image_grid, show_error
@@ -102,6 +102,10 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     preset = st.session_state.get("train_preset", "local")
     st.caption(f"Preset: **{PRESETS[preset]}**" if preset in PRESETS
                else f"Copied from job **{preset.removeprefix('job:')}** (edit before starting)")
+    if preset == "sagemaker" and b.name == "local":
+        st.warning("These are the notebook's values for a GPU on AWS. Here they train ResNet-152 on the CPU: about "
+                   "a minute or more per epoch on 2 cores, so 30 epochs take half an hour or longer. "
+                   f"**{PRESETS['local']}** trains in about a minute and a half.", icon=":material/schedule:")
     confirmed = billing_ui()
     with st.form("train_form", border=True):
         cols = st.columns(4)
@@ -157,7 +161,7 @@ def job_view(name: str) -> None:
         st.rerun()  # the job just ended: redraw the whole page (job list, evaluation)
     c1, c2, c3 = st.columns([2, 2, 1])
     c1.markdown(f"**{job.job_name}** · {job.status} · {job.secondary_status}")
-    c2.progress(min(len(job.epochs) / planned, 1.0), text=f"epoch {len(job.epochs)} of {planned}")
+    c2.progress(min(len(job.epochs) / planned, 1.0), text=progress_text(job, planned, running))
     if job.status == JOB_IN_PROGRESS and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
         try:
             b.stop_training_job(name)

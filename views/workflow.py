@@ -91,8 +91,9 @@ def run_ui() -> None:
                                 source, "wf_count"))
     override = c4.checkbox("Another threshold for this run only", key="wf_override")
     current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
-    threshold = c5.slider("Threshold", 0.0, 1.0, float(current), 0.01, key="wf_threshold",
-                          disabled=not override)
+    if not override or "wf_threshold" not in st.session_state:
+        st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
+    threshold = c5.slider("Threshold", 0.0, 1.0, step=0.01, key="wf_threshold", disabled=not override)
     if st.button("Start", type="primary", key="wf_start", disabled=source == "Upload an image" and upload is None):
         try:
             if upload is not None:

@@ -1,6 +1,7 @@
 """views/deploy.py headless with AppTest, against a real local backend with the deployment service."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,34 @@ def test_empty_workspace_says_what_to_do_first(page_backend):
     infos = " ".join(texts(at.info))
     assert "No model yet" in infos and "No endpoint yet" in infos and "No endpoint is InService yet" in infos
     assert not at.button  # nothing to deploy, nothing to classify
+
+
+def test_a_completed_job_without_a_model_gets_its_model_made_here(page_backend, artifact_a, monkeypatch):
+    # A user who trained and came straight here must not meet a dead end (no model until "Create
+    # model" on the Train page): the page offers the completed job and makes its model.
+    from types import SimpleNamespace
+
+    page_backend.fake_models.models.clear()
+    jobs = [SimpleNamespace(job_name="job-done", status="Completed"),
+            SimpleNamespace(job_name="job-running", status="InProgress")]
+    made = []
+
+    def create_model(job: str):
+        made.append(job)
+        model = replace(page_backend.fake_models.add(f"model-of-{job}", artifact_a), job_name=job)
+        page_backend.fake_models.models[model.model_name] = model
+        return model
+
+    monkeypatch.setattr(page_backend, "list_training_jobs", lambda: jobs)
+    monkeypatch.setattr(page_backend, "create_model", create_model)
+    at = run_page()
+    assert not at.exception
+    assert any("create one from a completed training job" in i for i in texts(at.info))
+    assert at.selectbox(key="deploy_job").options == ["job-done"]  # not the one still running
+    at.button(key="deploy_create_model").click().run()
+    assert not at.exception and made == ["job-done"]
+    assert at.selectbox(key="deploy_model").value == "model-of-job-done"
+    assert not [e for e in at.selectbox if e.key == "deploy_job"]  # every completed job has its model now
 
 
 def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):

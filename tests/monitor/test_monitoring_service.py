@@ -127,6 +127,20 @@ def test_chart_frames_stay_small_at_a_million_records():
     assert alt.data_transformers.options.get("max_rows", 5000) == 5000
 
 
+def test_buckets_fit_the_data_not_the_whole_window():
+    # Three minutes of traffic seen in a 24-hour window: buckets a few seconds wide, not one 15-minute band.
+    n = 180
+    probs = np.stack([np.full(n, 0.8), np.full(n, 0.2)], axis=1)
+    cols = Columns(T0 + np.arange(n, dtype=np.float64), np.zeros(n, "S1"), probs, probs.max(axis=1),
+                   probs.argmax(axis=1).astype(np.int16), np.zeros(n, np.int32), np.zeros(n, np.int64),
+                   np.zeros(n, np.int32), np.zeros(n, np.int8))
+    charts = build_chart_data(cols, ("bicycle", "motorcycle"), 0.5, T0 + n - 86400, T0 + n, [])
+    assert charts.bucket_seconds <= 5 and len(charts.buckets) >= 36
+    assert int(charts.buckets["records"].sum()) == n
+    empty = build_chart_data(cols, ("bicycle", "motorcycle"), 0.5, T0 - 86400, T0 - 3600, [])  # no data inside
+    assert empty.records == 0 and empty.bucket_seconds == 900  # the window's own buckets
+
+
 def test_retention_and_size_cap_delete_oldest_files_and_never_recent_ones(mb, monkeypatch):
     bucket_dir = mb.store.bucket_dir(mb.objects.bucket)
     day = 86400

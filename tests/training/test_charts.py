@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import altair as alt
 
-from ui.charts_training import confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame
+from ui.charts_training import (
+    confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame, progress_text,
+)
 
 EPOCHS = [
     {"epoch": 1.0, "train:accuracy": 0.6, "train:loss": 0.7, "validation:accuracy": 0.55},
@@ -59,3 +61,16 @@ def test_jobs_frame_shows_a_dash_where_a_metric_is_missing_and_the_secondary_sta
     assert df.loc[0, ["train accuracy", "validation accuracy", "train loss"]].tolist() == ["—", "—", "—"]
     assert df.loc[1, ["train accuracy", "validation accuracy", "train loss"]].tolist() == ["0.910", "0.876", "—"]
     assert df.loc[0, "seconds"] == 3.0
+
+
+def test_progress_text_says_what_a_job_is_doing_and_about_how_long_is_left():
+    from types import SimpleNamespace
+
+    def job(epochs: int, seconds: float, secondary: str = "Training"):
+        return SimpleNamespace(epochs=EPOCHS[:1] * epochs, seconds=seconds, secondary_status=secondary)
+
+    assert progress_text(job(0, 2.0, "Downloading"), 30, True) == "0 of 30 epochs done · downloading"
+    assert progress_text(job(0, 5.0), 30, True) == "0 of 30 epochs done · training the first epoch"
+    assert progress_text(job(2, 10.0), 3, True) == "2 of 3 epochs done · about 5 s left"
+    assert progress_text(job(3, 180.0), 30, True) == "3 of 30 epochs done · about 27 min left"
+    assert progress_text(job(3, 9.0), 3, False) == "3 of 3 epochs done"  # ended: no estimate

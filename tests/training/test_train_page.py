@@ -52,8 +52,10 @@ def test_the_sagemaker_preset_fills_in_the_notebooks_values(staged):
     assert at.text_input(key="hp_epochs").value == "30"
     assert at.text_input(key="hp_learning_rate").value == "0.1"
     assert at.selectbox(key="hp_optimizer").value == "sgd"
+    assert any("half an hour or longer" in w.value for w in at.warning)  # said before a long CPU run starts
     at.button(key="train_preset_local").click().run()
     assert at.selectbox(key="hp_num_layers").value == "20"
+    assert not at.warning
 
 
 def test_a_bad_value_is_shown_as_an_error_and_starts_nothing(staged):

@@ -53,6 +53,26 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     assert any(label.startswith("serializeImageData") for label in labels), (labels, at.selectbox(key="wf_pick").value, names)
 
 
+def test_the_run_threshold_follows_the_workflow_until_another_is_asked_for(wf_page, wf):
+    machine = wf.describe_state_machine("scones-workflow")
+    try:
+        wf.deploy_workflow(machine.endpoint_name, 0.33)
+        at = wf_page.run()
+        assert at.slider(key="wf_threshold").value == pytest.approx(0.33)
+        wf.deploy_workflow(machine.endpoint_name, 0.8)  # updated (here, or on another page or process)
+        at.run()
+        assert at.slider(key="wf_threshold").value == pytest.approx(0.8)  # not the 0.33 it showed
+        at.checkbox(key="wf_override").check().run()
+        at.slider(key="wf_threshold").set_value(0.1).run()
+        wf.deploy_workflow(machine.endpoint_name, 0.6)
+        at.run()
+        assert at.slider(key="wf_threshold").value == pytest.approx(0.1)  # the one asked for stays
+        at.checkbox(key="wf_override").uncheck().run()
+        assert at.slider(key="wf_threshold").value == pytest.approx(0.6)
+    finally:
+        wf.deploy_workflow(machine.endpoint_name, machine.threshold)
+
+
 def test_workflow_page_import_names_an_unknown_function(wf_page):
     at = wf_page.run()
     assert not at.exception
