@@ -109,7 +109,7 @@ def lowest_ui(endpoint: str, since: float | None) -> None:
     if not images:
         st.caption("Nothing captured in this window.")
         return
-    with_image = [(im.image, f"{im.label} {im.confidence:.1%} · " + " / ".join(f"{p:.2f}" for p in im.probabilities.values()))
+    with_image = [(im.image, f"{im.label} {im.confidence:.1%} · " + ", ".join(f"{k} {p:.2f}" for k, p in im.probabilities.items()))
                   for im in images if im.image]
     if with_image:
         image_grid(with_image, columns=6, width=96)
