@@ -100,6 +100,8 @@ class CredentialsError(SconesError):
 # ---------------------------------------------------------------------------------------------
 
 STEPS = ("stage", "train", "deploy", "workflow", "monitor", "cleanup")
+# The endpoint name the CLI and the Deploy page suggest (the AWS Lambda role's first policy covers scones-*).
+DEFAULT_ENDPOINT = "scones-endpoint"
 STEP_STATES = ("not_started", "in_progress", "done", "failed")
 
 # Job statuses follow SageMaker's (InProgress -> Completed | Failed | Stopped).

@@ -12,13 +12,12 @@ import sys
 import time
 from typing import Any, Callable
 
-from backend.api import JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError
+from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError
 from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 LIST_ROUNDS = 60  # workflow list on AWS: up to a minute of DescribeExecution (25 a call) for a long list
-DEFAULT_ENDPOINT = "scones-endpoint"
 DEFAULT_CAPTURE_PERCENT = 100  # the notebook's data capture
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend.api import JOB_COMPLETED, SconesError
+from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SconesError
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend
 from ui.widgets import show_error
@@ -90,9 +90,9 @@ def model_ui() -> str | None:
     return name
 
 
-def settings_ui(model_name: str) -> dict:
+def settings_ui() -> dict:
     """Endpoint and data-capture settings, as keyword arguments of backend.deploy."""
-    default_name = endpoints[0].endpoint_name if endpoints else model_name
+    default_name = endpoints[0].endpoint_name if endpoints else DEFAULT_ENDPOINT  # as the CLI suggests
     left, right = st.columns(2)
     name = left.text_input("Endpoint name (an existing endpoint is updated)", value=default_name,
                            key="deploy_endpoint_name").strip()
@@ -113,7 +113,7 @@ with st.container(border=True):
     st.subheader("Deploy a model")
     chosen = model_ui()
     if chosen is not None:
-        settings = settings_ui(chosen)
+        settings = settings_ui()
         st.caption(b.endpoint_cost_notice())
         billing = b.billing_notice("endpoint", settings["instance_type"])  # None where nothing bills
         confirmed = billing is None or st.checkbox(billing.confirmation,

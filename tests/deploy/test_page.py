@@ -74,6 +74,7 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     assert [m.value for m in at.metric] == ["0.910", "0.870", "2"]  # train, validation accuracy; classes
     assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/data_capture"
     assert any("A local endpoint is one process on this machine" in c for c in texts(at.caption))
+    assert at.text_input(key="deploy_endpoint_name").value == "scones-endpoint"  # the CLI's default too
     at.text_input(key="deploy_endpoint_name").set_value("page-ep")
     at.slider(key="deploy_percent").set_value(50)
     at.button(key="deploy_go").click().run()
