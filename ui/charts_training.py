@@ -12,18 +12,21 @@ METRIC_COLUMNS = ["epoch", "metric", "value"]
 NO_VALUE = "—"
 
 
-def progress_text(job, planned: int, running: bool) -> str:
-    """A job's progress bar text: epochs done, and while it runs what it is doing or about how long is left
-    (its elapsed time per epoch so far, startup included)."""
+def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> str:
+    """A job's progress bar text: epochs done and what the job is doing; while it trains, about how long
+    is left at `seconds_per_epoch` (the pace epochs were seen to end at, startup not counted)."""
     done = len(job.epochs)
     text = f"{done} of {planned} epochs done"
-    if not running:
+    if job.status == "Stopping":
+        return f"{text} · stopping"
+    if job.status != "InProgress":
         return text
-    if not done:
-        doing = job.secondary_status.lower() + (" the first epoch" if job.secondary_status == "Training" else "")
-        return f"{text} · {doing}"
-    left = job.seconds / done * max(planned - done, 0)
-    return f"{text} · about {left / 60:.0f} min left" if left >= 90 else f"{text} · about {left:.0f} s left"
+    training = job.secondary_status == "Training"
+    if training and seconds_per_epoch and done:
+        left = seconds_per_epoch * max(planned - done, 0)
+        return f"{text} · about {left / 60:.0f} min left" if left >= 90 else f"{text} · about {left:.0f} s left"
+    doing = "training the first epoch" if training and not done else (job.secondary_status or "").lower()
+    return f"{text} · {doing}" if doing else text
 
 
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:

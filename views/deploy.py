@@ -25,13 +25,16 @@ try:
     workspace = b.describe_workspace()
     models = b.list_models()
     endpoints = b.list_endpoints()
-    with_model = {m.job_name for m in models}
-    # Completed jobs whose model is not made yet: CreateModel from here too, not only on the Train page.
-    unmodelled = [j.job_name for j in b.list_training_jobs()
-                  if j.status == JOB_COMPLETED and j.job_name not in with_model]
 except SconesError as exc:
     show_error(exc)
     st.stop()
+try:  # completed jobs whose model is not made yet: CreateModel from here too, not only on the Train page
+    with_model = {m.job_name for m in models}
+    unmodelled = [j.job_name for j in b.list_training_jobs()
+                  if j.status == JOB_COMPLETED and j.job_name not in with_model]
+except SconesError as exc:  # a side feature: the rest of the page still serves
+    unmodelled = []
+    st.caption(f"Training jobs could not be listed ({exc}); create models on the Train page.")
 
 
 def act(call, *args) -> None:
@@ -59,7 +62,13 @@ def create_model_ui() -> None:
     cols = st.columns([3, 1], vertical_alignment="bottom")
     job = cols[0].selectbox("Completed training job without a model", unmodelled, key="deploy_job")
     if cols[1].button("Create model", key="deploy_create_model", help="As CreateModel: the job's artifact, ready to deploy."):
-        act(b.create_model, job)
+        try:
+            model = b.create_model(job)
+        except SconesError as exc:
+            show_error(exc)
+        else:
+            st.session_state["deploy_model"] = model.model_name  # the one just made, not the one shown before
+            st.rerun()
 
 
 def model_ui() -> str | None:

@@ -1,6 +1,7 @@
 """Train: the image-classification algorithm's hyperparameters, Start, a live chart, the jobs, evaluation."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
@@ -134,6 +135,19 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
 
 
+def epoch_pace(job: TrainingJob) -> float | None:
+    """Seconds per epoch as this page saw the job's epochs end (so startup is not counted), once it has
+    seen two epoch counts."""
+    seen = st.session_state.setdefault("train_epochs_seen", {}).setdefault(job.job_name, {})
+    done = len(job.epochs)
+    if done and done not in seen:
+        seen[done] = time.monotonic()
+    if len(seen) < 2:
+        return None
+    (first, t0), (last, t1) = min(seen.items()), max(seen.items())
+    return (t1 - t0) / (last - first)
+
+
 def jobs_table_view(polled: bool) -> None:
     """The job list; a fragment polled while any job runs, so it keeps up with the job panel below."""
     try:
@@ -161,7 +175,7 @@ def job_view(name: str) -> None:
         st.rerun()  # the job just ended: redraw the whole page (job list, evaluation)
     c1, c2, c3 = st.columns([2, 2, 1])
     c1.markdown(f"**{job.job_name}** · {job.status} · {job.secondary_status}")
-    c2.progress(min(len(job.epochs) / planned, 1.0), text=progress_text(job, planned, running))
+    c2.progress(min(len(job.epochs) / planned, 1.0), text=progress_text(job, planned, epoch_pace(job)))
     if job.status == JOB_IN_PROGRESS and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
         try:
             b.stop_training_job(name)

@@ -66,6 +66,26 @@ def test_a_completed_job_without_a_model_gets_its_model_made_here(page_backend, 
     assert at.selectbox(key="deploy_model").value == "model-of-job-done"
     assert not [e for e in at.selectbox if e.key == "deploy_job"]  # every completed job has its model now
 
+    jobs.append(SimpleNamespace(job_name="job-later", status="Completed"))  # with a model shown, from the expander
+    at.run()
+    assert at.selectbox(key="deploy_job").options == ["job-later"]
+    at.button(key="deploy_create_model").click().run()
+    assert not at.exception and made == ["job-done", "job-later"]
+    assert at.selectbox(key="deploy_model").value == "model-of-job-later"  # the new one is the one deployed
+
+
+def test_jobs_that_cannot_be_listed_leave_the_page_serving(page_backend, monkeypatch):
+    from backend.api import Throttling
+
+    def throttled():
+        raise Throttling("Rate exceeded for DescribeTrainingJob.")
+
+    monkeypatch.setattr(page_backend, "list_training_jobs", throttled)
+    at = run_page()
+    assert not at.exception
+    assert at.selectbox(key="deploy_model").value == "model-a" and at.button(key="deploy_go")
+    assert any("Training jobs could not be listed" in c for c in texts(at.caption))
+
 
 def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     at = run_page()

@@ -66,11 +66,15 @@ def test_jobs_frame_shows_a_dash_where_a_metric_is_missing_and_the_secondary_sta
 def test_progress_text_says_what_a_job_is_doing_and_about_how_long_is_left():
     from types import SimpleNamespace
 
-    def job(epochs: int, seconds: float, secondary: str = "Training"):
-        return SimpleNamespace(epochs=EPOCHS[:1] * epochs, seconds=seconds, secondary_status=secondary)
+    def job(epochs: int, secondary: str = "Training", status: str = "InProgress"):
+        return SimpleNamespace(epochs=EPOCHS[:1] * epochs, status=status, secondary_status=secondary)
 
-    assert progress_text(job(0, 2.0, "Downloading"), 30, True) == "0 of 30 epochs done · downloading"
-    assert progress_text(job(0, 5.0), 30, True) == "0 of 30 epochs done · training the first epoch"
-    assert progress_text(job(2, 10.0), 3, True) == "2 of 3 epochs done · about 5 s left"
-    assert progress_text(job(3, 180.0), 30, True) == "3 of 30 epochs done · about 27 min left"
-    assert progress_text(job(3, 9.0), 3, False) == "3 of 3 epochs done"  # ended: no estimate
+    assert progress_text(job(0, "Downloading"), 30) == "0 of 30 epochs done · downloading"
+    assert progress_text(job(0), 30, 1.1) == "0 of 30 epochs done · training the first epoch"
+    assert progress_text(job(1), 30) == "1 of 30 epochs done · training"  # no pace seen yet: no guess
+    assert progress_text(job(2), 3, 5.0) == "2 of 3 epochs done · about 5 s left"
+    assert progress_text(job(3), 30, 60.0) == "3 of 30 epochs done · about 27 min left"
+    assert progress_text(job(30, "Uploading"), 30, 1.0) == "30 of 30 epochs done · uploading"
+    assert progress_text(job(3, "Training", "Stopping"), 30, 1.0) == "3 of 30 epochs done · stopping"
+    assert progress_text(job(3, "", "InProgress"), 30) == "3 of 30 epochs done"  # AWS's empty secondary status
+    assert progress_text(job(3, "Completed", "Completed"), 3, 1.0) == "3 of 3 epochs done"
