@@ -222,8 +222,10 @@ if machines:
                        f"their error and class fill in over the next refreshes; {cards['unread_failed']} failed "
                        "one(s) among them count in Below threshold or Failed otherwise once read.")
         st.dataframe(df, hide_index=True, height=min(260, 38 + 35 * len(df)),  # no empty rows under a short list
-                     column_config={"error": st.column_config.TextColumn(width="large"),
-                                    "name": st.column_config.TextColumn(width="medium")})
+                     column_config={"name": st.column_config.TextColumn(width=120),
+                                    "status": st.column_config.TextColumn(width=100),
+                                    "error": st.column_config.TextColumn(width=240),
+                                    "class": st.column_config.TextColumn(width=95)})
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:
             st.session_state["wf_pick"] = names[0]
