@@ -262,8 +262,12 @@ any_running = any(j.status in ACTIVE for j in jobs)
 st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
-    st.session_state["train_selected"] = names[0]
+    # Streamlit forgets a widget's value on another page: come back to the job last looked at (and so
+    # to its evaluation), else the newest.
+    kept = st.session_state.get("train_last_selected")
+    st.session_state["train_selected"] = kept if kept in names else names[0]
 selected = st.selectbox("Job", names, key="train_selected")
+st.session_state["train_last_selected"] = selected
 current = next(j for j in jobs if j.job_name == selected)
 
 st.fragment(run_every=POLL_SECONDS if current.status in ACTIVE else None)(job_view)(selected)

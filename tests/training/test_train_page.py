@@ -111,3 +111,21 @@ def test_a_jobs_hyperparameters_can_be_copied_to_the_form(staged):
     assert at.text_input(key="hp_epochs").value == "2" and at.text_input(key="hp_learning_rate").value == "0.05"
     assert at.text_input(key="hp_image_shape").value == staged.describe_training_job(name).hyperparameters["image_shape"]
     assert any(f"Copied from job **{name}**" in c.value for c in at.caption)
+
+
+def test_the_job_looked_at_and_its_evaluation_are_kept_across_pages(staged):
+    older = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, older)
+    newer = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, newer)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/train.py").run()
+    assert at.selectbox(key="train_selected").value == newer
+    at.selectbox(key="train_selected").select(older).run()
+    at.button(key="train_evaluate").click().run()
+    assert at.metric[0].label == "Test accuracy"
+    at.switch_page("views/home.py").run()  # Streamlit forgets the selectbox's value there
+    at.switch_page("views/train.py").run()
+    assert not at.exception
+    assert at.selectbox(key="train_selected").value == older  # not back to the newest job
+    assert at.metric[0].label == "Test accuracy"  # and its evaluation is still shown
