@@ -41,8 +41,17 @@ TAGGED_KINDS = {"endpoint/": "endpoint", "endpoint-config/": "endpoint-config", 
 TAGGED_ARN_RE = re.compile(r"arn:aws[a-z-]*:(?:sagemaker|lambda|states):(?P<region>[a-z0-9-]+):\d{12}:"
                            r"(?P<type>endpoint-config/|endpoint/|model/|training-job/|function:|stateMachine:)"
                            r"(?P<name>[A-Za-z0-9_.-]+)")
-CLIENT_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16,
-                       user_agent_extra="scones-dashboard")
+# A network that accepts connections but never answers is waited for this long per attempt (botocore's
+# default is 60 s for each, so five attempts hung a command for five minutes without a word).
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 20
+RUNTIME_READ_TIMEOUT = 70  # InvokeEndpoint: SageMaker gives a model 60 s to answer
+
+
+def client_config(service: str) -> Config:
+    return Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16,
+                  user_agent_extra="scones-dashboard", connect_timeout=CONNECT_TIMEOUT,
+                  read_timeout=RUNTIME_READ_TIMEOUT if service == "sagemaker-runtime" else READ_TIMEOUT)
 
 
 class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, AwsWorkflowMixin, AwsCostMixin,
@@ -72,7 +81,8 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
             return found
         with self._clients_lock, aws_errors(f"creating the {service} client"):
             if service not in clients:
-                clients[service] = self.session.client(service, region_name=self.region, config=CLIENT_CONFIG)
+                clients[service] = self.session.client(service, region_name=self.region,
+                                                          config=client_config(service))
             return clients[service]
 
     @cached_property

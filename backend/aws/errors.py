@@ -11,7 +11,7 @@ from typing import Iterator
 
 from botocore.exceptions import (
     BotoCoreError, ClientError, CredentialRetrievalError, EndpointConnectionError, NoCredentialsError, NoRegionError,
-    PartialCredentialsError, ProfileNotFound, SSOError, TokenRetrievalError,
+    PartialCredentialsError, ProfileNotFound, ReadTimeoutError, SSOError, TokenRetrievalError,
 )
 
 from backend.api import (
@@ -72,6 +72,8 @@ def translate(exc: Exception, operation: str) -> SconesError:
         return CredentialsError(f"No AWS region is set for {operation}: {REGION_HINT}.")
     if isinstance(exc, EndpointConnectionError):
         return SconesError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
+    if isinstance(exc, ReadTimeoutError):
+        return SconesError(f"AWS did not answer in time for {operation}; check the network (or use the local backend).")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))

@@ -70,6 +70,33 @@ def test_cli_workflow_on_an_unreachable_aws_exits_2_with_one_sentence(aws_env):
     assert len(r.stderr.strip().splitlines()) == 1 and "testing-secret-value" not in r.stderr
 
 
+def test_an_aws_that_accepts_but_never_answers_fails_in_bounded_time(aws_env, monkeypatch):
+    # A stalled network (a proxy that accepts and says nothing): botocore waits 60 s per attempt by
+    # default, five attempts. The backend's own timeouts bound it and the error says what happened.
+    import socket
+    import threading
+    import time
+
+    import backend.aws.backend as aws_backend
+    from backend.api import SconesError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(16)], daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setattr(aws_backend, "READ_TIMEOUT", 0.3)
+    assert aws_backend.client_config("sts").read_timeout == 0.3
+    assert aws_backend.client_config("sagemaker-runtime").read_timeout == aws_backend.RUNTIME_READ_TIMEOUT >= 60
+    b = get_backend(load_settings())
+    started = time.monotonic()
+    with pytest.raises(SconesError, match="AWS did not answer in time for .*; check the network"):
+        b.list_state_machines()
+    assert time.monotonic() - started < 20  # five short attempts and their backoff, not five minutes
+    listener.close()
+
+
 def test_cleanup_page_leaves_another_workspaces_resources_unticked(aws_pages, tmp_path, monkeypatch):
     from ui.state import backend
 
