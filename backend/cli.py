@@ -26,6 +26,10 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--epoch 2` is an unknown option, not --epochs by a guess
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one sentence, exit 2, no usage dump
         raise UsageError(f"{message} (see 'scones --help').")
 

@@ -58,6 +58,8 @@ def test_status_after_staging_and_text_output(tmp_path):
     (("frobnicate",), "invalid choice"),
     ((), "Name a command"),
     (("--backend", "gcp", "status"), "invalid choice"),
+    (("train", "--epoch", "2"), "unrecognized arguments: --epoch 2"),  # not taken as --epochs
+    (("status", "--jso"), "unrecognized arguments: --jso"),
 ])
 def test_bad_usage_exits_2_with_one_sentence(tmp_path, args, message):
     r = scones(*args, "--json", home=tmp_path) if args else scones(home=tmp_path)
