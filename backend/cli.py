@@ -431,13 +431,16 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
 
 def execution_doc(e: Any) -> dict[str, Any]:
     return {"name": e.name, "status": e.status, "error": e.error, "cause": e.cause, "label": e.label,
-            "confidence": e.confidence, "seconds": e.seconds, "s3_key": e.s3_key, "start": e.start}
+            "confidence": e.confidence, "seconds": e.seconds, "s3_key": e.s3_key, "start": e.start,
+            "state_machine": e.state_machine}
 
 
 def _executions_text(executions: list[Any]) -> str:
+    several = len({e.state_machine for e in executions}) > 1  # then each line names its state machine
     return "\n".join(
         f"{e.name:38} {e.status:9} {e.label or '-':11} "
-        f"{'' if e.confidence is None else f'{e.confidence:.3f}':6} {e.error or ''}" for e in executions
+        f"{'' if e.confidence is None else f'{e.confidence:.3f}':6} {e.error or ''}"
+        + (f"  [{e.state_machine}]" if several else "") for e in executions
     ) or "No executions."
 
 

@@ -148,3 +148,18 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_workflow_list_text_names_the_state_machine_when_there_are_several():
+    from types import SimpleNamespace
+
+    from backend.cli import _executions_text
+
+    def ex(name, machine):
+        return SimpleNamespace(name=name, status="SUCCEEDED", label="bicycle", confidence=0.9, error=None,
+                               state_machine=machine)
+
+    one = _executions_text([ex("a", "scones-workflow"), ex("b", "scones-workflow")])
+    assert "[" not in one
+    several = _executions_text([ex("a", "scones-workflow"), ex("b", "imported-workflow")]).splitlines()
+    assert several[0].endswith("[scones-workflow]") and several[1].endswith("[imported-workflow]")

@@ -53,6 +53,7 @@ def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_p
     assert one["status"] == "SUCCEEDED" and one["s3_key"].startswith("uploads/")
     listed = json.loads(scones(wf_home, "workflow", "list", "--json").stdout)["executions"]
     assert one["name"] in [e["name"] for e in listed]
+    assert {e["state_machine"] for e in listed if e["name"] == one["name"]} == {"scones-workflow"}
     hist = json.loads(scones(wf_home, "workflow", "history", one["name"], "--json").stdout)
     assert hist["status"] == "SUCCEEDED" and hist["events"][0]["type"] == "ExecutionStarted"
     assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 1
