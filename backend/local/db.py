@@ -57,6 +57,11 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         left_over   TEXT NOT NULL           -- JSON [[kind, name, reason], ...]
     );
     """,
+    # 4: the backend that ran each job, so a workspace used with both backends shows each only its own
+    # (a failed `--backend aws stage` is not the local staging's last attempt). '' for older rows: both.
+    """
+    ALTER TABLE jobs ADD COLUMN backend TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 _migrate_lock = threading.Lock()

@@ -61,8 +61,9 @@ class JobRunner:
         job_id = new_job_id(kind)
         now = utcnow()
         self.db.execute(
-            "INSERT INTO jobs(job_id, kind, status, progress, message, params, created, updated) VALUES(?,?,?,?,?,?,?,?)",
-            (job_id, kind, JOB_IN_PROGRESS, 0.0, message, dumps(params), now, now),
+            "INSERT INTO jobs(job_id, kind, status, progress, message, params, created, updated, backend) "
+            "VALUES(?,?,?,?,?,?,?,?,?)",
+            (job_id, kind, JOB_IN_PROGRESS, 0.0, message, dumps(params), now, now, self.backend_name),
         )
         return job_id
 
@@ -110,8 +111,8 @@ class JobRunner:
     def complete(self, job_id: str, result: dict[str, Any], message: str = "Completed") -> None:
         self._finish(job_id, JOB_COMPLETED, message, result=result, progress=1.0)
 
-    def fail(self, job_id: str, reason: str) -> None:
-        self._finish(job_id, JOB_FAILED, "Failed", failure=reason)
+    def fail(self, job_id: str, reason: str) -> bool:
+        return self._finish(job_id, JOB_FAILED, "Failed", failure=reason)
 
     def stop(self, job_id: str) -> Job:
         job = self.describe(job_id)
@@ -123,8 +124,17 @@ class JobRunner:
                 os.killpg(row["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        self._finish(job_id, JOB_STOPPED, "Stopped", failure="Stopped by the operator.")
+        if self._finish(job_id, JOB_STOPPED, "Stopped", failure="Stopped by the operator."):
+            self._log_line(job_id, "Stopped by the operator: the worker was sent SIGTERM.")
         return self.describe(job_id)
+
+    def _log_line(self, job_id: str, text: str) -> None:
+        """A line in the job's log for an end the worker could not write itself (stopped, or killed)."""
+        try:
+            with open(self.logs_dir / f"{job_id}.log", "a", encoding="utf-8") as log:
+                log.write(f"{utcnow()} {text}\n")
+        except OSError:
+            pass  # the log is for reading later: the job's status already says it
 
     def wait_exited(self, job_id: str, timeout: float = 10.0) -> bool:
         """Wait until the job's worker process is gone (after stop(): SIGTERM is not instant); True if it is."""
@@ -137,8 +147,9 @@ class JobRunner:
         return True
 
     def _finish(self, job_id: str, status: str, message: str, *, result: dict | None = None,
-                failure: str = "", progress: float | None = None) -> None:
-        self.db.execute(
+                failure: str = "", progress: float | None = None) -> bool:
+        """True when this call ended the job (it was still InProgress)."""
+        return 1 == self.db.execute(
             "UPDATE jobs SET status=?, message=?, result=?, failure=?, progress=COALESCE(?, progress), updated=? "
             "WHERE job_id=? AND status=?",
             (status, message, None if result is None else dumps(result), failure, progress, utcnow(),
@@ -155,10 +166,13 @@ class JobRunner:
         return self._reconciled(row)
 
     def list(self, kind: str | None = None, limit: int = 50) -> list[Job]:
+        """This backend's jobs (and those of rows older than the backend column), newest first."""
         if kind:
-            rows = self.db.query("SELECT * FROM jobs WHERE kind=? ORDER BY created DESC LIMIT ?", (kind, limit))
+            rows = self.db.query("SELECT * FROM jobs WHERE kind=? AND backend IN (?, '') ORDER BY created DESC LIMIT ?",
+                                 (kind, self.backend_name, limit))
         else:
-            rows = self.db.query("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+            rows = self.db.query("SELECT * FROM jobs WHERE backend IN (?, '') ORDER BY created DESC LIMIT ?",
+                                 (self.backend_name, limit))
         return [self._reconciled(r) for r in rows]
 
     def latest(self, kind: str) -> Job | None:
@@ -166,7 +180,8 @@ class JobRunner:
         return jobs[0] if jobs else None
 
     def running(self, kind: str) -> list[Job]:
-        rows = self.db.query("SELECT * FROM jobs WHERE kind=? AND status=?", (kind, JOB_IN_PROGRESS))
+        rows = self.db.query("SELECT * FROM jobs WHERE kind=? AND status=? AND backend IN (?, '')",
+                             (kind, JOB_IN_PROGRESS, self.backend_name))
         return [j for j in (self._reconciled(r) for r in rows) if not j.done]
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.1) -> Job:
@@ -179,7 +194,9 @@ class JobRunner:
 
     def _reconciled(self, row: Any) -> Job:
         if row["status"] == JOB_IN_PROGRESS and row["pid"] and not process_alive(row["pid"], row["pid_start"]):
-            self.fail(row["job_id"], "The worker process exited unexpectedly (killed or crashed); start the job again.")
+            reason = "The worker process exited unexpectedly (killed or crashed); start the job again."
+            if self.fail(row["job_id"], reason):  # once, whichever reader saw it first
+                self._log_line(row["job_id"], f"Failed: {reason}")
             row = self.db.query_one("SELECT * FROM jobs WHERE job_id=?", (row["job_id"],))
         return Job(
             job_id=row["job_id"], kind=row["kind"], status=row["status"], progress=row["progress"],

@@ -95,6 +95,8 @@ def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):
     job = staged.describe_training_job(name)  # the first look after the kill
     assert (job.status, job.secondary_status) == ("Failed", "Failed")
     assert "worker process exited unexpectedly" in job.failure_reason
+    log = staged.training_log(name)  # the log says how it ended, once, though the worker could not
+    assert log.count("Failed: The worker process exited unexpectedly") == 1 and "Epoch[0]" in log
     assert len(job.epochs) >= 1 and job.model_artifact is None
     assert staged.list_training_jobs()[0].status == "Failed"
     with pytest.raises(ValidationError, match="only a Completed job has a model artifact"):
@@ -114,6 +116,7 @@ def test_stop_mid_run_reads_stopped_and_keeps_the_metrics(staged):
     job = staged.describe_training_job(name)
     assert job.status == "Stopped" and 1 <= len(job.epochs) < LONG and job.model_artifact is None
     assert staged.stop_training_job(name).status == "Stopped"  # stopping again changes nothing
+    assert staged.training_log(name).count("Stopped by the operator") == 1
     with pytest.raises(ValidationError, match="evaluate a Completed job"):
         staged.evaluate_training_job(name)
     step = staged.step_statuses()["train"]

@@ -83,6 +83,27 @@ def test_a_refused_restage_leaves_the_staged_dataset_as_it_was(tmp_path, backend
     assert status.state == "done" and "The last staging attempt failed and changed nothing" in status.detail
 
 
+def test_the_other_backends_staging_jobs_do_not_show_here(tmp_path, backend):
+    """One workspace used with both backends: a failed `--backend aws stage` is not the local staging's
+    last attempt (and is not a staging job running here); rows older than the backend column show to both."""
+    from backend.local.jobs import JobRunner
+
+    path = synthetic_archive(tmp_path / "syn.tar.gz", several_classes(3), several_classes(1))
+    backend.stage_data(str(path), ["bicycle", "motorcycle"])
+    aws = JobRunner(backend.db, backend.settings.home, backend.settings.logs_dir, "aws")
+    failed = aws.create("stage", {"source": "sample"})
+    aws.fail(failed, "No AWS credentials were found.")
+    running = aws.create("stage", {"source": "sample"})
+    assert [j.job_id for j in aws.list("stage")] == [running, failed]
+    status = backend.step_statuses()["stage"]
+    assert status.state == "done" and "failed" not in status.detail
+    assert backend.latest_job("stage") is None and backend.list_jobs("stage") == []
+    job = backend.start_staging("sample")  # the AWS job "running" does not block staging here
+    assert backend.wait_job(job, timeout=120).status == "Completed"
+    backend.db.execute("UPDATE jobs SET backend='' WHERE job_id=?", (failed,))
+    assert failed in [j.job_id for j in backend.list_jobs("stage")]
+
+
 def test_progress_is_reported_and_ends_at_one(tmp_path, backend):
     path = synthetic_archive(tmp_path / "syn.tar.gz", several_classes(20), several_classes(5))
     seen: list[float] = []
