@@ -3,12 +3,15 @@
 Event:    the classifier's answer (bare body or wrapped as {"statusCode", "body"}) with "inferences",
           and optionally "threshold", which overrides THRESHOLD for this execution only.
 Answer:   {"statusCode": 200, "body": <the body unchanged>} when max(inferences) >= threshold.
-Settings: THRESHOLD  confidence between 0 and 1 (required unless every event carries "threshold").
+Settings: THRESHOLD    confidence between 0 and 1 (required unless every event carries "threshold").
+          CLASS_NAMES  the model's class names in its class order, as a JSON list (optional): the
+                       failure's cause then names the best class ("class 1: motorcycle").
 Errors:   THRESHOLD_CONFIDENCE_NOT_MET (the workflow's named failure), InvalidEvent, InvalidThreshold,
           ConfigurationError.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Any
@@ -38,7 +41,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if confidence < threshold:
         where = f" for s3://{body['s3_bucket']}/{body['s3_key']}" if "s3_bucket" in body and "s3_key" in body else ""
         raise ThresholdConfidenceNotMet(
-            f"Highest confidence {confidence:.6g} (class {inferences.index(confidence)}) is below the "
+            f"Highest confidence {confidence:.6g} ({class_label(inferences.index(confidence))}) is below the "
             f"threshold {threshold:.6g}{where}."
         )
     return event_shapes.respond(body)
@@ -54,6 +57,16 @@ def read_inferences(body: dict[str, Any]) -> list[float]:
             f"The event's 'inferences' must be a non-empty list of numbers, not {values!r:.80}; run classifyImage first."
         )
     return [float(v) for v in values]
+
+
+def class_label(index: int) -> str:
+    """'class 1: motorcycle' when CLASS_NAMES names it, else 'class 1' (a label never fails the execution)."""
+    try:
+        names = json.loads(os.environ.get("CLASS_NAMES") or "[]")
+    except ValueError:
+        names = []
+    name = names[index] if isinstance(names, list) and index < len(names) else None
+    return f"class {index}: {name}" if isinstance(name, str) and name else f"class {index}"
 
 
 def threshold_for(body: dict[str, Any]) -> float:

@@ -237,7 +237,15 @@ class AwsWorkflowMixin:
         self._wf_cache["classes"].clear()
 
     def _function_environment(self, endpoint: str, threshold: float) -> dict[str, str]:
-        return {"ENDPOINT_NAME": endpoint, "THRESHOLD": repr(float(threshold)), "S3_BUCKET": self.objects.bucket}
+        env = {"ENDPOINT_NAME": endpoint, "THRESHOLD": repr(float(threshold)), "S3_BUCKET": self.objects.bucket}
+        try:
+            classes = self.describe_model(self.describe_endpoint(endpoint).model_name).classes
+        except SconesError:  # the endpoint or its model is not there: the staged classes name them
+            report = self.latest_stage_report()
+            classes = tuple(report.classes) if report else ()
+        if classes:  # the threshold failure's cause names the class
+            env["CLASS_NAMES"] = json.dumps(list(classes))
+        return env
 
     def deploy_workflow(self, endpoint_name: str | None = None, threshold: float | None = None,
                         name: str = DEFAULT_STATE_MACHINE) -> StateMachine:

@@ -124,6 +124,9 @@ class WorkflowService:
     def _register_functions(self, machine: dict[str, Any]) -> None:
         env = {"ENDPOINT_NAME": machine["endpoint_name"], "THRESHOLD": repr(float(machine["threshold"])),
                "S3_BUCKET": self.bucket}
+        classes = self._endpoint_class_names(machine["endpoint_name"])
+        if classes:  # the threshold failure's cause names the class
+            env["CLASS_NAMES"] = json.dumps(list(classes))
         for function, stem in machine["mapping"].items():
             signature = dumps([stem, env])
             if self._registered.get(function) == signature:
@@ -131,6 +134,14 @@ class WorkflowService:
             self.runtime.register(FunctionConfig(name=function, handler=f"{stem}.lambda_handler",
                                                  timeout=FUNCTION_TIMEOUT, environment=env))
             self._registered[function] = signature
+
+    def _endpoint_class_names(self, endpoint: str) -> tuple[str, ...]:
+        def load() -> tuple[str, ...]:
+            try:
+                return tuple(self._endpoint_classes(endpoint))
+            except SconesError:  # no such endpoint (yet): the staged classes
+                return self._staged_classes()
+        return self._cached("endpoint-classes", endpoint, load)
 
     # -- state machines --------------------------------------------------------------------
 

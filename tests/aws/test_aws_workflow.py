@@ -67,7 +67,8 @@ def test_deploy_creates_the_three_functions_and_the_state_machine(deployed, role
         assert f["Handler"] == f"{stem}.lambda_handler" and f["Runtime"] == "python3.12"
         assert f["Role"] == roles["lambda"] and f["Timeout"] == 10
         assert f["Environment"]["Variables"] == {"ENDPOINT_NAME": "scones-endpoint", "THRESHOLD": "0.9",
-                                                 "S3_BUCKET": b.objects.bucket}
+                                                 "S3_BUCKET": b.objects.bucket,
+                                                 "CLASS_NAMES": json.dumps(list(b.latest_stage_report().classes))}
         assert f["CodeSha256"] == code_sha256(lambda_package())
         assert lam.list_tags(Resource=f["FunctionArn"])["Tags"][PROJECT_TAG["Key"]] == PROJECT_TAG["Value"]
 

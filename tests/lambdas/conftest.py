@@ -63,7 +63,7 @@ def _fake_aws_env(mp: pytest.MonkeyPatch) -> None:
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and region, no endpoint overrides, no handler settings."""
     _fake_aws_env(monkeypatch)
-    for name in ("ENDPOINT_NAME", "THRESHOLD", "S3_BUCKET", "MAX_IMAGE_BYTES"):
+    for name in ("ENDPOINT_NAME", "THRESHOLD", "S3_BUCKET", "MAX_IMAGE_BYTES", "CLASS_NAMES"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -39,6 +39,20 @@ def test_low_confidence_fails_with_the_workflow_error_name(handlers, threshold, 
     )
 
 
+def test_class_names_name_the_best_class_in_the_cause_and_never_fail_it(handlers, threshold, lambda_context,
+                                                                       monkeypatch):
+    for names, label in (('["bicycle", "motorcycle"]', "class 0: bicycle"), ('["bicycle"]', "class 0: bicycle"),
+                         ("[]", "class 0"), ("not json", "class 0"), ('{"0": "bicycle"}', "class 0"),
+                         ("[7, 8]", "class 0")):
+        monkeypatch.setenv("CLASS_NAMES", names)
+        with pytest.raises(handlers.filter.ThresholdConfidenceNotMet) as caught:
+            handlers.filter.lambda_handler(BODY, lambda_context)
+        assert str(caught.value).startswith(f"Highest confidence 0.81 ({label}) is below the threshold 0.93"), names
+    monkeypatch.setenv("CLASS_NAMES", '["bicycle", "motorcycle"]')
+    with pytest.raises(handlers.filter.ThresholdConfidenceNotMet, match=r"\(class 1: motorcycle\)"):
+        handlers.filter.lambda_handler({**BODY, "inferences": [0.2, 0.8]}, lambda_context)
+
+
 def test_the_event_threshold_overrides_configuration_for_that_event_only(handlers, threshold, lambda_context):
     assert handlers.filter.lambda_handler({**BODY, "threshold": 0.8}, lambda_context)["body"]["threshold"] == 0.8
     assert handlers.filter.lambda_handler({**BODY, "threshold": "0.5"}, lambda_context)["statusCode"] == 200

@@ -52,6 +52,8 @@ def test_threshold_override_applies_to_its_executions_only(wf):
     for e in strict_done:
         assert "below the threshold 1" in json.loads(e.cause)["errorMessage"]
         assert e.label in ("bicycle", "motorcycle") and e.confidence is not None  # known on failure too
+        best = ("bicycle", "motorcycle").index(e.label)  # the cause names the class (CLASS_NAMES)
+        assert f"(class {best}: {e.label}) is below" in json.loads(e.cause)["errorMessage"]
         runs = {r.name: r.status for r in wf.workflow_execution_states(e.name)}
         assert runs["filterInferences"] == "caught" and runs["ThresholdConfidenceNotMet"] == "failed"
     assert {e.status for e in lenient_done} == {"SUCCEEDED"}
