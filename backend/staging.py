@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backend import cifar
-from backend.api import ValidationError
+from backend.api import SconesError, ValidationError
 from backend.objects import ObjectStore
 
 TRAIN_PREFIX = "train/"
@@ -28,6 +28,18 @@ LISTS = {"train": TRAIN_LST, "test": TEST_LST}
 def manifest_keys(sink: ObjectStore) -> list[str]:
     """[MANIFEST] when the bucket holds a staged dataset's manifest, else []."""
     return [o.key for o in sink.list(MANIFEST) if o.key == MANIFEST]
+
+
+def previously_listed(sink: ObjectStore) -> set[str]:
+    """The image keys the bucket's current train.lst and test.lst name (an unreadable list names none)."""
+    keys: set[str] = set()
+    for name, lst in LISTS.items():
+        try:
+            rows = cifar.parse_lst(sink.get(lst).decode("utf-8"))
+        except (SconesError, UnicodeDecodeError):  # no list yet, or not one of ours
+            continue
+        keys.update(PREFIXES[name] + rel for _, _, rel in rows)
+    return keys
 
 
 def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
@@ -47,6 +59,7 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
             raise ValidationError(f"The archive's '{name}' split repeats an image file name; it cannot be staged as files.")
     timings = {"read_and_filter": time.perf_counter() - t0}
 
+    listed_before = previously_listed(sink)
     t1 = time.perf_counter()
     sink.delete_keys(manifest_keys(sink))  # from here the old dataset changes
     total = sum(len(s.filenames) for s in selections.values())
@@ -71,7 +84,11 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
 
     t2 = time.perf_counter()
     sink.put_many({LISTS[name]: cifar.lst_text(sel).encode() for name, sel in selections.items()})
-    stale = [o.key for name, prefix in PREFIXES.items() for o in sink.list(prefix) if o.key not in written[name]]
+    if getattr(sink, "shared", False):  # other projects' objects may sit under train/ and test/: ours only
+        ours = set().union(*written.values())
+        stale = sorted(k for k in listed_before if k not in ours)
+    else:
+        stale = [o.key for name, prefix in PREFIXES.items() for o in sink.list(prefix) if o.key not in written[name]]
     sink.delete_keys(stale)
     counts = {
         name: {c: int(np.count_nonzero(sel.class_index == i)) for i, c in enumerate(classes)}

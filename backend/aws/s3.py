@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from boto3.s3.transfer import TransferConfig
 
-from backend.api import AccessDenied, ResourceNotFound, StoredObject, ValidationError
+from backend.api import AccessDenied, ResourceNotFound, SconesError, StoredObject, ValidationError
 from backend.aws.errors import aws_errors
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -17,6 +17,10 @@ PROJECT_TAG = {"Key": "project", "Value": "scones-unlimited"}
 
 
 class S3Bucket:
+    # An S3 bucket may hold other projects' objects (the default sagemaker-<region>-<account> bucket is
+    # the whole account's): restaging removes only the images the bucket's own lists named.
+    shared = True
+
     def __init__(self, client: Any, bucket: str, region: str, workers: int = 8):
         self.client, self.bucket, self.region, self.workers = client, bucket, region, workers
         self.uploaded = 0
@@ -115,4 +119,13 @@ class S3Bucket:
         with aws_errors(f"deleting from s3://{self.bucket}/"):
             for i in range(0, len(keys), 1000):
                 chunk = keys[i:i + 1000]
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk],
+                                                                                 "Quiet": True})
+                failed = answer.get("Errors") or []  # DeleteObjects answers 200 and lists the keys it kept
+                if failed:
+                    first = failed[0]
+                    message = (f"S3 did not delete {len(failed)} of {len(chunk)} object(s) from s3://{self.bucket}/, "
+                               f"for example {first.get('Key')}: {first.get('Code')} ({first.get('Message', '')}).")
+                    if first.get("Code") == "AccessDenied":
+                        raise AccessDenied(message + " Allow s3:DeleteObject on the bucket to the credentials.")
+                    raise SconesError(message)

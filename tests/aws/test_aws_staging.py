@@ -45,6 +45,54 @@ def test_stage_to_s3_then_restage_skips_unchanged(aws):
     assert b.describe_workspace()["account"] == MOTO_ACCOUNT
 
 
+def test_restaging_in_a_shared_bucket_removes_only_the_images_its_lists_named(aws, tmp_path):
+    """The default bucket is the whole account's: another project's objects under train/ and test/ stay."""
+    from tests.archives import several_classes, synthetic_archive
+
+    def listed() -> set[str]:
+        return {f"{split}/{line.split(chr(9))[2]}" for split in ("train", "test")
+                for line in b.get_object(f"{split}.lst").decode().splitlines()}
+
+    b = get_backend(load_settings())
+    path = synthetic_archive(tmp_path / "syn.tar.gz", several_classes(4), several_classes(2, seed=1))
+    b.stage_data(str(path), ["bicycle", "motorcycle"])
+    first = listed()
+    theirs = {"train/other-project/img1.jpg", "test/other.png"}
+    b.objects.put_many({k: b"theirs" for k in theirs})
+    report = b.stage_data(str(path), ["bicycle", "bear"])
+    assert report.counts["train"] == {"bicycle": 4, "bear": 4}
+    images = {o.key for o in b.list_objects() if o.key.startswith(("train/", "test/"))}
+    assert first - listed() and not (first - listed()) & images  # the motorcycles went
+    assert images == listed() | theirs  # and nothing else did
+
+
+def test_a_delete_s3_refuses_in_part_is_an_error_not_a_success(aws):
+    """DeleteObjects answers 200 with an Errors list for the keys it kept: that is not 'deleted'."""
+    b = get_backend(load_settings())
+    b.objects.put_many({"data_capture/a.jsonl": b"1", "data_capture/b.jsonl": b"2"})
+
+    def refuse(parsed, **_):
+        parsed["Errors"] = [{"Key": "data_capture/a.jsonl", "Code": "AccessDenied", "Message": "Access Denied"}]
+    b.objects.client.meta.events.register("after-call.s3.DeleteObjects", refuse)
+    with pytest.raises(AccessDenied, match=r"S3 did not delete 1 of 2 object\(s\) .* data_capture/a.jsonl: "
+                                           r"AccessDenied .* Allow s3:DeleteObject"):
+        b.objects.delete_keys(["data_capture/a.jsonl", "data_capture/b.jsonl"])
+
+
+def test_network_failures_say_network_not_settings():
+    from botocore.exceptions import (
+        ConnectionClosedError, ConnectTimeoutError, ProxyConnectionError, SSLError,
+    )
+
+    cases = [(ConnectTimeoutError(endpoint_url="https://s3"), "could not be reached for listing buckets; check the network"),
+             (ProxyConnectionError(proxy_url="http://proxy:3128", error="x"), "The proxy in HTTPS_PROXY"),
+             (SSLError(endpoint_url="https://s3", error="x"), "set AWS_CA_BUNDLE"),
+             (ConnectionClosedError(endpoint_url="https://s3"), "AWS closed the connection during listing buckets")]
+    for exc, words in cases:
+        message = str(translate(exc, "listing buckets"))
+        assert words in message and "check the AWS settings" not in message, message
+
+
 def test_large_objects_go_multipart(aws):
     b = get_backend(load_settings())
     big = os.urandom(MULTIPART_THRESHOLD + 1024)
