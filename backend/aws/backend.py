@@ -122,6 +122,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         steps["train"] = self.training_step_status()
         steps["deploy"] = self.deployment_step_status()
         steps["workflow"] = self.workflow_step_status()
+        steps["monitor"] = self.monitoring.monitor_step_status()
         return steps
 
     # -- names of what this workspace created (the inventory starts from these and the tag) ---

@@ -105,7 +105,7 @@ class AwsTrainingMixin:
     def create_training_job(self, hyperparameters: dict[str, str | int | float], job_name: str | None = None,
                             validation: str = "test", seed: int | None = None) -> str:
         hps.check_for_sagemaker(hyperparameters)  # first: a local-only option is refused as such, whatever its value
-        hp = hps.validate(hyperparameters)
+        hp = hps.validate(hyperparameters, local=False)
         if validation != "test":
             raise ValidationError("On AWS the validation channel is the staged test split (validation='test'), "
                                   "as in the workflow notebook.")

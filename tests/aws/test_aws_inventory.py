@@ -218,3 +218,11 @@ def test_an_endpoint_still_deleting_does_not_hold_back_its_config_and_model(depl
     assert report.left == ()
     assert {("endpoint", "scones-endpoint"), ("model", model.model_name), ("training-job", job)} <= set(report.deleted)
     assert going == {"scones-endpoint"}
+
+
+def test_the_monitor_step_follows_capture_on_aws_as_locally(aws_staged):
+    b = aws_staged
+    assert b.step_statuses()["monitor"].state == "not_started"
+    b.objects.put_many({"data_capture/scones-endpoint/AllTraffic/2026/11/27/09/00-00-000-x.jsonl": b"{}\n"})
+    step = get_backend(load_settings()).step_statuses()["monitor"]  # a fresh look (sources are cached 3 s)
+    assert step.state in ("in_progress", "done") and "scones-endpoint" in step.detail

@@ -79,6 +79,10 @@ def test_validation_as_the_local_backend(staged):
     with pytest.raises(ResourceNotFound, match="Could not find training job"):
         b.describe_training_job("nope")
     assert b.list_training_jobs() == []
+    # the pretrained weights are SageMaker's: refused locally only, and never with the local reason here
+    name = b.create_training_job({**hps, "use_pretrained_model": "1"})
+    d = boto3.client("sagemaker", region_name="us-east-1").describe_training_job(TrainingJobName=name)
+    assert d["HyperParameters"]["use_pretrained_model"] == "1"
 
 
 def test_the_local_only_cutmix_option_never_reaches_sagemaker(staged):

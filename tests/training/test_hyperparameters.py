@@ -127,7 +127,7 @@ def test_bad_values_name_the_parameter_and_the_allowed_values(name, raw):
     message = str(err.value)
     assert name in message
     if raw != "":
-        assert H.SPEC_BY_NAME[name].allowed.split(" (")[0] in message or "not available locally" in message
+        assert H.SPEC_BY_NAME[name].allowed.split(" (")[0] in message or "not available" in message
     assert err.value.code == "ValidationException"
 
 
@@ -160,11 +160,13 @@ def test_use_pretrained_model_1_says_why_it_is_refused():
     message = str(err.value)
     assert "use_pretrained_model=1 is not available locally" in message
     assert "pretrained ImageNet weights" in message and "use 0" in message
+    assert H.validate({**BASE, "use_pretrained_model": "1"}, local=False).use_pretrained_model == 1  # SageMaker has them
 
 
 def test_multi_label_1_is_refused_with_the_reason():
-    with pytest.raises(ValidationError, match="multi_label=1 is not available locally: multi-label training needs"):
-        H.validate({**BASE, "multi_label": "1"})
+    for local in (True, False):  # the staged .lst is single-label on either backend
+        with pytest.raises(ValidationError, match="multi_label=1 is not available: multi-label training needs"):
+            H.validate({**BASE, "multi_label": "1"}, local=local)
 
 
 def test_several_problems_are_reported_together():

@@ -323,8 +323,9 @@ def _bad(spec: Spec, raw: Any) -> str:
     return f"{spec.name}={_text(raw)!r} is not valid: use {spec.allowed}"
 
 
-def validate(raw: Raw) -> Hyperparameters:
-    """Typed hyperparameters, or one ValidationError that lists every problem found."""
+def validate(raw: Raw, local: bool = True) -> Hyperparameters:
+    """Typed hyperparameters, or one ValidationError that lists every problem found. `local=False` for a
+    SageMaker job: what only the local trainer lacks (the pretrained weights) is then not refused."""
     problems: list[str] = []
     unknown = [k for k in raw if k not in SPEC_BY_NAME]
     for name in unknown:
@@ -344,23 +345,23 @@ def validate(raw: Raw) -> Hyperparameters:
             problems.append(_bad(spec, raw[spec.name]))
             values[spec.name] = spec.default
     if not problems:
-        problems += _cross_checks(values, raw)
+        problems += _cross_checks(values, raw, local)
     if problems:
         head = "Hyperparameter" if len(problems) == 1 else f"{len(problems)} hyperparameters"
         raise ValidationError(f"{head} not valid: " + "; ".join(problems) + ".")
     return Hyperparameters(**values)
 
 
-def _cross_checks(v: dict[str, Any], raw: Raw) -> list[str]:
+def _cross_checks(v: dict[str, Any], raw: Raw, local: bool = True) -> list[str]:
     problems = []
-    if v["use_pretrained_model"] == 1:
+    if v["use_pretrained_model"] == 1 and local:
         problems.append(
             "use_pretrained_model=1 is not available locally: the pretrained ImageNet weights live in AWS's "
             "algorithm container and the local backend has neither them nor network access; use 0 to train from "
             "scratch, or train on the AWS backend")
     if v["multi_label"] == 1:
         problems.append(
-            "multi_label=1 is not available locally: multi-label training needs an augmented manifest, and the "
+            "multi_label=1 is not available: multi-label training needs an augmented manifest, and the "
             "staged data is a single-label .lst; use 0")
     if v["checkpoint_frequency"] is not None and v["checkpoint_frequency"] > v["epochs"]:
         problems.append(f"checkpoint_frequency={v['checkpoint_frequency']} is not valid: use "
