@@ -59,7 +59,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("train", help="start a training job (the image-classification algorithm)")
     p.add_argument("--epochs", type=int, default=None, help="same as --hp epochs=N")
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter; repeat it")
-    p.add_argument("--preset", default="local", help="defaults to start from: local (CPU here) or sagemaker")
+    p.add_argument("--preset", default=None, help="defaults to start from: local (CPU here) or sagemaker (the "
+                   "notebook's); default: the backend's own, as on the Train page")
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
     p.add_argument("--yes", action="store_true",
                    help="on AWS: start the billable instance (without it: say what it costs, start nothing, exit 2)")
@@ -251,7 +252,7 @@ def confirm_billing(backend: Any, kind: str, yes: bool) -> None:
 
 def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     confirm_billing(backend, "training", args.yes)
-    hps = backend.default_training_hyperparameters(args.preset)
+    hps = backend.default_training_hyperparameters(*([args.preset] if args.preset else []))
     hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE", allow_empty=False))
     if args.epochs is not None:
         hps["epochs"] = str(args.epochs)

@@ -302,6 +302,9 @@ class AwsTrainingMixin:
         if job.status in ("InProgress", "Stopping"):
             raise ResourceInUse(f"Training job {name} is stopping (SageMaker may still write its artifacts): clean "
                                 "up again once it shows Stopped.")
+        users = [m.model_name for m in self.list_models() if m.job_name == name]
+        if users:  # its model.tar.gz is what the model serves
+            raise ResourceInUse(f"Model {users[0]} was made from training job {name}: delete the model first.")
         self.objects.delete_keys([o.key for o in self.objects.list(f"output/{name}/")])
         self._forget_resource("training-job", name)
 

@@ -2,6 +2,8 @@
 idle endpoints found from CloudWatch with their cost so far, and a clear endpoint-quota message."""
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -63,9 +65,11 @@ def test_cli_train_and_deploy_on_aws_start_nothing_without_yes(staged, capsys):
     assert "ml.p3.2xlarge at about $3.825/h" in err and "--yes" in err
     assert sagemaker().list_training_jobs()["TrainingJobSummaries"] == [] and b.list_training_jobs() == []
 
-    assert cli.main(["train", "--preset", "sagemaker", "--yes", "--json"]) == 0
-    capsys.readouterr()
+    assert cli.main(["train", "--yes", "--json"]) == 0  # no --preset: the backend's own, the notebook's here
+    job = json.loads(capsys.readouterr()[0])["job_name"]
     assert len(sagemaker().list_training_jobs()["TrainingJobSummaries"]) == 1
+    hps = sagemaker().describe_training_job(TrainingJobName=job)["HyperParameters"]
+    assert (hps["num_layers"], hps["epochs"], hps["optimizer"]) == ("152", "30", "sgd")
 
     assert cli.main(["deploy", "--json"]) == 2
     out, err = capsys.readouterr()

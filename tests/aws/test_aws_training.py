@@ -8,7 +8,7 @@ import pytest
 from botocore.stub import Stubber
 
 from backend import get_backend
-from backend.api import CredentialsError, ResourceLimitExceeded, ResourceNotFound, ValidationError
+from backend.api import CredentialsError, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, ValidationError
 from backend.aws.training import image_uri, parse_epoch_lines
 from backend.settings import load_settings
 
@@ -67,6 +67,11 @@ def test_create_describe_list_and_model(staged):
     model = b.create_model(name)
     assert model.backend == "aws" and model.job_name == name and model.classes == ("bicycle", "motorcycle")
     assert [m.model_name for m in b.list_models()] == [model.model_name]
+    b.objects.put_many({f"output/{name}/output/model.tar.gz": b"artifact"})  # moto's jobs write none
+    with pytest.raises(ResourceInUse, match=f"Model {model.model_name} was made from training job {name}: delete "
+                                            "the model first"):
+        b.delete_training_job(name)  # as locally: the model's artifact stays
+    assert b.get_object(f"output/{name}/output/model.tar.gz") == b"artifact"
 
 
 def test_validation_as_the_local_backend(staged):
