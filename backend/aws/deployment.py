@@ -234,9 +234,13 @@ class AwsDeploymentMixin:
             probabilities = tuple(float(p) for p in json.loads(raw))
         except (ValueError, TypeError):
             raise SconesError(f"Endpoint {endpoint_name} answered something that is not a list of probabilities.") from None
-        report = self.latest_stage_report()
-        classes = tuple(report.classes) if report and len(report.classes) == len(probabilities) else \
-            tuple(f"class {i}" for i in range(len(probabilities)))
+        try:  # the classes of the model the endpoint serves (a restage since must not relabel it)
+            classes = self.describe_model(self.describe_endpoint(endpoint_name).model_name).classes
+        except ResourceNotFound:
+            report = self.latest_stage_report()
+            classes = tuple(report.classes) if report else ()
+        if len(classes) != len(probabilities):
+            classes = tuple(f"class {i}" for i in range(len(probabilities)))
         return Prediction(probabilities, classes)
 
     def endpoint_log(self, endpoint_name: str) -> str:

@@ -6,13 +6,14 @@ CloudWatch log lines while it runs (it logs no loss, so charts show none).
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    AccessDenied, Evaluation, Model, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, StepStatus, Throttling,
-    TrainingJob, ValidationError, stopped_or_failed,
+    AccessDenied, Evaluation, Model, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, SconesError, StepStatus,
+    Throttling, TrainingJob, ValidationError, stopped_or_failed,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -34,6 +35,10 @@ LOG_SETTLE_SECONDS = 300  # CloudWatch Logs may still receive a job's last lines
 MAX_RUNTIME_SECONDS = 2 * 3600  # a cost guardrail on every job
 EPOCH_RE = re.compile(r"Epoch\[(\d+)\]\s+(Train|Validation)-accuracy=([0-9.eE+-]+)")
 GPU_FAMILIES = ("ml.p2.", "ml.p3.", "ml.p3dn.", "ml.p4d.", "ml.p5.", "ml.g4dn.", "ml.g5.")
+
+
+def classes_key(job_name: str) -> str:
+    return f"output/{job_name}/scones-classes.json"
 
 
 def image_uri(region: str) -> str:
@@ -143,13 +148,19 @@ class AwsTrainingMixin:
             "HyperParameters": hps.algorithm_only(hps.as_strings(hp, hyperparameters)),
             "Tags": [PROJECT_TAG],
         }
+        # The classes in the order the job learns them (class index i = classes[i]), beside its output: a
+        # later restage (other classes, another order) must not relabel this job's model.
+        self.objects.put_many({classes_key(name): json.dumps({"classes": list(report.classes)}).encode()})
         try:
             with aws_errors(f"creating training job {name}"):
                 self.client("sagemaker").create_training_job(**request)
-        except ResourceLimitExceeded as exc:
-            raise ResourceLimitExceeded(
-                f"The account's quota for {itype} training is used up or 0 (new accounts often have none): "
-                f"request an increase for '{itype} for training job usage' in Service Quotas. ({exc})") from None
+        except SconesError as exc:
+            self.objects.delete_keys([classes_key(name)])
+            if isinstance(exc, ResourceLimitExceeded):
+                raise ResourceLimitExceeded(
+                    f"The account's quota for {itype} training is used up or 0 (new accounts often have none): "
+                    f"request an increase for '{itype} for training job usage' in Service Quotas. ({exc})") from None
+            raise
         self._record_resource("training-job", name)
         return name
 
@@ -273,8 +284,7 @@ class AwsTrainingMixin:
         artifact = d.get("PrimaryContainer", {}).get("ModelDataUrl", "")
         m = re.search(r"/output/([^/]+)/output/model\.tar\.gz$", artifact)
         job_name = m.group(1) if m else ""
-        report = self.latest_stage_report()
-        classes = tuple(report.classes) if report else ()
+        classes = self._job_classes(job_name)
         shape = (3, 32, 32)
         metrics: dict[str, float] = {}
         if job_name:
@@ -286,6 +296,20 @@ class AwsTrainingMixin:
                 pass
         return Model(model_name=d.get("ModelName", name), job_name=job_name, model_artifact=artifact, created=_iso(d["CreationTime"]) or "",
                      classes=classes, image_shape=shape, metrics=metrics, backend="aws")
+
+    def _job_classes(self, job_name: str) -> tuple[str, ...]:
+        """The classes a job learned, kept beside its output; the staged ones for a job started before they
+        were kept (or by other means)."""
+        kept: dict[str, tuple[str, ...]] = self.__dict__.setdefault("_kept_job_classes", {})
+        if job_name and job_name not in kept:
+            try:
+                kept[job_name] = tuple(json.loads(self.objects.get(classes_key(job_name)))["classes"])
+            except (ResourceNotFound, ValueError, KeyError, TypeError):
+                pass  # none kept (an older job), or not ours after all: the staged classes
+        if job_name in kept:  # written once when the job started: never changes
+            return kept[job_name]
+        report = self.latest_stage_report()
+        return tuple(report.classes) if report else ()
 
     def delete_model(self, name: str) -> None:
         with aws_errors(f"deleting model {name}"):

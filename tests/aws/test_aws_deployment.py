@@ -85,6 +85,13 @@ def test_invoke_endpoint_through_sagemaker_runtime(model):
     assert p.probabilities == (0.97, 0.03) and p.label == "bicycle" and p.confidence == 0.97
     with pytest.raises(ValidationError, match="body is empty"):
         b.invoke_endpoint("ep", b"", "image/png")
+    # an endpoint's labels are its model's classes, whatever was staged since
+    b.deploy(_.model_name, "scones-endpoint")
+    b.stage_data(b.latest_stage_report().source, ["motorcycle", "bicycle"])
+    with Stubber(runtime) as stub:
+        stub.add_response("invoke_endpoint", {"Body": io.BytesIO(json.dumps([0.97, 0.03]).encode()),
+                                              "ContentType": "application/json"})
+        assert b.invoke_endpoint("scones-endpoint", png, "image/png").label == _.classes[0] == "bicycle"
 
 
 def test_bad_settings_are_named_errors(model):

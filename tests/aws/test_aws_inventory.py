@@ -30,7 +30,8 @@ def test_inventory_shows_what_bills_and_cleanup_removes_it_in_order(deployed):
     assert endpoint.hourly_usd == pricing.HOSTING_USD_PER_HOUR["ml.m5.xlarge"]
     assert "since" in endpoint.detail and pricing.PRICES_AS_OF in endpoint.detail
     assert inv[("training-job", job)].hourly_usd is None  # moto completes jobs at once: nothing bills
-    assert inv[("training-job", job)].size_bytes == len(b"artifact bytes")
+    assert inv[("training-job", job)].size_bytes == len(b"artifact bytes") + len(  # and the classes it learned
+        b.get_object(f"output/{job}/scones-classes.json"))
     assert ("model", model.model_name) in inv and ("data", "staged-images") in inv and ("data", "capture") in inv
     assert sum(k == "endpoint-config" for k, _ in inv) == 1
 

@@ -168,3 +168,20 @@ def test_a_log_that_may_not_be_read_leaves_the_job_listed_without_metrics(staged
     assert b.step_statuses()["train"].state == "done"
     with pytest.raises(AccessDenied, match="logs:FilterLogEvents"):
         b.training_log(name)
+
+
+def test_a_models_classes_are_the_ones_its_job_learned_not_the_latest_staging(aws_staged):
+    """Restaging in another order (or other classes) must not relabel a model trained before."""
+    b = aws_staged
+    learned = b.latest_stage_report().classes
+    name = b.create_training_job(b.default_training_hyperparameters("sagemaker"))
+    model = b.create_model(name)
+    assert model.classes == tuple(learned)
+    b.stage_data(b.latest_stage_report().source or "sample", list(reversed(learned)))
+    assert tuple(b.latest_stage_report().classes) == tuple(reversed(learned))
+    again = get_backend(load_settings())  # a fresh backend: nothing remembered in memory
+    assert again.describe_model(model.model_name).classes == tuple(learned)
+    assert [m.classes for m in again.list_models()] == [tuple(learned)]
+    # a job started before the classes were kept beside its output falls back to the staged ones
+    again.objects.delete_keys([f"output/{name}/scones-classes.json"])
+    assert get_backend(load_settings()).describe_model(model.model_name).classes == tuple(reversed(learned))
