@@ -8,24 +8,29 @@ Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills 
 On AWS the inventory also lists what carries the project tag without this workspace having created
 it (another workspace's, or one whose records are lost), and IAM roles it adopted rather than
 created. Such a resource is marked `created_here=False`; "everything" (cleanup with no targets)
-leaves it, with the reason, and naming it deletes it. The data is the bucket's: on AWS the default
-bucket is shared by every workspace of the account and region.
+leaves it, with the reason, and naming it deletes it. On AWS the default bucket is shared by every
+workspace and project of the account and region: the data is what this workspace put there
+(`_data_objects`), never everything under the prefixes.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
 from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
+from backend.staging import MANIFEST, TEST_LST, TRAIN_LST, previously_listed
+from backend.workflow_defs import UPLOAD_PREFIX
 
+CAPTURE_PREFIX = "data_capture/"
 NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
 
 # data resources: name -> (bucket prefixes, workspace folders)
 DATA = {
     "staged-images": (("train/", "test/", "train.lst", "test.lst", "dataset.json"), ()),
-    "capture": (("data_capture/",), ()),
+    "capture": ((CAPTURE_PREFIX,), ()),
     "workflow-uploads": (("uploads/",), ()),
     "archive-uploads": ((), ("uploads",)),
     "downloads": ((), ("downloads",)),
@@ -68,6 +73,30 @@ class InventoryMixin:
             return None
         return Resource("executions", state_machine, f"{total} ({running} running)", detail="executions and their history")
 
+    def _data_objects(self, name: str) -> list[Any]:
+        """The bucket objects of data set `name`. In a bucket other projects may share (AWS's default
+        sagemaker-<region>-<account>), only this workspace's: the images its lists name (with the lists
+        and the manifest), the capture of the endpoints it deployed, the uploads it named."""
+        objs = []
+        for prefix in DATA[name][0]:
+            listed = self.objects.list(prefix)
+            objs += listed if prefix.endswith("/") else [o for o in listed if o.key == prefix]
+        if not getattr(self.objects, "shared", False):
+            return objs
+        if name == "staged-images":
+            ours = previously_listed(self.objects) | {TRAIN_LST, TEST_LST, MANIFEST}
+            return [o for o in objs if o.key in ours]
+        if name == "capture":
+            folders = tuple(f"{CAPTURE_PREFIX}{e}/" for e in self.captured_endpoints())
+            return [o for o in objs if o.key.startswith(folders)] if folders else []
+        if name == "workflow-uploads":
+            return [o for o in objs if re.fullmatch(rf"{UPLOAD_PREFIX}[0-9a-f]{{12}}\.png", o.key)]
+        return objs
+
+    def captured_endpoints(self) -> list[str]:
+        """Endpoints whose capture folder is this workspace's (in a shared bucket)."""
+        return [e.endpoint_name for e in self.list_endpoints()]
+
     def _prefix_size(self, prefix: str) -> tuple[int, int]:
         objs = self.objects.list(prefix)
         if not prefix.endswith("/"):
@@ -97,10 +126,8 @@ class InventoryMixin:
                                 size_bytes=fn.get("CodeSize"), detail=f"handler {fn.get('Handler')}, {fn.get('Runtime')}"))
         out += self.role_resources()
         for name, (prefixes, folders) in DATA.items():
-            count, size = 0, 0
-            for prefix in prefixes:
-                n, s = self._prefix_size(prefix)
-                count, size = count + n, size + s
+            objs = self._data_objects(name)
+            count, size = len(objs), sum(o.size for o in objs)
             for folder in folders:
                 path = self.settings.home / folder
                 if path.is_dir():
@@ -233,10 +260,8 @@ class InventoryMixin:
     def _delete_data(self, name: str) -> None:
         if name not in DATA:
             raise ResourceNotFound(f"No data set named {name!r}: use one of {', '.join(DATA)}.")
-        prefixes, folders = DATA[name]
-        for prefix in prefixes:
-            keys = [o.key for o in self.objects.list(prefix) if prefix.endswith("/") or o.key == prefix]
-            self.objects.delete_keys(keys)
+        _, folders = DATA[name]
+        self.objects.delete_keys([o.key for o in self._data_objects(name)])
         for folder in folders:
             shutil.rmtree(self.settings.home / folder, ignore_errors=True)
         if name == "staged-images":

@@ -226,6 +226,11 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
     def inventory_notes(self) -> list[str]:
         return [note] if (note := self.__dict__.get("_tag_search_note")) else []
 
+    def captured_endpoints(self) -> list[str]:
+        """The endpoints this workspace deployed, gone or not: their capture folders are its data (others'
+        in the shared default bucket are not)."""
+        return list(dict.fromkeys(self._kept_names("capture") + self._kept_names("endpoint")))
+
     def _kept_names(self, kind: str) -> list[str]:
         rows = self.db.query("SELECT name FROM aws_resources WHERE kind=? ORDER BY created DESC", (kind,))
         return [r["name"] for r in rows]

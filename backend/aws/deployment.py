@@ -127,6 +127,7 @@ class AwsDeploymentMixin:
         except ResourceLimitExceeded as exc:
             raise self._quota_error(exc, config_name) from None
         self._record_resource("endpoint", endpoint_name)
+        self._record_resource("capture", endpoint_name)  # its capture folder is ours, even once it is gone
         return endpoint_name
 
     def _quota_error(self, exc: ResourceLimitExceeded, config_name: str) -> ResourceLimitExceeded:
@@ -221,6 +222,7 @@ class AwsDeploymentMixin:
         else:
             self.update_endpoint(endpoint_name, config_name)
             self._record_resource("endpoint", endpoint_name)  # it serves this workspace's model now
+            self._record_resource("capture", endpoint_name)
         return self.describe_endpoint(endpoint_name)
 
     def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "image/png") -> Prediction:

@@ -52,6 +52,25 @@ def test_inventory_shows_what_bills_and_cleanup_removes_it_in_order(deployed):
     assert b.cleanup(None, include_data=True).deleted == ()  # twice is harmless
 
 
+def test_in_the_shared_default_bucket_the_data_counted_and_cleaned_up_is_this_workspaces_only(deployed):
+    """sagemaker-<region>-<account> is the account's: another project's images, capture and uploads stay."""
+    b, _, _ = deployed
+    ours_upload = b.upload_workflow_image("photo.png", b.get_object(next(o.key for o in b.list_objects("test/"))))
+    theirs = {"train/other-project/img1.jpg": b"x", "test/theirs.png": b"x", "uploads/their-photo.png": b"x",
+              "data_capture/their-endpoint/AllTraffic/2026/11/27/09/00-00-000-y.jsonl": b"{}\n",
+              "train.lst.bak": b"x"}
+    b.objects.put_many(theirs)
+    b.delete_endpoint("scones-endpoint")  # gone, but its capture folder is still this workspace's
+    data = {r.name: r for r in b.inventory() if r.is_data}
+    staged = sum(sum(c.values()) for c in b.latest_stage_report().counts.values())
+    assert data["staged-images"].status == f"{staged + 3} file(s)"  # the images, the two lists, the manifest
+    assert data["capture"].status == "1 file(s)" and data["workflow-uploads"].status == "1 file(s)"
+    b.cleanup(None, include_data=True)
+    left = {o.key for o in b.list_objects()}
+    assert set(theirs) <= left and ours_upload not in left
+    assert not [k for k in left if k.startswith("output/")] and left == set(theirs)
+
+
 def test_an_inventory_describes_each_endpoint_config_and_job_once(deployed):
     b, job, _ = deployed
     calls: list[str] = []
