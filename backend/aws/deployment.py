@@ -54,6 +54,7 @@ def capture_from(config: dict[str, Any] | None) -> CaptureConfig:
 class AwsDeploymentMixin:
     """Deployment methods of the AWS backend (the names the pages and the CLI call)."""
 
+    recreate_wait_seconds = 20.0  # how long start/deploy waits for a Failed endpoint's deletion
     restartable_statuses = ("Failed",)  # what start_endpoint starts again: SageMaker cannot update a Failed one
 
     def default_capture_destination(self) -> str:
@@ -187,9 +188,25 @@ class AwsDeploymentMixin:
         endpoint = self.describe_endpoint(endpoint_name)
         if endpoint.status not in self.restartable_statuses:
             raise ValidationError(f"Endpoint {endpoint_name} is {endpoint.status}; only a Failed endpoint is started again.")
-        self.delete_endpoint(endpoint_name)
-        self.create_endpoint(endpoint_name, endpoint.config_name)
+        self._recreate(endpoint_name, endpoint.config_name)
         return self.describe_endpoint(endpoint_name)
+
+    def _recreate(self, endpoint_name: str, config_name: str) -> None:
+        """DeleteEndpoint is all SageMaker allows on a Failed endpoint, and it refuses CreateEndpoint of that
+        name while the old one shows Deleting (minutes): wait a little, then say so rather than fail."""
+        self.delete_endpoint(endpoint_name)
+        deadline = time.monotonic() + self.recreate_wait_seconds
+        while True:
+            try:
+                status = self.describe_endpoint(endpoint_name).status
+            except ResourceNotFound:
+                break
+            if time.monotonic() > deadline:
+                raise ResourceInUse(
+                    f"Endpoint {endpoint_name} had Failed and SageMaker is deleting it ({status}, which takes a few "
+                    "minutes); deploy it again once it is no longer listed.")
+            time.sleep(2.0)
+        self.create_endpoint(endpoint_name, config_name)
 
     def stop_endpoint(self, endpoint_name: str) -> Endpoint:
         raise ValidationError(f"An AWS endpoint cannot be paused: delete {endpoint_name} to stop its billing "
@@ -214,15 +231,21 @@ class AwsDeploymentMixin:
         if existing and existing.status in BUSY:
             raise ResourceInUse(f"Endpoint {endpoint_name} is {existing.status}: wait until it is InService.")
         self.create_endpoint_config(config_name, model_name, instance_type, capture)
-        if existing is None:
-            self.create_endpoint(endpoint_name, config_name)
-        elif existing.status == "Failed":
-            self.delete_endpoint(endpoint_name)
-            self.create_endpoint(endpoint_name, config_name)
-        else:
-            self.update_endpoint(endpoint_name, config_name)
-            self._record_resource("endpoint", endpoint_name)  # it serves this workspace's model now
-            self._record_resource("capture", endpoint_name)
+        try:
+            if existing is None:
+                self.create_endpoint(endpoint_name, config_name)
+            elif existing.status == "Failed":
+                self._recreate(endpoint_name, config_name)
+            else:
+                self.update_endpoint(endpoint_name, config_name)
+                self._record_resource("endpoint", endpoint_name)  # it serves this workspace's model now
+                self._record_resource("capture", endpoint_name)
+        except SconesError:  # refused (a quota of 0, say): the new config serves nothing, and goes
+            try:
+                self.delete_endpoint_config(config_name)
+            except SconesError:
+                pass  # the inventory lists it, and cleanup deletes it
+            raise
         return self.describe_endpoint(endpoint_name)
 
     def invoke_endpoint(self, endpoint_name: str, body: bytes, content_type: str = "image/png") -> Prediction:

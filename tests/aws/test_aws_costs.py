@@ -164,3 +164,4 @@ def test_an_endpoint_quota_of_0_says_which_quota_to_raise(staged):
     assert message.startswith("The account's quota for ml.m5.large endpoint usage is used up or 0")
     assert "request an increase for 'ml.m5.large for endpoint usage' in Service Quotas" in message
     assert b.list_endpoints() == [] and sagemaker().list_endpoints()["Endpoints"] == []
+    assert sagemaker().list_endpoint_configs()["EndpointConfigs"] == []  # the refused deploy's config went too

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+from types import SimpleNamespace
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
 from backend import get_backend
-from backend.api import ResourceNotFound, ValidationError
+from backend.api import ResourceInUse, ResourceNotFound, ValidationError
 from backend.settings import load_settings
 
 ROLE = "arn:aws:iam::123456789012:role/scones-sagemaker"
@@ -66,6 +67,42 @@ def test_deploy_with_data_capture_then_update(model):
     assert b.list_endpoints() == []
     with pytest.raises(ResourceNotFound):
         b.describe_endpoint("scones-endpoint")
+
+
+def test_a_failed_endpoint_is_recreated_once_sagemaker_has_deleted_it(model):
+    """DeleteEndpoint is all SageMaker allows on a Failed endpoint, and it refuses to create that name while
+    the old one shows Deleting (moto deletes at once: Failed and Deleting are played here)."""
+    b, m = model
+    first = b.deploy(m.model_name, "scones-endpoint")
+    failed, deleting = {"scones-endpoint"}, set()
+
+    def accept_delete(params, **_):
+        deleting.add(json.loads(params["body"])["EndpointName"])
+        failed.discard(json.loads(params["body"])["EndpointName"])
+        return SimpleNamespace(status_code=200, headers={}), {}
+
+    def play(parsed, **_):
+        name = parsed.get("EndpointName")
+        if name in failed:
+            parsed["EndpointStatus"], parsed["FailureReason"] = "Failed", "The primary container did not pass ping."
+        elif name in deleting:
+            parsed["EndpointStatus"] = "Deleting"
+
+    events = b.client("sagemaker").meta.events
+    events.register("before-call.sagemaker.DeleteEndpoint", accept_delete)
+    events.register("after-call.sagemaker.DescribeEndpoint", play)
+    b.recreate_wait_seconds = 0.0
+    with pytest.raises(ResourceInUse, match="had Failed and SageMaker is deleting it \\(Deleting, which takes a few "
+                                            "minutes\\); deploy it again once it is no longer listed"):
+        b.start_endpoint("scones-endpoint")
+    assert deleting == {"scones-endpoint"}
+    # once SageMaker has deleted it, starting it again creates it from its config
+    events.unregister("before-call.sagemaker.DeleteEndpoint", accept_delete)
+    events.register("before-call.sagemaker.DeleteEndpoint", lambda **_: failed.clear())  # moto deletes it at once
+    deleting.clear()
+    failed.add("scones-endpoint")
+    again = b.start_endpoint("scones-endpoint")
+    assert again.status == "InService" and again.config_name == first.config_name
 
 
 def test_invoke_endpoint_through_sagemaker_runtime(model):
