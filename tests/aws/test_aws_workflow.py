@@ -243,6 +243,22 @@ def test_import_a_console_export_maps_functions_and_rewrites_arns(endpoint):
     assert config["Handler"] == "classify_image.lambda_handler"
 
 
+def test_an_import_never_re_points_the_deployed_workflows_shared_functions(deployed):
+    """The seed's function names are shared by name on AWS: the import keeps the deployed workflow's endpoint and
+    threshold, and one that asks for others is refused before anything changes (locally each keeps its own)."""
+    b, sm = deployed
+    export = sm.definition  # as the console exports it: the functions' ARNs
+    with pytest.raises(ResourceInUse, match=f"calls classifyImage, filterInferences, serializeImageData, which state "
+                                            f"machine {sm.name} uses too \\(endpoint scones-endpoint, threshold 0.9\\)"):
+        b.import_workflow(json.dumps(export), name="imported", threshold=0.5)
+    config = boto3.client("lambda").get_function_configuration(FunctionName="filterInferences")
+    assert config["Environment"]["Variables"]["THRESHOLD"] == "0.9"  # untouched
+    imported = b.import_workflow(json.dumps(export), name="imported")  # no values: the shared ones
+    assert (imported.endpoint_name, imported.threshold) == ("scones-endpoint", 0.9)
+    again = b.describe_state_machine(sm.name)
+    assert (again.endpoint_name, again.threshold) == ("scones-endpoint", 0.9)
+
+
 def test_inventory_and_cleanup_leave_nothing_tagged(deployed):
     b, sm = deployed
     b.start_workflow_batch(2)
