@@ -262,7 +262,7 @@ def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
         last = job.epochs[-1] if job.epochs else {}
         acc = f", validation accuracy {last['validation:accuracy']:.3f}" if "validation:accuracy" in last else ""
         out.progress(f"{name}: {job.secondary_status}, epoch {len(job.epochs)} of {hps.get('epochs')}{acc}")
-        time.sleep(0.5)
+        time.sleep(0.5 if backend.name == "local" else 10.0)  # each AWS look reads the job's CloudWatch log
         job = backend.describe_training_job(name)
     doc = job_doc(job) if args.wait else {"job_name": job.job_name, "status": job.status}
     text = f"{job.job_name}: {job.status}"

@@ -169,12 +169,14 @@ class AwsTrainingMixin:
         throttled) gives none: the job's status still shows, and reading the log itself says why. A job
         ended a while ago has its metrics read once per backend: its log no longer changes."""
         done: dict[str, tuple[dict[str, float], ...]] = self.__dict__.setdefault("_ended_epochs", {})
+        seen: dict[str, tuple[dict[str, float], ...]] = self.__dict__.setdefault("_seen_epochs", {})
         if name in done:
             return done[name]
         try:
             epochs = parse_epoch_lines(self.training_log(name).splitlines())
         except (AccessDenied, Throttling):
-            return ()
+            return seen.get(name, ())  # what an earlier read found: a throttled look takes no epochs away
+        seen[name] = epochs
         if ended is not None and (datetime.now(timezone.utc) - ended).total_seconds() > LOG_SETTLE_SECONDS:
             done[name] = epochs
         return epochs

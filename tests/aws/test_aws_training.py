@@ -170,6 +170,21 @@ def test_a_log_that_may_not_be_read_leaves_the_job_listed_without_metrics(staged
         b.training_log(name)
 
 
+def test_a_throttled_log_read_keeps_the_epochs_an_earlier_read_found(staged):
+    """CloudWatch Logs throttles FilterLogEvents: a look that is refused must not take the metrics away."""
+    from botocore.exceptions import ClientError
+
+    b = staged
+    name = b.create_training_job({**b.default_training_hyperparameters("sagemaker"), "epochs": "2"})
+    put_algorithm_logs(name, ["Epoch[0] Train-accuracy=0.6", "Epoch[0] Validation-accuracy=0.5"])
+    assert b.describe_training_job(name).final_metrics == {"train:accuracy": 0.6, "validation:accuracy": 0.5}
+
+    def throttle(**_):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "FilterLogEvents")
+    b.client("logs").meta.events.register("before-call.cloudwatch-logs.FilterLogEvents", throttle)
+    assert b.describe_training_job(name).final_metrics == {"train:accuracy": 0.6, "validation:accuracy": 0.5}
+
+
 def test_a_models_classes_are_the_ones_its_job_learned_not_the_latest_staging(aws_staged):
     """Restaging in another order (or other classes) must not relabel a model trained before."""
     b = aws_staged
