@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.api import StateRun, ValidationError
+from backend.images import eight_bit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASL_DIR = REPO_ROOT / "asl"
@@ -210,7 +211,7 @@ def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
     except Image.DecompressionBombError:
         raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
     except (UnidentifiedImageError, OSError, ValueError):

@@ -7,7 +7,7 @@ import streamlit as st
 from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SconesError
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend
-from ui.widgets import show_error
+from ui.widgets import show_error, show_image
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")  # SageMaker's transitions
@@ -208,7 +208,7 @@ def show_results(results: list[dict]) -> None:
                 c1.markdown(f"`{r['name']}`")
                 c2.error(r["error"])
                 continue
-            c1.image(r["data"], caption=r["name"], width=96)
+            show_image(c1, r["data"], r["name"], 96)
             c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
             df = probabilities_frame(r["classes"], r["probabilities"])
             c2.altair_chart(probability_chart(df), width="stretch", height=probability_chart_height(df))

@@ -63,6 +63,26 @@ def test_real_cifar_pngs_get_the_models_probabilities_in_class_order(port, sampl
         assert sum(answer) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped_to_white(port):
+    """Pillow opens a 16-bit grayscale PNG as mode I;16, and convert("RGB") clips it: the model would see white."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    wide = (np.random.default_rng(0).random((32, 32)) * 65535).astype(np.uint16)
+    narrow = np.round(wide / 257).astype(np.uint8)
+    sixteen, eight = io.BytesIO(), io.BytesIO()
+    Image.fromarray(wide).save(sixteen, format="PNG")
+    Image.fromarray(narrow, "L").save(eight, format="PNG")
+    white = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 255, np.uint8), "L").save(white, format="PNG")
+    answers = [json.loads(raw(port, "POST", "/invocations", b.getvalue(), {"Content-Type": "image/png"})[2])
+               for b in (sixteen, eight, white)]
+    assert answers[0] == pytest.approx(answers[1], abs=1e-3)
+    assert answers[1] != pytest.approx(answers[2], abs=1e-3)  # the test can tell scaled from clipped
+
+
 @pytest.mark.parametrize("body, content_type", [
     (jpeg_bytes(), "image/jpeg"),
     (png_bytes(), "application/x-image"),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.images import WIDE_MODES, eight_bit
 from backend.local.serving.capture import CaptureGuard, CaptureWriter, Sampler, capture_line, media_type
 from backend.local.training.artifact import INPUT_NAME, OUTPUT_NAME, LoadedModel, read_members
 
@@ -120,6 +121,8 @@ class Predictor:
             try:
                 if im.format == "JPEG" and (w, h) != (self.width, self.height):
                     im.draft(self.mode, (self.width, self.height))  # decode a big JPEG at a reduced scale
+                if im.mode in WIDE_MODES:  # 16-bit PNGs: convert() would clip them to white
+                    im = eight_bit(im)
                 if im.mode == "RGBA" and self.mode == "RGB" and im.size == (self.width, self.height):
                     arr = np.asarray(im, dtype=np.uint8)[..., :3]  # what convert("RGB") gives, without a copy
                 else:

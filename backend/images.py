@@ -1,0 +1,49 @@
+"""Images of any bit depth as 8-bit ones (Pillow and numpy only: the endpoint imports this).
+
+Pillow's `convert("RGB")` clips 16- and 32-bit images (a 16-bit grayscale PNG opens as mode I;16)
+to their low 8 bits' range, so most of such an image turns white, and `st.image` cannot show them
+at all. Every place that decodes an image someone sent (the endpoint, workflow uploads, the pages'
+image grids) scales them down first.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def eight_bit(img):  # PIL.Image.Image -> PIL.Image.Image
+    """`img` itself when it already has 8 bits per channel, else a mode L image scaled to 0..255."""
+    if img.mode not in WIDE_MODES:
+        return img
+    from PIL import Image
+
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":  # floats: 0..1 when they fit, else 0..255
+        scale = 255.0 if arr.size and np.nanmax(arr) <= 1.0 else 1.0
+    else:  # 16-bit data (or 32-bit integers holding more than 16 bits)
+        top = float(arr.max()) if arr.size else 0.0
+        scale = 1.0 if top <= 255 else 255.0 / 65535.0 if top <= 65535 else 255.0 / top
+    out = np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(out, "L")
+
+
+def displayable(data: bytes) -> bytes | None:
+    """PNG bytes a browser shows for any image Pillow reads (16-bit ones scaled), or None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.format in ("PNG", "JPEG", "GIF", "WEBP") and img.mode not in WIDE_MODES and img.mode != "CMYK":
+                return data
+            out = eight_bit(img)
+            if out.mode not in ("L", "RGB", "RGBA"):
+                out = out.convert("RGB")
+            buf = io.BytesIO()
+            out.save(buf, format="PNG")
+            return buf.getvalue()
+    except Exception:  # noqa: BLE001 - Pillow raises many types for broken data; the caller says "cannot show"
+        return None
