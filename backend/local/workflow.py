@@ -250,7 +250,21 @@ class WorkflowService:
 
     # -- executions --------------------------------------------------------------------------
 
+    def _ensure_gateway(self) -> None:
+        """A gateway process that died (killed, out of memory) is replaced before the next executions start,
+        with fresh workers: theirs name the dead gateway's port. Executions in flight fail as they would have."""
+        with self._lock:
+            gateway, runtime = self._gateway, self._runtime
+            if gateway is None or gateway.proc.poll() is None:
+                return
+            self._runtime = self._gateway = self._resolver = None
+            self._registered.clear()
+        if runtime is not None:
+            runtime.close()
+        gateway.close()
+
     def _prepare(self, state_machine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._ensure_gateway()
         machine, definition = self._cached("machine", state_machine,
                                            lambda: (m := self._machine_row(state_machine), self._definition(m)))
         self._register_functions(machine)

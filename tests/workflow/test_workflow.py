@@ -157,6 +157,25 @@ def test_endpoint_killed_mid_batch_fails_those_executions_with_the_lambda_error(
         b.delete_endpoint("doomed")
 
 
+def test_a_gateway_that_died_is_replaced_before_the_next_executions(wf_home, wf):
+    """kill -9 of the loopback gateway: every execution failed with EndpointConnectionError until a restart."""
+    b = get_backend(replace(load_settings({}), home=wf_home))
+    try:
+        first = b.wait_workflow_executions(b.start_workflow_batch(2, threshold=0.0), timeout=60)
+        assert {e.status for e in first} == {"SUCCEEDED"}
+        gateway = b.workflow._gateway.proc
+        old_workers = {pid for f in b.workflow.runtime.functions() for pid in b.workflow.runtime.worker_pids(f.name)}
+        gateway.kill()
+        gateway.wait(10)
+        after = b.wait_workflow_executions(b.start_workflow_batch(3, threshold=0.0), timeout=60)
+        assert {e.status for e in after} == {"SUCCEEDED"}, [(e.error, e.cause) for e in after]
+        assert b.workflow._gateway.proc.pid != gateway.pid and b.workflow._gateway.proc.poll() is None
+        assert not old_workers & {pid for f in b.workflow.runtime.functions()
+                                  for pid in b.workflow.runtime.worker_pids(f.name)}
+    finally:
+        b.workflow.close()
+
+
 def test_a_restart_during_a_batch_leaves_no_execution_running(wf_home, wf):
     env = {**os.environ, "SCONES_HOME": str(wf_home)}
     proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "workflow", "run", "--count", "200", "--json"],
