@@ -110,19 +110,19 @@ def resolve_import(definition: dict[str, Any], mapping: dict[str, str] | None) -
     bad = {fn: stem for fn, stem in mapping.items() if stem not in stems}
     if bad:
         fn, stem = next(iter(bad.items()))
-        raise ValidationError(f"--map {fn}={stem}: there is no handler file lambdas/{stem}.py; use one of "
+        raise ValidationError(f"The mapping {fn}={stem} names no handler file lambdas/{stem}.py; map {fn} to one of "
                               f"{', '.join(stems)}.")
     called = called_functions(definition)
     unused = [fn for fn in mapping if fn not in called]
     if unused:
-        raise ValidationError(f"--map {unused[0]}=...: the definition calls no function named {unused[0]!r}; it calls "
+        raise ValidationError(f"The mapping names function {unused[0]!r}, which the definition does not call; it calls "
                               f"{', '.join(called) or 'no Lambda function'}.")
     resolved: dict[str, str] = {}
     for fn in called:
         stem = mapping.get(fn) or SEED_HANDLERS.get(fn)
         if stem is None:
-            raise ValidationError(f"The definition calls function {fn!r}, which has no handler file in lambdas/: map it with "
-                                  f"--map {fn}=<one of {', '.join(stems)}>.")
+            raise ValidationError(f"The definition calls function {fn!r}, which has no handler file in lambdas/: map it "
+                                  f"to one of {', '.join(stems)} ({fn}=<handler>).")
         resolved[fn] = stem
     return resolved
 
@@ -246,7 +246,8 @@ def check_state_machine_name(name: str) -> str:
 def deployed_not_replaced(name: str) -> str:
     """Why an import may not take the name of the workflow that 'workflow deploy' made."""
     return (f"State machine {name} is the workflow deployed from asl/ ('scones workflow deploy'); an import does not "
-            f"replace it: choose another --name, or delete it first (scones cleanup state-machine:{name} --yes).")
+            f"replace it: choose another state machine name, or delete it first (Clean up page, or "
+            f"'scones cleanup state-machine:{name} --yes').")
 
 
 def check_batch(count: int) -> int:

@@ -3,6 +3,7 @@ settle, and open one to see its graph, each state's input and output, and its ev
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +18,8 @@ st.title("Workflow")
 st.caption("serializeImageData → classifyImage → filterInferences, as Step Functions runs it: the real Lambda "
            "handlers from `lambdas/`, the definition from `asl/`. An execution below the threshold fails on purpose "
            f"with `{THRESHOLD_ERROR}`.")
+
+SHOWN = 500  # executions counted and listed; a note says when there are more
 
 try:
     b = backend()
@@ -51,7 +54,10 @@ def deploy_ui() -> None:
 
 
 def import_ui() -> None:
-    with st.expander("Import a definition exported from the Step Functions console"):
+    imported = st.session_state.get("wf_imported")
+    with st.expander("Import a definition exported from the Step Functions console", expanded=bool(imported)):
+        if imported:
+            st.success(imported)
         up = st.file_uploader("Definition (JSON)", type=["json", "asl"], key="wf_import_file")
         mapping_text = st.text_area("Function → handler (one `FUNCTION=handler` a line; the workflow's three names map "
                                     "by themselves)", key="wf_import_map", placeholder="my-classify-fn=classify_image")
@@ -69,8 +75,12 @@ def import_ui() -> None:
                 for d in getattr(exc, "diagnostics", [])[1:]:
                     st.error(f"{d.state or '-'} · {d.field or '-'}: {d.message}")
             else:
-                st.success(f"Imported {sm.name}: " + ", ".join(f"{fn} → lambdas/{stem}.py"
-                                                              for fn, stem in b.workflow_mapping(sm.name).items()))
+                mapped = b.workflow_mapping(sm.name)
+                st.session_state["wf_imported"] = (
+                    f"Imported {sm.name}: " + ", ".join(f"{fn} → lambdas/{stem}.py" for fn, stem in mapped.items())
+                    if mapped else f"Imported {sm.name} (it calls no Lambda function).")
+                st.session_state["wf_machine"] = sm.name  # ready to run below
+                st.rerun()  # the state machine list and the Run selector read it
 
 
 def run_ui() -> None:
@@ -87,7 +97,7 @@ def run_ui() -> None:
     c3, c4, c5 = st.columns(3)
     # One field per image source: a chosen or uploaded image runs once unless asked, random ones five times.
     count = c3.number_input("Executions", 1, 500, 5 if source == "Random test images" else 1,
-                            key={"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(
+                            help="1 to 500 a start (a value outside is not taken: the field turns red)", key={"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(
                                 source, "wf_count"))
     override = c4.checkbox("Another threshold for this run only", key="wf_override")
     current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
@@ -95,6 +105,14 @@ def run_ui() -> None:
         st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
     threshold = c5.slider("Threshold", 0.0, 1.0, step=0.01, key="wf_threshold", disabled=not override)
     if st.button("Start", type="primary", key="wf_start", disabled=source == "Upload an image" and upload is None):
+        # A second press while the page reruns arrives as a second click: the same start within 2 s is one start.
+        request = (machine, source, key, upload.name if upload else None, upload.size if upload else None, int(count),
+                   threshold if override else None)
+        last = st.session_state.get("wf_last_start")
+        if last is not None and last[1] == request and time.monotonic() - last[0] < 2.0:
+            st.toast("Already started: the second press was not taken.")
+            return
+        st.session_state["wf_last_start"] = (time.monotonic(), request)
         try:
             if upload is not None:
                 key = b.upload_workflow_image(upload.name, upload.getvalue())
@@ -177,7 +195,7 @@ with st.container(border=True):
         st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
         status = endpoint_status.get(m.endpoint_name)
-        if status != "InService":
+        if m.functions and status != "InService":  # a machine that calls no function calls no endpoint
             why = "no longer exists" if status is None else f"is {status}"
             st.warning(f"The endpoint {m.endpoint_name} that {m.name} calls {why}: its executions will fail at "
                        "classifyImage. Choose an InService endpoint below and press *Update the workflow*, "
@@ -191,7 +209,7 @@ if machines:
         run_ui()
 
     try:
-        running = any(e.status == "RUNNING" or e.details_pending for e in b.list_workflow_executions(limit=500))
+        running = any(e.status == "RUNNING" or e.details_pending for e in b.list_workflow_executions(limit=SHOWN + 1))
     except SconesError as exc:  # shown by the list below, which keeps polling until it reads again
         running = True
 
@@ -199,13 +217,15 @@ if machines:
     @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else None)
     def executions_view() -> None:
         try:
-            executions = b.list_workflow_executions(limit=500)
+            executions = b.list_workflow_executions(limit=SHOWN + 1)
         except SconesError as exc:  # throttled, say: say so and try again at the next poll
             show_error(exc)
             return
         if not executions:
             st.info("No executions yet: start one above.")
             return
+        more = len(executions) > SHOWN
+        executions = executions[:SHOWN]
         df = executions_frame(executions)
         cards = execution_cards(executions)
         cols = st.columns(5)
@@ -217,6 +237,9 @@ if machines:
         cols[3].metric("Failed otherwise", cards["failed_otherwise"],
                        help="Failed, timed out or aborted for another reason than the threshold.")
         cols[4].metric("Running", cards["running"])
+        if more:
+            st.caption(f"The newest {SHOWN} executions: the counts and the table are of these, older ones are not "
+                       "counted here.")
         if cards["unread"]:
             st.caption(f"{cards['unread']} finished execution(s) not read yet: AWS rate-limits DescribeExecution, so "
                        f"their error and class fill in over the next refreshes; {cards['unread_failed']} failed "

@@ -1,6 +1,7 @@
 """The workflow page in AppTest, against the shared workspace (a real endpoint and workflow)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -77,6 +78,48 @@ def test_workflow_page_import_names_an_unknown_function(wf_page):
     at = wf_page.run()
     assert not at.exception
     assert any(e.label.startswith("Import a definition") for e in at.expander)
+    unknown = {"StartAt": "A", "States": {"A": {"Type": "Task", "End": True,
+                                                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:mysteryFn"}}}
+    at.file_uploader(key="wf_import_file").set_value(("x.json", json.dumps(unknown).encode(), "application/json"))
+    at.run()
+    at.button(key="wf_import_go").click().run()
+    errors = [e.value for e in at.error]
+    assert any("calls function 'mysteryFn', which has no handler file in lambdas/: map it to one of" in e
+               for e in errors), errors
+    assert not any("--map" in e for e in errors)  # the page's words, not the CLI's
+
+
+def test_an_import_shows_at_once_in_the_list_and_the_run_selector(wf_page, wf):
+    passes = {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+    try:
+        at = wf_page.run()
+        at.file_uploader(key="wf_import_file").set_value(("p.json", json.dumps(passes).encode(), "application/json"))
+        at.text_input(key="wf_import_name").set_value("page-imported")
+        at.run()
+        at.button(key="wf_import_go").click().run()
+        assert not at.exception
+        assert [s.value for s in at.success] == ["Imported page-imported (it calls no Lambda function)."]
+        assert at.selectbox(key="wf_machine").value == "page-imported"
+        assert "page-imported" in at.selectbox(key="wf_machine").options
+        assert any("**page-imported**" in m.value for m in at.markdown)
+        assert not any("page-imported calls" in w.value for w in at.warning)  # it calls no endpoint
+    finally:
+        wf.delete_state_machine("page-imported")
+
+
+def test_a_second_press_of_start_while_the_page_reruns_starts_nothing_more(wf_page, wf):
+    at = wf_page.run()
+    at.number_input(key="wf_count").set_value(2)
+    at.checkbox(key="wf_override").check().run()
+    at.slider(key="wf_threshold").set_value(0.0)
+    before = len(wf.list_workflow_executions(limit=1000))
+    at.button(key="wf_start").click().run()
+    at.button(key="wf_start").click().run()  # the second click of a double-click
+    assert not at.exception
+    assert len(wf.list_workflow_executions(limit=1000)) == before + 2
+    time.sleep(2.1)
+    at.button(key="wf_start").click().run()  # a later press is a new start
+    assert len(wf.list_workflow_executions(limit=1000)) == before + 4
 
 
 def test_a_chosen_image_runs_once_and_a_failure_reads_as_a_sentence(wf_page, wf):
