@@ -158,7 +158,7 @@ def test_refused_workflow_commands_change_nothing(wf_home, wf, shared_data, tmp_
         r = scones(wf_home, "workflow", "import", str(export), *mapped, "--name", name, "--json")
         assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
     r = scones(wf_home, "workflow", "import", str(export), *mapped, "--map", "extraFn=classify_image", "--name", "x1")
-    assert r.returncode == 2 and "no function named 'extraFn'" in r.stderr and "my-classifier" in r.stderr
+    assert r.returncode == 2 and "names function 'extraFn', which the definition does not call" in r.stderr and "my-classifier" in r.stderr
     r = scones(wf_home, "workflow", "import", str(export), "--map", "my-classifier=", "--name", "x1")
     assert r.returncode == 2 and "no value" in r.stderr
     assert {m.name: m.endpoint_name for m in wf.list_state_machines()} == machines  # nothing made or replaced
