@@ -163,6 +163,15 @@ def test_use_pretrained_model_1_says_why_it_is_refused():
     assert H.validate({**BASE, "use_pretrained_model": "1"}, local=False).use_pretrained_model == 1  # SageMaker has them
 
 
+def test_epochs_past_what_the_local_trainer_runs_are_refused_there_only():
+    """1e20 epochs ran with no end (and 'about 3491010097778699264 min left'): locally nothing else stops it."""
+    for raw in ("1e20", "99999999999999999999", str(H.MAX_LOCAL_EPOCHS + 1)):
+        with pytest.raises(ValidationError, match="is more than the local trainer runs: use at most 10,000"):
+            H.validate({**BASE, "epochs": raw})
+    assert H.validate({**BASE, "epochs": str(H.MAX_LOCAL_EPOCHS)}).epochs == H.MAX_LOCAL_EPOCHS
+    assert H.validate({**BASE, "epochs": "20000"}, local=False).epochs == 20000  # SageMaker's MaxRuntime ends it
+
+
 def test_multi_label_1_is_refused_with_the_reason():
     for local in (True, False):  # the staged .lst is single-label on either backend
         with pytest.raises(ValidationError, match="multi_label=1 is not available: multi-label training needs"):

@@ -323,6 +323,9 @@ def _bad(spec: Spec, raw: Any) -> str:
     return f"{spec.name}={_text(raw)!r} is not valid: use {spec.allowed}"
 
 
+MAX_LOCAL_EPOCHS = 10_000
+
+
 def validate(raw: Raw, local: bool = True) -> Hyperparameters:
     """Typed hyperparameters, or one ValidationError that lists every problem found. `local=False` for a
     SageMaker job: what only the local trainer lacks (the pretrained weights) is then not refused."""
@@ -359,6 +362,9 @@ def _cross_checks(v: dict[str, Any], raw: Raw, local: bool = True) -> list[str]:
             "use_pretrained_model=1 is not available locally: the pretrained ImageNet weights live in AWS's "
             "algorithm container and the local backend has neither them nor network access; use 0 to train from "
             "scratch, or train on the AWS backend")
+    if local and v["epochs"] > MAX_LOCAL_EPOCHS:  # the local trainer has no MaxRuntimeInSeconds to end it
+        problems.append(f"epochs={v['epochs']} is more than the local trainer runs: use at most {MAX_LOCAL_EPOCHS:,} "
+                        "(an epoch of the 1,000 sample images takes about a second here)")
     if v["multi_label"] == 1:
         problems.append(
             "multi_label=1 is not available: multi-label training needs an augmented manifest, and the "
