@@ -41,16 +41,18 @@ except SconesError as exc:
     st.stop()
 
 
-def load_preset(preset: str) -> None:
-    """Fill every form field from a preset (fields the preset leaves out become empty = the algorithm's default)."""
+def load_preset(preset: str) -> bool:
+    """Fill every form field from a preset (fields the preset leaves out become empty = the algorithm's default);
+    False, with the error shown, when the backend cannot give it."""
     try:
         values = b.default_training_hyperparameters(preset)
     except SconesError as exc:
         show_error(exc)
-        return
+        return False
     for name in specs:
         st.session_state[f"hp_{name}"] = values.get(name, "")
     st.session_state["train_preset"] = preset
+    return True
 
 
 def copy_job(job: TrainingJob) -> None:
@@ -61,8 +63,8 @@ def copy_job(job: TrainingJob) -> None:
     st.session_state["train_preset"] = f"job:{job.job_name}"
 
 
-if "train_preset" not in st.session_state:
-    load_preset("local")
+if "train_preset" not in st.session_state and not load_preset("local"):
+    st.stop()  # the same error would follow from every read below: once is enough
 
 
 def field(name: str, container: Any = st) -> str:

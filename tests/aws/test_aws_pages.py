@@ -52,6 +52,8 @@ def test_every_page_without_aws_credentials_says_so_in_one_sentence(aws_env, tmp
         backend.clear()
     assert not at.exception, at.exception
     assert any("No AWS credentials were found" in e.value for e in at.error)
+    messages = [e.value for e in at.error]
+    assert len(messages) == len(set(messages)), messages  # the same sentence once, not once per read
 
 
 def test_workflow_before_any_endpoint_says_what_to_do_first(aws):
@@ -139,3 +141,21 @@ def test_the_train_page_on_aws_knows_the_model_made_from_a_job(aws_pages, monkey
     assert any(f"Model `{model.model_name}` exists" in c.value for c in at.caption)
     assert "train_create_model" not in {bt.key for bt in at.button}
     assert any("runs only in SageMaker's container" in c.value for c in at.caption)
+
+
+def test_the_train_page_without_a_region_says_so_once(aws_env, tmp_path, monkeypatch):
+    from ui.state import backend
+
+    for k in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(k)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    backend.clear()
+    try:
+        at = app_page("train").run()
+    finally:
+        backend.clear()
+    assert not at.exception
+    assert [e.value.split(":")[0] for e in at.error] == ["No AWS region is set"]  # once, not once per read
