@@ -66,11 +66,15 @@ with tab_stage:
                                  default=list(DEFAULT_CLASSES), key="stage_classes")
         running = b.latest_job("stage")
         busy = running is not None and running.status == JOB_IN_PROGRESS
+        refused = False  # this press was refused, with its own message: no older failure under it
         if st.button("Start staging", type="primary", disabled=busy or source is None, key="stage_start"):
             if len(classes) < 2:
                 st.error("Choose at least two classes: a classifier needs two or more.")
+                refused = True
             elif start(source, data, filename, classes):
                 st.rerun()
+            else:
+                refused = True
 
     job = b.latest_job("stage")
     active = job is not None and job.status == JOB_IN_PROGRESS
@@ -85,8 +89,10 @@ with tab_stage:
             st.session_state["stage_watching"] = current.job_id
         elif st.session_state.pop("stage_watching", None) == current.job_id:
             st.rerun()  # the job just ended: redraw the whole page with its report
-        elif current.status != JOB_COMPLETED:
-            st.error(f"Staging {current.status.lower()}: {current.failure_reason}", icon=":material/error:")
+        elif current.status != JOB_COMPLETED and not refused:
+            when = current.updated.replace("T", " ")[:19]
+            st.error(f"The last staging attempt ({when} UTC) {current.status.lower()}: {current.failure_reason}",
+                     icon=":material/error:")
 
     progress_view()
 

@@ -76,6 +76,20 @@ def test_stage_page_rejects_one_class_and_a_missing_path(home, backend):
     assert not at.exception
 
 
+def test_a_failed_staging_reads_as_the_last_attempt_and_does_not_stack_under_a_new_error(home, backend, tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x1f\x8b not really gzip")
+    backend.wait_job(backend.start_staging(str(junk)), timeout=60)
+    at = page("stage.py").run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("The last staging attempt (") and " UTC) failed: " in errors[0]
+    at.radio(key="stage_source").set_value("Local file path").run()
+    at.text_input(key="stage_path").input("/no/such.tar.gz").run()
+    at.button(key="stage_start").click().run()
+    assert [e.value.split(":")[0] for e in at.error] == ["No archive file at /no/such.tar.gz"]  # this press's alone
+    assert not at.exception
+
+
 def test_explore_archive_view(home):
     at = page("stage.py").run()
     at.button(key="explore_go").click().run()
