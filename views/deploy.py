@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SconesError
+from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, CaptureConfig, SconesError
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend
 from ui.widgets import show_error, show_image
@@ -106,13 +106,23 @@ def settings_ui() -> dict:
     name = left.text_input("Endpoint name (an existing endpoint is updated)", value=default_name,
                            key="deploy_endpoint_name").strip()
     instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
-    enabled = st.toggle("Data capture", value=True, key="deploy_capture")
-    percent = st.slider("Sampling percentage", 0, 100, 100, key="deploy_percent", disabled=not enabled)
+    existing = next((e.capture for e in endpoints if e.endpoint_name == name), None)
+    first = "deploy_capture" not in st.session_state
+    if first or (st.session_state.get("deploy_settings_for") != name and existing is not None):
+        # An update starts from the endpoint's own capture (a new name keeps what was typed): deploying again
+        # must not move its capture back to the defaults unasked.
+        st.session_state["deploy_settings_for"] = name
+        cap = existing or CaptureConfig()
+        st.session_state["deploy_capture"] = cap.enabled
+        st.session_state["deploy_percent"] = int(cap.sampling_percent) if cap.enabled else 100
+        st.session_state["deploy_options"] = [o for o, on in (("Input", cap.capture_input),
+                                                              ("Output", cap.capture_output)) if on]
+        st.session_state["deploy_destination"] = cap.destination or b.default_capture_destination()
+    enabled = st.toggle("Data capture", key="deploy_capture")
+    percent = st.slider("Sampling percentage", 0, 100, key="deploy_percent", disabled=not enabled)
     c1, c2 = st.columns(2)
-    options = c1.multiselect("Capture options", ["Input", "Output"], default=["Input", "Output"],
-                             key="deploy_options", disabled=not enabled)
-    destination = c2.text_input("Destination", value=b.default_capture_destination(),
-                                key="deploy_destination", disabled=not enabled).strip()
+    options = c1.multiselect("Capture options", ["Input", "Output"], key="deploy_options", disabled=not enabled)
+    destination = c2.text_input("Destination", key="deploy_destination", disabled=not enabled).strip()
     return {"endpoint_name": name, "capture_percent": int(percent), "capture_enabled": enabled,
             "capture_input": "Input" in options, "capture_output": "Output" in options,
             "destination": destination, "instance_type": instance}

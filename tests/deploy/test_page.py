@@ -122,6 +122,20 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     assert list(table["image"]) == [sample_pngs[0].name, sample_pngs[1].name, "big-photo.jpg"]
 
 
+def test_updating_an_endpoint_starts_from_its_own_capture_settings(page_backend):
+    """Deploying again with the form's defaults silently moved an endpoint's capture back to the defaults."""
+    page_backend.deploy("model-a", "scones-endpoint", 30, capture_output=False,
+                        destination="s3://scones-unlimited/elsewhere")
+    at = run_page()
+    assert at.text_input(key="deploy_endpoint_name").value == "scones-endpoint"
+    assert at.slider(key="deploy_percent").value == 30
+    assert at.multiselect(key="deploy_options").value == ["Input"]
+    assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/elsewhere"
+    at.text_input(key="deploy_endpoint_name").set_value("fresh-ep").run()  # a new name keeps what is shown
+    assert at.slider(key="deploy_percent").value == 30
+    assert not at.exception
+
+
 def test_try_it_on_staged_test_images(page_backend):
     page_backend.stage_data("sample")
     page_backend.deploy("model-a", "ep", 100)
