@@ -23,7 +23,7 @@ def test_batch_of_five_from_the_page(page: Page, wf_url, wf):
     before = len(wf.list_workflow_executions(limit=10_000))
     page.goto(f"{wf_url}/workflow")
     expect(page.get_by_role("heading", name="Workflow", exact=True)).to_be_visible(timeout=30_000)
-    count = page.get_by_label("Executions")
+    count = page.get_by_label("Executions", exact=True)
     count.fill("5")
     count.press("Enter")
     page.get_by_role("button", name="Start", exact=True).click()
