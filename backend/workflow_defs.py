@@ -209,13 +209,20 @@ def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
         raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
+        img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
+    try:
+        with img:
+            img.load()
+            rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
+    except Image.DecompressionBombError:
+        raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
+    except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
+        raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or corrupt: "
+                              "send the whole image again.") from None
     buf = io.BytesIO()
     rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
     return buf.getvalue()

@@ -63,3 +63,17 @@ def test_the_pages_image_grid_draws_a_16_bit_png_and_names_an_unreadable_one():
     at = AppTest.from_function(page, default_timeout=30).run()
     assert not at.exception
     assert [c.value for c in at.caption] == ["broken (cannot be drawn)"]
+
+
+def test_an_upload_cut_short_says_so_and_one_that_is_no_image_says_that():
+    import pytest
+
+    from backend.api import ValidationError
+
+    jpeg = png(Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)), "JPEG")
+    with pytest.raises(ValidationError, match="trunc.jpg is a JPEG file whose data is cut short or corrupt"):
+        encode_upload("trunc.jpg", jpeg[: len(jpeg) // 2], (32, 32))
+    with pytest.raises(ValidationError, match="notes.png is not an image Pillow can read"):
+        encode_upload("notes.png", b"plain text", (32, 32))
+    webp = png(Image.new("RGB", (40, 30), (9, 9, 9)), "WEBP")  # any format Pillow reads is stored as a PNG
+    assert Image.open(io.BytesIO(encode_upload("photo.png", webp, (32, 32)))).format == "PNG"
