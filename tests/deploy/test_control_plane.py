@@ -47,6 +47,9 @@ def test_endpoint_config_records_the_variant_and_data_capture(service):
     ({"capture": CaptureConfig(destination="http://example.com/x")}, ValidationError, "not an S3 URI"),
     ({"capture": CaptureConfig(destination="s3://Bad_Bucket/x")}, ValidationError, "Bucket name"),
     ({"capture": CaptureConfig(destination="s3://scones-unlimited/../up")}, ValidationError, "'..'"),
+    ({"capture": CaptureConfig(destination="s3://other-bucket/cap")}, ValidationError,
+     "Capture goes to the workspace bucket locally: s3://other-bucket/cap is in bucket 'other-bucket'; use "
+     "s3://scones-unlimited/<prefix>"),
     ({"model_name": "no-such-model"}, ResourceNotFound, "no-such-model"),
 ])
 def test_endpoint_config_refuses_bad_input_with_a_named_error(service, kwargs, error, words):

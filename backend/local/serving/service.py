@@ -189,6 +189,9 @@ class DeploymentService:
             raise ValidationError("Capture options are empty: capture Input, Output or both, or turn capture off.")
         destination = (capture.destination or "").strip() or self.default_capture_destination()
         bucket, prefix = parse_s3_uri(destination)
+        if bucket != self.bucket:  # one bucket locally: another would be a folder nothing reads or cleans up
+            raise ValidationError(f"Capture goes to the workspace bucket locally: {destination} is in bucket "
+                                  f"{bucket!r}; use s3://{self.bucket}/<prefix> (default {self.default_capture_destination()}).")
         destination = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         return CaptureConfig(bool(capture.enabled), int(percent), destination, bool(capture.capture_input),
                              bool(capture.capture_output))
