@@ -186,8 +186,8 @@ class AwsDeploymentMixin:
     def start_endpoint(self, endpoint_name: str) -> Endpoint:
         """A Failed AWS endpoint cannot be updated: recreate it from its config."""
         endpoint = self.describe_endpoint(endpoint_name)
-        if endpoint.status not in self.restartable_statuses:
-            raise ValidationError(f"Endpoint {endpoint_name} is {endpoint.status}; only a Failed endpoint is started again.")
+        if endpoint.status not in self.restartable_statuses:  # running or on its way: nothing to start, as locally
+            return endpoint
         self._recreate(endpoint_name, endpoint.config_name)
         return self.describe_endpoint(endpoint_name)
 

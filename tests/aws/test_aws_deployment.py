@@ -74,6 +74,7 @@ def test_a_failed_endpoint_is_recreated_once_sagemaker_has_deleted_it(model):
     the old one shows Deleting (moto deletes at once: Failed and Deleting are played here)."""
     b, m = model
     first = b.deploy(m.model_name, "scones-endpoint")
+    assert b.start_endpoint("scones-endpoint").status == "InService"  # nothing to start: as locally, no error
     failed, deleting = {"scones-endpoint"}, set()
 
     def accept_delete(params, **_):
