@@ -23,7 +23,9 @@ def eight_bit(img):  # PIL.Image.Image -> PIL.Image.Image
     arr = np.asarray(img, dtype=np.float64)
     if img.mode == "F":  # floats: 0..1 when they fit, else 0..255
         scale = 255.0 if arr.size and np.nanmax(arr) <= 1.0 else 1.0
-    else:  # 16-bit data (or 32-bit integers holding more than 16 bits)
+    elif img.mode.startswith("I;16"):  # 16-bit: 65535 is white, however dark this image is
+        scale = 255.0 / 65535.0
+    else:  # 32-bit integers: 8- or 16-bit data by their range, else scaled to their top
         top = float(arr.max()) if arr.size else 0.0
         scale = 1.0 if top <= 255 else 255.0 / 65535.0 if top <= 65535 else 255.0 / top
     out = np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)

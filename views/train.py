@@ -63,7 +63,7 @@ def copy_job(job: TrainingJob) -> None:
     st.session_state["train_preset"] = f"job:{job.job_name}"
 
 
-if "train_preset" not in st.session_state and not load_preset("local"):
+if "train_preset" not in st.session_state and not load_preset("sagemaker" if b.name == "aws" else "local"):
     st.stop()  # the same error would follow from every read below: once is enough
 
 

@@ -54,7 +54,7 @@ def deploy_ui() -> None:
 
 
 def import_ui() -> None:
-    imported = st.session_state.get("wf_imported")
+    imported = st.session_state.pop("wf_imported", None)  # said once, on the redraw that lists it
     with st.expander("Import a definition exported from the Step Functions console", expanded=bool(imported)):
         if imported:
             st.success(imported)
@@ -119,10 +119,13 @@ def run_ui() -> None:
             arns = b.start_workflow_batch(int(count), key, threshold if override else None, machine)
         except BatchPartlyStarted as exc:  # the started ones run and show below; say how many did not
             show_error(exc)
+            if not exc.started:
+                st.session_state.pop("wf_last_start", None)  # nothing started: a press again is a new try
             if exc.started:
                 st.session_state["wf_pick"] = exc.started[-1].rsplit(":", 1)[-1]
         except SconesError as exc:
             show_error(exc)
+            st.session_state.pop("wf_last_start", None)  # nothing started: a press again is a new try
         else:
             st.session_state["wf_pick"] = arns[-1].rsplit(":", 1)[-1]
             st.toast(f"Started {len(arns)} execution(s).")

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backend.api import (
-    VARIANT_NAME, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse, ResourceLimitExceeded,
-    ResourceNotFound, SconesError, StepStatus, ValidationError,
+    VARIANT_NAME, AccessDenied, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse,
+    ResourceLimitExceeded, ResourceNotFound, SconesError, StepStatus, ValidationError,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -240,7 +240,9 @@ class AwsDeploymentMixin:
                 self.update_endpoint(endpoint_name, config_name)
                 self._record_resource("endpoint", endpoint_name)  # it serves this workspace's model now
                 self._record_resource("capture", endpoint_name)
-        except SconesError:  # refused (a quota of 0, say): the new config serves nothing, and goes
+        except (ResourceLimitExceeded, ValidationError, ResourceInUse, AccessDenied):
+            # refused for certain (a quota of 0, say): the new config serves nothing, and goes. A timeout is not
+            # certain (the endpoint may be Creating on it): the config stays, listed by the inventory.
             try:
                 self.delete_endpoint_config(config_name)
             except SconesError:
@@ -261,7 +263,7 @@ class AwsDeploymentMixin:
             raise SconesError(f"Endpoint {endpoint_name} answered something that is not a list of probabilities.") from None
         try:  # the classes of the model the endpoint serves (a restage since must not relabel it)
             classes = self.describe_model(self.describe_endpoint(endpoint_name).model_name).classes
-        except ResourceNotFound:
+        except SconesError:  # gone, throttled, or not readable: the prediction stands, labelled as staged
             report = self.latest_stage_report()
             classes = tuple(report.classes) if report else ()
         if len(classes) != len(probabilities):

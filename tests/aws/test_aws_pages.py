@@ -122,6 +122,12 @@ def test_cleanup_page_leaves_another_workspaces_resources_unticked(aws_pages, tm
     assert at.button(key="cleanup_go").label == "Delete 4 selected"
 
 
+def test_the_train_page_on_aws_starts_from_the_notebooks_values_as_the_cli_does(aws_pages):
+    at = app_page("train").run()
+    assert not at.exception
+    assert (at.session_state["hp_num_layers"], at.session_state["hp_epochs"]) == ("152", "30")
+
+
 def test_the_train_page_on_aws_has_no_local_only_field(aws_pages):
     at = app_page("train").run()
     assert not at.exception, at.exception

@@ -19,6 +19,8 @@ def png(img: Image.Image, fmt: str = "PNG") -> bytes:
 def test_wide_images_are_scaled_and_8_bit_ones_left_alone():
     wide = np.array([[0, 257, 65535]], dtype=np.uint16)
     assert np.asarray(eight_bit(Image.fromarray(wide))).tolist() == [[0, 1, 255]]
+    dark = np.array([[0, 200]], dtype=np.uint16)  # 16-bit and near black: stays near black
+    assert np.asarray(eight_bit(Image.fromarray(dark))).tolist() == [[0, 1]]
     assert np.asarray(eight_bit(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)))).tolist() == [[0, 128, 255]]
     assert np.asarray(eight_bit(Image.fromarray(np.array([[0, 100, 200]], np.int32)))).tolist() == [[0, 100, 200]]
     big = np.array([[0, 70000 * 2]], dtype=np.int32)
