@@ -150,12 +150,19 @@ class AwsTrainingMixin:
         }
         # The classes in the order the job learns them (class index i = classes[i]), beside its output: a
         # later restage (other classes, another order) must not relabel this job's model.
+        try:
+            self.describe_training_job(name)
+        except ResourceNotFound:
+            pass
+        else:  # SageMaker refuses the name too: and that job's kept classes must stay as they are
+            raise ResourceInUse(f"A training job named {name} already exists: choose another name.")
         self.objects.put_many({classes_key(name): json.dumps({"classes": list(report.classes)}).encode()})
         try:
             with aws_errors(f"creating training job {name}"):
                 self.client("sagemaker").create_training_job(**request)
         except SconesError as exc:
-            self.objects.delete_keys([classes_key(name)])
+            if isinstance(exc, (ResourceLimitExceeded, ValidationError, AccessDenied, ResourceInUse)):
+                self.objects.delete_keys([classes_key(name)])  # refused for certain: no job will learn them
             if isinstance(exc, ResourceLimitExceeded):
                 raise ResourceLimitExceeded(
                     f"The account's quota for {itype} training is used up or 0 (new accounts often have none): "

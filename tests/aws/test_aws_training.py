@@ -118,10 +118,13 @@ def test_guardrails_role_cpu_instance_and_quota(staged, monkeypatch):
     sm = b.client("sagemaker")
     b.client = lambda service: sm if service == "sagemaker" else type(b).client(b, service)
     with Stubber(sm) as stub:
+        stub.add_client_error("describe_training_job", service_error_code="ValidationException",
+                              service_message="Requested resource not found.")  # the name is free
         stub.add_client_error("create_training_job", service_error_code="ResourceLimitExceeded",
                               service_message="The account-level service limit 'ml.p3.2xlarge for training job usage' is 0")
         with pytest.raises(ResourceLimitExceeded, match="quota for ml.p3.2xlarge training.*Service Quotas"):
             b.create_training_job(hps)
+    assert not [o for o in b.list_objects("output/") if o.key.endswith("scones-classes.json")]  # refused: none kept
 
 
 def test_stop_calls_stop_training_job(staged):
@@ -197,6 +200,10 @@ def test_a_models_classes_are_the_ones_its_job_learned_not_the_latest_staging(aw
     again = get_backend(load_settings())  # a fresh backend: nothing remembered in memory
     assert again.describe_model(model.model_name).classes == tuple(learned)
     assert [m.classes for m in again.list_models()] == [tuple(learned)]
+    # a second job under that name is refused before anything is written (its kept classes stay)
+    with pytest.raises(ResourceInUse, match=f"A training job named {name} already exists"):
+        again.create_training_job(again.default_training_hyperparameters("sagemaker"), job_name=name)
+    assert get_backend(load_settings()).describe_model(model.model_name).classes == tuple(learned)
     # a job started before the classes were kept beside its output falls back to the staged ones
     again.objects.delete_keys([f"output/{name}/scones-classes.json"])
     assert get_backend(load_settings()).describe_model(model.model_name).classes == tuple(reversed(learned))
