@@ -251,8 +251,13 @@ def test_an_import_never_re_points_the_deployed_workflows_shared_functions(deplo
     with pytest.raises(ResourceInUse, match=f"calls classifyImage, filterInferences, serializeImageData, which state "
                                             f"machine {sm.name} uses too \\(endpoint scones-endpoint, threshold 0.9\\)"):
         b.import_workflow(json.dumps(export), name="imported", threshold=0.5)
+    with pytest.raises(ResourceInUse, match=f"Function classifyImage runs lambdas/classify_image.py for state machine "
+                                            f"{sm.name}; mapping it to filter_inferences would change that machine"):
+        b.import_workflow(json.dumps(export), {"classifyImage": "filter_inferences"}, name="imported")
     config = boto3.client("lambda").get_function_configuration(FunctionName="filterInferences")
     assert config["Environment"]["Variables"]["THRESHOLD"] == "0.9"  # untouched
+    handler = boto3.client("lambda").get_function_configuration(FunctionName="classifyImage")["Handler"]
+    assert handler == "classify_image.lambda_handler"
     imported = b.import_workflow(json.dumps(export), name="imported")  # no values: the shared ones
     assert (imported.endpoint_name, imported.threshold) == ("scones-endpoint", 0.9)
     again = b.describe_state_machine(sm.name)
