@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
-from backend.staging import MANIFEST, TEST_LST, TRAIN_LST, previously_listed
+from backend.staging import MANIFEST, STAGED_KEYS, TEST_LST, TRAIN_LST, previously_listed
 from backend.workflow_defs import UPLOAD_PREFIX
 
 CAPTURE_PREFIX = "data_capture/"
@@ -29,7 +29,7 @@ NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
 
 # data resources: name -> (bucket prefixes, workspace folders)
 DATA = {
-    "staged-images": (("train/", "test/", "train.lst", "test.lst", "dataset.json"), ()),
+    "staged-images": (("train/", "test/", "train.lst", "test.lst", "dataset.json", STAGED_KEYS), ()),
     "capture": ((CAPTURE_PREFIX,), ()),
     "workflow-uploads": (("uploads/",), ()),
     "archive-uploads": ((), ("uploads",)),
@@ -84,7 +84,7 @@ class InventoryMixin:
         if not getattr(self.objects, "shared", False):
             return objs
         if name == "staged-images":
-            ours = previously_listed(self.objects) | {TRAIN_LST, TEST_LST, MANIFEST}
+            ours = previously_listed(self.objects) | {TRAIN_LST, TEST_LST, MANIFEST, STAGED_KEYS}
             return [o for o in objs if o.key in ours]
         if name == "capture":
             folders = tuple(f"{CAPTURE_PREFIX}{e}/" for e in self.captured_endpoints())

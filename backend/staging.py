@@ -21,6 +21,10 @@ TEST_PREFIX = "test/"
 TRAIN_LST = "train.lst"
 TEST_LST = "test.lst"
 MANIFEST = "dataset.json"
+# In a shared bucket: every image key a staging may have written and not yet removed, kept before the images
+# are written, so a staging that fails half way (or whose clean-up of stale images fails) leaves nothing
+# that neither the next staging nor cleanup knows to be this project's.
+STAGED_KEYS = "dataset-keys.json"
 PREFIXES = {"train": TRAIN_PREFIX, "test": TEST_PREFIX}
 LISTS = {"train": TRAIN_LST, "test": TEST_LST}
 
@@ -31,8 +35,14 @@ def manifest_keys(sink: ObjectStore) -> list[str]:
 
 
 def previously_listed(sink: ObjectStore) -> set[str]:
-    """The image keys the bucket's current train.lst and test.lst name (an unreadable list names none)."""
+    """The image keys the bucket's train.lst and test.lst name, and those a staging recorded before writing
+    them (STAGED_KEYS, in a shared bucket); an unreadable list names none."""
     keys: set[str] = set()
+    try:
+        recorded = json.loads(sink.get(STAGED_KEYS))
+        keys.update(k for k in recorded if isinstance(k, str) and k.startswith(tuple(PREFIXES.values())))
+    except (SconesError, ValueError, TypeError):
+        pass  # none recorded (a local bucket, or staged before it was kept)
     for name, lst in LISTS.items():
         try:
             rows = cifar.parse_lst(sink.get(lst).decode("utf-8"))
@@ -60,6 +70,10 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
     timings = {"read_and_filter": time.perf_counter() - t0}
 
     listed_before = previously_listed(sink)
+    shared = getattr(sink, "shared", False)
+    if shared:
+        new_keys = {PREFIXES[name] + f for name, sel in selections.items() for f in sel.filenames}
+        sink.put_many({STAGED_KEYS: json.dumps(sorted(listed_before | new_keys)).encode()})
     t1 = time.perf_counter()
     sink.delete_keys(manifest_keys(sink))  # from here the old dataset changes
     total = sum(len(s.filenames) for s in selections.values())
@@ -84,12 +98,14 @@ def stage_archive(path: Path, classes: list[str], sink: ObjectStore,
 
     t2 = time.perf_counter()
     sink.put_many({LISTS[name]: cifar.lst_text(sel).encode() for name, sel in selections.items()})
-    if getattr(sink, "shared", False):  # other projects' objects may sit under train/ and test/: ours only
-        ours = set().union(*written.values())
+    ours = set().union(*written.values())
+    if shared:  # other projects' objects may sit under train/ and test/: ours only
         stale = sorted(k for k in listed_before if k not in ours)
     else:
         stale = [o.key for name, prefix in PREFIXES.items() for o in sink.list(prefix) if o.key not in written[name]]
     sink.delete_keys(stale)
+    if shared:
+        sink.put_many({STAGED_KEYS: json.dumps(sorted(ours)).encode()})
     counts = {
         name: {c: int(np.count_nonzero(sel.class_index == i)) for i, c in enumerate(classes)}
         for name, sel in selections.items()

@@ -63,7 +63,7 @@ def test_in_the_shared_default_bucket_the_data_counted_and_cleaned_up_is_this_wo
     b.delete_endpoint("scones-endpoint")  # gone, but its capture folder is still this workspace's
     data = {r.name: r for r in b.inventory() if r.is_data}
     staged = sum(sum(c.values()) for c in b.latest_stage_report().counts.values())
-    assert data["staged-images"].status == f"{staged + 3} file(s)"  # the images, the two lists, the manifest
+    assert data["staged-images"].status == f"{staged + 4} file(s)"  # the images, two lists, manifest, key record
     assert data["capture"].status == "1 file(s)" and data["workflow-uploads"].status == "1 file(s)"
     b.cleanup(None, include_data=True)
     left = {o.key for o in b.list_objects()}

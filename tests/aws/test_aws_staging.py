@@ -66,6 +66,40 @@ def test_restaging_in_a_shared_bucket_removes_only_the_images_its_lists_named(aw
     assert images == listed() | theirs  # and nothing else did
 
 
+def test_a_restage_whose_clean_up_failed_leaves_nothing_unknown_behind(aws, tmp_path):
+    """The new lists are written before the stale images go: a failed delete must not orphan them for good."""
+    from backend.api import SconesError
+    from tests.archives import several_classes, synthetic_archive
+
+    b = get_backend(load_settings())
+    path = synthetic_archive(tmp_path / "syn.tar.gz", several_classes(4), several_classes(2, seed=1))
+    b.stage_data(str(path), ["bicycle", "motorcycle"])
+    before = {o.key for o in b.list_objects() if o.key.startswith(("train/", "test/"))}
+
+    from types import SimpleNamespace
+
+    images_call = []
+
+    def refuse(params, **_):  # S3 keeps the stale images (not the manifest): answered here, nothing deleted
+        images_call.append(b"<Key>train/" in params["body"] or b"<Key>test/" in params["body"])
+        if images_call[-1]:
+            return SimpleNamespace(status_code=200, headers={}), {"Errors": [
+                {"Key": "x", "Code": "InternalError", "Message": "We encountered an internal error"}]}
+        return None
+    events = b.objects.client.meta.events
+    events.register("before-call.s3.DeleteObjects", refuse)
+    with pytest.raises(SconesError, match="S3 did not delete"):
+        b.stage_data(str(path), ["bicycle", "bear"])
+    assert images_call == [False, True]  # it got as far as the stale images
+    events.unregister("before-call.s3.DeleteObjects", refuse)
+    b.stage_data(str(path), ["bicycle", "bear"])  # the retry removes the motorcycles the failed one left
+    images = {o.key for o in b.list_objects() if o.key.startswith(("train/", "test/"))}
+    motorcycles = before - images
+    assert motorcycles and len(images) == 4 * 2 + 2 * 2
+    b.cleanup([("data", "staged-images")])
+    assert [o.key for o in b.list_objects()] == []
+
+
 def test_a_delete_s3_refuses_in_part_is_an_error_not_a_success(aws):
     """DeleteObjects answers 200 with an Errors list for the keys it kept: that is not 'deleted'."""
     b = get_backend(load_settings())
