@@ -408,11 +408,24 @@ class MonitoringService:
                     destinations.add(_split_uri(default()))
                 except SconesError:
                     pass
+            mine = self._own_capture_folders()
             for bucket, prefix in sorted(destinations):
                 for name in self._endpoint_folders(bucket, prefix):
-                    out.setdefault(name, _Source(name, bucket, prefix, None))
+                    if mine is None or name in mine:
+                        out.setdefault(name, _Source(name, bucket, prefix, None))
             return out
         return self._cached("sources", 3.0, load)
+
+    def _own_capture_folders(self) -> set[str] | None:
+        """In a bucket other projects share (AWS's default), the capture folders of the endpoints this workspace
+        deployed: another project's are neither monitored nor aged out here. None: every folder is ours."""
+        if not getattr(getattr(self.source, "objects", None), "shared", False):
+            return None
+        captured = getattr(self.source, "captured_endpoints", None)
+        try:
+            return set(captured()) if callable(captured) else None
+        except SconesError:
+            return set()
 
     def _endpoint_folders(self, bucket: str, prefix: str) -> list[str]:
         """Endpoint names with capture under a destination: folders locally; on S3 from a listing, kept a minute."""

@@ -240,9 +240,16 @@ def test_an_endpoint_still_deleting_does_not_hold_back_its_config_and_model(depl
     assert going == {"scones-endpoint"}
 
 
-def test_the_monitor_step_follows_capture_on_aws_as_locally(aws_staged):
+def test_the_monitor_step_follows_this_workspaces_capture_on_aws_as_locally(aws_staged):
     b = aws_staged
     assert b.step_statuses()["monitor"].state == "not_started"
+    # another project's capture in the shared default bucket is not this workspace's to monitor
+    b.objects.put_many({"data_capture/their-endpoint/AllTraffic/2026/11/27/09/00-00-000-x.jsonl": b"{}\n"})
+    assert get_backend(load_settings()).step_statuses()["monitor"].state == "not_started"
+    assert get_backend(load_settings()).monitored_endpoints() == []
+    b._record_resource("capture", "scones-endpoint")  # what deploying scones-endpoint here records
     b.objects.put_many({"data_capture/scones-endpoint/AllTraffic/2026/11/27/09/00-00-000-x.jsonl": b"{}\n"})
-    step = get_backend(load_settings()).step_statuses()["monitor"]  # a fresh look (sources are cached 3 s)
+    fresh = get_backend(load_settings())  # a fresh look (sources are cached 3 s)
+    step = fresh.step_statuses()["monitor"]
     assert step.state in ("in_progress", "done") and "scones-endpoint" in step.detail
+    assert fresh.monitored_endpoints() == ["scones-endpoint"]
