@@ -33,9 +33,8 @@ def test_every_page_runs_on_the_aws_backend(aws_pages, page):
     assert not at.exception, at.exception
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_page_without_aws_credentials_says_so_in_one_sentence(aws_env, tmp_path, monkeypatch, page):
-    """No credentials anywhere (no keys, empty config files, no instance metadata): an error, no traceback."""
+def page_without_aws_config(page: str, tmp_path, monkeypatch, region: str | None):
+    """The page run with no AWS credentials anywhere (no keys, empty config files, no instance metadata)."""
     from ui.state import backend
 
     for k in [k for k in os.environ if k.startswith("AWS_")]:
@@ -44,12 +43,19 @@ def test_every_page_without_aws_credentials_says_so_in_one_sentence(aws_env, tmp
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    if region:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region)
     backend.clear()
     try:
-        at = app_page(page).run()
+        return app_page(page).run()
     finally:
         backend.clear()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_without_aws_credentials_says_so_in_one_sentence(aws_env, tmp_path, monkeypatch, page):
+    """No credentials anywhere: an error, no traceback."""
+    at = page_without_aws_config(page, tmp_path, monkeypatch, "us-east-1")
     assert not at.exception, at.exception
     assert any("No AWS credentials were found" in e.value for e in at.error)
     messages = [e.value for e in at.error]
@@ -150,18 +156,6 @@ def test_the_train_page_on_aws_knows_the_model_made_from_a_job(aws_pages, monkey
 
 
 def test_the_train_page_without_a_region_says_so_once(aws_env, tmp_path, monkeypatch):
-    from ui.state import backend
-
-    for k in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(k)
-    (tmp_path / "empty").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    backend.clear()
-    try:
-        at = app_page("train").run()
-    finally:
-        backend.clear()
+    at = page_without_aws_config("train", tmp_path, monkeypatch, None)
     assert not at.exception
     assert [e.value.split(":")[0] for e in at.error] == ["No AWS region is set"]  # once, not once per read
