@@ -279,7 +279,9 @@ class AwsDeploymentMixin:
                         logGroupName=f"/aws/sagemaker/Endpoints/{endpoint_name}"):
                     out += [e["message"] for e in page.get("events", [])]
             except logs.exceptions.ResourceNotFoundException:
-                return ""
+                pass
+        if not out:  # no log yet, or no such endpoint: an unknown name is ResourceNotFound, as locally
+            self.describe_endpoint(endpoint_name)
         return "\n".join(out)
 
     def deployment_step_status(self) -> StepStatus:

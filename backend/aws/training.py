@@ -180,7 +180,7 @@ class AwsTrainingMixin:
         if name in done:
             return done[name]
         try:
-            epochs = parse_epoch_lines(self.training_log(name).splitlines())
+            epochs = parse_epoch_lines(self._log_text(name).splitlines())
         except (AccessDenied, Throttling):
             return seen.get(name, ())  # what an earlier read found: a throttled look takes no epochs away
         seen[name] = epochs
@@ -231,6 +231,12 @@ class AwsTrainingMixin:
         return self.describe_training_job(name)
 
     def training_log(self, name: str) -> str:
+        text = self._log_text(name)
+        if not text:  # no log yet, or no such job: an unknown name is ResourceNotFound, as locally
+            self.describe_training_job(name)
+        return text
+
+    def _log_text(self, name: str) -> str:
         logs = self.client("logs")
         out: list[str] = []
         with aws_errors(f"reading the logs of training job {name}"):

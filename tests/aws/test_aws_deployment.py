@@ -140,3 +140,12 @@ def test_bad_settings_are_named_errors(model):
         b.deploy(m.model_name, "bad_name!")
     with pytest.raises(ValidationError, match="cannot be paused"):
         b.stop_endpoint("ep")
+
+
+def test_the_log_of_an_endpoint_not_there_is_resource_not_found_as_locally(model):
+    """A log read for a name that is no endpoint names the problem; an endpoint with no log yet reads empty."""
+    b, m = model
+    with pytest.raises(ResourceNotFound, match="nosuch"):
+        b.endpoint_log("nosuch")
+    b.deploy(m.model_name, "scones-endpoint")
+    assert b.endpoint_log("scones-endpoint") == ""

@@ -207,3 +207,12 @@ def test_a_models_classes_are_the_ones_its_job_learned_not_the_latest_staging(aw
     # a job started before the classes were kept beside its output falls back to the staged ones
     again.objects.delete_keys([f"output/{name}/scones-classes.json"])
     assert get_backend(load_settings()).describe_model(model.model_name).classes == tuple(reversed(learned))
+
+
+def test_the_log_of_a_job_not_there_is_resource_not_found_as_locally(staged):
+    """A log read for a name that is no training job names the problem; a job with no log yet reads empty."""
+    b = staged
+    with pytest.raises(ResourceNotFound, match="nosuch"):
+        b.training_log("nosuch")
+    name = b.create_training_job({**b.default_training_hyperparameters("sagemaker"), "epochs": "2"})
+    assert b.training_log(name) == ""
