@@ -309,6 +309,7 @@ class WorkflowService:
                 endpoint = self._newest_endpoint() or ""
                 machine = {"endpoint_name": endpoint, "threshold": self.settings.threshold, "mapping": {}}
             machine["mapping"] = {fn: SEED_HANDLERS[fn] for fn in functions if fn in SEED_HANDLERS}
+            self._ensure_gateway()
             self._register_functions(machine)
         record = self.engine.run_execution(definition, input, state_machine_name="asl-run")
         return record, self.engine.get_execution_history(record.arn)

@@ -172,6 +172,13 @@ def test_a_gateway_that_died_is_replaced_before_the_next_executions(wf_home, wf)
         assert b.workflow._gateway.proc.pid != gateway.pid and b.workflow._gateway.proc.poll() is None
         assert not old_workers & {pid for f in b.workflow.runtime.functions()
                                   for pid in b.workflow.runtime.worker_pids(f.name)}
+        second = b.workflow._gateway.proc  # 'asl run' in the same process is covered as well
+        second.kill()
+        second.wait(10)
+        record, _ = b.run_definition((REPO / "asl" / "scones_workflow.asl.json").read_text(),
+                                     {**b.generate_test_case(), "threshold": 0.0})
+        assert record.status == "SUCCEEDED", (record.error, record.cause)
+        assert b.workflow._gateway.proc.pid != second.pid
     finally:
         b.workflow.close()
 
