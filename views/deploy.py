@@ -99,25 +99,36 @@ def model_ui() -> str | None:
     return name
 
 
+def endpoint_instance_type(endpoint) -> str | None:
+    """The instance type an endpoint runs on (its endpoint config's), or None where it cannot be read."""
+    try:
+        return b.describe_endpoint_config(endpoint.config_name).instance_type
+    except SconesError:
+        return None
+
+
 def settings_ui() -> dict:
     """Endpoint and data-capture settings, as keyword arguments of backend.deploy."""
     default_name = endpoints[0].endpoint_name if endpoints else DEFAULT_ENDPOINT  # as the CLI suggests
     left, right = st.columns(2)
     name = left.text_input("Endpoint name (an existing endpoint is updated)", value=default_name,
                            key="deploy_endpoint_name").strip()
-    instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
-    existing = next((e.capture for e in endpoints if e.endpoint_name == name), None)
+    endpoint = next((e for e in endpoints if e.endpoint_name == name), None)
+    existing = endpoint.capture if endpoint is not None else None
     first = "deploy_capture" not in st.session_state
     if first or (st.session_state.get("deploy_settings_for") != name and existing is not None):
-        # An update starts from the endpoint's own capture (a new name keeps what was typed): deploying again
-        # must not move its capture back to the defaults unasked.
+        # An update starts from the endpoint's own instance type and capture (a new name keeps what was
+        # typed): deploying again must not move them back to the defaults unasked.
         st.session_state["deploy_settings_for"] = name
+        if endpoint is not None and (instance_type := endpoint_instance_type(endpoint)) in INSTANCE_TYPES:
+            st.session_state["deploy_instance"] = instance_type
         cap = existing or CaptureConfig()
         st.session_state["deploy_capture"] = cap.enabled
         st.session_state["deploy_percent"] = int(cap.sampling_percent) if cap.enabled else 100
         st.session_state["deploy_options"] = [o for o, on in (("Input", cap.capture_input),
                                                               ("Output", cap.capture_output)) if on]
         st.session_state["deploy_destination"] = cap.destination or b.default_capture_destination()
+    instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
     enabled = st.toggle("Data capture", key="deploy_capture")
     percent = st.slider("Sampling percentage", 0, 100, key="deploy_percent", disabled=not enabled)
     c1, c2 = st.columns(2)

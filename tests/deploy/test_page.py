@@ -125,9 +125,10 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
 def test_updating_an_endpoint_starts_from_its_own_capture_settings(page_backend):
     """Deploying again with the form's defaults silently moved an endpoint's capture back to the defaults."""
     page_backend.deploy("model-a", "scones-endpoint", 30, capture_output=False,
-                        destination="s3://scones-unlimited/elsewhere")
+                        destination="s3://scones-unlimited/elsewhere", instance_type="ml.c5.large")
     at = run_page()
     assert at.text_input(key="deploy_endpoint_name").value == "scones-endpoint"
+    assert at.selectbox(key="deploy_instance").value == "ml.c5.large"  # not the form's first choice
     assert at.slider(key="deploy_percent").value == 30
     assert at.multiselect(key="deploy_options").value == ["Input"]
     assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/elsewhere"
