@@ -606,8 +606,36 @@ class AwsWorkflowMixin:
         if running:
             return StepStatus("workflow", "in_progress", f"{running} execution(s) running.")
         ok = sum(i["status"] == "SUCCEEDED" for i in items)
-        return StepStatus("workflow", "done", f"{len(items)} executions: {ok} succeeded, {len(items) - ok} failed "
-                                              "(threshold failures included).")
+        errors = self._failure_errors([i["executionArn"] for i in items if i["status"] != "SUCCEEDED"])
+        low = sum(e == THRESHOLD_ERROR for e in errors.values())
+        unread = len(items) - ok - len(errors)
+        detail = (f"{len(items)} executions: {ok} succeeded, {low} below the threshold, "
+                  f"{len(errors) - low} failed otherwise")
+        if unread:
+            detail += f", {unread} ended otherwise and not read yet (the Workflow page reads them)"
+        return StepStatus("workflow", "done", detail + ".")
+
+    def _failure_errors(self, arns: list[str]) -> dict[str, str]:
+        """{execution ARN: its error} for the ended executions among `arns` read so far, reading at most
+        NEW_DESCRIBES_PER_LIST more (DescribeExecution only: no history, so a threshold failure stays cheap).
+        The error of an ended execution never changes, so each one is read once per backend."""
+        known: dict[str, str] = self._wf_cache.setdefault("errors", {})
+        finished = self._wf_cache["finished"]
+        for arn in arns:
+            if arn not in known and arn in finished:
+                known[arn] = finished[arn].get("error") or ""
+        missing = [a for a in arns if a not in known][:NEW_DESCRIBES_PER_LIST]
+        if missing:
+            def error_of(arn: str) -> tuple[str, str | None]:
+                with aws_errors(f"describing execution {arn.rsplit(':', 1)[-1]}"):
+                    d = self.client("stepfunctions").describe_execution(executionArn=arn)
+                return arn, (d.get("error") or "") if d["status"] in FINISHED else None
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for arn, error in pool.map(error_of, missing):
+                    if error is not None:
+                        known[arn] = error
+        return {a: known[a] for a in arns if a in known}
 
     # -- definitions -----------------------------------------------------------------------------
 

@@ -391,6 +391,25 @@ def test_executions_that_moto_runs_end_and_are_waited_for(executing, small_archi
     assert b.step_statuses()["workflow"].state == "done"
 
 
+def test_the_workflow_step_tells_threshold_failures_from_other_failures_as_locally(executing, small_archive):
+    b = get_backend(load_settings())
+    b.stage_data(small_archive)
+    b.deploy(b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker"))).model_name,
+             "scones-endpoint", capture_percent=100)
+
+    def failing(error: str) -> str:
+        return json.dumps({"StartAt": "End", "States": {"End": {"Type": "Fail", "Error": error, "Cause": "c"}}})
+
+    b.import_workflow(failing("THRESHOLD_CONFIDENCE_NOT_MET"), name="low")
+    b.import_workflow(failing("States.TaskFailed"), name="broken")
+    arns = b.start_workflow_batch(2, state_machine="low") + b.start_workflow_batch(1, state_machine="broken")
+    assert {e.status for e in b.wait_workflow_executions(arns, timeout=30, poll=0.05)} == {"FAILED"}
+    fresh = get_backend(load_settings())  # as 'scones status' in a new process: nothing read yet
+    step = fresh.step_statuses()["workflow"]
+    assert step.state == "done"
+    assert step.detail == "3 executions: 0 succeeded, 2 below the threshold, 1 failed otherwise.", step.detail
+
+
 def test_listing_a_big_batch_spends_few_describe_calls(deployed):
     from backend.aws.workflow import NEW_DESCRIBES_PER_LIST
 
