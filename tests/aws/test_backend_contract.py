@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from backend import get_backend
-from backend.api import RESOURCE_KINDS
+from backend.api import RESOURCE_KINDS, CaptureConfig
 from backend.settings import load_settings
 from backend.workflow_defs import SEED_HANDLERS, WORKFLOW_FILE
 from tests.workspaces import stop_all
@@ -74,6 +74,9 @@ def test_the_same_calls_give_the_same_records_from_staging_to_cleanup(b):
     assert endpoint.status == "InService" and endpoint.model_name == model.model_name
     assert endpoint.capture.enabled and endpoint.capture.sampling_percent == 100
     assert endpoint.capture.destination.endswith("/data_capture")
+    off = b.create_endpoint_config("scones-no-capture", model.model_name,
+                                   capture=CaptureConfig(enabled=False, sampling_percent=40, destination="x"))
+    assert off.capture == CaptureConfig(enabled=False, sampling_percent=0)  # as a config made with no capture reads
 
     # the workflow: the same state machine, the same functions, executions and their history
     sm = b.deploy_workflow(threshold=0.8)

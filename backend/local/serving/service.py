@@ -187,6 +187,8 @@ class DeploymentService:
             raise ValidationError(f"Sampling percentage {percent!r} is not valid: use a whole number from 0 to 100.")
         if capture.enabled and not (capture.capture_input or capture.capture_output):
             raise ValidationError("Capture options are empty: capture Input, Output or both, or turn capture off.")
+        if not capture.enabled:  # no DataCaptureConfig at all, as SageMaker reads back a config made without one
+            return CaptureConfig(enabled=False, sampling_percent=0)
         destination = (capture.destination or "").strip() or self.default_capture_destination()
         bucket, prefix = parse_s3_uri(destination)
         if bucket != self.bucket:  # one bucket locally: another would be a folder nothing reads or cleans up
