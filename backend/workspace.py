@@ -99,6 +99,10 @@ class WorkspaceBackend:
         source = (source or "official").strip()
         if source in ("sample", "official") or re.match(r"^https?://", source):
             return source
+        scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
+        if scheme:
+            raise ValidationError(f"{scheme[1]}:// sources are not supported: give an http:// or https:// URL, "
+                                  "a path to the archive on this machine, or 'sample'.")
         path = Path(source).expanduser()
         if not path.is_file():
             raise ResourceNotFound(f"No archive file at {path}: check the path, or use the bundled sample.")
