@@ -547,7 +547,10 @@ def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
 def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
     if args.keep_data and not args.all:
         raise UsageError("--keep-data goes with --all.")
-    if args.all == bool(args.targets):
+    if args.all and args.targets:
+        raise UsageError(f"--all deletes everything, so it takes no KIND:NAME ({args.targets[0]}): pass --all "
+                         "alone, or name what to delete without it.")
+    if not args.all and not args.targets:
         raise UsageError("Name what to delete as KIND:NAME, or pass --all (see 'scones inventory').")
     targets = None
     if args.targets:
