@@ -170,6 +170,17 @@ class Output:
         if not self.as_json and sys.stderr.isatty():
             sys.stderr.write("\r" + " " * 100 + "\r")
         print(json.dumps(doc, indent=2, default=str) if self.as_json else text)
+        self.printed = True
+
+    printed = False  # a document went to stdout: an error after it adds none (one document, ever)
+
+    def error(self, code: str, message: str) -> None:
+        """An error: its one sentence on stderr and, with --json, as the one document on stdout, so a
+        script that parses stdout reads what went wrong instead of failing on empty output."""
+        if self.as_json and not self.printed:
+            print(json.dumps({"error": {"code": code, "message": message}}, indent=2))
+            self.printed = True
+        print(f"scones: {message}", file=sys.stderr)
 
 
 def _wait(backend: Any, job_id: str, out: Output) -> Any:
@@ -614,8 +625,10 @@ def cmd_roles(backend: Any, args: argparse.Namespace, out: Output) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    out = Output("--json" in (sys.argv[1:] if argv is None else argv))  # errors before parsing know no more
     try:
         args = parser.parse_args(argv)
+        out = Output(bool(args.json))
         if not getattr(args, "command", None):
             raise UsageError("Name a command, for example 'scones status' (see 'scones --help').")
         from backend import get_backend
@@ -626,15 +639,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(env)
         backend = get_backend(settings)
         handler: Callable[..., int] = args.handler
-        return handler(backend, args, Output(bool(args.json)))
+        return handler(backend, args, out)
     except UsageError as exc:
-        print(f"scones: {exc}", file=sys.stderr)
+        out.error("UsageError", str(exc))
         return EXIT_ERROR
     except SconesError as exc:
-        print(f"scones: {exc}", file=sys.stderr)
+        out.error(exc.code, str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("scones: interrupted.", file=sys.stderr)
+        out.error("Interrupted", "interrupted.")
         return EXIT_ERROR
     except BrokenPipeError:  # the reader went away (`scones ... | head`): the work is done, say nothing
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -643,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the contract is one sentence, never a traceback
         if os.environ.get("SCONES_DEBUG"):
             raise
-        print(f"scones: unexpected {type(exc).__name__}: {exc} (set SCONES_DEBUG=1 for the traceback).", file=sys.stderr)
+        out.error(type(exc).__name__, f"unexpected {type(exc).__name__}: {exc} (set SCONES_DEBUG=1 for the traceback).")
         return EXIT_ERROR
 
 

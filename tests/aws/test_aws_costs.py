@@ -3,7 +3,6 @@ idle endpoints found from CloudWatch with their cost so far, and a clear endpoin
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
@@ -61,7 +60,7 @@ def test_cli_train_and_deploy_on_aws_start_nothing_without_yes(staged, capsys):
     b = staged
     assert cli.main(["train", "--json"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and json.loads(out)["error"]["message"] in err
     assert "ml.p3.2xlarge at about $3.825/h" in err and "--yes" in err
     assert sagemaker().list_training_jobs()["TrainingJobSummaries"] == [] and b.list_training_jobs() == []
 
@@ -73,7 +72,8 @@ def test_cli_train_and_deploy_on_aws_start_nothing_without_yes(staged, capsys):
 
     assert cli.main(["deploy", "--json"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "ml.m5.xlarge at about $0.23/h" in err and len(err.strip().splitlines()) == 1
+    assert "ml.m5.xlarge at about $0.23/h" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(out)["error"]["code"] == "UsageError"
     assert sagemaker().list_models()["Models"] == [] and sagemaker().list_endpoints()["Endpoints"] == []
 
     assert cli.main(["deploy", "--yes", "--json"]) == 0

@@ -69,7 +69,10 @@ def test_bad_usage_exits_2_with_one_sentence(tmp_path, args, message):
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    assert r.stdout == ""
+    if args:  # with --json the same sentence is the one document on stdout, for scripts that parse it
+        assert json.loads(r.stdout)["error"]["message"] == r.stderr.strip().removeprefix("scones: ")
+    else:
+        assert r.stdout == ""
 
 
 def test_a_staging_job_that_fails_exits_1(tmp_path):
@@ -119,7 +122,9 @@ def test_train_with_a_bad_hyperparameter_exits_2(tmp_path):
 
 def test_an_empty_hyperparameter_value_is_refused(tmp_path):
     r = scones("train", "--hp", "epochs=", "--json", home=tmp_path)
-    assert r.returncode == 2 and "gives epochs no value" in r.stderr and r.stdout == ""
+    assert r.returncode == 2 and "gives epochs no value" in r.stderr
+    assert json.loads(r.stdout)["error"] == {"code": "UsageError",
+                                             "message": r.stderr.strip().removeprefix("scones: ")}
     assert json.loads(scones("jobs", "--json", home=tmp_path).stdout)["jobs"] == []  # nothing started
 
 
