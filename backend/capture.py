@@ -500,6 +500,18 @@ def index_folder_name(bucket: str, prefix: str, endpoint: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', endpoint)[:60]}-{digest}"
 
 
+def records_indexed(folder: Path) -> int:
+    """How many records an index folder's manifest says were read (0 when there is none, or another
+    format): what another process (the CLI's `monitor`, another dashboard) has indexed, without loading it."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        if manifest.get("version") != INDEX_VERSION:
+            return 0
+        return sum(int(row[4]) for row in manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return 0
+
+
 class CaptureIndex:
     """The capture of one endpoint (all its variants) under `prefix` of `store`, indexed in `folder`."""
 

@@ -33,7 +33,7 @@ from backend.api import (
 )
 from backend.capture import (
     IMAGE_LINE, IMAGE_NONE, IMAGE_SPAN, CaptureIndex, Columns, RefreshReport, Snapshot, decode_image,
-    index_folder_name, key_time, local_folder, read_range,
+    index_folder_name, key_time, local_folder, read_range, records_indexed,
 )
 from backend.objects import ObjectStore
 
@@ -757,10 +757,19 @@ class MonitoringService:
         if paused:
             reason = (self.capture_state(paused[0]) or {}).get("reason") or "capture is paused"
             return StepStatus("monitor", "failed", f"Capture is paused on {paused[0]}: {reason}")
-        indexed = sum(len(i.snapshot.columns) for i in self._indexes.values())
+        indexed = sum(len(i.snapshot.columns) for i in self._indexes.values()) or self._indexed_elsewhere(endpoints)
         detail = f"Captured data of {', '.join(endpoints[:3])}" + (f" and {len(endpoints) - 3} more" if len(endpoints) > 3 else "")
         return StepStatus("monitor", "done" if indexed else "in_progress",
                           detail + (f"; {indexed:,} inferences read." if indexed else "; open Monitor to read it."))
+
+    def _indexed_elsewhere(self, endpoints: list[str]) -> int:
+        """Records of these endpoints that an index on disk holds: read by another process (`scones monitor`,
+        another dashboard) or before a restart. One small manifest read per endpoint, cached for a poll."""
+        def load() -> int:
+            sources = self._sources()
+            return sum(records_indexed(self.index_root / index_folder_name(sources[e].bucket, sources[e].prefix, e))
+                       for e in endpoints if e in sources)
+        return self._cached(f"indexed-elsewhere:{','.join(endpoints)}", 5.0, load)
 
     # -- executions of the workflow(s) that call an endpoint ---------------------------------
 

@@ -74,6 +74,18 @@ def test_summary_has_the_cli_keys_utc_since_and_nulls_without_records(captured):
     assert mb.monitor_threshold() == 0.93  # no workflow: the configured default
 
 
+def test_the_monitor_step_is_done_once_any_process_has_read_the_capture(captured, home):
+    """'scones monitor' reads capture in a process of its own: the Home page and 'scones status' in another
+    process said 'open Monitor to read it' for ever after."""
+    from tests.monitor.conftest import monitor_backend
+
+    mb, _, _ = captured
+    assert monitor_backend(home).step_statuses()["monitor"].state == "in_progress"
+    assert mb.monitor_summary(EP, threshold=0.5)["records"] == 300  # as the CLI does
+    step = monitor_backend(home).step_statuses()["monitor"]  # a fresh process: nothing read in it
+    assert step.state == "done" and "300 inferences read" in step.detail, step.detail
+
+
 def test_broken_lines_are_reported(mb):
     bucket_dir = mb.store.bucket_dir(mb.objects.bucket)
     write_records(bucket_dir, EP, 5, per_file=5)
