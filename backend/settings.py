@@ -1,7 +1,8 @@
 """All configuration in one place: environment variables with local defaults.
 
-Nothing else in the project reads `os.environ` for its own settings; handlers in `lambdas/` read
-only the variables their Lambda configuration sets.
+Nothing else in the project reads `os.environ` for its own settings, except the two capture limits
+(SCONES_CAPTURE_RETENTION_DAYS, SCONES_CAPTURE_MAX_BYTES), which the monitoring service and each endpoint
+process read when they start; handlers in `lambdas/` read only the variables their Lambda configuration sets.
 """
 from __future__ import annotations
 

@@ -170,3 +170,8 @@ def test_workflow_list_text_names_the_state_machine_when_there_are_several():
     assert "[" not in one
     several = _executions_text([ex("a", "scones-workflow"), ex("b", "imported-workflow")]).splitlines()
     assert several[0].endswith("[scones-workflow]") and several[1].endswith("[imported-workflow]")
+
+
+def test_the_stage_summary_lists_classes_in_index_order(tmp_path):
+    r = scones("stage", "--source", "sample", "--classes", "motorcycle,bicycle", home=tmp_path)
+    assert r.returncode == 0 and "train: motorcycle 500, bicycle 500" in r.stdout, r.stdout
