@@ -2,6 +2,7 @@
 `ObjectStore`. The local backend puts its bucket on disk; the AWS backend puts it on S3."""
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -30,6 +31,14 @@ def normalize_classes(classes: list[str] | tuple[str, ...] | None) -> list[str]:
         return list(DEFAULT_CLASSES)
     return [c.strip() for c in classes if c and c.strip()]
 
+
+
+@functools.lru_cache(maxsize=1)
+def sample_classes() -> tuple[str, ...]:
+    """The classes the bundled sample has images of (read once: the sample is 3 MB)."""
+    archive = cifar.read_archive(SAMPLE_ARCHIVE)
+    ids = sorted({int(i) for split in archive.splits.values() for i in split.fine_labels})
+    return tuple(archive.fine_label_names[i] for i in ids)
 
 class WorkspaceBackend:
     name = "workspace"
@@ -114,10 +123,21 @@ class WorkspaceBackend:
         classes = normalize_classes(classes)
         if len(set(classes)) < 2:
             raise ValidationError("Choose at least two different classes: a classifier needs two or more.")
+        if source == "sample":  # known at once: refused here (bad input), not as a staging job that fails
+            missing = [c for c in classes if c not in sample_classes()]
+            if missing:
+                raise ValidationError(
+                    f"The bundled sample holds {' and '.join(sample_classes())} images only, not "
+                    f"{', '.join(repr(c) for c in missing)}: choose among those, or stage the official archive.")
+        self.check_ready_to_stage()
         running = self.jobs.running("stage")
         if running:
             raise ResourceInUse(f"Staging job {running[0].job_id} is still running; wait for it to finish.")
         return self.jobs.start("stage", {"source": source, "classes": classes, "fallback_to_sample": fallback_to_sample})
+
+    def check_ready_to_stage(self) -> None:
+        """What the backend needs before a staging job can work (the AWS backend: region, credentials, bucket
+        name), so a missing setting is refused at once with its one sentence instead of failing the job."""
 
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
         """Called in the worker process."""

@@ -85,6 +85,9 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
                                                           config=client_config(service))
             return clients[service]
 
+    def check_ready_to_stage(self) -> None:
+        self.objects  # the region, the credentials (sts:GetCallerIdentity) and so the bucket's name
+
     @cached_property
     def account_id(self) -> str:
         with aws_errors("checking the AWS credentials (sts:GetCallerIdentity)"):

@@ -239,3 +239,16 @@ def test_a_bucket_in_another_region_is_refused_not_followed(aws, monkeypatch):
     with pytest.raises(ValidationError, match="is in eu-west-1, not us-east-1: SageMaker reads its data"):
         b.objects.put_many({"a": b"x"})
     assert "Contents" not in boto3.client("s3", region_name="eu-west-1").list_objects_v2(Bucket="bucket-in-ireland")
+
+
+def test_staging_without_credentials_is_refused_before_any_job(aws_env, tmp_path, monkeypatch):
+    """A missing credential is a setting to fix (exit 2 at once), not a staging job that runs and fails."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "backend.cli", "stage", "--source", "sample", "--backend", "aws", "--json"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "No AWS credentials were found" in r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "CredentialsError"
+    b = get_backend(load_settings())
+    assert b.latest_job("stage") is None  # no job was started

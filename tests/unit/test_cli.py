@@ -55,6 +55,7 @@ def test_status_after_staging_and_text_output(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("stage", "--source", "/no/such/file.tar.gz"), "No archive file at /no/such/file.tar.gz"),
     (("stage", "--source", "ftp://example.org/c.tar.gz"), "ftp:// sources are not supported"),  # not a path
+    (("stage", "--source", "sample", "--classes", "apple,pear"), "holds bicycle and motorcycle images only"),
     (("cleanup", "--all", "endpoint:x", "--yes"), "--all deletes everything, so it takes no KIND:NAME (endpoint:x)"),
     (("stage", "--source", "sample", "--classes", "bicycle"), "at least two"),
     (("frobnicate",), "invalid choice"),
