@@ -318,7 +318,9 @@ class WorkflowService:
         return self.db.query_one("SELECT 1 FROM state_machines WHERE name=?", (name,)) is not None
 
     def wait(self, arns: list[str], timeout: float = 300.0) -> list[Execution]:
-        return [self._execution(self.engine.wait(arn, timeout)) for arn in arns]
+        """Until every one has ended or `timeout` seconds have passed in all (not each)."""
+        deadline = time.monotonic() + timeout
+        return [self._execution(self.engine.wait(arn, max(0.0, deadline - time.monotonic()))) for arn in arns]
 
     def describe_execution(self, name_or_arn: str) -> Execution:
         return self._execution(self.engine.describe_execution(self._arn_of_execution(name_or_arn)))

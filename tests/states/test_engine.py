@@ -243,6 +243,29 @@ def test_an_end_whose_write_fails_is_written_by_the_flusher_with_all_its_events(
     assert ids == list(range(1, 8))
 
 
+def test_waiting_on_an_end_that_stays_unwritten_gives_up_with_the_reason(db, monkeypatch):
+    """'workflow run' on a full disk waited for ever (each execution its own 300 s, then RUNNING): a waiter
+    now hears after a grace why its execution could not be recorded, and the flusher still writes it later."""
+    from backend.local.states import engine as engine_module
+    from backend.local.states.errors import ExecutionNotRecorded
+
+    monkeypatch.setattr(engine_module, "UNRECORDED_GRACE_SECONDS", 0.3)
+    gate = Gate()
+    with StatesEngine(db, gate, flush_interval=0.02) as engine:
+        arn = engine.start_execution(task_machine(), {"k": 1}, name="never-recorded")
+        _until(lambda: gate.contexts)
+        disk = FullDisk(monkeypatch, engine)
+        gate.opened.set()
+        started = time.monotonic()
+        with pytest.raises(ExecutionNotRecorded, match=r"never-recorded ended SUCCEEDED but could not be recorded "
+                                                       r"for 0 s \(database or disk is full\)"):
+            engine.wait(arn)  # no timeout: it would have blocked for ever
+        assert time.monotonic() - started < 5
+        disk.free()
+        _until(lambda: arn not in engine._active)
+    assert _written(db, arn)[0] == "SUCCEEDED"
+
+
 def test_an_unwritten_end_yields_to_a_stop_from_another_process(db, monkeypatch):
     gate = Gate()
     with StatesEngine(db, gate, flush_interval=0.02) as engine:

@@ -34,6 +34,7 @@ from .state_types.base import run_block, serialize
 from .values import PAYLOAD_LIMIT_BYTES, dumps, to_datetime, utf8_size
 
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+UNRECORDED_GRACE_SECONDS = 5.0  # wait() gives up on an end that could not be written for this long
 _TERMINAL_EVENT = {
     "SUCCEEDED": ("ExecutionSucceeded", "executionSucceededEventDetails"),
     "FAILED": ("ExecutionFailed", "executionFailedEventDetails"),
@@ -90,6 +91,8 @@ class _Active:
         self.cancel_timeout: Callable[[], None] | None = None
         self.end: _End | None = None  # how it ended, kept until written
         self.settled = threading.Event()  # ended, and its end written (or overruled by a stop from elsewhere)
+        self.unwritten_since: float | None = None  # monotonic time the end's write first failed
+        self.write_error = ""  # why it failed (SQLite's words)
 
 
 @dataclass(frozen=True)
@@ -434,8 +437,11 @@ class StatesEngine:
         except sqlite3.IntegrityError:
             active.lost_name = True
             written = False
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
             run.history.give_back(events)
+            active.write_error = str(exc)
+            if active.unwritten_since is None:
+                active.unwritten_since = time.monotonic()
             with self._lock:
                 self._unwritten[arn] = active
             self._ensure_flusher()
@@ -669,7 +675,17 @@ class StatesEngine:
         with self._lock:
             active = self._active.get(arn)
         if active is not None:
-            if active.settled.wait(timeout) and active.final is not None:
+            while not active.settled.wait(0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))):
+                since = active.unwritten_since
+                if since is not None and arn in self._unwritten and time.monotonic() - since >= UNRECORDED_GRACE_SECONDS:
+                    end = active.end
+                    raise errors.ExecutionNotRecorded(
+                        f"Execution {active.run.info.name} ended {end.status if end else 'its run'} but could not be "
+                        f"recorded for {UNRECORDED_GRACE_SECONDS:.0f} s ({active.write_error}): free disk space for the "
+                        "workspace (or end what holds its database locked); this process keeps trying while it runs.")
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            if active.settled.is_set() and active.final is not None:
                 return active.final  # what was just written: no read back
             return self.describe_execution(arn)
         while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.api import ResourceInUse, ResourceNotFound, ValidationError
+from backend.api import ResourceInUse, ResourceNotFound, SconesError, ValidationError
 
 # Error names from the States Language spec and the Step Functions developer guide.
 ALL = "States.ALL"
@@ -125,3 +125,9 @@ class ExecutionAlreadyExists(ResourceInUse):
 
 class ExecutionDoesNotExist(ResourceNotFound):
     code = "ExecutionDoesNotExist"
+
+
+class ExecutionNotRecorded(SconesError):
+    """An execution ended, but its end could not be written (a full disk, a database held locked)."""
+
+    code = "ExecutionNotRecorded"
