@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any, Callable
@@ -306,12 +307,24 @@ def cmd_evaluate(backend: Any, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def read_file(path: str, what: str) -> bytes:
+IMAGE_FILE_LIMIT = 200 * 1024 * 1024  # a workflow image (any size, re-encoded); the dashboard's upload limit
+INVOKE_FILE_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
+DEFINITION_FILE_LIMIT = 1024 * 1024  # Step Functions' definition limit (1,048,576 characters)
+
+
+def read_file(path: str, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them: /dev/zero, a FIFO or a 5 GB file is refused in
+    one sentence instead of being read into memory."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"The {what} {path!r} is not a regular file: give the path of a file.")
+            data = f.read(limit + 1)
     except OSError as exc:
         raise UsageError(f"Cannot read the {what} {path!r}: {exc.strerror}.") from None
+    if len(data) > limit:
+        raise UsageError(f"The {what} {path!r} is larger than {limit // 2**20} MB, the most this command takes.")
+    return data
 
 
 def endpoint_doc(e: Any) -> dict[str, Any]:
@@ -379,7 +392,7 @@ def image_content_type(data: bytes) -> str:
 
 
 def cmd_invoke(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    data = read_file(args.image, "image")
+    data = read_file(args.image, "image", INVOKE_FILE_LIMIT)
     p = backend.invoke_endpoint(args.endpoint, data, image_content_type(data))
     doc = {"probabilities": list(p.probabilities), "classes": list(p.classes), "label": p.label,
            "confidence": p.confidence}
@@ -388,7 +401,8 @@ def cmd_invoke(backend: Any, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_asl_validate(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    diagnostics = backend.validate_definition(read_file(args.file, "definition").decode("utf-8", "replace"))
+    text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
+    diagnostics = backend.validate_definition(text)
     doc = {"valid": not diagnostics,
            "diagnostics": [{"state": d.state, "field": d.field, "message": d.message} for d in diagnostics]}
     text = "valid" if not diagnostics else "\n".join(f"{d.state or '-'} {d.field or '-'}: {d.message}" for d in diagnostics)
@@ -407,7 +421,7 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
         inp = json.loads(args.input) if args.input is not None else {}
     except ValueError as exc:
         raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
-    text = read_file(args.file, "definition").decode("utf-8", "replace")
+    text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
     try:
         record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
     except DefinitionInvalid as exc:
@@ -468,7 +482,7 @@ def cmd_workflow_deploy(backend: Any, args: argparse.Namespace, out: Output) -> 
 def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     key = None
     if args.image:
-        data = read_file(args.image, "image")
+        data = read_file(args.image, "image", IMAGE_FILE_LIMIT)
         check_batch(args.count)  # refused before the image is stored, so a refused run leaves nothing behind
         if args.threshold is not None:
             check_threshold(args.threshold)
@@ -505,7 +519,7 @@ def cmd_workflow_history(backend: Any, args: argparse.Namespace, out: Output) ->
 
 
 def cmd_workflow_import(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    text = read_file(args.file, "definition").decode("utf-8", "replace")
+    text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
     mapping = parse_pairs(args.map, "--map", "classifyImage=classify_image", form="FUNCTION=HANDLER", allow_empty=False)
     sm = backend.import_workflow(text, mapping, args.name)
     doc = {"state_machine": sm.name, "mapping": {fn: stem for fn, stem in

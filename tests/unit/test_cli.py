@@ -56,6 +56,9 @@ def test_status_after_staging_and_text_output(tmp_path):
     (("stage", "--source", "/no/such/file.tar.gz"), "No archive file at /no/such/file.tar.gz"),
     (("stage", "--source", "ftp://example.org/c.tar.gz"), "ftp:// sources are not supported"),  # not a path
     (("stage", "--source", "sample", "--classes", "apple,pear"), "holds bicycle and motorcycle images only"),
+    (("invoke", "--endpoint", "x", "/dev/zero"), "The image '/dev/zero' is not a regular file"),  # not read for ever
+    (("asl", "validate", "/dev/zero"), "The definition '/dev/zero' is not a regular file"),
+    (("workflow", "run", "--image", "/dev/zero"), "The image '/dev/zero' is not a regular file"),
     (("cleanup", "--all", "endpoint:x", "--yes"), "--all deletes everything, so it takes no KIND:NAME (endpoint:x)"),
     (("stage", "--source", "sample", "--classes", "bicycle"), "at least two"),
     (("frobnicate",), "invalid choice"),
@@ -176,3 +179,13 @@ def test_workflow_list_text_names_the_state_machine_when_there_are_several():
 def test_the_stage_summary_lists_classes_in_index_order(tmp_path):
     r = scones("stage", "--source", "sample", "--classes", "motorcycle,bicycle", home=tmp_path)
     assert r.returncode == 0 and "train: motorcycle 500, bicycle 500" in r.stdout, r.stdout
+
+
+def test_a_file_argument_larger_than_the_command_takes_is_refused_unread(tmp_path):
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(5 * 1024 ** 3)  # sparse: 5 GB that would have been read into memory whole
+    r = scones("invoke", "--endpoint", "x", str(big), home=tmp_path / "ws")
+    assert r.returncode == 2 and "is larger than 6 MB, the most this command takes" in r.stderr
+    r = scones("asl", "validate", str(big), home=tmp_path / "ws")
+    assert r.returncode == 2 and "is larger than 1 MB" in r.stderr
