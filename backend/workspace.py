@@ -130,10 +130,20 @@ class WorkspaceBackend:
                     f"The bundled sample holds {' and '.join(sample_classes())} images only, not "
                     f"{', '.join(repr(c) for c in missing)}: choose among those, or stage the official archive.")
         self.check_ready_to_stage()
+        self._check_no_training_reads_the_data()
         running = self.jobs.running("stage")
         if running:
             raise ResourceInUse(f"Staging job {running[0].job_id} is still running; wait for it to finish.")
         return self.jobs.start("stage", {"source": source, "classes": classes, "fallback_to_sample": fallback_to_sample})
+
+    def _check_no_training_reads_the_data(self) -> None:
+        """A training job that has not ended reads (or is about to read) the staged lists and images, and has
+        recorded their class names: staging again under it would train it on other data with the old names."""
+        listing = getattr(self, "list_training_jobs", None)
+        busy = [j.job_name for j in (listing() if listing else []) if j.status in ("InProgress", "Stopping")]
+        if busy:
+            raise ResourceInUse(f"Training job {busy[0]} is still running on the staged data; wait for it to end "
+                                "(or stop it) before staging again.")
 
     def check_ready_to_stage(self) -> None:
         """What the backend needs before a staging job can work (the AWS backend: region, credentials, bucket
@@ -162,6 +172,8 @@ class WorkspaceBackend:
         source = self.resolve_source(source)
         classes = normalize_classes(classes)
         progress = progress or (lambda f, m: None)
+        if job_id is None:  # called directly, not as the job start_staging checked
+            self._check_no_training_reads_the_data()
         bucket = self.objects.bucket
         started = time.perf_counter()
         previous = self.db.query_one("SELECT state, report, job_id FROM datasets WHERE bucket=?", (bucket,))

@@ -174,3 +174,45 @@ def test_deleting_a_running_job_waits_for_its_worker_before_removing_its_output(
     gone = not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert gone  # the worker had exited before output/<job>/ was removed: it cannot write there afterwards
     assert staged.list_objects(f"output/{name}/") == [] and name not in [j.job_name for j in staged.list_training_jobs()]
+
+
+def test_staging_again_under_a_running_job_is_refused(staged):
+    """A restage just after a job started trained it on the new lists under the old class names."""
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG), job_name="reads-the-data")
+    with pytest.raises(ResourceInUse, match="Training job reads-the-data is still running on the staged data"):
+        staged.start_staging("sample")
+    with pytest.raises(ResourceInUse, match="reads-the-data"):
+        staged.stage_data("sample")
+    assert staged.training._dataset_classes() == ["reddish", "bluish"]  # nothing was staged
+    staged.stop_training_job(name)
+    wait_done(staged, name)
+    assert staged.stage_data("sample").classes == ("bicycle", "motorcycle")
+
+
+def test_training_on_a_staging_that_was_cut_short_is_refused(staged):
+    """A staging killed part way leaves lists without dataset.json: a model trained on it had no class names."""
+    from backend.local.training.service import MANIFEST_KEY
+
+    staged.store.delete(staged.objects.bucket, MANIFEST_KEY)
+    with pytest.raises(ValidationError, match="not completely staged .* stage the data again"):
+        staged.create_training_job(synthetic.hyperparameters())
+    assert staged.list_training_jobs() == []
+
+
+def test_evaluation_after_a_restage_in_another_class_order_maps_classes_by_name(staged):
+    """Restaged as (bluish, reddish), the test labels' indices swap: matched by position the accuracy read 1 - a."""
+    import json
+
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=2), job_name="by-name", seed=1)
+    assert wait_done(staged, name).status == "Completed"
+    before = staged.evaluate_training_job(name)
+    bucket = staged.objects.bucket
+    rows = [line.split("\t") for line in staged.store.get(bucket, "test.lst").decode().splitlines()]
+    swapped = "".join(f"{i}\t{1 - int(label)}\t{path}\n" for i, label, path in rows)
+    staged.store.put_many(bucket, {"test.lst": swapped.encode(),
+                                   "dataset.json": json.dumps({"classes": ["bluish", "reddish"]}).encode()})
+    after = staged.evaluate_training_job(name)
+    assert after.accuracy == before.accuracy and after.classes == before.classes == ("reddish", "bluish")
+    staged.store.put(bucket, "dataset.json", json.dumps({"classes": ["apple", "pear"]}).encode())
+    with pytest.raises(ValidationError, match=r"re-staged with other classes \(apple, pear\) than this model knows"):
+        staged.evaluate_training_job(name)

@@ -330,13 +330,21 @@ class TrainingService:
         if job.status != JOB_COMPLETED or not job.model_artifact:
             raise ValidationError(f"Training job {name} is {job.status}; evaluate a Completed job.")
         lst_bytes = self.store.get(self.bucket, TEST_CHANNEL.lst_key)
-        digest = hashlib.sha256(lst_bytes).hexdigest()[:16]
+        staged = self._dataset_classes()  # the names of the lists' class indices
+        digest = hashlib.sha256(lst_bytes + "\n".join(staged).encode()).hexdigest()[:16]
         cached = self.db.query_one("SELECT result FROM evaluations WHERE job_name=? AND data_digest=?", (name, digest))
         if cached:
             return evaluation_from_dict(loads(cached["result"]))
         model = load_artifact(self.store.get(self.bucket, self.artifact_key(name)), threads=min(2, os.cpu_count() or 1))
         rows = read_lst(self.store, self.bucket, TEST_CHANNEL)
         labels = np.array([label for _, label, _ in rows], dtype=np.int64)
+        if staged and list(staged) != list(model.classes) and not all(
+                re.fullmatch(r"class_\d+", c) for c in model.classes):  # unnamed classes: by position, as staged
+            if not all(c in model.classes for c in staged):
+                raise ValidationError(
+                    f"The data was re-staged with other classes ({', '.join(staged)}) than this model knows "
+                    f"({', '.join(model.classes)}): stage its classes again to evaluate it, or train again.")
+            labels = np.array([model.classes.index(c) for c in staged], dtype=np.int64)[labels]  # by name
         if int(labels.max()) >= len(model.classes):
             raise ValidationError(
                 f"The staged test split has class {int(labels.max())} but the model knows {len(model.classes)} "
@@ -460,7 +468,10 @@ class TrainingService:
                 f"num_classes={hp.num_classes} is not valid: the staged lists use class indices up to {max(labels)}, "
                 f"so use at least {max(labels) + 1}.")
         classes = self._dataset_classes()
-        if classes and hp.num_classes != len(classes):  # as on AWS: no class without a name or images
+        if not classes:  # lists without the manifest: a staging that was cut short (it removes dataset.json first)
+            raise ValidationError(f"The data in s3://{self.bucket} is not completely staged (no {MANIFEST_KEY}: the last "
+                                  "staging did not finish); stage the data again before training.")
+        if hp.num_classes != len(classes):  # as on AWS: no class without a name or images
             raise ValidationError(f"num_classes={hp.num_classes} does not match the staged classes "
                                   f"({', '.join(classes)}): set it to {len(classes)}.")
         return classes
