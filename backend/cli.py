@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import stat
 import sys
 import time
@@ -373,7 +374,11 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     doc = endpoint_doc(endpoint)
     out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {endpoint.model_name}, capture "
                   f"{endpoint.capture.sampling_percent}% to {endpoint.capture.destination})")
-    return EXIT_JOB_FAILED if args.wait and endpoint.status == "Failed" else EXIT_OK
+    if args.wait and endpoint.status == "Failed":
+        print(f"scones: endpoint {endpoint.endpoint_name} failed: {endpoint.failure_reason or 'no reason given'}",
+              file=sys.stderr)
+        return EXIT_JOB_FAILED
+    return EXIT_OK
 
 
 def cmd_endpoints(backend: Any, args: argparse.Namespace, out: Output) -> int:
@@ -638,9 +643,25 @@ def cmd_roles(backend: Any, args: argparse.Namespace, out: Output) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
+def database_problem(exc: sqlite3.DatabaseError, home: str) -> str:
+    """The workspace database's failure as one sentence that says what to do."""
+    text = str(exc)
+    if "full" in text:
+        return f"The disk holding the workspace {home} is full ({text}): free some space there and run the command again."
+    if "malformed" in text or "not a database" in text:
+        return (f"The workspace database in {home} is damaged ({text}): move scones.db aside to start the workspace's "
+                "records afresh (the data in its buckets stays), or restore it from a copy.")
+    if "locked" in text or "busy" in text:
+        return f"The workspace database in {home} stayed locked by another process ({text}): run the command again."
+    if "readonly" in text or "unable to open" in text:
+        return f"The workspace database in {home} cannot be written ({text}): check the folder's permissions and space."
+    return f"The workspace database in {home} failed ({text}); set SCONES_DEBUG=1 for the traceback."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     out = Output("--json" in (sys.argv[1:] if argv is None else argv))  # errors before parsing know no more
+    home = "the workspace"
     try:
         args = parser.parse_args(argv)
         out = Output(bool(args.json))
@@ -652,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)  # the flags win over the environment, which is then not consulted for them
         env.update({k: v for k, v in (("SCONES_HOME", args.home), ("SCONES_BACKEND", args.backend)) if v})
         settings = load_settings(env)
+        home = str(settings.home)
         backend = get_backend(settings)
         handler: Callable[..., int] = args.handler
         return handler(backend, args, out)
@@ -668,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
         return EXIT_OK
+    except sqlite3.DatabaseError as exc:
+        if os.environ.get("SCONES_DEBUG"):
+            raise
+        out.error("WorkspaceDatabaseError", database_problem(exc, home))
+        return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the contract is one sentence, never a traceback
         if os.environ.get("SCONES_DEBUG"):
             raise

@@ -69,6 +69,7 @@ class GatewayProcess:
                 raise SconesError(f"The local AWS gateway did not start (see {logs_dir / 'gateway.log'}).")
             time.sleep(0.02)
         self.port = json.loads(self.ready.read_text())["port"]
+        self.ready.unlink(missing_ok=True)  # read once: a process that ends without close() leaves nothing behind
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:

@@ -189,3 +189,32 @@ def test_a_file_argument_larger_than_the_command_takes_is_refused_unread(tmp_pat
     assert r.returncode == 2 and "is larger than 6 MB, the most this command takes" in r.stderr
     r = scones("asl", "validate", str(big), home=tmp_path / "ws")
     assert r.returncode == 2 and "is larger than 1 MB" in r.stderr
+
+
+def test_a_failed_deploy_wait_says_why_in_text_too(monkeypatch, capsys):
+    """'deploy --wait' ending Failed printed only the status in text mode; the reason was in --json alone."""
+    from types import SimpleNamespace
+
+    import backend as backend_package
+    from backend import cli
+    from backend.api import CaptureConfig
+
+    failed = SimpleNamespace(endpoint_name="corrupt-ep", status="Failed", model_name="m", created="",
+                             capture=CaptureConfig(), failure_reason="The model artifact does not load (ArtifactError)")
+    stub = SimpleNamespace(billing_notice=lambda *a: None, deploy=lambda *a, **k: failed,
+                           wait_endpoint=lambda name: failed, describe_endpoint=lambda name: failed)
+    monkeypatch.setattr(backend_package, "get_backend", lambda settings: stub)
+    assert cli.main(["deploy", "--model", "m", "--endpoint", "corrupt-ep", "--capture-percent", "100", "--wait"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "scones: endpoint corrupt-ep failed: The model artifact does not load (ArtifactError)"
+
+
+def test_a_damaged_workspace_database_is_named_with_what_to_do(tmp_path):
+    assert scones("status", home=tmp_path).returncode == 0
+    (tmp_path / "scones.db").write_bytes(b"not a database at all, " * 100)
+    for name in ("scones.db-wal", "scones.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    r = scones("status", "--json", home=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"The workspace database in {tmp_path} is damaged" in r.stderr and "move scones.db aside" in r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "WorkspaceDatabaseError"

@@ -59,6 +59,7 @@ def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_p
     assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 1
     accounts = set(re.findall(r"arn:aws:[a-z]+:[a-z0-9-]*:(\d+):", json.dumps(hist)))
     assert accounts == {LOCAL_ACCOUNT}  # roles, functions and the execution name one local account
+    assert list((wf_home / "run").glob("gateway-*")) == []  # each command's gateway file is gone once read
 
     export = tmp_path / "export.json"
     export.write_text(json.dumps(CONSOLE_EXPORT))
