@@ -161,3 +161,13 @@ def test_an_endpoint_whose_model_does_not_load_is_failed_with_the_reason(deploy_
     assert endpoint.status == "Failed"
     assert endpoint.failure_reason.startswith("The model artifact does not load (")
     assert "FailureReason" in service.endpoint_log("ep")
+
+
+def test_an_endpoint_stops_itself_once_its_workspace_folder_is_deleted(service):
+    """'rm -rf' of the workspace (the README's reset) left endpoint processes serving, and capturing, for ever."""
+    import shutil
+
+    deployed(service)
+    pid, start = process_of(service, "ep")
+    shutil.rmtree(service._serving_dir)
+    wait_dead(pid, start, timeout=15)

@@ -490,6 +490,17 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _stop_when_the_workspace_is_gone(serving_dir: Path, every: float = 2.0) -> None:
+    """The workspace's folder for endpoint records deleted (its home removed to reset it): nothing can
+    reach or stop this endpoint any more, so it stops itself instead of serving, and capturing, for ever."""
+    while True:
+        time.sleep(every)
+        if not serving_dir.is_dir():
+            print(f"endpoint stopping: its workspace folder {serving_dir} is gone", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
 def fail(message: str) -> int:
     """The one line the service shows as the endpoint's FailureReason."""
     print(f"FailureReason: {message}", file=sys.stderr, flush=True)
@@ -527,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         write_ready_file(ready_file, port, server.capture.status() if server.capture is not None else None, ready_at)
     print(f"endpoint {args.endpoint} serving {args.artifact.name} on http://{args.host}:{server.port} "
           f"(ready in {time.monotonic() - started:.2f} s, pid {os.getpid()})", file=sys.stderr, flush=True)
+    if args.ready_file is not None:
+        threading.Thread(target=_stop_when_the_workspace_is_gone, args=(args.ready_file.parent,), daemon=True,
+                         name="workspace-watch").start()
     sig = signal.sigwait({signal.SIGTERM, signal.SIGINT})
     server.shutdown()  # stop accepting
     server.server_close()
