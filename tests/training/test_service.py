@@ -213,6 +213,11 @@ def test_evaluation_after_a_restage_in_another_class_order_maps_classes_by_name(
                                    "dataset.json": json.dumps({"classes": ["bluish", "reddish"]}).encode()})
     after = staged.evaluate_training_job(name)
     assert after.accuracy == before.accuracy and after.classes == before.classes == ("reddish", "bluish")
+    first = rows[0][2]
+    staged.store.put(bucket, "test.lst", swapped.encode() + b"\n")  # other bytes: not the cached result
+    staged.store.put(bucket, f"test/{first}", b"garbage")  # a staged image damaged: named, not 'request body'
+    with pytest.raises(ValidationError, match=f"The staged test image s3://{bucket}/test/{first} is not a readable"):
+        staged.evaluate_training_job(name)
     staged.store.put(bucket, "dataset.json", json.dumps({"classes": ["apple", "pear"]}).encode())
     with pytest.raises(ValidationError, match=r"re-staged with other classes \(apple, pear\) than this model knows"):
         staged.evaluate_training_job(name)

@@ -351,7 +351,14 @@ class TrainingService:
                 "classes: the data was re-staged with other classes; train again.")
         keys = [TEST_CHANNEL.prefix + path for _, _, path in rows]
         # The endpoint's own preparation of each image (decode, resize), so the numbers are what serving gives.
-        images = np.stack([model.decode(self.store.get(self.bucket, key)) for key in keys])
+        decoded = []
+        for key in keys:
+            try:
+                decoded.append(model.decode(self.store.get(self.bucket, key)))
+            except ValidationError:  # decode speaks of a request body: here it is a staged file
+                raise ValidationError(f"The staged test image s3://{self.bucket}/{key} is not a readable PNG or JPEG "
+                                      "image: stage the data again.") from None
+        images = np.stack(decoded)
         probabilities = model.predict(images)
         result = evaluate_predictions(name, model.classes, labels, probabilities, keys)
         self.db.execute(
