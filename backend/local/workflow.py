@@ -26,6 +26,7 @@ from backend.local.lambda_resolver import lambda_invoke_resolver
 from backend.local.lambda_runtime import FunctionConfig, LambdaRuntime
 from backend.local.store import LocalStore
 from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngine, validate_definition
+from backend.local.states.errors import ExecutionDoesNotExist
 from backend.workflow_defs import (
     PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
     check_state_machine_name, check_threshold, deployed_not_replaced,
@@ -320,7 +321,15 @@ class WorkflowService:
     def wait(self, arns: list[str], timeout: float = 300.0) -> list[Execution]:
         """Until every one has ended or `timeout` seconds have passed in all (not each)."""
         deadline = time.monotonic() + timeout
-        return [self._execution(self.engine.wait(arn, max(0.0, deadline - time.monotonic()))) for arn in arns]
+        out = []
+        for arn in arns:
+            try:
+                out.append(self._execution(self.engine.wait(arn, max(0.0, deadline - time.monotonic()))))
+            except ExecutionDoesNotExist:
+                raise ExecutionDoesNotExist(
+                    f"Execution {arn.rsplit(':', 1)[-1]} does not exist (any more): a cleanup may have removed the "
+                    f"executions of {arn.split(':')[-2]} while this waited; run them again if they are still wanted.") from None
+        return out
 
     def describe_execution(self, name_or_arn: str) -> Execution:
         return self._execution(self.engine.describe_execution(self._arn_of_execution(name_or_arn)))

@@ -157,6 +157,23 @@ def test_endpoint_killed_mid_batch_fails_those_executions_with_the_lambda_error(
         b.delete_endpoint("doomed")
 
 
+def test_waiting_on_executions_a_cleanup_deleted_says_so(wf_home, wf):
+    """A cleanup in another process deleted a running batch's executions: the waiter said only 'does not exist'."""
+    from backend.api import ResourceNotFound
+
+    b = get_backend(replace(load_settings({}), home=wf_home))
+    try:
+        machine = b.deploy_workflow(threshold=0.0, name="doomed-batch").name
+        arns = b.start_workflow_batch(5, state_machine=machine)
+        b.wait_workflow_executions(arns[:1], timeout=60)
+        get_backend(replace(load_settings({}), home=wf_home)).cleanup([("executions", machine)])
+        with pytest.raises(ResourceNotFound, match="a cleanup may have removed the executions of doomed-batch"):
+            b.wait_workflow_executions(arns, timeout=60)
+        b.cleanup([("state-machine", machine)])
+    finally:
+        b.workflow.close()
+
+
 def test_a_gateway_that_died_is_replaced_before_the_next_executions(wf_home, wf):
     """kill -9 of the loopback gateway: every execution failed with EndpointConnectionError until a restart."""
     b = get_backend(replace(load_settings({}), home=wf_home))
