@@ -31,7 +31,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -500,15 +500,22 @@ def index_folder_name(bucket: str, prefix: str, endpoint: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', endpoint)[:60]}-{digest}"
 
 
-def records_indexed(folder: Path) -> int:
-    """How many records an index folder's manifest says were read (0 when there is none, or another
-    format): what another process (the CLI's `monitor`, another dashboard) has indexed, without loading it."""
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """An index folder's manifest, or None when there is none, it is unreadable or of another format."""
     try:
         manifest = json.loads((Path(folder) / "manifest.json").read_text())
-        if manifest.get("version") != INDEX_VERSION:
-            return 0
-        return sum(int(row[4]) for row in manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("version") == INDEX_VERSION else None
+
+
+def records_indexed(folder: Path) -> int:
+    """How many records an index folder's manifest says were read: what another process (the CLI's
+    `monitor`, another dashboard) has indexed, without loading it."""
+    manifest = read_manifest(folder)
+    try:
+        return sum(FileState.from_row(row).records for row in manifest["files"]) if manifest else 0
+    except (KeyError, TypeError, IndexError, ValueError):
         return 0
 
 
@@ -570,11 +577,8 @@ class CaptureIndex:
         self._loaded, self._stamp, self._dead, self._dirty = True, stamp, 0, True
         if stamp is None:
             return
-        try:
-            manifest = json.loads(self._manifest_path.read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if manifest.get("version") != INDEX_VERSION:  # unreadable or another format: start over
+        manifest = read_manifest(self.folder)
+        if manifest is None:  # unreadable or another format: start over
             return
         self._files = {row[0]: FileState.from_row(row) for row in manifest["files"]}
         self._next_id = int(manifest["next_id"])

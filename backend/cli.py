@@ -212,8 +212,9 @@ def cmd_stage(backend: Any, args: argparse.Namespace, out: Output) -> int:
     doc = dict(job.result)
     doc["job_id"] = job.job_id
     lines = [f"Staged into s3://{doc['bucket']}/ in {doc['seconds']:.2f} s (source: {doc['source']})"]
+    classes = doc.get("classes", [])
     for split, counts in doc["counts"].items():  # classes in index order, as the lists number them
-        order = [c for c in doc.get("classes", []) if c in counts] + [c for c in counts if c not in doc.get("classes", [])]
+        order = [c for c in classes if c in counts] + [c for c in counts if c not in classes]
         lines.append(f"  {split:5}: " + ", ".join(f"{c} {counts[c]}" for c in order))
     lines.append(f"  lists: {doc['train_lst']}, {doc['test_lst']}")
     if doc.get("note"):

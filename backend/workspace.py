@@ -32,13 +32,13 @@ def normalize_classes(classes: list[str] | tuple[str, ...] | None) -> list[str]:
     return [c.strip() for c in classes if c and c.strip()]
 
 
-
 @functools.lru_cache(maxsize=1)
 def sample_classes() -> tuple[str, ...]:
     """The classes the bundled sample has images of (read once: the sample is 3 MB)."""
     archive = cifar.read_archive(SAMPLE_ARCHIVE)
     ids = sorted({int(i) for split in archive.splits.values() for i in split.fine_labels})
     return tuple(archive.fine_label_names[i] for i in ids)
+
 
 class WorkspaceBackend:
     name = "workspace"

@@ -675,16 +675,11 @@ class StatesEngine:
         with self._lock:
             active = self._active.get(arn)
         if active is not None:
-            while not active.settled.wait(0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))):
-                since = active.unwritten_since
-                if since is not None and arn in self._unwritten and time.monotonic() - since >= UNRECORDED_GRACE_SECONDS:
-                    end = active.end
-                    raise errors.ExecutionNotRecorded(
-                        f"Execution {active.run.info.name} ended {end.status if end else 'its run'} but could not be "
-                        f"recorded for {UNRECORDED_GRACE_SECONDS:.0f} s ({active.write_error}): free disk space for the "
-                        "workspace (or end what holds its database locked); this process keeps trying while it runs.")
-                if deadline is not None and time.monotonic() >= deadline:
+            while True:
+                left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                if active.settled.wait(max(0.0, left)) or (deadline is not None and left <= 0):
                     break
+                self._raise_if_unrecorded(active)
             if active.settled.is_set() and active.final is not None:
                 return active.final  # what was just written: no read back
             return self.describe_execution(arn)
@@ -694,6 +689,18 @@ class StatesEngine:
                 return record
             pause = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def _raise_if_unrecorded(self, active: _Active) -> None:
+        """A waiter's end: the execution ended, but its end has failed to be written for a while."""
+        since = active.unwritten_since
+        if since is None or active.run.info.arn not in self._unwritten \
+                or time.monotonic() - since < UNRECORDED_GRACE_SECONDS:
+            return
+        status = active.end.status if active.end else "its run"
+        raise errors.ExecutionNotRecorded(
+            f"Execution {active.run.info.name} ended {status} but could not be recorded for "
+            f"{UNRECORDED_GRACE_SECONDS:.0f} s ({active.write_error}): free disk space for the workspace (or end "
+            "what holds its database locked); this process keeps trying while it runs.")
 
     # --- deleting (local housekeeping; Step Functions expires executions by itself) -----------------
 
