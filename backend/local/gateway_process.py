@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from backend.api import SconesError
 
 READY_TIMEOUT = 30.0
+LOW_DISK_BYTES = 1024 * 1024  # under this much free space, a start that failed is put down to a full disk
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     gateway = Gateway(backend.store, invoke_bytes).start()
     ready = Path(args.ready)
     tmp = ready.with_name(ready.name + ".tmp")
-    tmp.write_text(json.dumps({"port": gateway.port, "pid": os.getpid()}))
-    tmp.replace(ready)
+    try:
+        tmp.write_text(json.dumps({"port": gateway.port, "pid": os.getpid()}))
+        tmp.replace(ready)
+    except OSError:
+        gateway.close()
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         while os.getppid() == args.parent:
             time.sleep(0.5)
@@ -56,7 +63,9 @@ class GatewayProcess:
         run_dir.mkdir(parents=True, exist_ok=True)
         logs_dir.mkdir(parents=True, exist_ok=True)
         self.ready = run_dir / f"gateway-{os.getpid()}-{time.monotonic_ns()}.json"
-        with open(logs_dir / "gateway.log", "ab") as log:
+        self.log_path = logs_dir / "gateway.log"
+        with open(self.log_path, "ab") as log:
+            log_start = log.tell()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "backend.local.gateway_process", "--home", str(home),
                  "--parent", str(os.getpid()), "--ready", str(self.ready)],
@@ -65,12 +74,34 @@ class GatewayProcess:
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                timed_out = self.proc.poll() is None
                 self.close()
-                raise SconesError(f"The local AWS gateway did not start (see {logs_dir / 'gateway.log'}).")
+                raise SconesError(self._start_failure(Path(home), log_start, timed_out))
             time.sleep(0.02)
         self.port = json.loads(self.ready.read_text())["port"]
         self.ready.unlink(missing_ok=True)  # read once: a process that ends without close() leaves nothing behind
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def _start_failure(self, home: Path, log_start: int, timed_out: bool) -> str:
+        """Why the process did not start, in one sentence: a full disk, or the last line it logged."""
+        try:
+            free: int | None = shutil.disk_usage(home).free
+        except OSError:
+            free = None
+        if free is not None and free < LOW_DISK_BYTES:
+            return (f"The local AWS gateway did not start: the disk holding the workspace {home} is full "
+                    f"({free:,} bytes free); free some space there and try again.")
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(log_start, log.seek(0, os.SEEK_END) - 64 * 1024))
+                lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines()]
+        except OSError:
+            lines = []
+        said = next((line for line in reversed(lines) if line), "")
+        if len(said) > 300:
+            said = said[:300] + "..."
+        reason = f": {said}" if said else f" within {READY_TIMEOUT:.0f} s" if timed_out else ""
+        return f"The local AWS gateway did not start{reason} (see {self.log_path})."
 
     def close(self) -> None:
         if self.proc.poll() is None:
