@@ -531,3 +531,14 @@ class IdleEndpoint:
 def usd(amount: float) -> str:
     """A price from the table: $0.23, or $3.825 where the table has a third decimal."""
     return f"${amount:,.2f}" if round(amount, 2) == round(amount, 6) else f"${amount:,.3f}"
+
+
+def human_size(n: float | None) -> str:
+    """A size in binary units, labelled as such (990.5 KiB, 1.2 GiB): the same everywhere (pages, CLI)."""
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""

@@ -14,7 +14,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError
+from backend.api import (
+    DEFAULT_ENDPOINT, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError, human_size,
+)
 from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import check_batch, check_threshold
 
@@ -550,16 +552,6 @@ def resource_doc(r: Any) -> dict[str, Any]:
             "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data, "created_here": r.created_here}
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
 def say_inventory_notes(backend: Any) -> None:
     """What the inventory just made could not look at (AWS: a tag search refused), on stderr."""
     for note in backend.inventory_notes():
@@ -570,7 +562,7 @@ def cmd_inventory(backend: Any, args: argparse.Namespace, out: Output) -> int:
     resources = backend.inventory()
     say_inventory_notes(backend)
     out.done({"resources": [resource_doc(r) for r in resources]},
-             "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {_size(r.size_bytes):>9}"
+             "\n".join(f"{r.kind:16} {r.name:45} {r.status:16} {human_size(r.size_bytes):>10}"
                        + ("" if r.created_here else f"  ({NOT_CREATED_HERE})") for r in resources)
              or "Nothing: the workspace holds no resources.")
     return EXIT_OK

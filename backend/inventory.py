@@ -40,9 +40,23 @@ DATA = {
 Users = dict[tuple[str, str], list[tuple[str, str]]]  # (kind, name) -> the (kind, name)s that use it
 
 
-def served_by(endpoint: str, model: str) -> str:
-    """Why a model is not deleted yet."""
-    return f"Endpoint {endpoint} serves model {model}: delete the endpoint first."
+def served_by(endpoints: list[str], model: str) -> str:
+    """Why a model is not deleted yet, naming every endpoint that serves it."""
+    if len(endpoints) == 1:
+        return f"Endpoint {endpoints[0]} serves model {model}: delete the endpoint first."
+    return f"Endpoints {', '.join(endpoints)} serve model {model}: delete them first."
+
+
+def blocked_by(kind: str, name: str, users: list[str]) -> str:
+    """Why a config, a model or a training job is kept: what stays uses it (every user named)."""
+    if kind == "model":
+        return served_by(users, name)
+    many = len(users) > 1
+    if kind == "endpoint-config":
+        return (f"Endpoint{'s' if many else ''} {', '.join(users)} use{'' if many else 's'} endpoint configuration "
+                f"{name}: delete or update {'them' if many else 'the endpoint'} first.")
+    return (f"Model{'s' if many else ''} {', '.join(users)} {'were' if many else 'was'} made from training job "
+            f"{name}: delete {'them' if many else 'the model'} first.")
 
 
 class InventoryMixin:
@@ -176,18 +190,16 @@ class InventoryMixin:
     def _without_blocked(chosen: list[tuple[str, str]], left: list[tuple[str, str, str]],
                          users: Users) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         """Move to `left` what something staying still needs, so the plan (the dry run) says what the
-        deletion will do: a model an endpoint keeps serving, a training job a kept model was made from."""
+        deletion will do: a config or a model an endpoint keeps using, a training job a kept model was made from."""
         going = set(chosen)
         kept = []
-        for kind, name in chosen:  # dependency order: endpoints, then models, then training jobs
-            staying = [u for u in users.get((kind, name), ()) if u not in going and u[0] in ("endpoint", "model")]
-            if kind not in ("model", "training-job") or not staying:
+        for kind, name in chosen:  # dependency order: endpoints, configs, models, then training jobs
+            staying = [u[1] for u in users.get((kind, name), ()) if u not in going and u[0] in ("endpoint", "model")]
+            if kind not in ("endpoint-config", "model", "training-job") or not staying:
                 kept.append((kind, name))
                 continue
-            user = staying[0][1]
             going.discard((kind, name))
-            left.append((kind, name, served_by(user, name) if kind == "model" else
-                         f"Model {user} was made from training job {name}: delete the model first."))
+            left.append((kind, name, blocked_by(kind, name, staying)))
         return kept, left
 
     def cleanup(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False) -> CleanupReport:
@@ -242,7 +254,7 @@ class InventoryMixin:
         elif kind == "model":
             users = [e.endpoint_name for e in self.live_endpoints() if e.model_name == name]
             if users:
-                raise ValidationError(served_by(users[0], name))
+                raise ValidationError(served_by(users, name))
             self.delete_model(name)
         elif kind == "training-job":
             self.delete_training_job(name)

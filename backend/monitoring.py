@@ -347,6 +347,7 @@ class _Source:
     bucket: str
     prefix: str
     record: Any = None  # the Endpoint record when the endpoint exists
+    captured: bool = False  # its capture folder exists: something was captured (capture on alone is not data)
 
 
 class MonitoringService:
@@ -395,11 +396,14 @@ class MonitoringService:
         def load() -> dict[str, _Source]:
             out: dict[str, _Source] = {}
             destinations: set[tuple[str, str]] = set()
+            records: dict[str, tuple[str | None, str | None, Any]] = {}  # capture off too: its earlier data is still its own
             for e in self.source.list_endpoints():
-                if not e.capture.destination:
+                if not e.capture.destination:  # capture off with no destination: any folder of its name is its own
+                    records[e.endpoint_name] = (None, None, e)
                     continue
                 bucket, prefix = _split_uri(e.capture.destination)
                 destinations.add((bucket, prefix))
+                records[e.endpoint_name] = (bucket, prefix, e)
                 if e.capture.enabled:
                     out[e.endpoint_name] = _Source(e.endpoint_name, bucket, prefix, e)
             default = getattr(self.source, "default_capture_destination", None)
@@ -412,7 +416,11 @@ class MonitoringService:
             for bucket, prefix in sorted(destinations):
                 for name in self._endpoint_folders(bucket, prefix):
                     if mine is None or name in mine:
-                        out.setdefault(name, _Source(name, bucket, prefix, None))
+                        record = records.get(name)
+                        same = record is not None and record[:2] in ((bucket, prefix), (None, None))
+                        found = out.setdefault(name, _Source(name, bucket, prefix, record[2] if same else None))
+                        if (found.bucket, found.prefix) == (bucket, prefix):
+                            found.captured = True
             return out
         return self._cached("sources", 3.0, load)
 
@@ -488,12 +496,33 @@ class MonitoringService:
         return (getattr(index.store, "bucket", ""), index.prefix, index.endpoint)
 
     def _classes(self, endpoint: str, k: int) -> tuple[str, ...]:
+        """The class names of an endpoint's model; remembered beside the capture index, so the capture of an
+        endpoint (or a model) since deleted keeps its names; else the staged classes when they are as many."""
+        remembered = self.index_root / "classes" / f"{endpoint}.json"
+
         def load() -> tuple[str, ...]:
             try:
                 model = self.source.describe_endpoint(endpoint).model_name
-                return tuple(self.source.describe_model(model).classes)
+                names = tuple(self.source.describe_model(model).classes)
             except (SconesError, AttributeError):
-                return ()
+                names = ()
+            if names:
+                try:
+                    if not remembered.is_file() or json.loads(remembered.read_text()) != list(names):
+                        remembered.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = remembered.with_suffix(f".tmp-{os.getpid()}")
+                        tmp.write_text(json.dumps(list(names)))
+                        os.replace(tmp, remembered)
+                except OSError:
+                    pass  # a read-only or full disk: the names are still right for now
+                return names
+            try:
+                return tuple(str(n) for n in json.loads(remembered.read_text()))
+            except (OSError, ValueError, TypeError):
+                pass
+            report = getattr(self.source, "latest_stage_report", lambda: None)()
+            staged = tuple(report.classes) if report is not None else ()
+            return staged if len(staged) == k else ()
         return class_names(self._cached(f"classes:{endpoint}", 10.0, load), k)
 
     # -- what pages and the CLI call ---------------------------------------------------------
@@ -684,7 +713,8 @@ class MonitoringService:
         if record is None:
             status, reason, endpoint_status = "off", "The endpoint was deleted; its captured data stays.", "deleted"
         elif not record.capture.enabled:
-            status, reason, endpoint_status = "off", "Capture is off for this endpoint.", record.status
+            status, reason, endpoint_status = "off", ("Capture is off for this endpoint; what it captured before "
+                                                      "stays."), record.status
         elif state.get("state") == "paused":
             status, reason, endpoint_status = "paused", str(state.get("reason") or "Capture is paused."), record.status
         elif record.status != "InService":
@@ -701,13 +731,23 @@ class MonitoringService:
             destination=f"s3://{src.bucket}/{src.prefix}" if src.prefix else f"s3://{src.bucket}",
             endpoint_status=endpoint_status,
             receiving=snap.newest_modified is not None and now - snap.newest_modified < RECENT_SECONDS,
-            used_bytes=snap.listed_bytes, files=snap.listed_files, max_bytes=self.max_bytes,
+            used_bytes=snap.listed_bytes, files=snap.listed_files, max_bytes=self._cap(endpoint, state),
             retention_days=self.retention_days, records=len(snap.columns), broken_lines=snap.broken,
             skipped_records=snap.skipped, dropped=int(state.get("dropped") or 0),
             paused_since=_iso(state.get("since")) if state.get("state") == "paused" else None, newest=_iso(newest))
 
+    def _cap(self, endpoint: str, state: dict | None = None) -> int:
+        """The size cap of an endpoint's capture: the one its process was started with when it says (an
+        endpoint started under another SCONES_CAPTURE_MAX_BYTES), this service's otherwise."""
+        state = self.capture_state(endpoint) if state is None else state
+        own = (state or {}).get("max_bytes")
+        return int(own) if isinstance(own, (int, float)) and own > 0 else self.max_bytes
+
     def enforce_capture_limits(self, endpoint: str | None = None, force: bool = True) -> dict[str, Any]:
         """Delete capture files past the retention, then the oldest past the size cap (down to 90% of it).
+
+        The cap is the endpoint's own where its process says (`_cap`): one paused at a smaller cap than this
+        service's resumes once this has made room.
 
         Files written in the last two minutes are never deleted (an endpoint may still append to them).
         With force=False this runs at most once a minute per endpoint (pages call it on every refresh).
@@ -728,9 +768,10 @@ class MonitoringService:
             kept = [f for f in files if f not in old]
             total = sum(f[2] for f in kept)
             over = []
-            if total > self.max_bytes:
+            cap = self._cap(name)
+            if total > cap:
                 for f in kept:
-                    if total <= LOW_WATER * self.max_bytes:
+                    if total <= LOW_WATER * cap:
                         break
                     if now - f[3] < RECENT_SECONDS:
                         continue
@@ -757,8 +798,13 @@ class MonitoringService:
         if paused:
             reason = (self.capture_state(paused[0]) or {}).get("reason") or "capture is paused"
             return StepStatus("monitor", "failed", f"Capture is paused on {paused[0]}: {reason}")
-        indexed = sum(len(i.snapshot.columns) for i in self._indexes.values()) or self._indexed_elsewhere(endpoints)
-        detail = f"Captured data of {', '.join(endpoints[:3])}" + (f" and {len(endpoints) - 3} more" if len(endpoints) > 3 else "")
+        sources = self._sources()
+        captured = [e for e in endpoints if sources[e].captured]
+        if not captured:
+            return StepStatus("monitor", "not_started", f"Capture is on for {', '.join(endpoints[:3])}; nothing captured "
+                                                        "yet: send it traffic (the Workflow page runs batches).")
+        indexed = self._indexed_elsewhere(captured)  # the indexes on disk: this process's, the CLI's, another's
+        detail = f"Captured data of {', '.join(captured[:3])}" + (f" and {len(captured) - 3} more" if len(captured) > 3 else "")
         return StepStatus("monitor", "done" if indexed else "in_progress",
                           detail + (f"; {indexed:,} inferences read." if indexed else "; open Monitor to read it."))
 

@@ -58,33 +58,52 @@ class WorkspaceBackend:
     def step_statuses(self) -> dict[str, StepStatus]:
         steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
         steps["stage"] = self._stage_status()
-        steps["cleanup"] = self._cleanup_status()
+        steps.update(self.resource_step_statuses())
+        steps["cleanup"] = self._cleanup_status(steps)
         return steps
 
+    def resource_step_statuses(self) -> dict[str, StepStatus]:
+        """The train, deploy, workflow and monitor steps, from the backend's own records."""
+        return {}
+
     def record_cleanup(self, deleted: list[tuple[str, str]], left: list[tuple[str, str, str]]) -> None:
+        """Keep a cleanup's outcome for the pages; one that had nothing to do is not one."""
+        if not deleted and not left:
+            return
         self.db.execute("INSERT INTO cleanups (at, deleted, left_over) VALUES (?, ?, ?)",
                         (utcnow(), dumps([list(d) for d in deleted]), dumps([list(x) for x in left])))
 
-    def last_cleanup(self) -> tuple[str, CleanupReport] | None:
-        """(when, what it deleted and left with the reasons) of the newest cleanup, page's or CLI's."""
-        row = self.db.query_one("SELECT at, deleted, left_over FROM cleanups ORDER BY id DESC LIMIT 1")
+    def last_cleanup(self, deleted_something: bool = False) -> tuple[str, CleanupReport] | None:
+        """(when, what it deleted and left with the reasons) of the newest cleanup, page's or CLI's; with
+        `deleted_something`, of the newest one that deleted anything (not one that every resource refused)."""
+        where = "WHERE deleted != '[]' " if deleted_something else ""
+        row = self.db.query_one(f"SELECT at, deleted, left_over FROM cleanups {where}ORDER BY id DESC LIMIT 1")
         if row is None:
             return None
         return row["at"], CleanupReport(tuple(tuple(d) for d in loads(row["deleted"])),
                                         tuple(tuple(x) for x in loads(row["left_over"])))
 
-    def _cleanup_status(self) -> StepStatus:
-        last = self.last_cleanup()
+    def _cleanup_status(self, steps: dict[str, StepStatus]) -> StepStatus:
+        """Done once a cleanup deleted something and no step holds resources any more; while train, deploy
+        or the workflow still hold some (a partial cleanup, or a new round of work since), in progress."""
+        newest, last = self.last_cleanup(), self.last_cleanup(deleted_something=True)
+        refused = ""
+        if newest is not None and not newest[1].deleted:
+            refused = (f" The last clean up ({newest[0].replace('T', ' ')[:19]} UTC) deleted nothing: "
+                       f"{len(newest[1].left)} left, with the reason on the Clean up page.")
         if last is None:
             return StepStatus("cleanup", "not_started", "Nothing cleaned up yet: the Clean up page lists what "
-                                                        "the project created and what it costs.")
+                                                        "the project created and what it costs." + refused)
         at, report = last
         deleted, left = report.deleted, report.left
-        when = at.replace("T", " ")[:19]
-        detail = f"Last clean up {when} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
+        detail = f"Last clean up {at.replace('T', ' ')[:19]} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
         if left:
             detail += f"; {len(left)} left, with the reason on the Clean up page"
-        return StepStatus("cleanup", "done", detail + ".")
+        holding = [s for s in ("train", "deploy", "workflow") if s in steps and steps[s].state != "not_started"]
+        if holding:
+            return StepStatus("cleanup", "in_progress", f"{detail}. The workspace holds resources again (or still): "
+                                                        f"{', '.join(holding)}; the Clean up page lists them.{refused}")
+        return StepStatus("cleanup", "done", detail + "." + refused)
 
     def _stage_status(self) -> StepStatus:
         job = self.jobs.latest("stage")

@@ -11,3 +11,18 @@ from backend.settings import load_settings
 @st.cache_resource(show_spinner=False)
 def backend() -> Backend:
     return get_backend(load_settings())
+
+
+def kept(key: str, default: object, follow: object = None) -> None:
+    """Give the widget `key` its last value when its page is shown again (Streamlit drops the state of a
+    widget whose page is not shown), or `default` the first time. With `follow`, the value starts over
+    from `default` whenever `follow` (what the default is taken from) changed since it was last seen:
+    a threshold slider follows the workflow's threshold. Create the widget with this key and no default."""
+    shadow, seen = f"_kept:{key}", f"_kept_follow:{key}"
+    if follow is not None and st.session_state.get(seen, follow) != follow:
+        st.session_state.pop(shadow, None)
+        st.session_state.pop(key, None)
+    st.session_state[seen] = follow
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(shadow, default)
+    st.session_state[shadow] = st.session_state[key]

@@ -1,14 +1,22 @@
-"""Clean up: everything the project created, deleted in dependency order after a typed confirmation."""
+"""Clean up: everything the project created, deleted in dependency order after a typed confirmation.
+
+Each resource has its own tick, kept by kind and name: when the list changes under the operator (a
+CLI run, data added by 'Also delete data') nobody's choice is reset. The typed confirmation is for
+one selection: when the selection changes after it was typed, it is cleared and asked for again."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from backend.api import SconesError
+from backend.api import SconesError, human_size, usd
 from ui.state import backend
 from ui.widgets import show_error
 
 CONFIRM_WORD = "delete"
+KIND_TITLES = {
+    "endpoint": "Endpoints", "endpoint-config": "Endpoint configs", "model": "Models", "training-job": "Training jobs",
+    "executions": "Executions", "state-machine": "State machines", "lambda-function": "Lambda functions",
+    "iam-role": "IAM roles", "data": "Data",
+}
 
 st.title("Clean up")
 st.caption("Everything this workspace created: endpoints (and their processes), endpoint configs, models, "
@@ -42,19 +50,40 @@ if not resources:
     st.info("Nothing left: the workspace holds no resources. Every other step on the Home page is back to not started.")
     st.stop()
 
+
+def tick_key(kind: str, name: str) -> str:
+    return f"cleanup_tick:{kind}:{name}"
+
+
+def set_ticks(keys: list[str], value: bool) -> None:
+    for key in keys:
+        st.session_state[key] = value
+
+
 include_data = st.checkbox("Also delete data (staged images, capture, uploads, downloads)", value=False,
                            key="cleanup_data")
 visible = [r for r in resources if include_data or not r.is_data]
-frame = pd.DataFrame([{
-    "delete": r.created_here, "kind": r.kind, "name": r.name, "status": r.status,
-    "size": "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
-    "hourly USD": "" if r.hourly_usd is None else f"{r.hourly_usd:.3f}", "detail": r.detail,
-} for r in visible])
-edited = st.data_editor(frame, hide_index=True, disabled=[c for c in frame.columns if c != "delete"],
-                        key="cleanup_table", width="stretch", column_config={
-                            "delete": st.column_config.CheckboxColumn(width="small"),
-                            "name": st.column_config.TextColumn(width="large")})
-chosen = [(row.kind, row.name) for row in edited.itertuples() if row.delete]
+chosen: list[tuple[str, str]] = []
+for kind, title in KIND_TITLES.items():
+    group = [r for r in visible if r.kind == kind]
+    if not group:
+        continue
+    keys = [tick_key(r.kind, r.name) for r in group]
+    with st.container(border=True):
+        head, all_on, all_off = st.columns([6, 1, 1], vertical_alignment="center")
+        head.markdown(f"**{title}** ({len(group)})")
+        all_on.button("All", key=f"cleanup_all:{kind}", on_click=set_ticks, args=(keys, True), width="stretch")
+        all_off.button("None", key=f"cleanup_none:{kind}", on_click=set_ticks, args=(keys, False), width="stretch")
+        for r, key in zip(group, keys):
+            facts = [r.status] + ([human_size(r.size_bytes)] if r.size_bytes is not None else []) \
+                + ([f"{usd(r.hourly_usd)}/h"] if r.hourly_usd is not None else [])
+            if key not in st.session_state:  # first shown: ticked when this workspace created it
+                st.session_state[key] = r.created_here
+            if st.checkbox(f"`{r.name}` · {' · '.join(facts)}", key=key):
+                chosen.append((r.kind, r.name))
+            if r.detail:
+                st.caption(r.detail)
+
 elsewhere = [r for r in visible if not r.created_here]
 if elsewhere:
     st.warning(f"{len(elsewhere)} resource(s) carry the project tag but were not created by this workspace "
@@ -63,9 +92,34 @@ data_hidden = sum(r.is_data for r in resources) - sum(r.is_data for r in visible
 if data_hidden:
     st.caption(f"{data_hidden} data set(s) kept: tick the box above to delete data too.")
 
-typed = st.text_input(f"Type **{CONFIRM_WORD}** to confirm", key="cleanup_confirm")
-go = st.button(f"Delete {len(chosen)} selected", type="primary", key="cleanup_go",
-               disabled=not chosen or typed.strip().lower() != CONFIRM_WORD)
+# What the deletion would leave, and why, before anything is deleted (the dry run of `scones cleanup`).
+going: list[tuple[str, str]] = []
+if chosen:
+    try:
+        going, blocked = b.cleanup_plan(chosen, include_data=include_data)
+    except SconesError as exc:
+        show_error(exc)
+        st.stop()
+    for kind, name, reason in blocked:
+        st.warning(f"Will be left: {kind}:{name}: {reason}", icon=":material/block:")
+
+# The confirmation is for the selection it was typed under: a changed selection asks again.
+selection = sorted(chosen)
+if st.session_state.get("cleanup_confirm") and st.session_state.get("cleanup_confirmed_for") != selection:
+    st.session_state.pop("cleanup_confirm")
+    st.info(f"The selection changed after **{CONFIRM_WORD}** was typed: check it, then type it again.",
+            icon=":material/restart_alt:")
+st.session_state["cleanup_selection"] = selection
+
+
+def remember_selection() -> None:
+    st.session_state["cleanup_confirmed_for"] = st.session_state.get("cleanup_selection")
+
+
+typed = st.text_input(f"Type **{CONFIRM_WORD}** to confirm", key="cleanup_confirm", on_change=remember_selection)
+go = st.button(f"Delete {len(going)} selected" if len(going) == len(chosen) else
+               f"Delete {len(going)} of {len(chosen)} selected", type="primary", key="cleanup_go",
+               disabled=not going or typed.strip().lower() != CONFIRM_WORD)
 if go:
     with st.spinner("Deleting in dependency order…"):
         try:

@@ -9,12 +9,12 @@ import time
 
 import streamlit as st
 
-from backend.api import SconesError
+from backend.api import SconesError, human_size
 from ui.charts_monitor import (
     bucket_label, class_mix_chart, confidence_histogram_chart, confidence_over_time_chart, outcomes_chart,
     share_below_chart,
 )
-from ui.state import backend
+from ui.state import backend, kept
 from ui.widgets import image_grid, show_error
 
 WINDOWS = {"Last 15 minutes": 900, "Last hour": 3600, "Last 24 hours": 86400, "Last 7 days": 7 * 86400,
@@ -35,18 +35,34 @@ except SconesError as exc:
     show_error(exc)
     st.stop()
 
+try:  # endpoints with capture off and nothing captured are not listed: say which, and why
+    uncaptured = [e.endpoint_name for e in b.list_endpoints() if e.endpoint_name not in endpoints]
+except SconesError:
+    uncaptured = []
+not_listed = (f" Not listed: {', '.join(uncaptured)} (capture off, nothing captured): deploy again with capture "
+              "on (Deploy page, or `scones deploy --capture-percent 100`) to monitor it.") if uncaptured else ""
+
 if not endpoints:
     st.info("No captured data yet: deploy an endpoint with data capture on the Deploy page, then send it traffic "
-            "(the Workflow page runs batches).")
+            "(the Workflow page runs batches)." + not_listed)
     st.stop()
+if not_listed:
+    st.caption(not_listed.strip())
 
 
 def controls_ui() -> tuple[str, int | None, float]:
     """The endpoint, the window (seconds back from now; None: everything) and the threshold to try."""
     c1, c2, c3 = st.columns([2, 1.3, 2.2])
+    for key, options in (("mon_endpoint", endpoints), ("mon_window", list(WINDOWS))):
+        if st.session_state.get(f"_kept:{key}", options[0]) not in options:  # an endpoint since deleted
+            st.session_state.pop(f"_kept:{key}")
+    # Kept while you visit other pages; the threshold starts over from the workflow's when that changes.
+    kept("mon_endpoint", endpoints[0])
+    kept("mon_window", "Last 24 hours")
+    kept("mon_threshold", float(workflow_threshold), follow=float(workflow_threshold))
     endpoint = c1.selectbox("Endpoint", endpoints, key="mon_endpoint")
-    window = c2.selectbox("Time window", list(WINDOWS), index=2, key="mon_window")
-    threshold = c3.slider("Threshold", 0.0, 1.0, float(workflow_threshold), 0.01, key="mon_threshold",
+    window = c2.selectbox("Time window", list(WINDOWS), key="mon_window")
+    threshold = c3.slider("Threshold", 0.0, 1.0, step=0.01, key="mon_threshold",
                           help=f"The workflow's threshold is {workflow_threshold:.2f}; moving this changes only the "
                                "counts and charts below.")
     return endpoint, WINDOWS[window], threshold
@@ -62,10 +78,10 @@ def status_ui(status) -> None:
     used = status.used_bytes / status.max_bytes if status.max_bytes else 0.0
     parts = [f"capture of {status.sampling_percent}% of requests to `{status.destination}`" if status.enabled
              else f"captured data in `{status.destination}`",
-             f"{status.used_bytes / 1e6:,.1f} MB in {status.files:,} files ({used:.1%} of the {status.max_bytes / 2**30:,.1f} GiB cap)",
+             f"{human_size(status.used_bytes)} in {status.files:,} files ({used:.1%} of the endpoint's {human_size(status.max_bytes)} cap)",
              f"retention {status.retention_days:g} days"]
     if status.broken_lines:
-        parts.append(f":orange[{status.broken_lines:,} broken lines skipped]")
+        parts.append(f":orange[{status.broken_lines:,} broken line{'' if status.broken_lines == 1 else 's'} skipped]")
     if status.skipped_records:
         parts.append(f"{status.skipped_records:,} records without probabilities")
     if status.newest:
@@ -75,7 +91,10 @@ def status_ui(status) -> None:
 
 def metrics_ui(charts, threshold: float) -> None:
     c = st.columns(4)
-    c[0].metric("Inferences", f"{charts.records:,}")
+    c[0].metric("Inferences", f"{charts.records:,}",
+                help="Inferences in the endpoint's data capture in this window (a sample when capture takes less than "
+                     "100% of requests). Executions are read from the workflow's history: they count even when "
+                     "capture is off, sampled, or paused.")
     share = charts.below / charts.records if charts.records else 0.0
     c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%} of them", delta_color="off", delta_arrow="off")
     c[2].metric(f"Would pass at {threshold:.2f}", f"{charts.passing:,}")
@@ -85,9 +104,16 @@ def metrics_ui(charts, threshold: float) -> None:
                      f"for other reasons ({charts.executions_failed_other:,}) fail at any threshold.")
 
 
-def charts_ui(charts) -> None:
+def charts_ui(charts, status) -> None:
     if charts.records == 0:
-        st.info("No inference captured in this window: widen the window, or send the endpoint traffic.")
+        if status.enabled and status.sampling_percent == 0:
+            st.info(f"Capture on {status.endpoint} samples 0% of requests, so nothing is captured whatever the traffic: "
+                    "deploy it again with a capture percentage above 0 (Deploy page, or `scones deploy "
+                    "--capture-percent 100`).")
+        elif status.state == "off":
+            st.info(f"No inference captured in this window, and none will be: {status.reason}")
+        else:
+            st.info("No inference captured in this window: widen the window, or send the endpoint traffic.")
     per = bucket_label(charts.bucket_seconds)
     left, right = st.columns(2)
     sampled = f" ({len(charts.points):,} of {charts.points_from:,} shown)" if len(charts.points) < charts.points_from else ""
@@ -153,8 +179,8 @@ def monitor_view() -> None:
         progress = b.refresh_capture(endpoint, background=True)
         if progress.running:
             done = progress.bytes_done / progress.bytes_total if progress.bytes_total else 0.0
-            st.progress(done, text=f"Reading the capture of {endpoint}: {progress.bytes_done / 1e6:,.0f} of "
-                                   f"{progress.bytes_total / 1e6:,.0f} MB (read once, then kept as a compact index).")
+            st.progress(done, text=f"Reading the capture of {endpoint}: {human_size(progress.bytes_done)} of "
+                                   f"{human_size(progress.bytes_total)} (read once, then kept as a compact index).")
             return
         if progress.error:
             st.error(f"Reading the capture failed: {progress.error}")
@@ -169,7 +195,7 @@ def monitor_view() -> None:
         status_ui(status)
         charts = b.monitor_charts(endpoint, since, None, threshold)
         metrics_ui(charts, threshold)
-        charts_ui(charts)
+        charts_ui(charts, status)
         lowest_ui(endpoint, since)
         table_ui(endpoint, since, threshold)
     except SconesError as exc:

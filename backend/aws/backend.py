@@ -120,13 +120,9 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
     def describe_workspace(self) -> dict[str, str]:
         return {**super().describe_workspace(), "region": self.region, "account": self.account_id}
 
-    def step_statuses(self) -> dict[str, StepStatus]:
-        steps = super().step_statuses()
-        steps["train"] = self.training_step_status()
-        steps["deploy"] = self.deployment_step_status()
-        steps["workflow"] = self.workflow_step_status()
-        steps["monitor"] = self.monitoring.monitor_step_status()
-        return steps
+    def resource_step_statuses(self) -> dict[str, StepStatus]:
+        return {"train": self.training_step_status(), "deploy": self.deployment_step_status(),
+                "workflow": self.workflow_step_status(), "monitor": self.monitoring.monitor_step_status()}
 
     # -- names of what this workspace created (the inventory starts from these and the tag) ---
 

@@ -46,13 +46,9 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
         serving = [e for e in self.deployment.list_endpoints() if e.status == "InService"]
         return max(serving, key=lambda e: e.created).endpoint_name if serving else None
 
-    def step_statuses(self) -> dict[str, StepStatus]:
-        steps = super().step_statuses()
-        steps["train"] = self.training.step_status()
-        steps["deploy"] = self.deployment.step_status()
-        steps["workflow"] = self.workflow.step_status()
-        steps["monitor"] = self.monitoring.monitor_step_status()
-        return steps
+    def resource_step_statuses(self) -> dict[str, StepStatus]:
+        return {"train": self.training.step_status(), "deploy": self.deployment.step_status(),
+                "workflow": self.workflow.step_status(), "monitor": self.monitoring.monitor_step_status()}
 
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
         if job.kind == TRAIN_JOB:

@@ -153,7 +153,10 @@ def test_buckets_fit_the_data_not_the_whole_window():
     assert empty.records == 0 and empty.bucket_seconds == 900  # the window's own buckets
 
 
-def test_retention_and_size_cap_delete_oldest_files_and_never_recent_ones(mb, monkeypatch):
+@pytest.mark.parametrize("cap_from", ["service", "endpoint"])
+def test_retention_and_size_cap_delete_oldest_files_and_never_recent_ones(mb, monkeypatch, cap_from):
+    """The cap is the service's, or the endpoint's own when its process says (an endpoint started under a
+    smaller SCONES_CAPTURE_MAX_BYTES than the dashboard's pauses at it, and resumes once this makes room)."""
     bucket_dir = mb.store.bucket_dir(mb.objects.bucket)
     day = 86400
     now = T0 + 40 * day
@@ -162,8 +165,11 @@ def test_retention_and_size_cap_delete_oldest_files_and_never_recent_ones(mb, mo
     fresh = write_file(bucket_dir, EP, now - 30, [], mtime=None)  # written a moment ago (empty: just begun)
     os.utime(fresh, (time.time(), time.time()))
     size_mid = sum(f.path.stat().st_size for f in mid)
-    svc = MonitoringService(mb, mb.settings.home / "capture_index", retention_days=30, max_bytes=int(size_mid * 0.7),
-                            capture_state=lambda e: None, clock=lambda: now)
+    cap = int(size_mid * 0.7)
+    svc = MonitoringService(mb, mb.settings.home / "capture_index", retention_days=30,
+                            max_bytes=cap if cap_from == "service" else 10 * 1024 ** 3,
+                            capture_state=(lambda e: None) if cap_from == "service" else (lambda e: {"max_bytes": cap}),
+                            clock=lambda: now)
     assert svc.monitor_summary(EP)["records"] == 40
     out = svc.enforce_capture_limits(EP)["endpoints"][EP]
     assert out["past_retention"] == 2

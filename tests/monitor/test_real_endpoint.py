@@ -85,10 +85,18 @@ def test_an_endpoint_at_its_size_cap_keeps_answering_and_capture_says_paused(wf,
         status = wf.capture_status("capped")
         assert status.state == "paused" and "size cap" in status.reason and status.dropped >= 1
         assert 0 < status.records < 8 and status.paused_since is not None
+        assert status.max_bytes == 12000  # the cap the endpoint runs under, not the dashboard's 10 GiB
+        assert "KiB of 11.7 KiB)" in status.reason  # sizes a person reads, not "0.00 GiB of 0.00 GiB"
+        deadline = time.monotonic() + 3  # the dropped count reaches the page without another request
+        while wf.capture_status("capped").dropped != 8 - status.records and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert wf.capture_status("capped").dropped == 8 - status.records
         at = page_at(wf, monkeypatch)
         at.selectbox(key="mon_endpoint").set_value("capped").run()
         assert not at.exception
-        assert any("Capture is paused on capped" in w.value for w in at.warning)
+        assert any("Capture is paused on capped" in w.value and f"{8 - status.records:,} answered requests" in w.value
+                   for w in at.warning)
+        assert any("of the endpoint's 11.7 KiB cap" in c.value for c in at.caption)
     finally:
         wf.delete_endpoint("capped")
 
@@ -130,3 +138,57 @@ def test_an_endpoint_with_capture_on_and_nothing_captured_yet_has_an_empty_table
         assert not at.exception
     finally:
         wf.delete_endpoint("quiet-endpoint")
+
+
+def test_capture_off_endpoints_are_named_and_a_deleted_ones_capture_keeps_its_class_names(wf, traffic, monkeypatch):
+    _, sent = traffic
+    model = wf.describe_endpoint(EP).model_name
+    classes = wf.describe_model(model).classes
+    wf.deploy(model, "was-captured", capture_percent=100)
+    wf.deploy(model, "never-captured", capture_enabled=False)
+    try:
+        assert wf.wait_endpoint("was-captured", timeout=60).status == "InService"
+        for body in sent[:3]:
+            wf.invoke_endpoint("was-captured", body, "image/png")
+        wf.deploy(model, "was-captured", capture_enabled=False)  # capture turned off: what it took stays
+        assert wf.wait_endpoint("was-captured", timeout=60).status == "InService"
+        assert wf.wait_endpoint("never-captured", timeout=60).status == "InService"
+        time.sleep(3.1)  # the list of capture sources is kept 3 s
+        listed = wf.monitored_endpoints()
+        assert "was-captured" in listed and "never-captured" not in listed
+        status = wf.capture_status("was-captured")
+        assert (status.state, status.endpoint_status) == ("off", "InService")  # not "the endpoint was deleted"
+        assert status.reason.startswith("Capture is off for this endpoint")
+        monitor = wf.step_statuses()["monitor"]  # Home names what captured something, not what captures nothing
+        assert "never-captured" not in monitor.detail
+        at = page_at(wf, monkeypatch)
+        assert any("Not listed: never-captured (capture off, nothing captured)" in c.value for c in at.caption)
+        at.selectbox(key="mon_endpoint").set_value("was-captured").run()
+        assert not at.exception
+        assert wf.capture_table("was-captured").shape[0] == 3
+    finally:
+        wf.delete_endpoint("never-captured")
+        wf.delete_endpoint("was-captured")
+    wf.monitoring._cache.clear()  # what a later look sees: the endpoint is gone, its capture stays
+    table = wf.capture_table("was-captured")
+    assert len(table) == 3 and [c for c in table.columns if c.startswith("p_")] == [f"p_{c}" for c in classes]
+    assert wf.capture_status("was-captured").endpoint_status == "deleted"
+
+
+def test_an_endpoint_sampling_zero_percent_says_so_rather_than_asking_for_traffic(wf, traffic, monkeypatch):
+    model = wf.describe_endpoint(EP).model_name
+    wf.deploy(model, "zero-sampled", capture_percent=0)
+    try:
+        assert wf.wait_endpoint("zero-sampled", timeout=60).status == "InService"
+        wf.invoke_endpoint("zero-sampled", traffic[1][0], "image/png")
+        wf.monitoring._cache.clear()  # the list of capture sources is kept 3 s
+        at = AppTest.from_file(str(REPO / "views" / "monitor.py"), default_timeout=60)
+        import ui.state
+
+        monkeypatch.setattr(ui.state, "backend", lambda: wf)
+        at.session_state["mon_endpoint"] = "zero-sampled"
+        at.run()
+        assert not at.exception
+        assert any("samples 0% of requests" in i.value for i in at.info)
+    finally:
+        wf.delete_endpoint("zero-sampled")

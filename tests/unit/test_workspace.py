@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.api import JOB_COMPLETED, JOB_FAILED, ResourceInUse, ResourceNotFound, ValidationError
+from backend.api import JOB_COMPLETED, JOB_FAILED, ResourceInUse, ResourceNotFound, StepStatus, ValidationError
 from backend.local.db import Database
 from backend.local.store import LocalStore
 from backend.settings import OFFICIAL_CIFAR_MD5, OFFICIAL_CIFAR_URL, load_settings
@@ -127,12 +127,28 @@ def test_unknown_job_is_a_named_error(backend):
         backend.describe_job("nope")
 
 
-def test_the_cleanup_step_shows_the_last_cleanup(backend):
+def test_the_cleanup_step_shows_the_last_cleanup_that_deleted_something(backend):
     first = backend.step_statuses()["cleanup"]
     assert first.state == "not_started" and "Nothing cleaned up yet" in first.detail
+    backend.record_cleanup([], [])  # nothing to do: not a cleanup
+    assert backend.last_cleanup() is None
     backend.record_cleanup([("endpoint", "a")], [])
     assert backend.step_statuses()["cleanup"].detail.endswith("UTC: deleted 1 resource.")
     backend.record_cleanup([("endpoint", "b"), ("model", "b")], [("model", "m", "Endpoint e serves model m.")])
     last = backend.step_statuses()["cleanup"]
     assert last.state == "done"
     assert last.detail.endswith("deleted 2 resources; 1 left, with the reason on the Clean up page.")
+    # One that every resource refused does not replace it, and is named.
+    backend.record_cleanup([], [("model", "m", "Endpoint e serves model m.")])
+    refused = backend.step_statuses()["cleanup"]
+    assert refused.state == "done" and "deleted 2 resources" in refused.detail
+    assert "deleted nothing: 1 left" in refused.detail
+
+
+def test_the_cleanup_step_is_in_progress_while_steps_hold_resources(backend, monkeypatch):
+    backend.record_cleanup([("endpoint", "a")], [])
+    monkeypatch.setattr(backend, "resource_step_statuses",
+                        lambda: {"train": StepStatus("train", "done", "a model"),
+                                 "deploy": StepStatus("deploy", "not_started")})
+    step = backend.step_statuses()["cleanup"]
+    assert step.state == "in_progress" and "holds resources again (or still): train;" in step.detail

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from backend.api import human_size
+
 EVENT_VERSION = "0"
 VARIANT = "AllTraffic"
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -161,6 +163,8 @@ class CaptureGuard:
         self._used: int | None = None
         self._next_check = 0.0
         self._next_free_check = 0.0
+        self._report_timer: threading.Timer | None = None
+        self._report_lock = threading.Lock()
 
     @property
     def paused(self) -> bool:
@@ -176,6 +180,7 @@ class CaptureGuard:
         if self.paused:
             if now < self._next_check:
                 self.dropped += 1
+                self._report_soon()
                 return False
             self._next_check = now + self.recheck_seconds
             self._used = None  # files may have been deleted meanwhile: count again
@@ -192,6 +197,24 @@ class CaptureGuard:
             self.pause(reason)
             return False
         return True
+
+    def _report_soon(self, delay: float = 0.5) -> None:
+        """Report the dropped count within `delay` seconds: not once per request (a file write each), and not
+        only at the next recheck, which may never come when the traffic stops."""
+        if self.on_change is None:
+            return
+        with self._report_lock:
+            if self._report_timer is not None:
+                return
+            self._report_timer = threading.Timer(delay, self._report_now)
+            self._report_timer.daemon = True
+            self._report_timer.start()
+
+    def _report_now(self) -> None:
+        with self._report_lock:
+            self._report_timer = None
+        if self.paused:
+            self._set(self.reason, report=True)
 
     def wrote(self, size: int) -> None:
         if self._used is not None:
@@ -213,7 +236,7 @@ class CaptureGuard:
             except OSError:
                 free = None
             if free is not None and free < self.min_free_bytes:
-                return (f"The disk is almost full ({free / 2**20:,.0f} MiB free, {self.min_free_bytes / 2**20:,.0f} MiB "
+                return (f"The disk is almost full ({human_size(free)} free, {human_size(self.min_free_bytes)} "
                         "kept free): the endpoint keeps answering, capture resumes when space is freed.")
         if self.max_bytes is not None:
             if self._used is None:
@@ -222,8 +245,8 @@ class CaptureGuard:
                 if not force:
                     self._used = self._used_of(self.folder)  # old files may have gone: count before pausing
                 if self._used + size > self.max_bytes:
-                    return (f"Capture reached its size cap ({self._used / 2**30:.2f} GiB of {self.max_bytes / 2**30:.2f} "
-                            "GiB): old files are deleted past the retention or the cap, then capture resumes.")
+                    return (f"Capture reached its size cap ({human_size(self._used)} of {human_size(self.max_bytes)}): "
+                            "old files are deleted past the retention or the cap, then capture resumes.")
         return None
 
     def _set(self, reason: str | None, report: bool = False) -> None:
