@@ -83,8 +83,8 @@ def build_parser() -> Parser:
     which.add_argument("--model", help="model name to deploy")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"endpoint name (default {DEFAULT_ENDPOINT}; updated if it exists)")
     p.add_argument("--capture-percent", type=int, default=None,
-                   help=f"data-capture sampling percentage, 0-100 (default: an existing endpoint keeps its setting, "
-                        f"a new one captures {DEFAULT_CAPTURE_PERCENT})")
+                   help=f"data-capture sampling percentage, 0-100, which turns capture on (default: an existing "
+                        f"endpoint keeps its whole capture setting, a new one captures {DEFAULT_CAPTURE_PERCENT})")
     p.add_argument("--wait", action="store_true", help="wait until the endpoint is InService or Failed")
     p.add_argument("--yes", action="store_true",
                    help="on AWS: start the billable endpoint (without it: say what it costs, create nothing, exit 2)")
@@ -334,18 +334,24 @@ def read_file(path: str, what: str, limit: int) -> bytes:
 def endpoint_doc(e: Any) -> dict[str, Any]:
     return {"endpoint_name": e.endpoint_name, "status": e.status, "model_name": e.model_name, "created": e.created,
             "capture": {"enabled": e.capture.enabled, "percent": e.capture.sampling_percent,
-                        "prefix": e.capture.destination}, "failure_reason": e.failure_reason}
+                        "prefix": e.capture.destination, "input": e.capture.capture_input,
+                        "output": e.capture.capture_output}, "failure_reason": e.failure_reason}
 
 
-def capture_percent(backend: Any, args: argparse.Namespace) -> int:
-    """--capture-percent; without it, an existing endpoint keeps its capture and a new one captures 100%."""
-    if args.capture_percent is not None:
-        return args.capture_percent
+def capture_options(backend: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The deploy's capture: an existing endpoint keeps all of its own (on or off, percentage, destination,
+    input/output), --capture-percent changing only the percentage (and turning it on); a new endpoint
+    captures --capture-percent, or 100%, of input and output to the default destination."""
     try:
         capture = backend.describe_endpoint(args.endpoint).capture
     except ResourceNotFound:
-        return DEFAULT_CAPTURE_PERCENT
-    return capture.sampling_percent if capture.enabled else 0
+        percent = DEFAULT_CAPTURE_PERCENT if args.capture_percent is None else args.capture_percent
+        return {"capture_percent": percent}
+    kept = {"capture_input": capture.capture_input, "capture_output": capture.capture_output,
+            "destination": capture.destination or None}
+    if args.capture_percent is not None:
+        return {**kept, "capture_percent": args.capture_percent, "capture_enabled": True}
+    return {**kept, "capture_percent": capture.sampling_percent, "capture_enabled": capture.enabled}
 
 
 def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
@@ -364,7 +370,7 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
         else:
             model_name = existing[0].model_name
     try:
-        endpoint = backend.deploy(model_name, args.endpoint, capture_percent=capture_percent(backend, args))
+        endpoint = backend.deploy(model_name, args.endpoint, **capture_options(backend, args))
     except Exception:
         if created is not None:  # a refused deploy leaves nothing behind
             try:
@@ -375,8 +381,10 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     if args.wait:
         endpoint = backend.wait_endpoint(endpoint.endpoint_name)
     doc = endpoint_doc(endpoint)
-    out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {endpoint.model_name}, capture "
-                  f"{endpoint.capture.sampling_percent}% to {endpoint.capture.destination})")
+    c = endpoint.capture
+    taken = " and ".join(n for n, on in (("input", c.capture_input), ("output", c.capture_output)) if on)
+    out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {endpoint.model_name}, " + (
+        f"capture {c.sampling_percent}% of {taken or 'nothing'} to {c.destination})" if c.enabled else "capture off)"))
     if args.wait and endpoint.status == "Failed":
         print(f"scones: endpoint {endpoint.endpoint_name} failed: {endpoint.failure_reason or 'no reason given'}",
               file=sys.stderr)
@@ -414,11 +422,14 @@ def cmd_asl_validate(backend: Any, args: argparse.Namespace, out: Output) -> int
     doc = {"valid": not diagnostics,
            "diagnostics": [{"state": d.state, "field": d.field, "message": d.message} for d in diagnostics]}
     text = "valid" if not diagnostics else "\n".join(f"{d.state or '-'} {d.field or '-'}: {d.message}" for d in diagnostics)
-    out.done(doc, text)
     if diagnostics:
         n = len(diagnostics)
-        print(f"scones: {args.file} is not a valid state machine definition: {n} problem{'s' if n > 1 else ''}, "
-              f"listed {'in diagnostics' if out.as_json else 'above'}.", file=sys.stderr)
+        message = (f"{args.file} is not a valid state machine definition: {n} problem{'s' if n > 1 else ''}, "
+                   f"listed {'in diagnostics' if out.as_json else 'above'}.")
+        doc["error"] = {"code": "InvalidDefinition", "message": message}  # as every exit 2 of --json has
+    out.done(doc, text)
+    if diagnostics:
+        print(f"scones: {message}", file=sys.stderr)
     return EXIT_OK if not diagnostics else EXIT_ERROR
 
 
@@ -434,7 +445,8 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
         record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
     except DefinitionInvalid as exc:
         doc = {"valid": False, "diagnostics": [{"state": d.state, "field": d.field, "message": d.message}
-                                               for d in exc.diagnostics]}
+                                               for d in exc.diagnostics],
+               "error": {"code": exc.code, "message": str(exc)}}
         if out.as_json:
             out.done(doc, "")
         print(f"scones: {exc}", file=sys.stderr)

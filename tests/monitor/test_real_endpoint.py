@@ -192,3 +192,25 @@ def test_an_endpoint_sampling_zero_percent_says_so_rather_than_asking_for_traffi
         assert any("samples 0% of requests" in i.value for i in at.info)
     finally:
         wf.delete_endpoint("zero-sampled")
+
+
+def test_the_controls_outlive_a_visit_to_another_page_and_the_threshold_follows_the_workflows(wf, traffic, monkeypatch):
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "backend", lambda: wf)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/monitor.py").run()
+    assert not at.exception and at.slider(key="mon_threshold").value == 0.5
+    at.slider(key="mon_threshold").set_value(0.7).run()
+    at.selectbox(key="mon_window").set_value("Last hour").run()
+    at.switch_page("views/stage.py").run()
+    at.switch_page("views/monitor.py").run()
+    assert (at.slider(key="mon_threshold").value, at.selectbox(key="mon_window").value) == (0.7, "Last hour")
+    try:
+        wf.deploy_workflow(threshold=0.8)  # e.g. `scones workflow deploy --threshold 0.8` meanwhile
+        wf.monitoring._cache.clear()
+        at.switch_page("views/monitor.py").run()
+        assert at.slider(key="mon_threshold").value == 0.8  # not the stale 0.7 tried against 0.5
+        assert at.selectbox(key="mon_window").value == "Last hour"
+    finally:
+        wf.deploy_workflow(threshold=0.5)

@@ -99,7 +99,12 @@ def test_asl_validate_and_run(wf_home, wf, tmp_path):
     assert r.returncode == 2 and doc["valid"] is False
     assert "is not a valid state machine definition: 2 problems, listed in diagnostics" in r.stderr
     assert {(d["state"], d["field"]) for d in doc["diagnostics"]} >= {("A", "Next"), ("A", "Bogus")}
+    assert doc["error"]["code"] == "InvalidDefinition" and doc["error"]["message"] in r.stderr
     assert scones(wf_home, "asl", "run", str(bad)).returncode == 2
+    r = scones(wf_home, "asl", "run", str(bad), "--json")  # the README's rule: an exit 2 of --json has an error
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["valid"] is False and doc["error"]["code"] == "InvalidDefinition"
+    assert {(d["state"], d["field"]) for d in doc["diagnostics"]} >= {("A", "Next"), ("A", "Bogus")}
     unknown = tmp_path / "unknown.json"  # Step Functions refuses a resource it does not know at creation
     unknown.write_text(json.dumps({"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "arn:aws:states:::foo:bar",
                                                                      "End": True}}}))
@@ -177,7 +182,23 @@ def test_deploy_keeps_capture_and_a_refused_deploy_leaves_no_model(wf_home, wf):
     assert scones(wf_home, "deploy", "--model", model, "--capture-percent", "30", "--wait").returncode == 0
     r = scones(wf_home, "deploy", "--model", model, "--wait", "--json")  # no flag: the endpoint keeps 30%
     assert r.returncode == 0 and json.loads(r.stdout)["capture"]["percent"] == 30, r.stderr
+    # The whole setting is kept, not only the percentage: capture off, output only, another destination.
+    wf.deploy(model, "scones-endpoint", 40, capture_input=False, destination="s3://scones-unlimited/elsewhere")
+    assert wf.wait_endpoint("scones-endpoint", timeout=60).status == "InService"
+    r = scones(wf_home, "deploy", "--model", model, "--wait", "--json")
+    capture = json.loads(r.stdout)["capture"]
+    assert capture == {"enabled": True, "percent": 40, "prefix": "s3://scones-unlimited/elsewhere", "input": False,
+                       "output": True}, r.stderr
+    r = scones(wf_home, "deploy", "--model", model, "--capture-percent", "60", "--wait", "--json")
+    assert json.loads(r.stdout)["capture"] == {**capture, "percent": 60}  # only the percentage changes
+    wf.deploy(model, "scones-endpoint", capture_enabled=False)
+    assert wf.wait_endpoint("scones-endpoint", timeout=60).status == "InService"
+    r = scones(wf_home, "deploy", "--model", model, "--wait")
+    assert r.returncode == 0 and "capture off" in r.stdout and not wf.describe_endpoint("scones-endpoint").capture.enabled
     assert scones(wf_home, "deploy", "--model", model, "--capture-percent", "100", "--wait").returncode == 0
+    restored = wf.describe_endpoint("scones-endpoint").capture
+    assert (restored.enabled, restored.sampling_percent, restored.capture_input) == (True, 100, True)
+    assert restored.destination == "s3://scones-unlimited/data_capture"
 
     r = scones(wf_home, "train", "--epochs", "1", "--hp", "mini_batch_size=128", "--wait", "--json")
     assert r.returncode == 0, r.stderr
