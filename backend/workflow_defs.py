@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.api import StateRun, ValidationError
+from backend.api import ResourceInUse, StateRun, ValidationError
 from backend.images import eight_bit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +248,36 @@ def check_state_machine_name(name: str) -> str:
         raise ValidationError(f"State machine name {name!r} contains {bad.group()!r}: use letters, digits, '-' and '_' "
                               "(no spaces, brackets, wildcards, slashes or other special characters).")
     return name
+
+
+def shared_function_target(machines: list[Any], handlers_of: Callable[[str], dict[str, str]], name: str,
+                           resolved: dict[str, str], endpoint_name: str | None,
+                           threshold: float | None) -> tuple[str | None, float | None]:
+    """The endpoint and threshold an import of `name` calling `resolved` ({function: handler stem}) must use.
+
+    A Lambda function has one configuration: functions the import shares with another state machine keep
+    that machine's endpoint and threshold (taken when not given), or the import would silently re-point
+    it; a different one given, or the shared function mapped to another handler file, is refused."""
+    for other in machines:
+        shared = sorted(set(other.functions) & set(resolved))
+        if other.name == name or not shared:
+            continue
+        endpoint_name = endpoint_name or other.endpoint_name
+        threshold = other.threshold if threshold is None else threshold
+        if endpoint_name != other.endpoint_name or abs(float(threshold) - other.threshold) > 1e-12:
+            raise ResourceInUse(
+                f"This definition calls {', '.join(shared)}, which state machine {other.name} uses too (endpoint "
+                f"{other.endpoint_name}, threshold {other.threshold:g}) and a Lambda function has one "
+                f"configuration: import with that endpoint and threshold, or name other functions in the definition.")
+        handlers = handlers_of(other.name)
+        rewired = [fn for fn in shared if handlers.get(fn) not in (None, "?", resolved[fn])]
+        if rewired:
+            fn = rewired[0]
+            raise ResourceInUse(
+                f"Function {fn} runs lambdas/{handlers[fn]}.py for state machine {other.name}; mapping it to "
+                f"{resolved[fn]} would change that machine too: map it to {handlers[fn]}, or name another "
+                "function in the definition.")
+    return endpoint_name, threshold
 
 
 def deployed_not_replaced(name: str) -> str:

@@ -32,3 +32,14 @@ def stop_all(b) -> None:
         for pid, start in ((row["pid"], row["pid_start"]), (row["pending_pid"], row["pending_pid_start"])):
             if process_alive(pid, start):
                 os.kill(pid, signal.SIGKILL)
+
+
+def workflow_of_its_own(b, name: str, endpoint: str | None = None, threshold: float | None = None):
+    """The workflow from asl/ as another state machine with functions of its own (`<name>-serializeImageData`,
+    ...): functions are shared by name, as Lambda functions are, so deploying the seed workflow under a second
+    name would retarget the first one. Imported, with the seed's handler files."""
+    from backend.workflow_defs import PLACEHOLDERS, SEED_HANDLERS, WORKFLOW_FILE, fill_placeholders
+
+    text = fill_placeholders(WORKFLOW_FILE.read_text(), {k: f"{name}-{fn}" for k, fn in PLACEHOLDERS.items()})
+    mapping = {f"{name}-{fn}": stem for fn, stem in SEED_HANDLERS.items()}
+    return b.import_workflow(text, mapping, name=name, endpoint_name=endpoint, threshold=threshold)

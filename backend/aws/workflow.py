@@ -34,7 +34,7 @@ from backend.workflow_defs import (
     LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
     deployed_not_replaced, encode_upload,
     find_inferences, inferences_from_history, parse_definition, parse_json, resolve_import, rewrite_function_arns,
-    state_runs, workflow_definition,
+    shared_function_target, state_runs, workflow_definition,
 )
 
 RUNTIME = "python3.12"
@@ -279,26 +279,8 @@ class AwsWorkflowMixin:
         if diagnostics:
             raise DefinitionInvalid(diagnostics)
         resolved = resolve_import(definition, mapping)  # refused before anything is created
-        # A Lambda function has one configuration: functions this import shares with another state machine
-        # keep that machine's endpoint and threshold, or the import would silently re-point it.
-        sharing = [sm for sm in self.list_state_machines() if sm.name != name and set(sm.functions) & set(resolved)]
-        for other in sharing:
-            endpoint_name = endpoint_name or other.endpoint_name
-            threshold = other.threshold if threshold is None else threshold
-            shared = sorted(set(other.functions) & set(resolved))
-            if endpoint_name != other.endpoint_name or abs(float(threshold) - other.threshold) > 1e-12:
-                raise ResourceInUse(
-                    f"This definition calls {', '.join(shared)}, which state machine {other.name} uses too (endpoint "
-                    f"{other.endpoint_name}, threshold {other.threshold:g}) and a Lambda function has one "
-                    f"configuration: import with that endpoint and threshold, or name other functions in the definition.")
-            handlers = self.workflow_mapping(other.name)
-            rewired = [fn for fn in shared if handlers.get(fn) not in (None, "?", resolved[fn])]
-            if rewired:
-                fn = rewired[0]
-                raise ResourceInUse(
-                    f"Function {fn} runs lambdas/{handlers[fn]}.py for state machine {other.name}; mapping it to "
-                    f"{resolved[fn]} would change that machine too: map it to {handlers[fn]}, or name another "
-                    "function in the definition.")
+        endpoint_name, threshold = shared_function_target(self.list_state_machines(), self.workflow_mapping, name,
+                                                          resolved, endpoint_name, threshold)
         endpoint, threshold = self._workflow_target(endpoint_name, threshold)
         self.role_arn("states")
         exists = self._check_machine_is_ours(name, importing=True)

@@ -31,7 +31,7 @@ from backend.workflow_defs import (
     PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
     check_state_machine_name, check_threshold, deployed_not_replaced,
     encode_upload, fill_placeholders, inferences_from_history, find_inferences, parse_definition, resolve_import,
-    rewrite_function_arns, state_runs,
+    rewrite_function_arns, shared_function_target, state_runs,
 )
 
 DEFAULT_MACHINE = DEFAULT_STATE_MACHINE
@@ -170,14 +170,24 @@ class WorkflowService:
 
     def _save(self, name: str, template: str, mapping: dict[str, str], endpoint: str, threshold: float,
               imported: bool) -> StateMachine:
+        """Create or update a machine. Its functions are shared by name, as Lambda functions are: every other
+        machine that calls one of them now runs it with this endpoint, threshold and handler file too (what
+        updating the function's configuration and code does on AWS)."""
         now = utcnow()
-        self.db.execute(
-            "INSERT INTO state_machines(name, template, mapping, endpoint_name, threshold, imported, created, updated) "
-            "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET template=excluded.template, "
-            "mapping=excluded.mapping, endpoint_name=excluded.endpoint_name, threshold=excluded.threshold, "
-            "imported=excluded.imported, updated=excluded.updated",
-            (name, template, dumps(mapping), endpoint, threshold, int(imported), now, now),
-        )
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO state_machines(name, template, mapping, endpoint_name, threshold, imported, created, updated) "
+                "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET template=excluded.template, "
+                "mapping=excluded.mapping, endpoint_name=excluded.endpoint_name, threshold=excluded.threshold, "
+                "imported=excluded.imported, updated=excluded.updated",
+                (name, template, dumps(mapping), endpoint, threshold, int(imported), now, now),
+            )
+            for other in conn.execute("SELECT name, mapping FROM state_machines WHERE name != ?", (name,)).fetchall():
+                theirs = loads(other["mapping"])
+                if set(theirs) & set(mapping):
+                    theirs.update({fn: stem for fn, stem in mapping.items() if fn in theirs})
+                    conn.execute("UPDATE state_machines SET endpoint_name=?, threshold=?, mapping=? WHERE name=?",
+                                 (endpoint, threshold, dumps(theirs), other["name"]))
         self._cache.clear()
         return self.describe_state_machine(name)
 
@@ -212,10 +222,12 @@ class WorkflowService:
         resolved = resolve_import(definition, mapping)
         # Function ARNs of another account/region become this workspace's ARNs for the same names.
         rewritten = rewrite_function_arns(definition, list(resolved), self._arn)
-        endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
         existing = self.db.query_one("SELECT imported FROM state_machines WHERE name=?", (name,))
         if existing is not None and not existing["imported"]:
             raise ValidationError(deployed_not_replaced(name))
+        endpoint_name, threshold = shared_function_target(self.list_state_machines(), self.mapping, name, resolved,
+                                                          endpoint_name, threshold)
+        endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
     def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:

@@ -245,7 +245,7 @@ def test_import_a_console_export_maps_functions_and_rewrites_arns(endpoint):
 
 def test_an_import_never_re_points_the_deployed_workflows_shared_functions(deployed):
     """The seed's function names are shared by name on AWS: the import keeps the deployed workflow's endpoint and
-    threshold, and one that asks for others is refused before anything changes (locally each keeps its own)."""
+    threshold, and one that asks for others is refused before anything changes (locally too)."""
     b, sm = deployed
     export = sm.definition  # as the console exports it: the functions' ARNs
     with pytest.raises(ResourceInUse, match=f"calls classifyImage, filterInferences, serializeImageData, which state "

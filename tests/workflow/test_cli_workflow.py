@@ -35,7 +35,7 @@ def test_endpoints_invoke_and_redeploy(wf_home, wf, shared_data):
     assert r.returncode == 0, r.stderr
     dep = json.loads(r.stdout)
     assert dep["status"] == "InService" and dep["capture"] == {
-        "enabled": True, "percent": 50, "prefix": "s3://scones-unlimited/data_capture"}
+        "enabled": True, "percent": 50, "prefix": "s3://scones-unlimited/data_capture", "input": True, "output": True}
 
 
 def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_path):

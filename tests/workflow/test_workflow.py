@@ -17,6 +17,7 @@ from PIL import Image
 from backend import get_backend
 from backend.api import THRESHOLD_ERROR, ValidationError
 from backend.settings import load_settings
+from tests.workspaces import workflow_of_its_own
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_EVENTS = ["TaskStateEntered", "TaskScheduled", "TaskStarted", "TaskSucceeded", "TaskStateExited"]
@@ -134,13 +135,42 @@ def test_import_a_console_definition_and_run_it(wf):
         wf.import_workflow(json.dumps(broken), {"my-classifier": "classify_image"}, name="broken")
 
 
+def test_functions_are_shared_by_name_as_on_aws(wf):
+    """An import calling the deployed workflow's functions takes its endpoint and threshold (it said the
+    defaults and ran the shared functions with its own), one asking for others is refused, and deploying the
+    workflow again retargets every machine that calls its functions."""
+    from backend.api import ResourceInUse
+
+    deployed = wf.describe_state_machine()
+    text = json.dumps(CONSOLE_EXPORT)  # calls serializeImageData and filterInferences too
+    with pytest.raises(ResourceInUse, match=f"which state machine \\S+ uses too \\(endpoint "
+                                            f"{deployed.endpoint_name}, threshold 0.5\\)"):
+        wf.import_workflow(text, {"my-classifier": "classify_image"}, name="sharing", threshold=0.9)
+    with pytest.raises(ResourceInUse, match="mapping it to serialize_image_data would change that machine too"):
+        wf.import_workflow(text, {"my-classifier": "classify_image", "filterInferences": "serialize_image_data"},
+                           name="sharing")
+    assert "sharing" not in {m.name for m in wf.list_state_machines()}  # refused before anything changed
+    sm = wf.import_workflow(text, {"my-classifier": "classify_image"}, name="sharing")
+    assert (sm.endpoint_name, sm.threshold) == (deployed.endpoint_name, 0.5)
+    try:
+        wf.deploy_workflow(deployed.endpoint_name, 0.7)
+        assert wf.describe_state_machine("sharing").threshold == 0.7  # the shared filterInferences changed
+        arn = wf.start_workflow_batch(1, state_machine="sharing")[0]
+        e = wf.wait_workflow_executions([arn], timeout=60)[0]
+        assert e.status == "SUCCEEDED" or (e.error == THRESHOLD_ERROR and "0.7" in e.cause)
+    finally:
+        wf.deploy_workflow(deployed.endpoint_name, 0.5)
+        wf.delete_state_machine("sharing")
+    assert wf.describe_state_machine().threshold == 0.5
+
+
 def test_endpoint_killed_mid_batch_fails_those_executions_with_the_lambda_error(wf_home, wf):
     b = get_backend(replace(load_settings({}), home=wf_home))
     try:
         model = b.describe_endpoint("scones-endpoint").model_name
         b.deploy(model, "doomed", capture_percent=0)
         assert b.wait_endpoint("doomed", timeout=60).status == "InService"
-        b.deploy_workflow("doomed", threshold=0.0, name="doomed-flow")
+        workflow_of_its_own(b, "doomed-flow", "doomed", 0.0)
         ok = b.wait_workflow_executions(b.start_workflow_batch(2, state_machine="doomed-flow"), timeout=60)
         assert {e.status for e in ok} == {"SUCCEEDED"}
         row = b.db.query_one("SELECT pid FROM endpoints WHERE endpoint_name='doomed'")
@@ -163,7 +193,7 @@ def test_waiting_on_executions_a_cleanup_deleted_says_so(wf_home, wf):
 
     b = get_backend(replace(load_settings({}), home=wf_home))
     try:
-        machine = b.deploy_workflow(threshold=0.0, name="doomed-batch").name
+        machine = workflow_of_its_own(b, "doomed-batch", threshold=0.0).name
         arns = b.start_workflow_batch(5, state_machine=machine)
         b.wait_workflow_executions(arns[:1], timeout=60)
         get_backend(replace(load_settings({}), home=wf_home)).cleanup([("executions", machine)])

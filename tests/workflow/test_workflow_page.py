@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from tests.workspaces import workflow_of_its_own
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,7 +148,7 @@ def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
     model = wf.describe_endpoint("scones-endpoint").model_name
     wf.deploy(model, "short-lived", capture_percent=0)
     assert wf.wait_endpoint("short-lived", timeout=60).status == "InService"
-    wf.deploy_workflow("short-lived", 0.5, name="wf-orphan")
+    workflow_of_its_own(wf, "wf-orphan", "short-lived", 0.5)
     try:
         arn = wf.start_workflow_batch(1, threshold=0.0, state_machine="wf-orphan")[0]
         wf.wait_workflow_executions([arn], timeout=60)
