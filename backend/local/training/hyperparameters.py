@@ -424,7 +424,10 @@ SAGEMAKER_WORKFLOW_PRESET: dict[str, str] = {
 # epochs 0.84-0.87 on the first folds; reflect instead of zero padding for the crop 0.9065 (two seeds).
 # Batch-norm statistics recomputed after training (paired, same models): on the clean training images
 # 3.5-7.5 points worse on every fold (which is what sank SWA), on augmented ones no change (+0.002).
-# Later, on the same five folds (seed 0): learning_rate 0.05 0.896, weight_decay 1e-4 0.895.
+# Later, on the same five folds (seed 0): learning_rate 0.05 0.896, weight_decay 1e-4 0.895; CutMix
+# on every batch (cutmix 1.0) 0.891 and 0.89x in two runs (fold-to-fold spread +-0.03 between reruns of
+# one design: CPU kernels are not deterministic); mini_batch_size 32 with learning_rate 0.05 0.902, within
+# that noise of these defaults (0.900) and about 1.4x the time per epoch, so not taken.
 LOCAL_CPU_PRESET: dict[str, str] = {
     "image_shape": "3,32,32",
     "num_classes": "2",
