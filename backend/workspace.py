@@ -59,12 +59,33 @@ class WorkspaceBackend:
         steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
         steps["stage"] = self._stage_status()
         steps.update(self.resource_step_statuses())
+        steps["workflow"] = self._workflow_reachable(steps["workflow"])
         steps["cleanup"] = self._cleanup_status(steps)
         return steps
 
     def resource_step_statuses(self) -> dict[str, StepStatus]:
         """The train, deploy, workflow and monitor steps, from the backend's own records."""
         return {}
+
+    def workflow_targets(self) -> dict[str, str]:
+        """{state machine: the endpoint its functions call}, of the machines that call functions."""
+        return {}
+
+    def _workflow_reachable(self, step: StepStatus) -> StepStatus:
+        """A deployed workflow whose endpoint is gone (or not InService) fails at classifyImage: the step says
+        so rather than 'done' from its past executions (as the Workflow page warns)."""
+        if step.state == "in_progress" or not (targets := self.workflow_targets()):
+            return step
+        status = {e.endpoint_name: e.status for e in getattr(self, "list_endpoints", list)()}
+        broken = [(m, ep, status.get(ep)) for m, ep in targets.items() if status.get(ep) != "InService"]
+        if not broken:
+            return step
+        machine, endpoint, now = broken[0]
+        why = "no longer exists" if now is None else f"is {now}"
+        more = f" ({len(broken) - 1} other state machine(s) too)" if len(broken) > 1 else ""
+        return StepStatus("workflow", "failed", f"The endpoint {endpoint} that {machine} calls {why}{more}: its "
+                                                "executions will fail; choose an InService endpoint on the Workflow "
+                                                f"page. {step.detail}".rstrip())
 
     def record_cleanup(self, deleted: list[tuple[str, str]], left: list[tuple[str, str, str]]) -> None:
         """Keep a cleanup's outcome for the pages; one that had nothing to do is not one."""

@@ -124,6 +124,10 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
         return {"train": self.training_step_status(), "deploy": self.deployment_step_status(),
                 "workflow": self.workflow_step_status(), "monitor": self.monitoring.monitor_step_status()}
 
+    def step_statuses(self) -> dict[str, StepStatus]:
+        with self._describing_once():  # one Home poll describes each endpoint once (deploy and workflow steps)
+            return super().step_statuses()
+
     # -- names of what this workspace created (the inventory starts from these and the tag) ---
 
     def _record_resource(self, kind: str, name: str) -> None:

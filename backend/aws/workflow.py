@@ -45,6 +45,7 @@ ENDPOINT_TAG, THRESHOLD_TAG = "scones-endpoint", "scones-threshold"  # what it w
 # functions' environment; the tags speak for a definition that calls no function)
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 CONFIG_TTL = 5.0
+TARGETS_TTL = 30.0  # which endpoint each state machine calls, for the Home page's 2-second poll
 NEW_DESCRIBES_PER_LIST = 25  # DescribeExecution is rate-limited (a bucket of 250, 15 more a second)
 DESCRIBES_PER_WAIT_ROUND = 15
 
@@ -235,6 +236,7 @@ class AwsWorkflowMixin:
             raise
         self._record_resource("state-machine", name)
         self._wf_cache["classes"].clear()
+        self._wf_cache.pop("targets", None)
 
     def _function_environment(self, endpoint: str, threshold: float) -> dict[str, str]:
         env = {"ENDPOINT_NAME": endpoint, "THRESHOLD": repr(float(threshold)), "S3_BUCKET": self.objects.bucket}
@@ -328,10 +330,20 @@ class AwsWorkflowMixin:
     def list_state_machines(self) -> list[StateMachine]:
         return self._describe_all("state-machine", self.describe_state_machine)
 
+    def workflow_targets(self) -> dict[str, str]:
+        """For the Home page's poll: kept TARGETS_TTL (a deploy, an import or a delete here clears it)."""
+        hit = self._wf_cache.get("targets")
+        if hit and time.monotonic() - hit[0] < TARGETS_TTL:
+            return hit[1]
+        value = {m.name: m.endpoint_name for m in self.list_state_machines() if m.functions}
+        self._wf_cache["targets"] = (time.monotonic(), value)
+        return value
+
     def delete_state_machine(self, name: str) -> None:
         with aws_errors(f"deleting state machine {name}"):
             self.client("stepfunctions").delete_state_machine(stateMachineArn=self._machine_arn(name))
         self._forget_resource("state-machine", name)
+        self._wf_cache.pop("targets", None)
 
     # -- inputs --------------------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
         return {"train": self.training.step_status(), "deploy": self.deployment.step_status(),
                 "workflow": self.workflow.step_status(), "monitor": self.monitoring.monitor_step_status()}
 
+    def workflow_targets(self) -> dict[str, str]:
+        return {m.name: m.endpoint_name for m in self.workflow.list_state_machines() if m.functions}
+
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
         if job.kind == TRAIN_JOB:
             return self.training.run(job, progress)

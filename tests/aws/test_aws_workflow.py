@@ -475,3 +475,11 @@ def test_finished_executions_not_read_yet_are_marked_and_the_cli_reads_them_all(
     assert cli.main(["workflow", "list", "--json"]) == 0
     docs = json.loads(capsys.readouterr().out)["executions"]
     assert len(docs) == len(arns) and {d["error"] for d in docs} == {"THRESHOLD_CONFIDENCE_NOT_MET"}
+
+
+def test_home_flags_a_workflow_whose_endpoint_was_deleted(deployed):
+    b, sm = deployed
+    assert b.step_statuses()["workflow"].state == "not_started"  # deployed, nothing run yet, endpoint InService
+    b.delete_endpoint(sm.endpoint_name)
+    step = b.step_statuses()["workflow"]
+    assert step.state == "failed" and f"{sm.endpoint_name} that {sm.name} calls no longer exists" in step.detail

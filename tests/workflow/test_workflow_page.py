@@ -160,5 +160,8 @@ def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
         warnings = [w.value for w in at.warning]
         assert any("short-lived that wf-orphan calls no longer exists" in w for w in warnings), warnings
         assert not any("scones-workflow calls" in w for w in warnings)
+        step = wf.step_statuses()["workflow"]  # Home says so too, rather than 'done' from past executions
+        assert step.state == "failed" and "short-lived that wf-orphan calls no longer exists" in step.detail
     finally:
         wf.delete_state_machine("wf-orphan")
+    assert wf.step_statuses()["workflow"].state != "failed"  # the machines left call InService endpoints
