@@ -21,7 +21,8 @@ from tests.deploy.images import png_bytes
 
 KEY_RE = re.compile(
     r"^(?P<prefix>.+)/(?P<endpoint>[^/]+)/AllTraffic/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/"
-    r"(?P<min>\d{2})-(?P<s>\d{2})-(?P<ms>\d{3})-(?P<uuid>[0-9a-f]{32})\.jsonl$")
+    r"(?P<min>\d{2})-(?P<s>\d{2})-(?P<ms>\d{3})-(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"\.jsonl$")  # the uuid dashed, as SageMaker names its capture files
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 

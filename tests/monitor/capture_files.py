@@ -46,7 +46,7 @@ def record_line(probs: list[float], when: float, image: bytes | None = None, eve
 
 def write_file(bucket_dir: Path, endpoint: str, when: float, lines: list[bytes], prefix: str = "data_capture",
                mtime: float | None = None) -> Path:
-    key = capture_key(prefix, endpoint, "AllTraffic", when, uuid.uuid4().hex)
+    key = capture_key(prefix, endpoint, "AllTraffic", when, str(uuid.uuid4()))
     path = bucket_dir / key
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(lines))

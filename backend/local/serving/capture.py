@@ -317,7 +317,7 @@ class CaptureWriter:
 
     def _roll(self, when: float, minute: tuple[int, ...]) -> _OpenFile:
         self._close_current()
-        key = capture_key(self.prefix, self.endpoint, self.variant, when, uuid.uuid4().hex)
+        key = capture_key(self.prefix, self.endpoint, self.variant, when, str(uuid.uuid4()))  # dashed, as SageMaker names its files
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
