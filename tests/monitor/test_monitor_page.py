@@ -50,7 +50,7 @@ def test_counts_charts_slider_images_and_table(monitor_page, mb):
     assert metric(at, "Would pass at 0.93") == f"{sum(r['confidence'] >= 0.93 for r in truth):,}"
     assert len(at.get("vega_lite_chart")) == 4  # over time, histogram, share below, class mix
     assert any("No workflow execution" in c.value for c in at.caption)
-    assert any("1 broken lines skipped" in c.value for c in at.caption)
+    assert any("1 broken line skipped" in c.value for c in at.caption)
     assert any("The endpoint was deleted" in i.value for i in at.info)
     table = at.dataframe[0].value
     assert len(table) == 120 and table["inference_time"].is_monotonic_decreasing  # newest first
