@@ -6,6 +6,8 @@ threshold is always its own `mark_rule` layer.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
@@ -16,13 +18,33 @@ OUTCOME_SCALE = alt.Scale(domain=["succeeded", "below threshold", "other error",
 HEIGHT = 240
 
 
-def time_x(field: str, *columns: pd.Series) -> alt.X:
+def time_x(field: str, *columns: pd.Series, domain: tuple[Any, Any] | None = None) -> alt.X:
     """A time axis in UTC (the page states its times in UTC; Vega would draw the browser's zone) with
-    24-hour labels as fine as the span of the data (Vega's defaults give 12-hour '03:30' for 15:30)."""
-    times = pd.concat(columns)
-    span = (times.max() - times.min()).total_seconds() if len(times) else 0.0
-    fmt = "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d"
-    return alt.X(f"{field}:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format=fmt, labelOverlap=True))
+    24-hour labels as fine as the span (Vega's defaults give 12-hour '03:30' for 15:30), the date in the
+    labels when the axis crosses midnight and in the title when it does not. `domain` (start, end): the
+    window all the page's time charts share, so they line up; else the span of the data."""
+    if domain is not None:
+        lo, hi = pd.Timestamp(domain[0]), pd.Timestamp(domain[1])
+    else:
+        times = pd.to_datetime(pd.concat(columns), utc=True) if columns else pd.Series([], dtype="datetime64[ns, UTC]")
+        lo, hi = (times.min(), times.max()) if len(times) else (None, None)
+    if lo is None or pd.isna(lo):
+        return alt.X(f"{field}:T", title="UTC", scale=alt.Scale(type="utc"),
+                     axis=alt.Axis(format="%H:%M:%S", labelOverlap=True))
+    lo = lo.tz_localize("UTC") if lo.tzinfo is None else lo.tz_convert("UTC")
+    hi = hi.tz_localize("UTC") if hi.tzinfo is None else hi.tz_convert("UTC")
+    span = (hi - lo).total_seconds()
+    one_day = lo.date() == hi.date()
+    if span > 2 * 86400:
+        fmt = "%b %d"
+    elif not one_day:
+        fmt = "%b %d %H:%M"
+    else:
+        fmt = "%H:%M:%S" if span <= 600 else "%H:%M"
+    scale = alt.Scale(type="utc", domain=[lo.value // 10**6, hi.value // 10**6]) if domain is not None \
+        else alt.Scale(type="utc")
+    return alt.X(f"{field}:T", title=f"UTC, {lo:%Y-%m-%d}" if one_day else "UTC", scale=scale,
+                 axis=alt.Axis(format=fmt, labelOverlap=True, labelFlush=True, tickCount=6))
 
 
 def with_when(frame: pd.DataFrame, field: str) -> pd.DataFrame:
@@ -42,10 +64,11 @@ def threshold_rule(threshold: float, axis: str = "y") -> alt.Chart:
             .encode(enc, tooltip=[alt.Tooltip("threshold:Q", format=".2f")]))
 
 
-def confidence_over_time_chart(points: pd.DataFrame, threshold: float, title: str = "Confidence over time") -> alt.LayerChart:
+def confidence_over_time_chart(points: pd.DataFrame, threshold: float, title: str = "Confidence over time",
+                               domain: tuple[Any, Any] | None = None) -> alt.LayerChart:
     """Each (sampled) inference as a point, coloured by whether it passes the threshold."""
     dots = (alt.Chart(with_when(points, "time")).mark_circle(size=18, opacity=0.7)
-            .encode(x=time_x("time", points["time"]),
+            .encode(x=time_x("time", points["time"], domain=domain),
                     y=alt.Y("confidence:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="confidence"),
                     color=alt.Color("side:N", scale=SIDE_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("confidence:Q", format=".4f")]))
@@ -58,7 +81,7 @@ def confidence_histogram_chart(histogram: pd.DataFrame, threshold: float) -> alt
             .encode(x=alt.X("bin_start:Q", bin="binned", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
                             title="confidence"),
                     x2="bin_end:Q",
-                    y=alt.Y("records:Q", stack=True, title="inferences"),
+                    y=alt.Y("records:Q", stack=True, title="inferences", axis=alt.Axis(format=",d", tickMinStep=1)),
                     color=alt.Color("side:N", scale=SIDE_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[alt.Tooltip("bin_start:Q", format=".2f", title="from"),
                              alt.Tooltip("bin_end:Q", format=".2f", title="to"), "side:N",
@@ -80,11 +103,11 @@ def stacked(frame: pd.DataFrame, value: str, group: str, order: list[str] | None
     return df
 
 
-def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
+def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
     """Share of inferences below the threshold in each time bucket."""
     df = with_when(buckets.assign(zero=0.0), "start")
     return (alt.Chart(df).mark_rect(color="#d62728")
-            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
+            .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
                             title="below threshold"), y2="zero:Q",
                     tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
@@ -92,11 +115,11 @@ def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "") -> alt.Char
             .properties(title=f"Share below threshold{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
 
 
-def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
+def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
     """Predicted classes per time bucket, as shares of the bucket."""
     df = with_when(stacked(class_mix, "share", "label"), "start")
     return (alt.Chart(df).mark_rect()
-            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
+            .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="share"),
                     y2="y0:Q",
                     color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
@@ -105,11 +128,11 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "") -> alt.Char
             .properties(title=f"Class mix{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
 
 
-def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "") -> alt.Chart:
+def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
     """Workflow executions per time bucket: succeeded, failed on the threshold, failed otherwise."""
     df = with_when(stacked(outcomes, "executions", "outcome", list(OUTCOME_SCALE.domain)), "start")
     return (alt.Chart(df).mark_rect()
-            .encode(x=time_x("start", df["start"], df["end"]), x2="end:T",
+            .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     y=alt.Y("y1:Q", title="executions"), y2="y0:Q",
                     color=alt.Color("outcome:N", scale=OUTCOME_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "outcome:N", "executions:Q"])

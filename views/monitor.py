@@ -115,16 +115,20 @@ def charts_ui(charts, status) -> None:
         else:
             st.info("No inference captured in this window: widen the window, or send the endpoint traffic.")
     per = bucket_label(charts.bucket_seconds)
+    # One time axis for every time chart (what the buckets and the executions span), so they line up.
+    starts = [f["start"] for f in (charts.buckets, charts.outcomes) if len(f)]
+    ends = [f["end"] for f in (charts.buckets, charts.outcomes) if len(f)]
+    domain = (min(x.min() for x in starts), max(x.max() for x in ends)) if starts else None
     left, right = st.columns(2)
     sampled = f" ({len(charts.points):,} of {charts.points_from:,} shown)" if len(charts.points) < charts.points_from else ""
-    left.altair_chart(confidence_over_time_chart(charts.points, charts.threshold, f"Confidence over time{sampled}"),
-                      width="stretch", height=CHART_PX)
+    left.altair_chart(confidence_over_time_chart(charts.points, charts.threshold, f"Confidence over time{sampled}",
+                                                 domain=domain), width="stretch", height=CHART_PX)
     right.altair_chart(confidence_histogram_chart(charts.histogram, charts.threshold), width="stretch", height=CHART_PX)
     left, right = st.columns(2)
-    left.altair_chart(share_below_chart(charts.buckets, per), width="stretch", height=CHART_PX)
-    right.altair_chart(class_mix_chart(charts.class_mix, per), width="stretch", height=CHART_PX)
+    left.altair_chart(share_below_chart(charts.buckets, per, domain=domain), width="stretch", height=CHART_PX)
+    right.altair_chart(class_mix_chart(charts.class_mix, per, domain=domain), width="stretch", height=CHART_PX)
     if len(charts.outcomes):
-        st.altair_chart(outcomes_chart(charts.outcomes, per), width="stretch", height=CHART_PX)
+        st.altair_chart(outcomes_chart(charts.outcomes, per, domain=domain), width="stretch", height=CHART_PX)
     else:
         st.caption("No workflow execution calls this endpoint in this window.")
 

@@ -54,6 +54,12 @@ def test_time_axes_are_utc_in_24_hour_form_as_fine_as_the_span():
 
     assert axis(0, 1) == "%H:%M:%S" and axis(0, 900) == "%H:%M" and axis(0, 7 * 1440) == "%b %d"
     assert axis() == "%H:%M:%S"
+    assert axis(1380, 1500) == "%b %d %H:%M"  # across midnight: the labels carry the date
+    one_day = time_x("time", pd.Series([t(0), t(900)])).to_dict()
+    assert one_day["title"] == "UTC, 2026-01-01"  # within a day: the date in the title
+    shared = time_x("time", pd.Series([t(10)]), domain=(t(0), t(60))).to_dict()  # the page's common window
+    assert shared["scale"] == {"type": "utc", "domain": [t(0).value // 10**6, t(60).value // 10**6]}
+    assert shared["axis"]["format"] == "%H:%M"
     points = pd.DataFrame({"time": [t(15 * 60 + 30)], "confidence": [0.7], "label": ["a"], "side": ["passes"]})
     spec = confidence_over_time_chart(points, 0.5).to_dict()
     dots = spec["layer"][0]
@@ -62,3 +68,10 @@ def test_time_axes_are_utc_in_24_hour_form_as_fine_as_the_span():
     mix = pd.DataFrame({"start": [t(0)], "end": [t(5)], "label": ["a"], "records": [1], "share": [1.0]})
     enc = class_mix_chart(mix).to_dict()["encoding"]
     assert enc["x"]["scale"] == {"type": "utc"} and enc["x"]["axis"]["format"] == "%H:%M:%S"
+
+
+def test_an_empty_histogram_counts_in_whole_inferences():
+    empty = pd.DataFrame({"bin_start": [0.0, 0.5], "bin_end": [0.5, 1.0], "side": ["below threshold", "passes"],
+                          "records": [0, 0]})
+    y = confidence_histogram_chart(empty, 0.5).to_dict()["layer"][0]["encoding"]["y"]
+    assert y["axis"]["format"] == ",d" and y["axis"]["tickMinStep"] == 1  # not "0.000000"
