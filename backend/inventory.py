@@ -157,21 +157,22 @@ class InventoryMixin:
         """(kind, name) of the resources this workspace did not create; locally it created everything."""
         return set()
 
-    def cleanup_plan(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False
-                     ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-        """What a cleanup would delete, in dependency order, and what it would leave and why."""
+    def cleanup_plan(self, targets: list[tuple[str, str]] | None = None, include_data: bool = False,
+                     resources: list[Resource] | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """What a cleanup would delete, in dependency order, and what it would leave and why; `resources`:
+        an inventory just taken (the Clean up page's), so a preview does not take another."""
         with self._describing_once():  # the inventory and the blockers read each resource once
-            chosen, left, _ = self._plan(targets, include_data)
+            chosen, left, _ = self._plan(targets, include_data, resources)
         return chosen, left
 
     def _describing_once(self) -> AbstractContextManager:
         """A backend whose describes are remote calls reads each resource once within it (AWS)."""
         return nullcontext()
 
-    def _plan(self, targets: list[tuple[str, str]] | None, include_data: bool
+    def _plan(self, targets: list[tuple[str, str]] | None, include_data: bool, resources: list[Resource] | None = None
               ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]], Users]:
         """(what goes, in dependency order; what stays and why; what uses each resource)."""
-        inventory = {(r.kind, r.name): r for r in self.inventory()}
+        inventory = {(r.kind, r.name): r for r in (self.inventory() if resources is None else resources)}
         if targets is None:
             chosen = [k for k, r in inventory.items() if (include_data or not r.is_data) and r.created_here]
             left = [(r.kind, r.name, f"{NOT_CREATED_HERE}: name it to delete it ({r.kind}:{r.name})")

@@ -35,13 +35,12 @@ from backend.capture import (
     IMAGE_LINE, IMAGE_NONE, IMAGE_SPAN, CaptureIndex, Columns, RefreshReport, Snapshot, decode_image,
     index_folder_name, key_time, local_folder, read_range, records_indexed,
 )
+from backend.local.serving.capture import LOW_WATER, RECENT_SECONDS  # one rule for the endpoint and here
 from backend.objects import ObjectStore
 
 DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_MAX_BYTES = 10 * 1024 ** 3
-LOW_WATER = 0.9  # the size cap trims to this share of the cap, so a paused writer has room again
 ENFORCE_EVERY_SECONDS = 60.0
-RECENT_SECONDS = 120.0  # a capture file written this recently: the endpoint is receiving traffic
 EXECUTIONS_LIMIT = 5000
 HIST_BINS = 50
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,

@@ -96,7 +96,7 @@ if data_hidden:
 going: list[tuple[str, str]] = []
 if chosen:
     try:
-        going, blocked = b.cleanup_plan(chosen, include_data=include_data)
+        going, blocked = b.cleanup_plan(chosen, include_data=include_data, resources=resources)
     except SconesError as exc:
         show_error(exc)
         st.stop()
@@ -104,9 +104,13 @@ if chosen:
         st.warning(f"Will be left: {kind}:{name}: {reason}", icon=":material/block:")
 
 # The confirmation is for the selection it was typed under: a changed selection asks again.
+# (A widget's value is cleared by setting it before the widget is drawn: removing it would leave the
+# browser showing the old text, and sending it back.)
 selection = sorted(chosen)
+if st.session_state.pop("cleanup_clear_confirm", False):
+    st.session_state["cleanup_confirm"] = ""
 if st.session_state.get("cleanup_confirm") and st.session_state.get("cleanup_confirmed_for") != selection:
-    st.session_state.pop("cleanup_confirm")
+    st.session_state["cleanup_confirm"] = ""
     st.info(f"The selection changed after **{CONFIRM_WORD}** was typed: check it, then type it again.",
             icon=":material/restart_alt:")
 st.session_state["cleanup_selection"] = selection
@@ -127,5 +131,5 @@ if go:
         except SconesError as exc:
             show_error(exc)
         else:
-            st.session_state.pop("cleanup_confirm", None)
+            st.session_state["cleanup_clear_confirm"] = True  # the next run clears the typed word
             st.rerun()

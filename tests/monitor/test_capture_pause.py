@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import json
 import threading
 import time
@@ -71,6 +72,26 @@ def test_the_size_cap_pauses_and_deleting_old_files_resumes(tmp_path):
     clock.now = 5.0
     assert writer.write(line(5), T0 + 5) is not None and not guard.paused
     writer.close()
+
+
+def test_at_the_cap_an_endpoint_deletes_its_own_oldest_files_and_goes_on_capturing(tmp_path):
+    """Capture resumes by itself with no page open: the endpoint trims its oldest files (never one written
+    in the last two minutes) to 90% of the cap, as the monitoring service does."""
+    clock = Clock()
+    folder = tmp_path / "data_capture" / "ep"
+    size = len(line(0))
+    guard = CaptureGuard(folder, max_bytes=4 * size + 10, clock=clock, recheck_seconds=5, trim=True)
+    writer = CaptureWriter(tmp_path, "data_capture", "ep", guard=guard, max_file_bytes=size + 1)
+    keys = [writer.write(line(i), T0 + 60 * i) for i in range(4)]  # four files, one a minute
+    old = time.time() - 600
+    for key in keys[:3]:  # written ten minutes ago; the newest is recent
+        os.utime(tmp_path / key, (old + keys.index(key), old + keys.index(key)))
+    assert writer.write(line(4), T0 + 240) is not None and not guard.paused  # room made, not paused
+    assert not (tmp_path / keys[0]).exists() and (tmp_path / keys[3]).exists()  # the oldest went, the recent stayed
+    assert sum(p.stat().st_size for p in folder.rglob("*.jsonl")) <= 4 * size + 10
+    writer.close()
+    recent_only = CaptureGuard(tmp_path / "x", max_bytes=10, trim=True, used=lambda p: 100)
+    assert not recent_only.allow(5) and "size cap" in recent_only.reason  # nothing old enough: it pauses
 
 
 def test_low_free_space_pauses_before_the_disk_is_full(tmp_path):

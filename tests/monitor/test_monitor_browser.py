@@ -6,6 +6,7 @@ methods on LocalBackend (MonitoringBackendMixin).
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -63,3 +64,27 @@ def test_traffic_then_monitor_and_move_the_threshold(page: Page, monitor_url, wf
     page.set_viewport_size({"width": 1400, "height": 2400})
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SCREENSHOTS / "monitor.png"))
+
+
+def test_clean_up_in_a_browser_keeps_an_untick_and_asks_again_when_the_list_changes(page: Page, monitor_url, wf):
+    """Nothing is deleted here (the workspace serves the other tests): the ticks, the preview and the
+    confirmation as an operator meets them."""
+    page.goto(f"{monitor_url}/cleanup")
+    expect(page.get_by_role("heading", name="Clean up", exact=True)).to_be_visible(timeout=30_000)
+    endpoint = page.get_by_test_id("stCheckbox").filter(has_text=f"{EP} · InService")
+    expect(endpoint.locator("input")).to_be_checked(timeout=30_000)
+    endpoint.locator("label").click()
+    expect(endpoint.locator("input")).not_to_be_checked(timeout=30_000)
+    expect(page.get_by_text(f"serves model", exact=False).first).to_be_visible(timeout=30_000)  # the preview
+    confirm = page.get_by_test_id("stTextInput").locator("input")
+    confirm.fill("delete")
+    confirm.press("Enter")
+    go = page.get_by_role("button", name=re.compile(r"^Delete \d+ of \d+ selected$"))
+    expect(go).to_be_enabled(timeout=30_000)
+    data = page.get_by_test_id("stCheckbox").filter(has_text="Also delete data")
+    data.locator("label").click()
+    expect(page.get_by_text("The selection changed after", exact=False)).to_be_visible(timeout=30_000)
+    expect(confirm).to_have_value("", timeout=30_000)
+    expect(go).to_be_disabled()
+    expect(endpoint.locator("input")).not_to_be_checked()  # the untick survived the longer list
+    assert wf.describe_endpoint(EP).status == "InService"

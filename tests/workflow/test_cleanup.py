@@ -138,82 +138,77 @@ def test_cleanup_named_items_in_order_and_keep_data(full):
     assert r.returncode == 2 and "--keep-data goes with --all" in r.stderr
 
 
-def test_cleanup_page_needs_the_typed_confirmation(full, monkeypatch):
-    home, b = full
+@pytest.fixture
+def cleanup_page(full, monkeypatch):
+    """The Clean up page (AppTest, through app.py) on the `full` workspace, and the page's backend."""
     from ui.state import backend
 
-    monkeypatch.setenv("SCONES_HOME", str(home))
+    monkeypatch.setenv("SCONES_HOME", str(full[0]))
     backend.clear()
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
         at.switch_page("views/cleanup.py")
         at.run()
         assert not at.exception
-        ticks = {c.key.split(":", 1)[1]: c for c in at.checkbox if c.key.startswith("cleanup_tick:")}
-        assert "endpoint:scones-endpoint" in ticks and all(c.value for c in ticks.values())
-        assert not any(k.startswith("data:") for k in ticks)  # data is a separate box, off by default
-        assert at.button(key="cleanup_go").disabled
-        at.text_input(key="cleanup_confirm").input("delete").run()
-        assert not at.button(key="cleanup_go").disabled
-        at.button(key="cleanup_go").click().run()
-        assert not at.exception
-        assert any("Deleted" in s.value for s in at.success)
-        remaining = backend().inventory()
-        assert remaining and all(r.is_data for r in remaining)
-        assert endpoint_pids(b) == []
+        yield at, backend
     finally:
         if "workflow" in vars(backend()):
             backend().workflow.close()
         backend.clear()
 
 
-
-def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_changes(full, monkeypatch):
+def test_cleanup_page_needs_the_typed_confirmation(full, cleanup_page):
     home, b = full
-    from ui.state import backend
+    at, backend = cleanup_page
+    ticks = {c.key.split(":", 1)[1]: c for c in at.checkbox if c.key.startswith("cleanup_tick:")}
+    assert "endpoint:scones-endpoint" in ticks and all(c.value for c in ticks.values())
+    assert not any(k.startswith("data:") for k in ticks)  # data is a separate box, off by default
+    assert at.button(key="cleanup_go").disabled
+    at.text_input(key="cleanup_confirm").input("delete").run()
+    assert not at.button(key="cleanup_go").disabled
+    at.button(key="cleanup_go").click().run()
+    assert not at.exception
+    assert any("Deleted" in s.value for s in at.success)
+    remaining = backend().inventory()
+    assert remaining and all(r.is_data for r in remaining)
+    assert endpoint_pids(b) == []
 
-    monkeypatch.setenv("SCONES_HOME", str(home))
-    backend.clear()
-    try:
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-        at.switch_page("views/cleanup.py")
-        at.run()
-        endpoint = at.checkbox(key="cleanup_tick:endpoint:scones-endpoint")
-        endpoint.uncheck().run()
-        model = b.list_models()[0].model_name
-        # Before anything is deleted, the page says what the selection would leave and why.
-        preview = [w.value for w in at.warning if w.value.startswith("Will be left: ")]
-        assert any(f"model:{model}: Endpoint scones-endpoint serves model" in w for w in preview)
-        assert any("endpoint-config:" in w and "Endpoint scones-endpoint uses endpoint configuration" in w
-                   for w in preview)
-        assert any("training-job:" in w and f"Model {model} was made from training job" in w for w in preview)
-        at.text_input(key="cleanup_confirm").input("delete").run()
-        go = at.button(key="cleanup_go")
-        assert not go.disabled and " of " in go.label  # "Delete N of M selected": the model stays
-        # The list changes under the typed confirmation (data added): the untick survives, the
-        # confirmation does not.
-        at.checkbox(key="cleanup_data").check().run()
-        assert not at.exception
-        assert at.checkbox(key="cleanup_tick:endpoint:scones-endpoint").value is False
-        assert any(k.startswith("cleanup_tick:data:") and c.value for k, c in ((c.key, c) for c in at.checkbox))
-        assert at.text_input(key="cleanup_confirm").value == ""
-        assert at.button(key="cleanup_go").disabled
-        assert any("selection changed" in i.value for i in at.info)
-        # Unticking one more row after typing also asks again.
-        at.text_input(key="cleanup_confirm").input("delete").run()
-        assert not at.button(key="cleanup_go").disabled
-        at.button(key="cleanup_none:executions").click().run()
-        assert at.button(key="cleanup_go").disabled and at.text_input(key="cleanup_confirm").value == ""
-        at.text_input(key="cleanup_confirm").input("delete").run()
-        at.button(key="cleanup_go").click().run()
-        assert not at.exception
-        # The data and the workflow went (its executions with the state machine); what the preview said
-        # would be left is what is left.
-        kinds = {r.kind for r in backend().inventory()}
-        assert kinds == {"endpoint", "endpoint-config", "model", "training-job"}
-        assert len([w for w in at.warning if w.value.startswith("Left ")]) == 3
-        assert b.describe_endpoint("scones-endpoint").status == "InService" and endpoint_pids(b)
-    finally:
-        if "workflow" in vars(backend()):
-            backend().workflow.close()
-        backend.clear()
+
+def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_changes(full, cleanup_page):
+    home, b = full
+    at, backend = cleanup_page
+    endpoint = at.checkbox(key="cleanup_tick:endpoint:scones-endpoint")
+    endpoint.uncheck().run()
+    model = b.list_models()[0].model_name
+    # Before anything is deleted, the page says what the selection would leave and why.
+    preview = [w.value for w in at.warning if w.value.startswith("Will be left: ")]
+    assert any(f"model:{model}: Endpoint scones-endpoint serves model" in w for w in preview)
+    assert any("endpoint-config:" in w and "Endpoint scones-endpoint uses endpoint configuration" in w
+               for w in preview)
+    assert any("training-job:" in w and f"Model {model} was made from training job" in w for w in preview)
+    at.text_input(key="cleanup_confirm").input("delete").run()
+    go = at.button(key="cleanup_go")
+    assert not go.disabled and " of " in go.label  # "Delete N of M selected": the model stays
+    # The list changes under the typed confirmation (data added): the untick survives, the
+    # confirmation does not.
+    at.checkbox(key="cleanup_data").check().run()
+    assert not at.exception
+    assert at.checkbox(key="cleanup_tick:endpoint:scones-endpoint").value is False
+    assert any(c.key.startswith("cleanup_tick:data:") and c.value for c in at.checkbox)  # data shown, ticked
+    assert at.text_input(key="cleanup_confirm").value == ""
+    assert at.button(key="cleanup_go").disabled
+    assert any("selection changed" in i.value for i in at.info)
+    # Unticking one more row after typing also asks again.
+    at.text_input(key="cleanup_confirm").input("delete").run()
+    assert not at.button(key="cleanup_go").disabled
+    at.button(key="cleanup_none:executions").click().run()
+    assert at.button(key="cleanup_go").disabled and at.text_input(key="cleanup_confirm").value == ""
+    at.text_input(key="cleanup_confirm").input("delete").run()
+    at.button(key="cleanup_go").click().run()
+    assert not at.exception
+    # The data and the workflow went (its executions with the state machine); what the preview said
+    # would be left is what is left.
+    kinds = {r.kind for r in backend().inventory()}
+    assert kinds == {"endpoint", "endpoint-config", "model", "training-job"}
+    assert len([w for w in at.warning if w.value.startswith("Left ")]) == 3
+    assert b.describe_endpoint("scones-endpoint").status == "InService" and endpoint_pids(b)

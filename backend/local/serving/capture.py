@@ -38,6 +38,8 @@ from backend.api import human_size
 EVENT_VERSION = "0"
 VARIANT = "AllTraffic"
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
+LOW_WATER = 0.9  # the size cap trims to this share of the cap, so a paused writer has room again
+RECENT_SECONDS = 120.0  # a capture file written this recently may still be appended to: never deleted
 # Content types stored as text; everything else is stored base64 (CONTRACTS.md section 3).
 TEXT_ENCODINGS = {"text/csv": "CSV", "application/json": "JSON"}
 
@@ -137,6 +139,31 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
+def trim_oldest(folder: Path, excess: int, now: float | None = None) -> int:
+    """Delete the oldest capture files under `folder` until `excess` bytes are gone, never one modified in
+    the last RECENT_SECONDS (the writer may still append to it); returns the bytes deleted."""
+    now = time.time() if now is None else now
+    files = []
+    for path in Path(folder).rglob("*.jsonl"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if now - st.st_mtime >= RECENT_SECONDS:
+            files.append((st.st_mtime, str(path), st.st_size))
+    files.sort()
+    freed = 0
+    for _, path, size in files:
+        if freed >= excess:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        freed += size
+    return freed
+
+
 def free_bytes(folder: Path) -> int:
     path = Path(folder)
     while not path.exists() and path != path.parent:
@@ -151,12 +178,15 @@ class CaptureGuard:
     def __init__(self, folder: Path, max_bytes: int | None = None, min_free_bytes: int = 0,
                  recheck_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic,
                  free: Callable[[Path], int] = free_bytes, used: Callable[[Path], int] = folder_bytes,
-                 on_change: Callable[[dict[str, Any]], None] | None = None):
+                 on_change: Callable[[dict[str, Any]], None] | None = None, trim: bool = False):
         self.folder = Path(folder)  # <bucket>/<prefix>/<endpoint>: the files the cap counts
         self.max_bytes, self.min_free_bytes = max_bytes, min_free_bytes
         self.recheck_seconds, self.clock = recheck_seconds, clock
         self._free, self._used_of = free, used
         self.on_change = on_change
+        # trim: at the cap, delete this endpoint's oldest files (as the monitoring service's cap does) so
+        # capture goes on, or resumes, without a page open; only files too recent to delete pause it.
+        self.trim = trim
         self.reason: str | None = None  # None: capturing
         self.since: float | None = None  # wall time the pause began
         self.dropped = 0  # requests answered but not captured while paused
@@ -244,6 +274,8 @@ class CaptureGuard:
             if self._used + size > self.max_bytes:
                 if not force:
                     self._used = self._used_of(self.folder)  # old files may have gone: count before pausing
+                if self._used + size > self.max_bytes and self.trim:
+                    self._used -= trim_oldest(self.folder, self._used - int(LOW_WATER * self.max_bytes))
                 if self._used + size > self.max_bytes:
                     return (f"Capture reached its size cap ({human_size(self._used)} of {human_size(self.max_bytes)}): "
                             "old files are deleted past the retention or the cap, then capture resumes.")

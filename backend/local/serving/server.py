@@ -162,7 +162,7 @@ class Capture:
         self.sample = Sampler(options.percent)
         prefix = options.prefix.strip("/")
         folder = Path(options.root) / prefix / endpoint if prefix else Path(options.root) / endpoint
-        self.guard = CaptureGuard(folder, options.max_bytes, options.min_free_bytes)
+        self.guard = CaptureGuard(folder, options.max_bytes, options.min_free_bytes, trim=True)
         self.writer = CaptureWriter(options.root, options.prefix, endpoint, max_file_bytes=options.max_file_bytes,
                                     guard=self.guard)
 
