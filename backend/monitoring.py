@@ -797,8 +797,8 @@ class MonitoringService:
         if paused:
             reason = (self.capture_state(paused[0]) or {}).get("reason") or "capture is paused"
             return StepStatus("monitor", "failed", f"Capture is paused on {paused[0]}: {reason}")
-        sources = self._sources()
-        captured = [e for e in endpoints if sources[e].captured]
+        sources = self._sources()  # perhaps a newer load than monitored_endpoints' (3 s cache)
+        captured = [e for e in endpoints if e in sources and sources[e].captured]
         if not captured:
             return StepStatus("monitor", "not_started", f"Capture is on for {', '.join(endpoints[:3])}; nothing captured "
                                                         "yet: send it traffic (the Workflow page runs batches).")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backend.api import SconesError, human_size, usd
-from ui.state import backend
+from ui.state import backend, kept
 from ui.widgets import show_error
 
 CONFIRM_WORD = "delete"
@@ -77,8 +77,7 @@ for kind, title in KIND_TITLES.items():
         for r, key in zip(group, keys):
             facts = [r.status] + ([human_size(r.size_bytes)] if r.size_bytes is not None else []) \
                 + ([f"{usd(r.hourly_usd)}/h"] if r.hourly_usd is not None else [])
-            if key not in st.session_state:  # first shown: ticked when this workspace created it
-                st.session_state[key] = r.created_here
+            kept(key, r.created_here)  # first shown: ticked when this workspace created it; then as left
             if st.checkbox(f"`{r.name}` · {' · '.join(facts)}", key=key):
                 chosen.append((r.kind, r.name))
             if r.detail:
@@ -103,15 +102,17 @@ if chosen:
     for kind, name, reason in blocked:
         st.warning(f"Will be left: {kind}:{name}: {reason}", icon=":material/block:")
 
-# The confirmation is for the selection it was typed under: a changed selection asks again.
+# The confirmation is for the plan it was typed under (what is ticked, and what that would delete): a
+# changed selection, or a list changed under it (the CLI deleted something), asks again.
 # (A widget's value is cleared by setting it before the widget is drawn: removing it would leave the
 # browser showing the old text, and sending it back.)
-selection = sorted(chosen)
+selection = [sorted(chosen), sorted(going)]
 if st.session_state.pop("cleanup_clear_confirm", False):
     st.session_state["cleanup_confirm"] = ""
 if st.session_state.get("cleanup_confirm") and st.session_state.get("cleanup_confirmed_for") != selection:
     st.session_state["cleanup_confirm"] = ""
-    st.info(f"The selection changed after **{CONFIRM_WORD}** was typed: check it, then type it again.",
+    st.info(f"The selection changed (or what it would delete did) after **{CONFIRM_WORD}** was typed: check it, "
+            "then type it again.",
             icon=":material/restart_alt:")
 st.session_state["cleanup_selection"] = selection
 

@@ -80,18 +80,25 @@ def test_at_the_cap_an_endpoint_deletes_its_own_oldest_files_and_goes_on_capturi
     clock = Clock()
     folder = tmp_path / "data_capture" / "ep"
     size = len(line(0))
-    guard = CaptureGuard(folder, max_bytes=4 * size + 10, clock=clock, recheck_seconds=5, trim=True)
+    guard = CaptureGuard(folder, max_bytes=3 * size + 10, clock=clock, recheck_seconds=5, trim=True)
     writer = CaptureWriter(tmp_path, "data_capture", "ep", guard=guard, max_file_bytes=size + 1)
-    keys = [writer.write(line(i), T0 + 60 * i) for i in range(4)]  # four files, one a minute
+    guard.max_bytes = None  # fill the folder first: five files, one a minute
+    keys = [writer.write(line(i), T0 + 60 * i) for i in range(5)]
+    guard.max_bytes, guard._used = 3 * size + 10, None
     old = time.time() - 600
-    for key in keys[:3]:  # written ten minutes ago; the newest is recent
-        os.utime(tmp_path / key, (old + keys.index(key), old + keys.index(key)))
-    assert writer.write(line(4), T0 + 240) is not None and not guard.paused  # room made, not paused
-    assert not (tmp_path / keys[0]).exists() and (tmp_path / keys[3]).exists()  # the oldest went, the recent stayed
-    assert sum(p.stat().st_size for p in folder.rglob("*.jsonl")) <= 4 * size + 10
+    for n, key in enumerate(keys[:3]):  # written ten minutes ago; the two newest are recent
+        os.utime(tmp_path / key, (old + n, old + n))
+    assert writer.write(line(5), T0 + 300) is not None and not guard.paused  # room made, not paused
+    assert [(tmp_path / k).exists() for k in keys] == [False, False, False, True, True]  # every old one went
     writer.close()
-    recent_only = CaptureGuard(tmp_path / "x", max_bytes=10, trim=True, used=lambda p: 100)
-    assert not recent_only.allow(5) and "size cap" in recent_only.reason  # nothing old enough: it pauses
+    # Only recent files over the cap: nothing may be deleted, so capture pauses and they all stay.
+    recent = tmp_path / "recent" / "ep"
+    guard = CaptureGuard(recent, max_bytes=3 * size + 10, clock=clock, trim=True)
+    writer = CaptureWriter(tmp_path / "recent", "", "ep", guard=guard, max_file_bytes=size + 1)
+    keys = [writer.write(line(i), T0 + 60 * i) for i in range(4)]
+    assert keys[3] is None and guard.paused and "size cap" in guard.reason
+    assert all((tmp_path / "recent" / k).exists() for k in keys[:3])
+    writer.close()
 
 
 def test_low_free_space_pauses_before_the_disk_is_full(tmp_path):

@@ -2,6 +2,7 @@
 from workflow executions and direct invocations, compared with json.loads of every line."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -170,6 +171,8 @@ def test_capture_off_endpoints_are_named_and_a_deleted_ones_capture_keeps_its_cl
         wf.delete_endpoint("never-captured")
         wf.delete_endpoint("was-captured")
     wf.monitoring._cache.clear()  # what a later look sees: the endpoint is gone, its capture stays
+    remembered = wf.monitoring.index_root / "classes" / "was-captured.json"
+    assert json.loads(remembered.read_text()) == list(classes)  # kept while the endpoint served
     table = wf.capture_table("was-captured")
     assert len(table) == 3 and [c for c in table.columns if c.startswith("p_")] == [f"p_{c}" for c in classes]
     assert wf.capture_status("was-captured").endpoint_status == "deleted"

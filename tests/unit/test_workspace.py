@@ -152,3 +152,19 @@ def test_the_cleanup_step_is_in_progress_while_steps_hold_resources(backend, mon
                                  "deploy": StepStatus("deploy", "not_started")})
     step = backend.step_statuses()["cleanup"]
     assert step.state == "in_progress" and "holds resources again (or still): train;" in step.detail
+
+
+def test_the_workflow_step_fails_while_its_endpoint_cannot_answer_but_not_while_it_updates(backend, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(backend, "resource_step_statuses",
+                        lambda: {"workflow": StepStatus("workflow", "done", "3 executions.")})
+    monkeypatch.setattr(backend, "workflow_targets", lambda: {"flow": "ep"})
+    for status, state in (("InService", "done"), ("Updating", "done"), ("Failed", "failed"), (None, "failed")):
+        endpoints = [SimpleNamespace(endpoint_name="ep", status=status)] if status else []
+        monkeypatch.setattr(backend, "list_endpoints", lambda endpoints=endpoints: endpoints)
+        step = backend.step_statuses()["workflow"]
+        assert step.state == state, status
+        if state == "failed":
+            assert step.detail.startswith(f"The endpoint ep that flow calls {'no longer exists' if status is None else 'is Failed'}")
+            assert step.detail.endswith("3 executions.")  # what ran is still said

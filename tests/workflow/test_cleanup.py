@@ -198,6 +198,13 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     assert at.text_input(key="cleanup_confirm").value == ""
     assert at.button(key="cleanup_go").disabled
     assert any("selection changed" in i.value for i in at.info)
+    # A data row's untick survives hiding the data rows and showing them again.
+    data_key = next(c.key for c in at.checkbox if c.key.startswith("cleanup_tick:data:"))
+    at.checkbox(key=data_key).uncheck().run()
+    at.checkbox(key="cleanup_data").uncheck().run()
+    at.checkbox(key="cleanup_data").check().run()
+    assert at.checkbox(key=data_key).value is False
+    at.checkbox(key=data_key).check().run()
     # Unticking one more row after typing also asks again.
     at.text_input(key="cleanup_confirm").input("delete").run()
     assert not at.button(key="cleanup_go").disabled
@@ -212,3 +219,10 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     assert kinds == {"endpoint", "endpoint-config", "model", "training-job"}
     assert len([w for w in at.warning if w.value.startswith("Left ")]) == 3
     assert b.describe_endpoint("scones-endpoint").status == "InService" and endpoint_pids(b)
+    # Typed while the kept endpoint blocks the rest; then the CLI deletes the endpoint: the same ticks
+    # would now delete the model and the training job, so the confirmation is asked for again.
+    at.text_input(key="cleanup_confirm").input("delete").run()
+    b.delete_endpoint("scones-endpoint")
+    at.run()
+    assert at.text_input(key="cleanup_confirm").value == "" and at.button(key="cleanup_go").disabled
+    assert any("selection changed" in i.value for i in at.info)

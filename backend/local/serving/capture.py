@@ -195,6 +195,7 @@ class CaptureGuard:
         self._next_free_check = 0.0
         self._report_timer: threading.Timer | None = None
         self._report_lock = threading.Lock()
+        self._state_lock = threading.RLock()
 
     @property
     def paused(self) -> bool:
@@ -241,10 +242,12 @@ class CaptureGuard:
             self._report_timer.start()
 
     def _report_now(self) -> None:
+        """The timer's report: the state as it is, never a reason of its own (a resume meanwhile stands)."""
         with self._report_lock:
             self._report_timer = None
-        if self.paused:
-            self._set(self.reason, report=True)
+        with self._state_lock:
+            if self.paused:
+                self._report()
 
     def wrote(self, size: int) -> None:
         if self._used is not None:
@@ -282,13 +285,18 @@ class CaptureGuard:
         return None
 
     def _set(self, reason: str | None, report: bool = False) -> None:
-        changed = report or reason != self.reason
-        self.reason = reason
-        if reason is None:
-            self.since = None
-        elif self.since is None:
-            self.since = time.time()
-        if changed and self.on_change is not None:
+        with self._state_lock:  # a report never interleaves with a change (the dropped-count timer)
+            changed = report or reason != self.reason
+            self.reason = reason
+            if reason is None:
+                self.since = None
+            elif self.since is None:
+                self.since = time.time()
+            if changed:
+                self._report()
+
+    def _report(self) -> None:
+        if self.on_change is not None:
             try:
                 self.on_change(self.status())
             except Exception:  # noqa: BLE001 - reporting must not stop capture or the endpoint
