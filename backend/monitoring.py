@@ -145,6 +145,29 @@ class MonitorCharts:
 # ---------------------------------------------------------------------------------------------
 
 
+def remember_classes(path: Path, names: tuple[str, ...]) -> bool:
+    """Write an endpoint's class names for when it (or its model) is gone, atomically and only when they
+    changed; False when the disk refuses (read-only or full): the names are still right for this look."""
+    try:
+        if path.is_file() and json.loads(path.read_text()) == list(names):
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(list(names)))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def remembered_classes(path: Path) -> tuple[str, ...]:
+    """What `remember_classes` wrote; () when nothing was (or it cannot be read)."""
+    try:
+        return tuple(str(n) for n in json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return ()
+
+
 def class_names(classes: Iterable[str], k: int) -> tuple[str, ...]:
     """Names for k probability columns: the model's classes, numbered past them (no model: all numbered)."""
     names = tuple(classes)
@@ -506,22 +529,11 @@ class MonitoringService:
             except (SconesError, AttributeError):
                 names = ()
             if names:
-                try:
-                    if not remembered.is_file() or json.loads(remembered.read_text()) != list(names):
-                        remembered.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = remembered.with_suffix(f".tmp-{os.getpid()}")
-                        tmp.write_text(json.dumps(list(names)))
-                        os.replace(tmp, remembered)
-                except OSError:
-                    pass  # a read-only or full disk: the names are still right for now
+                remember_classes(remembered, names)
                 return names
-            try:
-                return tuple(str(n) for n in json.loads(remembered.read_text()))
-            except (OSError, ValueError, TypeError):
-                pass
             report = getattr(self.source, "latest_stage_report", lambda: None)()
             staged = tuple(report.classes) if report is not None else ()
-            return staged if len(staged) == k else ()
+            return remembered_classes(remembered) or (staged if len(staged) == k else ())
         return class_names(self._cached(f"classes:{endpoint}", 10.0, load), k)
 
     # -- what pages and the CLI call ---------------------------------------------------------

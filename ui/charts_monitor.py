@@ -23,16 +23,11 @@ def time_x(field: str, *columns: pd.Series, domain: tuple[Any, Any] | None = Non
     24-hour labels as fine as the span (Vega's defaults give 12-hour '03:30' for 15:30), the date in the
     labels when the axis crosses midnight and in the title when it does not. `domain` (start, end): the
     window all the page's time charts share, so they line up; else the span of the data."""
-    if domain is not None:
-        lo, hi = pd.Timestamp(domain[0]), pd.Timestamp(domain[1])
-    else:
-        times = pd.to_datetime(pd.concat(columns), utc=True) if columns else pd.Series([], dtype="datetime64[ns, UTC]")
-        lo, hi = (times.min(), times.max()) if len(times) else (None, None)
-    if lo is None or pd.isna(lo):
+    times = pd.to_datetime(pd.Series(domain) if domain is not None else pd.concat(columns), utc=True)
+    if not len(times) or times.isna().all():
         return alt.X(f"{field}:T", title="UTC", scale=alt.Scale(type="utc"),
                      axis=alt.Axis(format="%H:%M:%S", labelOverlap=True))
-    lo = lo.tz_localize("UTC") if lo.tzinfo is None else lo.tz_convert("UTC")
-    hi = hi.tz_localize("UTC") if hi.tzinfo is None else hi.tz_convert("UTC")
+    lo, hi = times.min(), times.max()
     span = (hi - lo).total_seconds()
     one_day = lo.date() == hi.date()
     if span > 2 * 86400:

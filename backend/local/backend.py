@@ -51,7 +51,7 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
                 "workflow": self.workflow.step_status(), "monitor": self.monitoring.monitor_step_status()}
 
     def workflow_targets(self) -> dict[str, str]:
-        return {m.name: m.endpoint_name for m in self.workflow.list_state_machines() if m.functions}
+        return self.workflow.targets()
 
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
         if job.kind == TRAIN_JOB:

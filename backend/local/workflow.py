@@ -240,6 +240,12 @@ class WorkflowService:
         rows = self.db.query("SELECT name FROM state_machines ORDER BY updated DESC")
         return [self.describe_state_machine(r["name"]) for r in rows]
 
+    def targets(self) -> dict[str, str]:
+        """{state machine: its endpoint} of the machines that call functions, from the rows alone (the Home
+        page polls it: no definition is built)."""
+        rows = self.db.query("SELECT name, endpoint_name, mapping FROM state_machines ORDER BY updated DESC")
+        return {r["name"]: r["endpoint_name"] for r in rows if loads(r["mapping"])}
+
     def delete_state_machine(self, name: str) -> None:
         self._machine_row(name)
         self.db.execute("DELETE FROM state_machines WHERE name=?", (name,))
