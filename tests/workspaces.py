@@ -2,14 +2,22 @@
 InService endpoint with capture; and the teardown that leaves no process behind."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
+import sqlite3
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from backend.local.jobs import process_alive
 
+_TRAINED: Path | None = None  # the session's trained workspace, made once, copied into each new one
 
-def train_and_deploy(b, endpoint: str = "scones-endpoint"):
+
+def _train(b) -> None:
     b.stage_data("sample")
     name = b.create_training_job({**b.default_training_hyperparameters(), "epochs": "1", "mini_batch_size": "128"})
     deadline = time.monotonic() + 240
@@ -17,7 +25,39 @@ def train_and_deploy(b, endpoint: str = "scones-endpoint"):
         time.sleep(0.3)
     job = b.describe_training_job(name)
     assert job.status == "Completed", job.failure_reason
-    model = b.create_model(name)
+    b.create_model(name)
+
+
+def seed_trained_workspace(home: Path) -> None:
+    """Make `home` (not created yet) a workspace with the staged sample and a model of a completed
+    one-epoch training job. The first call of the session runs that job for real; later calls copy
+    its workspace (the database through SQLite's backup, the bucket folders as files), which holds no
+    absolute path and no process, saving a training run per fixture."""
+    global _TRAINED
+    from backend.local.backend import LocalBackend
+    from backend.settings import load_settings
+
+    if _TRAINED is None:
+        template = Path(tempfile.mkdtemp(prefix="scones-trained-")) / "workspace"
+        atexit.register(shutil.rmtree, template.parent, True)
+        _train(LocalBackend(replace(load_settings({}), home=template)))
+        _TRAINED = template
+    assert not home.exists(), f"{home} is not a new workspace"
+    shutil.copytree(_TRAINED, home, ignore=shutil.ignore_patterns("scones.db*"))
+    source, target = sqlite3.connect(_TRAINED / "scones.db"), sqlite3.connect(home / "scones.db")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def train_and_deploy(b, endpoint: str = "scones-endpoint"):
+    """Deploy a one-epoch model in `b`'s workspace, training it first unless the workspace has one
+    (seeded by `seed_trained_workspace`)."""
+    if not b.list_models():
+        _train(b)
+    model = b.list_models()[0]
     b.deploy(model.model_name, endpoint, capture_percent=100)
     assert b.wait_endpoint(endpoint, timeout=60).status == "InService"
     return model

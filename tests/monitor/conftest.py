@@ -14,7 +14,7 @@ import pytest
 
 from backend.local.backend import LocalBackend
 from backend.settings import load_settings
-from tests.workspaces import stop_all, train_and_deploy
+from tests.workspaces import seed_trained_workspace, stop_all, train_and_deploy
 
 MonitorBackend = LocalBackend  # it carries the monitoring methods (MonitoringBackendMixin)
 
@@ -37,6 +37,7 @@ def wf_home(tmp_path_factory):
 @pytest.fixture(scope="package")
 def wf(wf_home):
     """The real workspace's backend (with monitoring), the workflow deployed at threshold 0.5."""
+    seed_trained_workspace(wf_home)
     b = monitor_backend(wf_home)
     try:
         train_and_deploy(b)

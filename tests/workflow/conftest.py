@@ -8,7 +8,7 @@ import pytest
 
 from backend import get_backend
 from backend.settings import load_settings
-from tests.workspaces import stop_all, train_and_deploy
+from tests.workspaces import seed_trained_workspace, stop_all, train_and_deploy
 
 
 @pytest.fixture(scope="package")
@@ -19,6 +19,7 @@ def wf_home(tmp_path_factory):
 @pytest.fixture(scope="package")
 def wf(wf_home):
     """The workspace's backend with the workflow deployed at threshold 0.5."""
+    seed_trained_workspace(wf_home)
     b = get_backend(replace(load_settings({}), home=wf_home))
     try:
         train_and_deploy(b)

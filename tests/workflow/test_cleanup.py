@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from backend import get_backend
 from backend.local.jobs import process_alive
 from backend.settings import load_settings
-from tests.workspaces import stop_all, train_and_deploy
+from tests.workspaces import seed_trained_workspace, stop_all, train_and_deploy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def full(tmp_path):
     """A workspace that went through every step: staged, trained, deployed, workflow run."""
     home = tmp_path / "workspace"
+    seed_trained_workspace(home)
     b = get_backend(replace(load_settings({}), home=home))
     try:
         train_and_deploy(b)
