@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timezone
 
 import pandas as pd
 import streamlit as st
@@ -11,7 +12,7 @@ import streamlit as st
 from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, BatchPartlyStarted, SconesError
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
-from ui.state import backend
+from ui.state import backend, kept
 from ui.widgets import show_error
 
 st.title("Workflow")
@@ -20,6 +21,8 @@ st.caption("serializeImageData → classifyImage → filterInferences, as Step F
            f"with `{THRESHOLD_ERROR}`.")
 
 SHOWN = 500  # executions counted and listed; a note says when there are more
+MAX_DRAWN_STATES = 200  # an execution's graph is drawn up to this many states
+MAX_LISTED_STATES = 100  # and this many states that ran get their input/output panel
 
 try:
     b = backend()
@@ -86,25 +89,44 @@ def import_ui() -> None:
 def run_ui() -> None:
     names = sorted((m.name for m in machines), key=lambda n: n != DEFAULT_MACHINE)
     c1, c2 = st.columns([2, 1])
+    if st.session_state.get("_kept:wf_machine") not in names:  # deleted since
+        st.session_state.pop("_kept:wf_machine", None)
+    if st.session_state.get("wf_machine") not in names:
+        st.session_state.pop("wf_machine", None)
+    kept("wf_machine", names[0])
     machine = c1.selectbox("State machine", names, key="wf_machine")
+    kept("wf_source", "Random test images")
     source = c2.radio("Image", ["Random test images", "A chosen test image", "Upload an image"], key="wf_source")
     key, upload = None, None
     if source == "A chosen test image":
-        key = st.selectbox("Test image", b.test_image_keys(), key="wf_key")
+        keys = b.test_image_keys()
+        if st.session_state.get("_kept:wf_key") not in keys:  # restaged since: start from the first image
+            st.session_state.pop("_kept:wf_key", None)
+            st.session_state.pop("wf_key", None)
+        kept("wf_key", keys[0] if keys else None)
+        key = st.selectbox("Test image", keys, key="wf_key")
     elif source == "Upload an image":
         upload = st.file_uploader("PNG or JPEG, any size (stored as a PNG at the model's size)", type=["png", "jpg", "jpeg"],
                                   key="wf_upload")
     c3, c4, c5 = st.columns(3)
     # One field per image source: a chosen or uploaded image runs once unless asked, random ones five times.
-    count = c3.number_input("Executions", 1, 500, 5 if source == "Random test images" else 1,
-                            help="1 to 500 a start (a value outside is not taken: the field turns red)", key={"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(
-                                source, "wf_count"))
+    count_key = {"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(source, "wf_count")
+    kept(count_key, 5 if source == "Random test images" else 1)
+    # No min/max on the widget: a value outside them would be shown red but not sent, and Start would run
+    # the last valid count. The count is checked here instead.
+    count = c3.number_input("Executions", step=1, help="1 to 500 a start", key=count_key)
+    count_problem = None if 1 <= count <= 500 else f"Executions must be 1 to 500 a start, not {count:,}."
+    kept("wf_override", False)
     override = c4.checkbox("Another threshold for this run only", key="wf_override")
     current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
-    if not override or "wf_threshold" not in st.session_state:
+    if not override:
         st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
+    kept("wf_threshold", float(current))
     threshold = c5.slider("Threshold", 0.0, 1.0, step=0.01, key="wf_threshold", disabled=not override)
-    if st.button("Start", type="primary", key="wf_start", disabled=source == "Upload an image" and upload is None):
+    if count_problem:
+        st.error(count_problem)
+    if st.button("Start", type="primary", key="wf_start",
+                 disabled=bool(count_problem) or (source == "Upload an image" and upload is None)):
         # A second press while the page reruns arrives as a second click: the same start within 2 s is one start.
         request = (machine, source, key, upload.name if upload else None, upload.size if upload else None, int(count),
                    threshold if override else None)
@@ -132,12 +154,21 @@ def run_ui() -> None:
 
 
 def executions_frame(executions) -> pd.DataFrame:
+    """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'."""
     return pd.DataFrame([{
-        "name": e.name, "status": e.status, "error": e.error or ("(not read yet)" if e.details_pending else ""),
-        "start": e.start,
-        "seconds": None if e.seconds is None else round(e.seconds, 3), "class": e.label or "",
-        "confidence": None if e.confidence is None else round(e.confidence, 4), "image": e.s3_key or "",
-    } for e in executions], columns=["name", "status", "error", "start", "seconds", "class", "confidence", "image"])
+        "name": e.name, "machine": e.state_machine, "status": e.status,
+        "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
+        "seconds": "" if e.seconds is None else f"{e.seconds:.3f}", "class": e.label or "",
+        "confidence": "" if e.confidence is None else f"{e.confidence:.4f}", "image": e.s3_key or "",
+    } for e in executions], columns=["name", "machine", "status", "error", "start", "seconds", "class", "confidence",
+                                     "image"])
+
+
+def history_time(value) -> str:
+    """An event's time as the table writes an execution's start: 2026-11-29T02:27:11.418Z."""
+    if hasattr(value, "isoformat"):
+        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value)
 
 
 def failure(error: str, cause: str | None) -> None:
@@ -158,14 +189,18 @@ def details_ui(name: str) -> None:
     try:
         execution = b.describe_workflow_execution(name)
         runs = b.workflow_execution_states(name)
-        definition = b.describe_state_machine(execution.state_machine).definition
+        definition = b.workflow_execution_definition(name)  # the machine may have been updated since
         history = b.workflow_execution_history(name)
     except SconesError as exc:
         show_error(exc)
         return
     left, right = st.columns([2, 3])
     with left:
-        st.graphviz_chart(state_machine_dot(definition, runs))
+        if len(runs) <= MAX_DRAWN_STATES:
+            st.graphviz_chart(state_machine_dot(definition, runs))
+        else:  # graphviz takes minutes over thousands of nodes, and the page redraws it every second
+            st.info(f"{len(runs):,} states are too many to draw (at most {MAX_DRAWN_STATES}); each state that ran is "
+                    "listed on the right.")
         st.caption(" · ".join(f":{'green' if k == 'succeeded' else 'red' if k == 'failed' else 'orange' if k == 'caught' else 'blue' if k == 'running' else 'gray'}[{v}]"
                               for k, v in LEGEND.items() if k in COLORS))
     with right:
@@ -173,9 +208,11 @@ def details_ui(name: str) -> None:
                     + (f" · {execution.seconds:.3f} s" if execution.seconds is not None else ""))
         if execution.error:
             failure(execution.error, execution.cause)
-        for run in runs:
-            if run.status == "not_run":
-                continue
+        ran = [run for run in runs if run.status != "not_run"]
+        if len(ran) > MAX_LISTED_STATES:
+            st.caption(f"The {MAX_LISTED_STATES} states that ran last of {len(ran):,}; the event history below has "
+                       "them all.")
+        for run in ran[-MAX_LISTED_STATES:]:
             with st.expander(f"{run.name} · {run.status}"):
                 if run.error:
                     failure(run.error, run.cause)
@@ -186,7 +223,7 @@ def details_ui(name: str) -> None:
     st.markdown("**Event history**")
     st.dataframe(pd.DataFrame([{
         "id": e["id"], "previous": e["previousEventId"], "type": e["type"],
-        "timestamp": str(e["timestamp"]),
+        "timestamp": history_time(e["timestamp"]),
         "details": json.dumps({k: v for k, v in e.items() if k.endswith("EventDetails")}, default=str)[:300],
     } for e in history]), hide_index=True)
 
@@ -194,15 +231,21 @@ def details_ui(name: str) -> None:
 with st.container(border=True):
     st.subheader("State machine")
     endpoint_status = {e.endpoint_name: e.status for e in b.list_endpoints()} if machines else {}
+    flagged: dict[str, list[str]] = {}  # endpoint not serving -> the machines that call it
     for m in machines:
+        if not m.functions:  # a machine that calls no function calls no endpoint and has no threshold
+            st.markdown(f"**{m.name}** · calls no Lambda function" + (" · imported" if m.imported else ""))
+            continue
         st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
-        status = endpoint_status.get(m.endpoint_name)
-        if m.functions and status != "InService":  # a machine that calls no function calls no endpoint
-            why = "no longer exists" if status is None else f"is {status}"
-            st.warning(f"The endpoint {m.endpoint_name} that {m.name} calls {why}: its executions will fail at "
-                       "classifyImage. Choose an InService endpoint below and press *Update the workflow*, "
-                       "or deploy one on the Deploy page.")
+        if endpoint_status.get(m.endpoint_name) not in ("InService", "Updating", "SystemUpdating"):
+            flagged.setdefault(m.endpoint_name, []).append(m.name)
+    for endpoint, names in flagged.items():
+        status = endpoint_status.get(endpoint)
+        why = "no longer exists" if status is None else f"is {status}"
+        st.warning(f"The endpoint {endpoint} that {', '.join(names)} call{'s' if len(names) == 1 else ''} {why}: "
+                   "their executions will fail at the step that invokes it. Choose an InService endpoint below and "
+                   "press *Update the workflow*, or deploy one on the Deploy page.")
     deploy_ui()
     import_ui()
 
@@ -217,7 +260,8 @@ if machines:
         running = True
 
     # AWS's DescribeExecution and GetExecutionHistory are rate-limited per account: poll it less often.
-    @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else None)
+    # While nothing runs it still looks now and then, for executions started elsewhere (the CLI, another tab).
+    @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else (30.0 if b.name == "aws" else 5.0))
     def executions_view() -> None:
         try:
             executions = b.list_workflow_executions(limit=SHOWN + 1)
@@ -256,7 +300,7 @@ if machines:
         if st.session_state.get("wf_pick") not in names:
             st.session_state["wf_pick"] = names[0]
         details_ui(st.selectbox("Execution", names, key="wf_pick"))
-        if not any(e.status == "RUNNING" or e.details_pending for e in executions) and running:
-            st.rerun()
+        if any(e.status == "RUNNING" or e.details_pending for e in executions) != running:
+            st.rerun()  # poll fast while something runs (started here or elsewhere), stop when all have ended
 
     executions_view()

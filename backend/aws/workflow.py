@@ -20,7 +20,7 @@ import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timezone
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -30,6 +30,7 @@ from backend.api import (
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
+from backend.function_classes import FunctionClasses
 from backend.workflow_defs import (
     LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
     deployed_not_replaced, encode_upload,
@@ -78,7 +79,11 @@ class AwsWorkflowMixin:
 
     @cached_property
     def _wf_cache(self) -> dict[str, Any]:
-        return {"finished": {}, "config": {}, "classes": {}, "inputs": {}}
+        return {"finished": {}, "config": {}, "classes": {}, "inputs": {}, "functions": {}}
+
+    @cached_property
+    def _function_classes(self) -> FunctionClasses:
+        return FunctionClasses(self.db, "aws")
 
     # -- names and ARNs ----------------------------------------------------------------------
 
@@ -159,6 +164,9 @@ class AwsWorkflowMixin:
                     "lambda.amazonaws.com.") from None
             raise
         self._wf_cache["config"].pop(name, None)
+        classes = json.loads(environment.get("CLASS_NAMES") or "[]")
+        if classes:  # what the executions starting from now are labelled with
+            self._function_classes.record([name], classes)
         return self._function_arn(name)
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
@@ -236,6 +244,7 @@ class AwsWorkflowMixin:
             raise
         self._record_resource("state-machine", name)
         self._wf_cache["classes"].clear()
+        self._wf_cache["functions"].pop(name, None)
         self._wf_cache.pop("targets", None)
 
     def _function_environment(self, endpoint: str, threshold: float) -> dict[str, str]:
@@ -424,7 +433,18 @@ class AwsWorkflowMixin:
             self._wf_cache["finished"][arn] = d
         return d
 
-    def _classes(self, state_machine: str) -> tuple[str, ...]:
+    def _classes(self, state_machine: str, started: datetime | None) -> tuple[str, ...]:
+        """The class names the machine's functions had when the execution started (noted each time they are
+        configured); for executions from before such notes, those of the machine's endpoint now."""
+        functions = self._wf_cache["functions"]
+        if state_machine not in functions:
+            try:
+                functions[state_machine] = tuple(self.describe_state_machine(state_machine).functions)
+            except SconesError:  # the machine is gone
+                functions[state_machine] = ()
+        noted = self._function_classes.at(functions[state_machine], started) if started else None
+        if noted is not None:
+            return noted
         cache = self._wf_cache["classes"]
         if state_machine not in cache:
             try:
@@ -444,9 +464,10 @@ class AwsWorkflowMixin:
         if inferences:
             best = max(range(len(inferences)), key=inferences.__getitem__)
             confidence = inferences[best]
-            classes = self._classes(machine)
-            label = classes[best] if best < len(classes) else f"class {best}"
         start, stop = d.get("startDate"), d.get("stopDate")
+        if inferences:
+            classes = self._classes(machine, start)
+            label = classes[best] if best < len(classes) else f"class {best}"
         return Execution(
             name=d["name"], arn=d["executionArn"], state_machine=machine, status=d["status"], start=_iso(start),
             stop=_iso(stop) if stop else None, seconds=(stop - start).total_seconds() if stop and start else None,
@@ -555,8 +576,15 @@ class AwsWorkflowMixin:
 
     def workflow_execution_states(self, name_or_arn: str) -> list[StateRun]:
         arn = self._arn_of_execution(name_or_arn)
-        machine = self._describe_execution_raw(arn)["stateMachineArn"].rsplit(":", 1)[-1]
-        return state_runs(self.describe_state_machine(machine).definition, self._history(arn))
+        return state_runs(self.workflow_execution_definition(arn), self._history(arn))
+
+    def workflow_execution_definition(self, name_or_arn: str) -> dict[str, Any]:
+        """The definition the execution ran (DescribeStateMachineForExecution): the machine may have been
+        updated since."""
+        arn = self._arn_of_execution(name_or_arn)
+        with aws_errors(f"reading the definition of execution {arn.rsplit(':', 1)[-1]}"):
+            text = self.client("stepfunctions").describe_state_machine_for_execution(executionArn=arn)["definition"]
+        return json.loads(text)
 
     def stop_workflow_execution(self, name_or_arn: str) -> Execution:
         arn = self._arn_of_execution(name_or_arn)

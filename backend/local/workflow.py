@@ -14,12 +14,14 @@ import random
 import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Callable
 
 from backend.api import (
     DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
     ValidationError,
 )
+from backend.function_classes import FunctionClasses
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import utcnow
 from backend.local.lambda_resolver import lambda_invoke_resolver
@@ -67,6 +69,7 @@ class WorkflowService:
         self._model_size = model_size
         self._staged_classes = staged_classes
         db.migrate("workflow", WORKFLOW_MIGRATIONS)
+        self.function_classes = FunctionClasses(db, "local")
         self._lock = threading.Lock()
         self._engine: StatesEngine | None = None
         self._runtime: LambdaRuntime | None = None
@@ -128,6 +131,7 @@ class WorkflowService:
         classes = self._endpoint_class_names(machine["endpoint_name"])
         if classes:  # the threshold failure's cause names the class
             env["CLASS_NAMES"] = json.dumps(list(classes))
+        changed = []
         for function, stem in machine["mapping"].items():
             signature = dumps([stem, env])
             if self._registered.get(function) == signature:
@@ -135,6 +139,9 @@ class WorkflowService:
             self.runtime.register(FunctionConfig(name=function, handler=f"{stem}.lambda_handler",
                                                  timeout=FUNCTION_TIMEOUT, environment=env))
             self._registered[function] = signature
+            changed.append(function)
+        if changed and classes:  # what the executions starting from now are labelled with
+            self.function_classes.record(changed, classes)
 
     def _endpoint_class_names(self, endpoint: str) -> tuple[str, ...]:
         def load() -> tuple[str, ...]:
@@ -373,9 +380,16 @@ class WorkflowService:
 
     def execution_states(self, name_or_arn: str) -> list[StateRun]:
         arn = self._arn_of_execution(name_or_arn)
-        record = self.engine.describe_execution(arn)
-        machine = self._machine_row(record.state_machine_name)
-        return state_runs(self._definition(machine), self.engine.get_execution_history(arn))
+        return state_runs(self.execution_definition(arn), self.engine.get_execution_history(arn))
+
+    def execution_definition(self, name_or_arn: str) -> dict[str, Any]:
+        """The definition the execution ran: its state machine may have been updated (or deleted) since."""
+        arn = self._arn_of_execution(name_or_arn)
+        row = self.db.query_one("SELECT definition FROM sf_executions WHERE arn=?", (arn,))
+        if row is not None:
+            return json.loads(row["definition"])
+        # started moments ago and not written yet: the machine has not changed since
+        return self._definition(self._machine_row(self.engine.describe_execution(arn).state_machine_name))
 
     def stop_execution(self, name_or_arn: str) -> Execution:
         return self._execution(self.engine.stop_execution(self._arn_of_execution(name_or_arn)))
@@ -390,7 +404,7 @@ class WorkflowService:
         if inferences:
             best = max(range(len(inferences)), key=inferences.__getitem__)
             confidence = inferences[best]
-            classes = self._classes_for(r.state_machine_name)
+            classes = self._classes_for(r.state_machine_name, r.start_date)
             label = classes[best] if best < len(classes) else f"class {best}"
         seconds = None
         if r.stop_date is not None:
@@ -409,13 +423,24 @@ class WorkflowService:
             return None
         return inferences_from_history(history)
 
-    def _classes_for(self, state_machine: str) -> tuple[str, ...]:
+    def _classes_for(self, state_machine: str, started: datetime) -> tuple[str, ...]:
+        """The class names the machine's functions had when the execution started (noted when they were
+        configured); for executions from before such notes, those of the machine's endpoint now."""
+        functions = self._cached("functions", state_machine, lambda: self._machine_functions(state_machine))
+        noted = self.function_classes.at(functions, started)
+        if noted is not None:
+            return noted
+
         def load() -> tuple[str, ...]:
             try:
                 return self._endpoint_classes(self._machine_row(state_machine)["endpoint_name"])
             except SconesError:  # the endpoint is gone: the staged classes still name the labels
                 return self._staged_classes()
         return self._cached("classes", state_machine, load)
+
+    def _machine_functions(self, state_machine: str) -> tuple[str, ...]:
+        row = self.db.query_one("SELECT mapping FROM state_machines WHERE name=?", (state_machine,))
+        return tuple(loads(row["mapping"])) if row is not None else ()
 
     def step_status(self) -> StepStatus:
         if not self.db.query_one("SELECT 1 FROM state_machines"):

@@ -58,6 +58,9 @@ class WorkflowBackendMixin:
     def workflow_execution_states(self, name_or_arn: str) -> list[StateRun]:
         return self.workflow.execution_states(name_or_arn)
 
+    def workflow_execution_definition(self, name_or_arn: str) -> dict[str, Any]:
+        return self.workflow.execution_definition(name_or_arn)
+
     def stop_workflow_execution(self, name_or_arn: str) -> Execution:
         return self.workflow.stop_execution(name_or_arn)
 

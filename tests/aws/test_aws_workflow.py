@@ -162,6 +162,7 @@ def test_executions_start_list_describe_stop_and_history(deployed):
     assert history[0]["type"] == "ExecutionStarted" and all({"id", "type", "timestamp"} <= set(e) for e in history)
     states = b.workflow_execution_states(one.arn)
     assert [s.name for s in states] == list(sm.definition["States"])
+    assert b.workflow_execution_definition(one.arn) == sm.definition  # DescribeStateMachineForExecution
     assert b.step_statuses()["workflow"].state == "in_progress"
     waited = b.wait_workflow_executions([a for a in arns if a != one.arn][:1], timeout=0.05, poll=0.01)
     assert waited[0].status == "RUNNING"  # moto never finishes them: the wait gives up at its timeout
@@ -187,7 +188,7 @@ def test_a_finished_execution_shows_the_predicted_class_and_a_threshold_failure_
     event = {"s3_bucket": b.objects.bucket, "s3_key": b.test_image_keys()[0], "image_data": ""}
     body = {"image_data": "…", "s3_bucket": b.objects.bucket, "s3_key": event["s3_key"], "inferences": [0.96, 0.04]}
     low_body = {**body, "inferences": [0.41, 0.59]}
-    assert b._classes(sm.name) == ("bicycle", "motorcycle")  # read (and kept) before Step Functions is stubbed
+    assert b._classes(sm.name, start) == ("bicycle", "motorcycle")  # read (and kept) before Step Functions is stubbed
     cause = json.dumps({"errorMessage": "Confidence 0.59 is below the threshold 0.9",
                         "errorType": "THRESHOLD_CONFIDENCE_NOT_MET", "requestId": "r", "stackTrace": []})
     stub = _stubbed_sfn(b, [
@@ -213,6 +214,31 @@ def test_a_finished_execution_shows_the_predicted_class_and_a_threshold_failure_
     assert (low.status, low.error, low.label, low.confidence) == ("FAILED", "THRESHOLD_CONFIDENCE_NOT_MET", "motorcycle", 0.59)
     assert b.describe_workflow_execution(low_arn) == low  # finished: read once, then kept
     stub.deactivate()
+
+
+def test_an_execution_keeps_the_class_names_its_functions_had_when_it_started(deployed, small_archive):
+    """Redeploying the workflow on a model of another class order relabels nothing that ran before."""
+    b, sm = deployed
+    machine = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{sm.name}"
+    before = datetime.now(timezone.utc)
+    b.stage_data(small_archive, classes=["motorcycle", "bicycle"])
+    model = b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker")))
+    assert model.classes == ("motorcycle", "bicycle")
+    b.deploy(model.model_name, "scones-endpoint-c", capture_percent=0)
+    b.deploy_workflow(endpoint_name="scones-endpoint-c", threshold=0.9)
+    after = datetime.now(timezone.utc)
+
+    def label(started: datetime) -> str | None:
+        return b._execution({
+            "executionArn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{sm.name}:x", "stateMachineArn": machine,
+            "name": "x", "status": "SUCCEEDED", "startDate": started, "stopDate": started, "input": "{}",
+            "output": json.dumps({"statusCode": 200, "body": {"inferences": [0.9, 0.1]}})}).label
+
+    assert (label(before), label(after)) == ("bicycle", "motorcycle")
+    # A fresh backend of the workspace (the CLI's) reads the same from the workspace's notes.
+    assert get_backend(load_settings())._execution({
+        "executionArn": "e", "stateMachineArn": machine, "name": "x", "status": "SUCCEEDED", "startDate": before,
+        "stopDate": before, "output": json.dumps({"body": {"inferences": [0.9, 0.1]}})}).label == "bicycle"
 
 
 def test_import_a_console_export_maps_functions_and_rewrites_arns(endpoint):

@@ -165,3 +165,55 @@ def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
     finally:
         wf.delete_state_machine("wf-orphan")
     assert "wf-orphan" not in wf.step_statuses()["workflow"].detail  # gone with its machine
+
+
+def test_a_count_outside_1_to_500_is_refused_not_replaced_by_the_last_valid_one(wf_page, wf):
+    at = wf_page.run()
+    before = len(wf.list_workflow_executions(limit=1000))
+    for bad in (0, 600):
+        at.number_input(key="wf_count").set_value(bad).run()
+        assert not at.exception
+        assert any(f"not {bad:,}" in e.value and "1 to 500" in e.value for e in at.error), [e.value for e in at.error]
+        assert at.button(key="wf_start").disabled
+    at.number_input(key="wf_count").set_value(2).run()
+    assert not at.error and not at.button(key="wf_start").disabled
+    assert len(wf.list_workflow_executions(limit=1000)) == before  # nothing was started meanwhile
+
+
+def test_the_run_settings_are_kept_across_pages(wf_page, wf):
+    at = wf_page.run()
+    at.radio(key="wf_source").set_value("A chosen test image").run()
+    key = wf.test_image_keys()[3]
+    at.selectbox(key="wf_key").set_value(key)
+    at.number_input(key="wf_count_chosen").set_value(4)
+    at.checkbox(key="wf_override").check().run()
+    at.slider(key="wf_threshold").set_value(0.25).run()
+    at.switch_page("views/home.py").run()
+    assert not at.exception
+    at.switch_page("views/workflow.py").run()
+    assert not at.exception
+    assert at.radio(key="wf_source").value == "A chosen test image"
+    assert at.selectbox(key="wf_key").value == key
+    assert at.number_input(key="wf_count_chosen").value == 4
+    assert at.checkbox(key="wf_override").value and at.slider(key="wf_threshold").value == pytest.approx(0.25)
+
+
+def test_a_machine_of_thousands_of_states_is_listed_not_drawn_and_one_without_functions_shows_no_endpoint(wf_page, wf):
+    states = {f"S{i}": {"Type": "Pass", "Next": f"S{i + 1}"} for i in range(400)}
+    states["S400"] = {"Type": "Succeed"}
+    wf.import_workflow(json.dumps({"StartAt": "S0", "States": states}), {}, name="long-chain")
+    try:
+        arn = wf.start_workflow_execution({}, name=f"long-{time.time_ns()}", state_machine="long-chain")
+        assert wf.wait_workflow_executions([arn], timeout=60)[0].status == "SUCCEEDED"
+        at = wf_page.run()
+        at.session_state["wf_pick"] = arn.rsplit(":", 1)[-1]
+        at.run()
+        assert not at.exception
+        assert any("401 states are too many to draw" in i.value for i in at.info), [i.value for i in at.info]
+        assert len(at.expander) <= 100 + 1  # the import expander besides
+        assert any("The 100 states that ran last of 401" in c.value for c in at.caption)
+        assert any(m.value.startswith("**long-chain** · calls no Lambda function") for m in at.markdown)
+        assert not any("long-chain" in m.value and "endpoint" in m.value for m in at.markdown)
+        assert "long-chain" in set(at.dataframe[0].value["machine"])
+    finally:
+        wf.delete_state_machine("long-chain")
