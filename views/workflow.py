@@ -21,6 +21,7 @@ st.caption("serializeImageData → classifyImage → filterInferences, as Step F
            f"with `{THRESHOLD_ERROR}`.")
 
 SHOWN = 500  # executions counted and listed; a note says when there are more
+DEFINITION_LIMIT = 1024 * 1024  # Step Functions' limit on a definition, as `scones workflow import` applies it
 MAX_DRAWN_STATES = 200  # an execution's graph is drawn up to this many states
 MAX_LISTED_STATES = 100  # and this many states that ran get their input/output panel
 
@@ -58,7 +59,9 @@ def deploy_ui() -> None:
 
 def import_ui() -> None:
     imported = st.session_state.pop("wf_imported", None)  # said once, on the redraw that lists it
-    with st.expander("Import a definition exported from the Step Functions console", expanded=bool(imported)):
+    # Open after an import and while a file is chosen: a changed `expanded` would fold it on the next rerun.
+    opened = bool(imported) or st.session_state.get("wf_import_file") is not None
+    with st.expander("Import a definition exported from the Step Functions console", expanded=opened):
         if imported:
             st.success(imported)
         up = st.file_uploader("Definition (JSON)", type=["json", "asl"], key="wf_import_file")
@@ -71,6 +74,10 @@ def import_ui() -> None:
                 fn, sep, stem = line.partition("=")
                 if sep:
                     mapping[fn.strip()] = stem.strip()
+            if up.size > DEFINITION_LIMIT:
+                st.error(f"{up.name} is {up.size:,} bytes; Step Functions takes definitions of at most "
+                         f"{DEFINITION_LIMIT:,} bytes (1 MiB): export the state machine again or split it.")
+                return
             try:
                 sm = b.import_workflow(up.getvalue().decode("utf-8", "replace"), mapping, name.strip())
             except SconesError as exc:

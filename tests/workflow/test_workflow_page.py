@@ -217,3 +217,20 @@ def test_a_machine_of_thousands_of_states_is_listed_not_drawn_and_one_without_fu
         assert "long-chain" in set(at.dataframe[0].value["machine"])
     finally:
         wf.delete_state_machine("long-chain")
+
+
+def test_a_definition_over_step_functions_1_mib_is_refused_on_the_page_as_by_the_cli(wf_page, wf):
+    states = {f"S{i}": {"Type": "Pass", "Result": "x" * 1000, "Next": f"S{i + 1}"} for i in range(1100)}
+    states["S1100"] = {"Type": "Succeed"}
+    text = json.dumps({"StartAt": "S0", "States": states}).encode()
+    assert len(text) > 1024 * 1024
+    at = wf_page.run()
+    at.file_uploader(key="wf_import_file").set_value(("huge.json", text, "application/json"))
+    at.text_input(key="wf_import_name").set_value("too-big")
+    at.run()
+    at.button(key="wf_import_go").click().run()
+    assert not at.exception
+    assert any(e.value.startswith(f"huge.json is {len(text):,} bytes; Step Functions takes definitions of at most "
+                                  "1,048,576 bytes") for e in at.error), [e.value for e in at.error]
+    assert "too-big" not in {m.name for m in wf.list_state_machines()}
+    assert any(e.label.startswith("Import a definition") and e.proto.expanded for e in at.expander)
