@@ -300,6 +300,9 @@ class TrainingJob:
     epochs: tuple[dict[str, float], ...] = ()
     model_artifact: str | None = None  # s3://bucket/key of model.tar.gz once uploaded
     backend: str = "local"
+    # What validation:accuracy was measured on: "test" (the test split, as the workflow's validation
+    # channel) or "holdout" (20% of the training data, kept out of training; local only).
+    validation: str = "test"
 
     @property
     def final_metrics(self) -> dict[str, float]:

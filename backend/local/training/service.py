@@ -532,7 +532,7 @@ class TrainingService:
             hyperparameters=loads(row["hyperparameters"]), created=row["created"], ended=ended,
             seconds=seconds, failure_reason=job.failure_reason if job.status == JOB_FAILED else "",
             epochs=epochs, model_artifact=row["model_artifact"] if job.status == JOB_COMPLETED else None,
-            backend=self.backend_name,
+            backend=self.backend_name, validation=row["validation"],
         )
 
 
