@@ -22,6 +22,7 @@ from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 LIST_ROUNDS = 60  # workflow list on AWS: up to a minute of DescribeExecution (25 a call) for a long list
+ALL_EXECUTIONS = 1_000_000_000  # `workflow list` asks the backend for every execution (its default is 200)
 DEFAULT_CAPTURE_PERCENT = 100  # the notebook's data capture
 
 
@@ -122,6 +123,8 @@ def build_parser() -> Parser:
     p.add_argument("--state-machine", default="scones-workflow")
     p.set_defaults(handler=cmd_workflow_run)
     p = wf_sub.add_parser("list", help="executions, newest first")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="the newest N executions only (default: all of them)")
     p.set_defaults(handler=cmd_workflow_list)
     p = wf_sub.add_parser("history", help="one execution's event history")
     p.add_argument("name")
@@ -520,13 +523,25 @@ def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int
 
 
 def cmd_workflow_list(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    executions = backend.list_workflow_executions()
-    for _ in range(LIST_ROUNDS):  # AWS describes a long list a few executions a call: read them all
-        if not any(e.details_pending for e in executions):
+    """Every execution (the backend's own default lists the newest 200), or the newest --limit N, saying
+    how many more there are."""
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} is not possible: list 1 or more executions, or leave --limit out "
+                         "for all of them.")
+    executions = backend.list_workflow_executions(limit=ALL_EXECUTIONS)
+    shown = executions[:args.limit]
+    for _ in range(LIST_ROUNDS):  # AWS describes a long list a few executions a call (newest first)
+        if not any(e.details_pending for e in shown):
             break
         time.sleep(1.0)
-        executions = backend.list_workflow_executions()
-    out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
+        executions = backend.list_workflow_executions(limit=ALL_EXECUTIONS)
+        shown = executions[:args.limit]
+    total, hidden = len(executions), len(executions) - len(shown)
+    text = _executions_text(shown)
+    if hidden:
+        text += (f"\n{hidden:,} older execution{'s' if hidden != 1 else ''} not shown ({total:,} in all): "
+                 f"leave out --limit to list them all.")
+    out.done({"executions": [execution_doc(e) for e in shown], "total": total, "truncated": hidden > 0}, text)
     return EXIT_OK
 
 

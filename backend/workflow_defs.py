@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,10 +92,15 @@ def handler_stems() -> list[str]:
 
 
 def parse_definition(text: str) -> dict[str, Any]:
+    """A definition's JSON text -> its object; a clear error, with where the JSON breaks, otherwise."""
     try:
         definition = json.loads(text)
+    except RecursionError:
+        raise ValidationError("The definition's JSON is nested too deeply.") from None
     except ValueError as exc:
-        raise ValidationError(f"The definition is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        from backend.local.states.validation import json_error_text
+
+        raise ValidationError(f"The definition is not valid JSON: {json_error_text(exc)}.") from None
     if not isinstance(definition, dict):
         raise ValidationError("The definition is not a JSON object with StartAt and States.")
     return definition
@@ -170,59 +176,115 @@ def inferences_from_history(history: list[dict[str, Any]]) -> list[float] | None
     return None
 
 
+_BLOCK_TYPES = ("Map", "Parallel")  # states whose inner states' events come between their own
+
+
 def state_runs(definition: dict[str, Any], history: list[dict[str, Any]]) -> list[StateRun]:
-    """Each top-level state's part in one execution, from its history (as the console's graph)."""
-    runs: dict[str, dict[str, Any]] = {name: {"status": "not_run"} for name in definition.get("States", {})}
+    """Each top-level state's part in one execution, from its history (as the console's graph).
+
+    Inside a Map or Parallel state the events of its inner states are its own: they never make another
+    state current (a definition's state names are unique), an inner Task's failure is only a candidate
+    for its error, and the last ...StateSucceeded or ...StateFailed before it exits is how it ended
+    (its inner Maps and Parallels end before it does).
+    """
+    top = definition.get("States", {})
+    runs: dict[str, dict[str, Any]] = {name: {"status": "not_run"} for name in top}
     current: str | None = None
+    block = False  # the current state is a Map or Parallel
     for event in history:
         etype = event["type"]
         if etype.endswith("StateEntered"):
             d = event.get("stateEnteredEventDetails", {})
-            current = d.get("name")
-            if current in runs:
+            if d.get("name") in runs:  # an inner state's name is never a top-level one
+                current = d["name"]
+                spec = top[current]
+                block = isinstance(spec, dict) and spec.get("Type") in _BLOCK_TYPES
                 runs[current] = {"status": "running", "input": parse_json(d.get("input"))}
-        elif etype.endswith("StateExited"):
+            continue
+        if current not in runs:
+            continue
+        run = runs[current]
+        if etype.endswith("StateExited"):
             d = event.get("stateExitedEventDetails", {})
-            name = d.get("name")
-            if name in runs:  # a state that failed but handed on through Catch exits too: caught
-                runs[name].update(status="caught" if runs[name].get("error") else "succeeded",
-                                  output=parse_json(d.get("output")))
-        elif etype == "TaskSucceeded" and current in runs:  # a retry that worked clears the failure
-            runs[current].pop("error", None)
-            runs[current].pop("cause", None)
-        elif etype in ("TaskFailed", "TaskTimedOut") and current in runs:
+            if d.get("name") != current:
+                continue  # an inner state's
+            output = parse_json(d.get("output"))
+            # A state that failed but handed on through Catch exits too: caught.
+            caught = run.pop("attempt_failed", False) if block else bool(run.get("error"))
+            if caught and block:
+                run["error"], run["cause"] = _caught_error(output) or (run.get("error"), run.get("cause"))
+            run.update(status="caught" if caught else "succeeded", output=output)
+        elif block and etype in ("MapStateFailed", "ParallelStateFailed"):
+            run.update(attempt_failed=True, error=run.get("inner_error"), cause=run.get("inner_cause"))
+        elif block and etype in ("MapStateSucceeded", "ParallelStateSucceeded"):
+            run.update(attempt_failed=False, error=None, cause=None)  # an inner one, or a retry that worked
+        elif etype == "TaskSucceeded" and not block:  # a retry that worked clears the failure
+            run.pop("error", None)
+            run.pop("cause", None)
+        elif etype in ("TaskFailed", "TaskTimedOut"):
             d = event.get("taskFailedEventDetails") or event.get("taskTimedOutEventDetails") or {}
-            runs[current].update(error=d.get("error"), cause=d.get("cause"))
-        elif etype in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted") and current in runs:
+            if block:
+                run.update(inner_error=d.get("error"), inner_cause=d.get("cause"))
+            else:
+                run.update(error=d.get("error"), cause=d.get("cause"))
+        elif etype in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
             d = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
-            runs[current].update(status="failed", error=runs[current].get("error") or d.get("error"),
-                                 cause=runs[current].get("cause") or d.get("cause"))
+            if block:  # what a Map or Parallel raised is what the execution failed with
+                error, cause = d.get("error") or run.get("error"), d.get("cause") or run.get("cause")
+            else:
+                error, cause = run.get("error") or d.get("error"), run.get("cause") or d.get("cause")
+            run.update(status="failed", error=error, cause=cause)
     return [StateRun(name, r["status"], r.get("input"), r.get("output"), r.get("error"), r.get("cause"))
             for name, r in runs.items()]
 
 
+def _caught_error(value: Any, depth: int = 0) -> tuple[str, str | None] | None:
+    """The {"Error", "Cause"} a Catch put in a state's output (at its ResultPath), when it is there."""
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("Error"), str) and set(value) <= {"Error", "Cause"}:
+        cause = value.get("Cause")
+        return value["Error"], cause if isinstance(cause, str) else None
+    if depth >= 20:
+        return None
+    for item in value.values():
+        found = _caught_error(item, depth + 1)
+        if found:
+            return found
+    return None
+
+
 def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
-    """Any image file -> PNG bytes at the model's input size; a clear error for what is not an image."""
+    """Any image file -> PNG bytes at the model's input size; a clear error for what is not an image.
+
+    An image of more than MAX_UPLOAD_PIXELS is refused from its header, before its pixels are decoded:
+    Pillow itself only warns up to twice its limit, and raises above it."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
+    too_big = ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.")
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
-    try:
+    with warnings.catch_warnings():
+        # Pillow's warning for an image over its limit is our refusal, not a line on stderr.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise too_big from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
         with img:
-            img.load()
-            rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
-    except Image.DecompressionBombError:
-        raise ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.") from None
-    except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
-        raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or corrupt: "
-                              "send the whole image again.") from None
+            if img.width * img.height > MAX_UPLOAD_PIXELS:  # Pillow's limit set higher elsewhere in this process
+                raise too_big
+            try:
+                img.load()
+                rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise too_big from None
+            except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
+                raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or "
+                                      "corrupt: send the whole image again.") from None
     buf = io.BytesIO()
     rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
     return buf.getvalue()

@@ -464,5 +464,6 @@ def _iso(value: Any) -> str:
 
 def _json_diagnostic(exc: ValueError) -> Any:
     from backend.local.states import Diagnostic
+    from backend.local.states.validation import json_error_text
 
-    return Diagnostic("", "", f"the definition is not valid JSON: {exc}")
+    return Diagnostic("", "", f"the definition is not valid JSON: {json_error_text(exc)}")

@@ -644,7 +644,59 @@ def test_a_reused_pid_is_not_mistaken_for_the_runner(db):
         assert engine.recover_lost_executions() == ["arn:aws:states:us-east-1:123456789012:execution:local:ghost"]
         assert engine.describe_execution("arn:aws:states:us-east-1:123456789012:execution:local:ghost").status == "FAILED"
         history = engine.get_execution_history("arn:aws:states:us-east-1:123456789012:execution:local:ghost")
-        assert [(e["id"], e["type"]) for e in history] == [(1, "ExecutionFailed")]
+        # No event of its was written: the history still begins with ExecutionStarted.
+        assert [(e["id"], e["previousEventId"], e["type"]) for e in history] == [
+            (1, 0, "ExecutionStarted"), (2, 1, "ExecutionFailed")]
+
+
+def test_a_batch_whose_runner_died_before_its_first_flush_has_whole_histories(tmp_path):
+    # The dashboard restarted within a second of starting a batch: the rows are written, no event is.
+    path = tmp_path / "scones.db"
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from backend.local.db import Database
+        from backend.local.states import StatesEngine
+        engine = StatesEngine(Database({str(path)!r}), flush_interval=3600)
+        arns = engine.start_executions(json.loads({json.dumps(json.dumps(LONG_WAIT))}), [{{"i": i}} for i in range(20)])
+        print(json.dumps(arns), flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        arns = json.loads(child.stdout.readline())
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM sf_events").fetchone()[0] == 0  # nothing flushed yet
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        with StatesEngine(Database(path)) as restarted:
+            records = [restarted.describe_execution(arn) for arn in arns]
+            histories = [restarted.get_execution_history(arn) for arn in arns]
+            role = restarted.role_arn
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert {(r.status, r.error) for r in records} == {("FAILED", "States.Runtime")}
+    for i, (record, history) in enumerate(zip(records, histories)):
+        assert [(e["id"], e["previousEventId"], e["type"]) for e in history] == [
+            (1, 0, "ExecutionStarted"), (2, 1, "ExecutionFailed")]
+        started = history[0]["executionStartedEventDetails"]
+        assert json.loads(started["input"]) == {"i": i} and started["roleArn"] == role
+        assert history[0]["timestamp"] == record.start_date
+        assert history[1]["executionFailedEventDetails"]["error"] == "States.Runtime"
+
+
+def test_a_stop_from_elsewhere_before_the_first_flush_keeps_execution_started(db):
+    with StatesEngine(db, flush_interval=3600) as runner, StatesEngine(Database(db.path)) as other:
+        arn = runner.start_execution(LONG_WAIT, {"k": "v"}, name="early-stop")
+        assert other.get_execution_history(arn) == []  # the runner has written no event yet
+        assert other.stop_execution(arn, cause="from elsewhere").status == "ABORTED"
+        runner.flush()  # the runner sees the stop: its own events are dropped, not added after it
+        _until(lambda: arn not in runner._active)
+        history = other.get_execution_history(arn)
+        assert [(e["id"], e["previousEventId"], e["type"]) for e in history] == [
+            (1, 0, "ExecutionStarted"), (2, 1, "ExecutionAborted")]
+        assert json.loads(history[0]["executionStartedEventDetails"]["input"]) == {"k": "v"}
 
 
 def _until(predicate, timeout: float = 5.0) -> None:

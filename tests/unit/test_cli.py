@@ -218,3 +218,36 @@ def test_a_damaged_workspace_database_is_named_with_what_to_do(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"The workspace database in {tmp_path} is damaged" in r.stderr and "move scones.db aside" in r.stderr
     assert json.loads(r.stdout)["error"]["code"] == "WorkspaceDatabaseError"
+
+
+def test_workflow_list_lists_every_execution_and_says_when_limit_cuts_it(tmp_path):
+    """The backend lists 200 by default: 'workflow list' gave 200 of 232 while 'status' counted 232."""
+    from dataclasses import replace
+
+    from backend import get_backend
+    from backend.settings import load_settings
+
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    b = get_backend(replace(load_settings({}), home=tmp_path))
+    b.workflow._save("many", json.dumps(definition), {}, "none", 0.5, imported=True)  # a machine with no functions
+    arns = b.workflow.engine.start_executions(definition, [{"i": i} for i in range(232)], state_machine_name="many")
+    assert {b.workflow.engine.wait(arn, 30).status for arn in arns} == {"SUCCEEDED"}
+
+    r = scones("workflow", "list", "--json", home=tmp_path)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and r.stderr == ""
+    assert len(doc["executions"]) == 232 and (doc["total"], doc["truncated"]) == (232, False)
+    assert {e["name"] for e in doc["executions"]} == {arn.rsplit(":", 1)[1] for arn in arns}
+
+    r = scones("workflow", "list", "--limit", "5", "--json", home=tmp_path)
+    doc = json.loads(r.stdout)
+    assert len(doc["executions"]) == 5 and (doc["total"], doc["truncated"]) == (232, True)
+    assert doc["executions"] == json.loads(scones("workflow", "list", "--json", home=tmp_path).stdout)["executions"][:5]
+
+    lines = scones("workflow", "list", "--limit", "5", home=tmp_path).stdout.splitlines()
+    assert len(lines) == 6
+    assert lines[-1] == "227 older executions not shown (232 in all): leave out --limit to list them all."
+    assert len(scones("workflow", "list", home=tmp_path).stdout.splitlines()) == 232
+
+    r = scones("workflow", "list", "--limit", "0", home=tmp_path)
+    assert r.returncode == 2 and "--limit 0 is not possible" in r.stderr and "Traceback" not in r.stderr

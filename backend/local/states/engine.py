@@ -738,11 +738,21 @@ class StatesEngine:
         return self.describe_execution(arn)
 
     def _append_terminal(self, conn: sqlite3.Connection, arn: str, status: str, error: str | None, cause: str | None) -> None:
+        """End a RUNNING execution from outside its runner (a stop from elsewhere, a lost runner). One whose
+        runner wrote no event yet (its first flush had not come) gets its ExecutionStarted first, as the
+        runner would have written it: a history always begins with that event."""
+        events = []
         last = store.last_event(conn, arn)
+        if last == 0:
+            row = store.get_execution(conn, arn)
+            events.append((1, 0, "ExecutionStarted", row["start_date"], "executionStartedEventDetails",
+                           {"input": row["input"], "inputDetails": {"truncated": False}, "roleArn": self.role_arn}))
+            last = 1
         etype, key = _TERMINAL_EVENT[status]
         details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
         now = self.clock.now()
-        store.write_events(conn, arn, [(last + 1, last, etype, now, key, details)])
+        events.append((last + 1, last, etype, now, key, details))
+        store.write_events(conn, arn, events)
         store.close_execution(conn, arn, status, None, error, cause, now)
 
     # --- runners that died -------------------------------------------------------------------------

@@ -82,6 +82,17 @@ def resource_problem(resource: str) -> str | None:
             f"(arn:aws:lambda:<region>:<account>:function:<name>) or an activity ARN")
 
 
+def json_error_text(exc: ValueError) -> str:
+    """What is wrong with a JSON text and where, as a clause: "unterminated string starting at line 1,
+    column 5 (char 4)" (json's own message repeats "at" after messages that end with it)."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    msg = exc.msg[:1].lower() + exc.msg[1:]
+    if msg.endswith(" at"):
+        msg = msg[:-3]
+    return f"{msg} at line {exc.lineno}, column {exc.colno} (char {exc.pos})"
+
+
 def parse_definition(definition: dict | str) -> tuple[Any, list[Diagnostic]]:
     if isinstance(definition, (bytes, bytearray)):
         definition = definition.decode("utf-8", errors="replace")
@@ -93,7 +104,7 @@ def parse_definition(definition: dict | str) -> tuple[Any, list[Diagnostic]]:
         except RecursionError:
             return None, [Diagnostic("", "", "the definition's JSON is nested too deeply")]
         except ValueError as e:
-            return None, [Diagnostic("", "", f"the definition is not valid JSON: {e}")]
+            return None, [Diagnostic("", "", f"the definition is not valid JSON: {json_error_text(e)}")]
     if not isinstance(definition, dict):
         return None, [Diagnostic("", "", f"the definition must be a JSON object, got {type(definition).__name__}")]
     return definition, []
@@ -466,4 +477,4 @@ def _targets(spec: Any) -> list[str]:
     return out
 
 
-__all__ = ["validate_definition", "parse_definition", "Diagnostic"]
+__all__ = ["validate_definition", "parse_definition", "json_error_text", "Diagnostic"]
