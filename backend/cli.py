@@ -260,7 +260,8 @@ def parse_pairs(pairs: list[str], flag: str, example: str, form: str = "KEY=VALU
 def job_doc(job: Any) -> dict[str, Any]:
     return {"job_name": job.job_name, "status": job.status, "secondary_status": job.secondary_status,
             "created": job.created, "seconds": round(job.seconds, 1), "metrics": job.final_metrics,
-            "failure_reason": job.failure_reason, "model_artifact": job.model_artifact}
+            "failure_reason": job.failure_reason, "model_artifact": job.model_artifact,
+            "validation": job.validation}  # what metrics' validation:accuracy was measured on: test | holdout
 
 
 def confirm_billing(backend: Any, kind: str, yes: bool) -> None:

@@ -32,12 +32,17 @@ def eight_bit(img):  # PIL.Image.Image -> PIL.Image.Image
     return Image.fromarray(out, "L")
 
 
+MAX_DISPLAY_PIXELS = 40_000_000  # what a local endpoint takes; a larger image is not decoded to be shown
+
+
 def displayable(data: bytes) -> bytes | None:
     """PNG bytes a browser shows for any image Pillow reads (16-bit ones scaled), or None when unreadable."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_DISPLAY_PIXELS:  # not decoded: the endpoint refuses it anyway
+                return None
             img.load()
             if img.format in ("PNG", "JPEG", "GIF", "WEBP") and img.mode not in WIDE_MODES and img.mode != "CMYK":
                 return data

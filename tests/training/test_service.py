@@ -67,6 +67,13 @@ def test_a_job_runs_to_completed_with_metrics_artifact_model_and_evaluation(stag
     assert ev.accuracy == pytest.approx(job.final_metrics["validation:accuracy"], abs=1 / 32)
     assert staged.evaluate_training_job(name) == ev  # cached
 
+    # What validation:accuracy was measured on is part of the job (the pages and `scones jobs` say it).
+    assert job.validation == "test"
+    held = wait_done(staged, staged.create_training_job(synthetic.hyperparameters(epochs=1), job_name="tiny-held",
+                                                        validation="holdout", seed=1))
+    assert (held.status, held.validation) == ("Completed", "holdout")
+    assert {j.job_name: j.validation for j in staged.list_training_jobs()} == {"tiny-1": "test", "tiny-held": "holdout"}
+
     model = staged.create_model(name)
     assert (model.model_name, model.job_name, model.image_shape) == ("tiny-1", "tiny-1", (3, 16, 16))
     assert [m.model_name for m in staged.list_models()] == ["tiny-1"]

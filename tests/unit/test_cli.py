@@ -106,6 +106,7 @@ def test_train_jobs_evaluate(tmp_path):
     jobs = json.loads(scones("jobs", "--json", home=tmp_path).stdout)["jobs"]
     assert [j["job_name"] for j in jobs] == [doc["job_name"]]
     assert set(jobs[0]) >= {"job_name", "status", "created", "seconds", "metrics"}
+    assert doc["validation"] == jobs[0]["validation"] == "test"  # what validation:accuracy was measured on
     ev = json.loads(scones("evaluate", "--job", doc["job_name"], "--json", home=tmp_path).stdout)
     assert ev["classes"] == ["bicycle", "motorcycle"]
     assert sum(map(sum, ev["confusion_matrix"])) == 200

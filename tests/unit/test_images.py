@@ -44,6 +44,9 @@ def test_displayable_gives_browser_ready_bytes_or_none():
         shown = Image.open(io.BytesIO(displayable(png(img, fmt))))
         assert shown.format == "PNG" and shown.mode in ("L", "RGB", "RGBA")
     assert displayable(b"not an image") is None and displayable(png(Image.new("RGB", (4, 4)))[:20]) is None
+    # Over what an endpoint takes, an image is not decoded to be shown (7100 x 7100: 50 million pixels).
+    huge = png(Image.new("1", (7100, 7100)))
+    assert len(huge) < 100_000 and displayable(huge) is None
 
 
 def test_the_pages_image_grid_draws_a_16_bit_png_and_names_an_unreadable_one():
