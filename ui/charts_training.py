@@ -12,10 +12,34 @@ METRIC_COLUMNS = ["epoch", "metric", "value"]
 NO_VALUE = "—"
 
 
+def stopped_early(job, planned: int) -> bool:
+    """Early stopping ended the job: it completed with `early_stopping` on and fewer epochs than planned (the
+    algorithm completes before its last epoch in no other way)."""
+    on = str(getattr(job, "hyperparameters", {}).get("early_stopping", "")).strip().lower() in ("true", "1")
+    return job.status == "Completed" and on and 0 < len(job.epochs) < planned
+
+
+def planned_epochs(job) -> int:
+    """The epochs a job was set to run (the algorithm's default, 30, where it left `epochs` unset)."""
+    try:
+        return int(job.hyperparameters.get("epochs", "30"))
+    except (TypeError, ValueError):
+        return 30
+
+
+def status_text(job, separator: str = " · ") -> str:
+    """Status and secondary status, the latter only where it adds something ("Completed", not twice)."""
+    if job.secondary_status in ("", job.status):
+        return job.status
+    return f"{job.status}{separator}{job.secondary_status}"
+
+
 def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> str:
     """A job's progress bar text: epochs done and what the job is doing; while it trains, about how long
     is left at `seconds_per_epoch` (the pace epochs were seen to end at, startup not counted)."""
     done = len(job.epochs)
+    if stopped_early(job, planned):
+        return f"stopped early after {done} of {planned} epochs (early_stopping)"
     text = f"{done} of {planned} epochs done"
     if job.status == "Stopping":
         return f"{text} · stopping"
@@ -29,9 +53,13 @@ def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> 
     return f"{text} · {doing}" if doing else text
 
 
+VALIDATED_ON = {"test": "test split", "holdout": "20% hold-out"}  # what validation accuracy was measured on
+
+
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
-    has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss)."""
+    has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss). `seconds` stays a
+    number: the page writes it with one decimal."""
     def metric(value: float | None) -> str:
         return NO_VALUE if value is None else f"{value:.3f}"
 
@@ -39,12 +67,14 @@ def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     for j in jobs:
         m = j.final_metrics
         status = j.status if j.secondary_status in ("", j.status) else f"{j.status} ({j.secondary_status})"
+        planned = planned_epochs(j)
         rows.append({
             "job name": j.job_name, "status": status,
             "created": j.created.replace("T", " ")[:19], "seconds": round(j.seconds, 1),
-            "epochs": f"{len(j.epochs)}/{j.hyperparameters.get('epochs', '30')}",
+            "epochs": f"{len(j.epochs)}/{planned}" + (" (stopped early)" if stopped_early(j, planned) else ""),
             "train accuracy": metric(m.get("train:accuracy")),
             "validation accuracy": metric(m.get("validation:accuracy")),
+            "validated on": VALIDATED_ON.get(getattr(j, "validation", "test"), j.validation),
             "train loss": metric(m.get("train:loss")),
         })
     return pd.DataFrame(rows)

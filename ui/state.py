@@ -26,3 +26,10 @@ def kept(key: str, default: object, follow: object = None) -> None:
     if key not in st.session_state:
         st.session_state[key] = st.session_state.get(shadow, default)
     st.session_state[shadow] = st.session_state[key]
+
+
+def remember(key: str) -> None:
+    """`on_change` of a widget kept with `kept()`: keep its new value at once, even when the page is left
+    before it is drawn again (a field edited, then a page link clicked: the click's run is another page's)."""
+    if key in st.session_state:
+        st.session_state[f"_kept:{key}"] = st.session_state[key]

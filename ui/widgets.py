@@ -1,6 +1,7 @@
 """Small widgets shared by pages. They draw; they never call the backend themselves."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import streamlit as st
@@ -19,6 +20,17 @@ STATE_BADGES = {
 def status_badge(status: StepStatus) -> str:
     color, text = STATE_BADGES.get(status.state, ("gray", status.state))
     return f":{color}-badge[{text}]"
+
+
+def utc_time(iso: str) -> str:
+    """An ISO 8601 time as the pages write times: 2026-11-29T02:47:05.330Z -> 2026-11-29 02:47:05 UTC."""
+    try:
+        when = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return str(iso)
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def show_error(exc: SconesError) -> None:

@@ -1,19 +1,26 @@
 """Deploy: a model to an endpoint with data capture, its status as it changes, and Try it on images."""
 from __future__ import annotations
 
+import io
+import math
+import warnings
+
 import pandas as pd
 import streamlit as st
 
 from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, CaptureConfig, SconesError
+from backend.local.serving.server import MAX_BODY_BYTES, MAX_PIXELS
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
-from ui.state import backend
-from ui.widgets import show_error, show_image
+from ui.state import backend, kept, remember
+from ui.widgets import show_error, show_image, utc_time
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")  # SageMaker's transitions
 STATUS_COLORS = {"InService": "green", "Creating": "blue", "Updating": "blue", "Deleting": "orange",
                  "Failed": "red", "OutOfService": "gray"}
+SERVING = ("InService", "Updating")  # an endpoint that answers requests (Updating: the old config still serves)
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+MB = 1024 * 1024  # InvokeEndpoint's 6 MB: 6,291,456 bytes (MAX_BODY_BYTES)
 
 st.title("Deploy")
 st.caption("A model behind an endpoint with SageMaker's serving contract (POST /invocations, a JSON list of "
@@ -149,7 +156,9 @@ with st.container(border=True):
         confirmed = billing is None or st.checkbox(billing.confirmation,
                                                    key=f"deploy_confirm_{settings['instance_type']}")
         if st.button("Deploy", type="primary", key="deploy_go", disabled=not confirmed):
-            if settings["capture_enabled"] and not (settings["capture_input"] or settings["capture_output"]):
+            if not settings["endpoint_name"]:  # the backend would name it after the model, unasked
+                st.error("Enter an endpoint name: a new one to create, or an existing endpoint's to update it.")
+            elif settings["capture_enabled"] and not (settings["capture_input"] or settings["capture_output"]):
                 st.error("Choose Input, Output or both as capture options, or turn data capture off.")
             else:
                 try:
@@ -187,8 +196,13 @@ def endpoints_view() -> None:
             c2.markdown(f"model `{e.model_name}`")
             capture = f"capture {e.capture.sampling_percent}% to {e.capture.destination}" if e.capture.enabled \
                 else "capture off"
-            where = e.url or ("SageMaker Runtime InvokeEndpoint" if e.backend == "aws" else "no URL yet")
-            c3.caption(f"{capture} · {where} · updated {e.updated}")
+            if e.backend == "aws":
+                where = "SageMaker Runtime InvokeEndpoint"
+            elif not e.url:
+                where = "no URL yet"
+            else:  # a link only where something answers it: a Failed endpoint's port is dead
+                where = e.url if e.status in SERVING else f"`{e.url}` not serving"
+            c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 act(b.delete_endpoint, e.endpoint_name)
             if e.status in b.restartable_statuses and c4.button("Start", key=f"start_{e.endpoint_name}",
@@ -203,13 +217,54 @@ def endpoints_view() -> None:
 endpoints_view()
 
 
-def images_ui() -> list[tuple[str, bytes, str]]:
-    """(name, bytes, content type) of the images to classify: uploads, or staged test images."""
-    source = st.segmented_control("Images", ["Upload", "Staged test images"], default="Upload",
-                                  key="try_source") or "Upload"
+def limits_text(local: bool) -> str:
+    """What an endpoint takes per image: InvokeEndpoint's payload limit, and the local endpoint's pixel limit."""
+    return f"up to {MAX_BODY_BYTES // MB} MB" + (f" and {MAX_PIXELS // 1_000_000} megapixels" if local else "")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header (nothing decoded), None where Pillow cannot read it; (0, 0) for
+    one Pillow itself refuses as a decompression bomb (far over any limit)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        return (0, 0)
+    except Exception:  # noqa: BLE001 - not an image: the endpoint answers that itself, with its 400
+        return None
+
+
+def too_large(name: str, data: bytes, local: bool) -> str:
+    """Why the endpoint would refuse this image for its size, in one sentence; "" when it would not."""
+    if len(data) > MAX_BODY_BYTES:
+        return (f"{name} is {math.ceil(len(data) / MB * 10) / 10:.1f} MB; the endpoint takes at most "
+                f"{MAX_BODY_BYTES // MB} MB (SageMaker's InvokeEndpoint limit): send a smaller image.")
+    size = image_size(data) if local else None
+    if size is not None and (size == (0, 0) or size[0] * size[1] > MAX_PIXELS):
+        shape = f"is {size[0]}x{size[1]} pixels" if size != (0, 0) else "has far more pixels"
+        return (f"{name} {shape}; the endpoint takes at most {MAX_PIXELS // 1_000_000} megapixels "
+                f"({MAX_PIXELS:,} pixels): send a smaller image.")
+    return ""
+
+
+def images_ui(local: bool) -> list[tuple[str, bytes, str]]:
+    """(name, bytes, content type) of the images to classify: uploads, or staged test images. The choice is
+    kept while another page is shown (an upload cannot be: the browser drops the file)."""
+    kept("try_source", "Upload")
+    source = st.segmented_control("Images", ["Upload", "Staged test images"], key="try_source",
+                                  on_change=remember, args=("try_source",)) or "Upload"
     if source == "Upload":
-        files = st.file_uploader("PNG or JPEG images, any size", type=["png", "jpg", "jpeg"],
-                                 accept_multiple_files=True, key="try_upload") or []
+        files = st.file_uploader(
+            f"PNG or JPEG images, {limits_text(local)} each", type=["png", "jpg", "jpeg"],
+            accept_multiple_files=True, key="try_upload", max_upload_size=MAX_BODY_BYTES // MB,
+            help=f"SageMaker's InvokeEndpoint takes at most {MAX_BODY_BYTES // MB} MB per request"
+                 + (f"; the endpoint refuses an image over {MAX_PIXELS:,} pixels" if local else "")
+                 + ". The endpoint resizes each image to the model's input, so a smaller one loses nothing.",
+        ) or []
         return [(f.name, f.getvalue(), CONTENT_TYPES.get(f.name.rsplit(".", 1)[-1].lower(), "application/x-image"))
                 for f in files]
     samples = b.staged_samples("test", per_class=4)
@@ -217,7 +272,8 @@ def images_ui() -> list[tuple[str, bytes, str]]:
         st.info("No staged test images: stage data first, or upload images.")
         return []
     names = [s.key.rsplit("/", 1)[-1] for s in samples]
-    picked = st.multiselect("Staged test images", names, default=names[:2], key="try_staged")
+    kept("try_staged", names[:2], follow=tuple(names))  # the picks start over when the staged images change
+    picked = st.multiselect("Staged test images", names, key="try_staged", on_change=remember, args=("try_staged",))
     return [(n, s.data, "image/png") for n, s in zip(names, samples) if n in picked]
 
 
@@ -236,15 +292,24 @@ def show_results(results: list[dict]) -> None:
 
 
 st.subheader("Try it")
-serving = [e.endpoint_name for e in endpoints if e.status in ("InService", "Updating")]
+serving = {e.endpoint_name: e for e in endpoints if e.status in SERVING}
 if not serving:
     st.info("No endpoint is InService yet: deploy a model, then try it here.")
 else:
-    target = st.selectbox("Endpoint", serving, key="try_endpoint")
-    images = images_ui()
+    kept("try_endpoint", next(iter(serving)))
+    if st.session_state["try_endpoint"] not in serving:  # the one tried last is gone or not serving now
+        st.session_state["try_endpoint"] = next(iter(serving))
+    target = st.selectbox("Endpoint", list(serving), key="try_endpoint", on_change=remember, args=("try_endpoint",))
+    serves = serving[target].model_name
+    local = serving[target].backend == "local"
+    images = images_ui(local)
     if st.button("Classify", type="primary", disabled=not images, key="try_go"):
         results = []
         for name, data, content_type in images:
+            refused = too_large(name, data, local)  # said here, with what to do, before anything is sent
+            if refused:
+                results.append({"name": name, "data": data, "error": refused})
+                continue
             try:
                 p = b.invoke_endpoint(target, data, content_type)
             except SconesError as exc:
@@ -252,9 +317,14 @@ else:
             else:
                 results.append({"name": name, "data": data, "error": "", "label": p.label, "confidence": p.confidence,
                                 "classes": list(p.classes), "probabilities": list(p.probabilities)})
-        st.session_state["try_results"] = {"endpoint": target, "results": results}
+        st.session_state["try_results"] = {"endpoint": target, "model": serves, "results": results}
     shown = st.session_state.get("try_results")
-    if shown and shown["endpoint"] == target:
+    if shown and shown["endpoint"] == target and shown.get("model") != serves:
+        st.info(f"Endpoint {target} serves model {serves} now: the results model {shown.get('model')} gave were "
+                "cleared; classify again.")
+        st.session_state.pop("try_results")
+    elif shown and shown["endpoint"] == target:
+        st.caption(f"Answers of model `{serves}` on endpoint {target}.")
         show_results(shown["results"])
         ok = [r for r in shown["results"] if not r["error"]]
         if ok:

@@ -1,6 +1,8 @@
 """Stage: choose a CIFAR-100 source and classes, stage them, see what was written."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -8,8 +10,9 @@ from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError
 from backend.settings import DEFAULT_CLASSES
 from ui.charts import class_balance_chart, counts_frame
 from ui.state import backend
-from ui.widgets import image_grid, show_error
+from ui.widgets import image_grid, show_error, utc_time
 
+SAME_START_SECONDS = 2.0  # a second press of the same staging this soon is a double-click, not a second staging
 SOURCES = {
     "Bundled sample (offline, 1,200 real images)": "sample",
     "Official download (169 MB, falls back to the sample offline)": "official",
@@ -45,15 +48,31 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
     return choice, None, ""
 
 
-def start(source: str, data: bytes | None, filename: str, classes: list[str]) -> bool:
+def start(source: str, data: bytes | None, filename: str, classes: list[str], request: tuple) -> bool:
+    """Start a staging, or say in one sentence why not (another one running included: the backend refuses it)."""
     try:
         if source == "upload":
             source = b.save_upload(filename, data or b"")
-        b.start_staging(source, classes, fallback_to_sample=(source == "official"))
+        job_id = b.start_staging(source, classes, fallback_to_sample=(source == "official"))
     except SconesError as exc:
         show_error(exc)
         return False
+    st.session_state["stage_last_start"] = {"at": time.monotonic(), "request": request, "job": job_id}
     return True
+
+
+def same_start(request: tuple) -> bool:
+    """A second press while the page reruns arrives as a second click: the same staging again within 2 s, or
+    while the staging it started still runs, is that one start."""
+    last = st.session_state.get("stage_last_start")
+    if last is None or last["request"] != request:
+        return False
+    if time.monotonic() - last["at"] < SAME_START_SECONDS:
+        return True
+    try:
+        return b.describe_job(last["job"]).status == JOB_IN_PROGRESS
+    except SconesError:
+        return False
 
 
 tab_stage, tab_explore = st.tabs(["Stage", "Explore archive"])
@@ -64,14 +83,17 @@ with tab_stage:
         names = label_names("sample")
         classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
                                  default=list(DEFAULT_CLASSES), key="stage_classes")
-        running = b.latest_job("stage")
-        busy = running is not None and running.status == JOB_IN_PROGRESS
         refused = False  # this press was refused, with its own message: no older failure under it
-        if st.button("Start staging", type="primary", disabled=busy or source is None, key="stage_start"):
-            if len(classes) < 2:
+        # Enabled while a staging runs: a disabled button's click is dropped by Streamlit, so a press that met
+        # a staging started just before (another tab, the CLI) was lost without a word; the backend refuses it.
+        if st.button("Start staging", type="primary", disabled=source is None, key="stage_start"):
+            request = (source, filename, len(data) if data else None, tuple(classes))
+            if same_start(request):
+                st.toast("Already started: the second press was not taken.")
+            elif len(classes) < 2:
                 st.error("Choose at least two classes: a classifier needs two or more.")
                 refused = True
-            elif start(source, data, filename, classes):
+            elif start(source, data, filename, classes, request):
                 st.rerun()
             else:
                 refused = True
@@ -90,8 +112,8 @@ with tab_stage:
         elif st.session_state.pop("stage_watching", None) == current.job_id:
             st.rerun()  # the job just ended: redraw the whole page with its report
         elif current.status != JOB_COMPLETED and not refused:
-            when = current.updated.replace("T", " ")[:19]
-            st.error(f"The last staging attempt ({when} UTC) {current.status.lower()}: {current.failure_reason}",
+            st.error(f"The last staging attempt ({utc_time(current.updated)}) {current.status.lower()}: "
+                     f"{current.failure_reason}",
                      icon=":material/error:")
 
     progress_view()

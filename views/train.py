@@ -9,12 +9,14 @@ import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
-    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, progress_text,
+    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, planned_epochs,
+    progress_text, status_text,
 )
-from ui.state import backend
+from ui.state import backend, kept, remember
 from ui.widgets import image_grid, show_error
 
 POLL_SECONDS = 1.5
+SAME_START_SECONDS = 2.0  # a second press of the same values this soon is a double-click, not a second job
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
         "augmentation_type", "cutmix", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype",
@@ -60,6 +62,10 @@ def copy_job(job: TrainingJob) -> None:
     as the SageMaker console's Clone does; fields the job left unset become empty."""
     for name in specs:
         st.session_state[f"hp_{name}"] = job.hyperparameters.get(name, "")
+        remember(f"hp_{name}")
+    if job.validation in VALIDATION:  # the same validation data too, or the copy would not be the same job
+        st.session_state["train_validation"] = job.validation
+        remember("train_validation")
     st.session_state["train_preset"] = f"job:{job.job_name}"
 
 
@@ -68,16 +74,18 @@ if "train_preset" not in st.session_state and not load_preset("sagemaker" if b.n
 
 
 def field(name: str, container: Any = st) -> str:
+    """One hyperparameter's widget, its value kept while another page is shown (Streamlit drops it there)."""
     spec = specs[name]
     key = f"hp_{name}"
     label = name + (" *" if spec["required"] else "")
+    kept(key, "")
     if spec["choices"]:
         options = ([""] if not spec["required"] else []) + spec["choices"]
-        if st.session_state.get(key, "") not in options:
+        if st.session_state[key] not in options:
             st.session_state[key] = ""
-        return container.selectbox(label, options, key=key, help=spec["help"],
+        return container.selectbox(label, options, key=key, help=spec["help"], on_change=remember, args=(key,),
                                    format_func=lambda v: v if v else "(not set)")
-    return container.text_input(label, key=key, help=spec["help"],
+    return container.text_input(label, key=key, help=spec["help"], on_change=remember, args=(key,),
                                 placeholder=f"default {spec['default']}" if spec["default"] else "not set")
 
 
@@ -110,7 +118,9 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
                    "a minute or more per epoch on 2 cores, so 30 epochs take half an hour or longer. "
                    f"**{PRESETS['local']}** trains in about a minute and a half.", icon=":material/schedule:")
     confirmed = billing_ui()
-    with st.form("train_form", border=True):
+    # Not an st.form: a form sends its values only with its submit button, so an edit typed before going to
+    # another page was lost; each field's value is kept (kept/remember) as soon as it is entered.
+    with st.container(border=True):
         cols = st.columns(4)
         for i, name in enumerate(n for n in MAIN if n in specs):
             field(name, cols[i % 4])
@@ -128,11 +138,13 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
             for i, name in enumerate(rest):
                 field(name, cols[i % 4])
         c1, c2 = st.columns(2)
+        kept("train_validation", "test")
         validation = c1.radio("Validation channel", list(VALIDATION), format_func=VALIDATION.get,
-                              key="train_validation", horizontal=True)
-        job_name = c2.text_input("Job name (optional)", key="train_job_name",
-                                 placeholder="image-classification-<date-time>")
-        start = st.form_submit_button("Start training", type="primary", key="train_start", disabled=not confirmed)
+                              key="train_validation", horizontal=True, on_change=remember, args=("train_validation",))
+        kept("train_job_name", "")
+        job_name = c2.text_input("Job name (optional)", key="train_job_name", on_change=remember,
+                                 args=("train_job_name",), placeholder="image-classification-<date-time>")
+        start = st.button("Start training", type="primary", key="train_start", disabled=not confirmed)
     values = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in specs}
     return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
 
@@ -157,7 +169,8 @@ def jobs_table_view(polled: bool) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch")
+    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",
+                 column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
     if polled and not any(j.status in ACTIVE for j in jobs):
         st.rerun()  # the last running job ended: redraw the page, which stops this polling
 
@@ -169,15 +182,16 @@ def job_view(name: str) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    planned = int(job.hyperparameters.get("epochs", "30"))
+    planned = planned_epochs(job)
     running = job.status in ACTIVE
     if running:
         st.session_state["train_watching"] = name
     elif st.session_state.pop("train_watching", None) == name:
         st.rerun()  # the job just ended: redraw the whole page (job list, evaluation)
     c1, c2, c3 = st.columns([2, 2, 1])
-    c1.markdown(f"**{job.job_name}** · {job.status} · {job.secondary_status}")
-    c2.progress(min(len(job.epochs) / planned, 1.0), text=progress_text(job, planned, epoch_pace(job)))
+    c1.markdown(f"**{job.job_name}** · {status_text(job)}")
+    done = 1.0 if job.status == JOB_COMPLETED else min(len(job.epochs) / planned, 1.0)  # early stopping: complete too
+    c2.progress(done, text=progress_text(job, planned, epoch_pace(job)))
     if job.status == JOB_IN_PROGRESS and c3.button("Stop", key="train_stop", icon=":material/stop_circle:"):
         try:
             b.stop_training_job(name)
@@ -230,6 +244,38 @@ def evaluation_view(job: TrainingJob) -> None:
     image_grid(items, columns=6, width=96)
 
 
+def still_running(name: str | None) -> bool:
+    """The job is InProgress or Stopping (False when it cannot be read)."""
+    try:
+        return name is not None and b.describe_training_job(name).status in ACTIVE
+    except SconesError:
+        return False
+
+
+def start_training(hyperparameters: dict[str, str], validation: str, job_name: str) -> None:
+    """Create the job and select it. A second press while the page reruns arrives as a second click: the same
+    values again within 2 s, or while the job they started still runs, are that one start (its job selected)."""
+    request = (tuple(sorted(hyperparameters.items())), validation, job_name)
+    last = st.session_state.get("train_last_start")
+    if last is not None and last["request"] == request and (
+            time.monotonic() - last["at"] < SAME_START_SECONDS or (b.name == "local" and still_running(last["job"]))):
+        if last["job"] is not None:
+            st.session_state["train_selected"] = last["job"]  # the click carried the selector's older value
+        st.toast("Already started: the second press was not taken.")
+        return
+    st.session_state["train_last_start"] = {"at": time.monotonic(), "request": request, "job": None}
+    try:
+        created = b.create_training_job(hyperparameters, job_name=job_name or None, validation=validation)
+    except SconesError as exc:
+        st.session_state.pop("train_last_start", None)  # nothing started: a press again is a new try
+        show_error(exc)
+        return
+    st.session_state["train_last_start"] = {"at": time.monotonic(), "request": request, "job": created}
+    st.session_state["train_selected"] = created
+    st.toast(f"Started {created}")
+    st.rerun()
+
+
 try:
     report = b.latest_stage_report()
 except SconesError as exc:
@@ -241,14 +287,7 @@ if report is None:
 st.subheader("New training job")
 hyperparameters, validation, job_name, start = form_ui()
 if start:
-    try:
-        created = b.create_training_job(hyperparameters, job_name=job_name or None, validation=validation)
-    except SconesError as exc:
-        show_error(exc)
-    else:
-        st.session_state["train_selected"] = created
-        st.toast(f"Started {created}")
-        st.rerun()
+    start_training(hyperparameters, validation, job_name)
 
 st.subheader("Training jobs")
 try:

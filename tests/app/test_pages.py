@@ -90,6 +90,33 @@ def test_a_failed_staging_reads_as_the_last_attempt_and_does_not_stack_under_a_n
     assert not at.exception
 
 
+def test_a_press_that_meets_a_staging_started_elsewhere_says_it_did_not_start(home, backend):
+    """The button was disabled while a staging ran: a press whose rerun found one just started (another tab,
+    the CLI) was dropped by Streamlit without a word, the page then showing the other staging's result."""
+    at = page("stage.py").run()
+    # A staging job with no worker behind it: it stays InProgress for as long as the test needs.
+    other = backend.jobs.create("stage", {"source": "sample", "classes": ["bicycle", "motorcycle"]})
+    try:
+        at.button(key="stage_start").click().run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [f"Staging job {other} is still running; wait for it to finish."]
+        assert [j.job_id for j in backend.jobs.list("stage")] == [other]  # nothing else started
+    finally:
+        backend.jobs.fail(other, "Ended by the test.")
+
+
+def test_a_double_click_on_start_staging_is_one_staging(home, backend):
+    at = page("stage.py").run()
+    at.button(key="stage_start").click().run()
+    first = backend.latest_job("stage")
+    at.button(key="stage_start").click().run()  # the second click of a double-click, in the next rerun
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]  # not refused as "still running": it is that staging
+    assert any("second press was not taken" in t.value for t in at.toast)
+    assert [j.job_id for j in backend.jobs.list("stage")] == [first.job_id]
+    backend.wait_job(first.job_id, timeout=60)
+
+
 def test_explore_archive_view(home):
     at = page("stage.py").run()
     at.button(key="explore_go").click().run()

@@ -48,3 +48,38 @@ def test_start_a_two_epoch_job_and_see_the_chart_gain_points(page: Page, dashboa
     job = backend.list_training_jobs()[0]
     assert [e["epoch"] for e in job.epochs] == [1, 2]
     assert job.hyperparameters["num_training_samples"] == str(N_TRAIN)
+
+
+
+def go_to(page: Page, link: str, title: str) -> None:
+    """Click a page link until that page shows: a click that is also the blur of an edited field can be taken
+    by the rerun that edit starts (Streamlit's, on every page), and is then clicked again, as a user would."""
+    for _ in range(3):
+        page.get_by_role("link", name=link, exact=True).first.click()
+        try:
+            expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"the {title} page did not show")
+
+
+def test_the_form_keeps_typed_edits_across_pages(page: Page, dashboard_url):
+    """Streamlit drops a widget's value while another page is shown: the Train form came back blank (and in an
+    st.form an edit not yet submitted never reached the server at all)."""
+    page.goto(f"{dashboard_url}/train")
+    epochs = page.get_by_label("epochs", exact=True)
+    expect(epochs).to_have_value("80", timeout=30_000)
+    epochs.fill("40")
+    epochs.press("Tab")
+    page.wait_for_timeout(1000)
+    go_to(page, "Deploy", "Deploy")
+    go_to(page, "Train", "Train")
+    expect(page.get_by_label("epochs", exact=True)).to_have_value("40", timeout=30_000)
+    expect(page.get_by_label("lr_scheduler_step", exact=True)).to_have_value("55,73")  # the preset's, not blank
+    expect(page.get_by_text("Preset: Local CPU defaults")).to_be_visible()
+
+    page.get_by_label("epochs", exact=True).fill("12")  # then straight to a page link: the click is the blur
+    go_to(page, "Home", "Scones Unlimited: image-classification workflow")
+    go_to(page, "Train", "Train")
+    expect(page.get_by_label("epochs", exact=True)).to_have_value("12", timeout=30_000)

@@ -205,3 +205,107 @@ def test_probability_chart_builder():
     assert spec["layer"][0]["encoding"]["y"]["sort"] == ["bicycle", "motorcycle"]
     with pytest.raises(ValueError):
         probabilities_frame(("a",), (0.5, 0.5))
+
+
+def test_a_blank_endpoint_name_is_refused_not_named_after_the_model(page_backend):
+    at = run_page()
+    at.text_input(key="deploy_endpoint_name").set_value("  ").run()
+    at.button(key="deploy_go").click().run()
+    assert not at.exception
+    assert [e for e in texts(at.error) if e.startswith("Enter an endpoint name")]
+    assert page_backend.list_endpoints() == []  # not an endpoint called model-a
+
+
+def test_only_a_serving_endpoint_shows_its_url_as_a_link_and_times_read_as_utc(page_backend):
+    import os
+    import re
+    import signal
+    import time
+
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    url = page_backend.describe_endpoint("ep").url
+    at = run_page()
+    caption = next(c for c in texts(at.caption) if c.startswith("capture 100%"))
+    assert f" · {url} · " in caption  # InService: the bare URL, which the page draws as a link
+    assert re.search(r" · updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", caption), caption
+    row = page_backend.db.query_one("SELECT pid FROM endpoints WHERE endpoint_name='ep'")
+    os.kill(row["pid"], signal.SIGKILL)  # a killed endpoint reads Failed; its record keeps the port
+    deadline = time.monotonic() + 30
+    while page_backend.describe_endpoint("ep").status != "Failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at.run()
+    assert any(m == "**ep** :red-badge[Failed]" for m in texts(at.markdown))
+    caption = next(c for c in texts(at.caption) if c.startswith("capture 100%"))
+    assert f" · `{url}` not serving · " in caption, caption  # code, not a link to a dead port
+
+
+def test_uploads_over_the_endpoints_limits_are_refused_with_what_to_do(page_backend, sample_pngs, monkeypatch):
+    import io
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    sent = []
+    invoke = page_backend.invoke_endpoint
+
+    def counted(name, body, content_type="image/png"):
+        sent.append(len(body))
+        return invoke(name, body, content_type)
+
+    monkeypatch.setattr(page_backend, "invoke_endpoint", counted)
+    noise = io.BytesIO()  # random pixels do not compress: about 6.5 MB
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)).save(noise, "PNG")
+    wide = io.BytesIO()  # 48 megapixels of one colour: a few kB
+    Image.new("1", (8000, 6000)).save(wide, "PNG")
+    assert len(noise.getvalue()) > 6 * 2**20
+    heavy_mb = f"{math.ceil(len(noise.getvalue()) / 2**20 * 10) / 10:.1f}"  # rounded up: never "6.0 MB"
+    at = run_page()
+    uploader = at.get("file_uploader")[0]
+    assert uploader.proto.label == "PNG or JPEG images, up to 6 MB and 40 megapixels each"
+    assert uploader.proto.max_upload_size_mb == 6  # the browser refuses a bigger file (Streamlit said 1GB)
+    small = (sample_pngs[0].name, sample_pngs[0].read_bytes(), "image/png")
+    at.file_uploader(key="try_upload").set_value([("heavy.png", noise.getvalue(), "image/png"),
+                                                  ("wide.png", wide.getvalue(), "image/png"), small]).run()
+    at.button(key="try_go").click().run()
+    assert not at.exception
+    assert texts(at.error) == [
+        f"heavy.png is {heavy_mb} MB; the endpoint takes at most 6 MB (SageMaker's InvokeEndpoint limit): "
+        "send a smaller image.",
+        "wide.png is 8000x6000 pixels; the endpoint takes at most 40 megapixels (40,000,000 pixels): "
+        "send a smaller image."]
+    assert sent == [sample_pngs[0].stat().st_size]  # only the image the endpoint takes was sent
+    assert len([m for m in texts(at.markdown) if " · confidence " in m]) == 1
+
+
+def test_try_it_keeps_its_image_source_and_drops_results_of_a_model_the_endpoint_no_longer_serves(
+        page_backend, artifact_b):
+    from tests.apptest import app_page
+
+    page_backend.stage_data("sample")
+    page_backend.fake_models.add("model-b", artifact_b, classes=("motorcycle", "bicycle"))
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    at = app_page("deploy").run()
+    at.segmented_control(key="try_source").set_value("Staged test images").run()
+    picked = at.multiselect(key="try_staged").options[2:5]
+    at.multiselect(key="try_staged").set_value(picked).run()
+    at.button(key="try_go").click().run()
+    assert len([m for m in texts(at.markdown) if " · confidence " in m]) == 3
+    at.switch_page("views/home.py").run()  # Streamlit drops the page's widget values there
+    at.switch_page("views/deploy.py").run()
+    assert not at.exception
+    assert at.segmented_control(key="try_source").value == "Staged test images"  # not back to Upload
+    assert at.multiselect(key="try_staged").value == picked
+    assert at.button(key="try_go").disabled is False
+    assert len([m for m in texts(at.markdown) if " · confidence " in m]) == 3  # still model-a's: still shown
+    page_backend.deploy("model-b", "ep", 100)  # elsewhere (the CLI, another tab): ep now serves model-b
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    assert page_backend.describe_endpoint("ep").model_name == "model-b"
+    at.run()
+    assert not at.exception
+    assert not [m for m in texts(at.markdown) if " · confidence " in m]
+    assert any("serves model model-b now" in i for i in texts(at.info))

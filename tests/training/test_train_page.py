@@ -99,18 +99,24 @@ def test_a_running_job_can_be_stopped_from_the_page(staged):
     at.button(key="train_stop").click().run()
     assert not at.exception
     assert staged.describe_training_job(name).status == "Stopped"
+    at.run()
+    assert any(m.value == f"**{name}** · Stopped" for m in at.markdown)  # once, not "Stopped · Stopped"
 
 
 def test_a_jobs_hyperparameters_can_be_copied_to_the_form(staged):
-    name = staged.create_training_job(synthetic.hyperparameters(epochs=2, learning_rate=0.05))
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=2, learning_rate=0.05), validation="holdout")
     wait_done(staged, name)
     at = train_page().run()
     assert at.text_input(key="hp_epochs").value == "80"  # the local preset
+    assert at.radio(key="train_validation").value == "test"
+    table = at.dataframe[0].value
+    assert list(table["validated on"]) == ["20% hold-out"]  # what its validation accuracy was measured on
     at.button(key="train_copy").click().run()
     assert not at.exception
     assert at.text_input(key="hp_epochs").value == "2" and at.text_input(key="hp_learning_rate").value == "0.05"
     assert at.text_input(key="hp_image_shape").value == staged.describe_training_job(name).hyperparameters["image_shape"]
     assert any(f"Copied from job **{name}**" in c.value for c in at.caption)
+    assert at.radio(key="train_validation").value == "holdout"  # the same validation data: the same job
 
 
 def test_the_job_looked_at_and_its_evaluation_are_kept_across_pages(staged):
@@ -129,3 +135,80 @@ def test_the_job_looked_at_and_its_evaluation_are_kept_across_pages(staged):
     assert not at.exception
     assert at.selectbox(key="train_selected").value == older  # not back to the newest job
     assert at.metric[0].label == "Test accuracy"  # and its evaluation is still shown
+
+
+def test_the_form_keeps_its_values_and_edits_across_pages(staged):
+    """Streamlit drops a widget's value while another page is shown: the form came back blank, its preset
+    caption unchanged, and Start failed with 'num_classes is required'."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page("views/train.py").run()
+    assert at.text_input(key="hp_num_classes").value == "2" and at.text_input(key="hp_epochs").value == "80"
+    at.text_input(key="hp_epochs").input("40").run()
+    at.selectbox(key="hp_optimizer").select("adam").run()
+    at.radio(key="train_validation").set_value("holdout").run()
+    at.text_input(key="train_job_name").input("my-variant").run()
+    for elsewhere in ("views/deploy.py", "views/home.py"):
+        at.switch_page(elsewhere).run()
+        at.switch_page("views/train.py").run()
+        assert not at.exception
+        assert at.text_input(key="hp_epochs").value == "40"  # the edit, not the preset's 80 nor blank
+        assert at.selectbox(key="hp_optimizer").value == "adam"
+        assert at.selectbox(key="hp_num_layers").value == "20"  # the preset's, untouched
+        assert at.text_input(key="hp_num_classes").value == "2"
+        assert at.text_input(key="hp_num_training_samples").value == "64"
+        assert at.radio(key="train_validation").value == "holdout"
+        assert at.text_input(key="train_job_name").value == "my-variant"
+    at.button(key="train_preset_local").click().run()  # a preset still fills the form in
+    assert at.text_input(key="hp_epochs").value == "80" and at.selectbox(key="hp_optimizer").value == "nag"
+
+
+def test_a_double_click_on_start_is_one_start_with_the_new_job_selected(staged):
+    """The second click arrives in the rerun after the start, carrying the Job selector's older value: it was
+    refused as 'Training job <the new one> is still running' and left the older job selected."""
+    older = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, older)
+    at = train_page().run()
+    set_fields(at, epochs="400", mini_batch_size="16")
+    at.selectbox(key="hp_precision_dtype").select("float32")
+    at.button(key="train_start").click().run()
+    new = next(j.job_name for j in staged.list_training_jobs() if j.job_name != older)
+    try:
+        assert at.selectbox(key="train_selected").value == new
+        at.selectbox(key="train_selected").select(older)  # what the second click's rerun carries
+        at.button(key="train_start").click().run()
+        assert not at.exception
+        assert not at.error, [e.value for e in at.error]
+        assert len(staged.list_training_jobs()) == 2
+        assert at.selectbox(key="train_selected").value == new
+        assert any("second press was not taken" in t.value for t in at.toast)
+        assert at.button(key="train_stop")  # the new job's panel, with its Stop
+    finally:
+        staged.stop_training_job(new)
+
+
+def test_a_job_ended_by_early_stopping_reads_as_complete(staged):
+    # tolerance 1.0: only a doubled validation accuracy counts as better, so with patience 1 the job stops
+    # after epoch 2 or 3 of 40
+    name = staged.create_training_job(synthetic.hyperparameters(
+        epochs=40, early_stopping="True", early_stopping_min_epochs=1, early_stopping_patience=1,
+        early_stopping_tolerance=1.0))
+    job = wait_done(staged, name)
+    assert job.status == "Completed" and len(job.epochs) < 40
+    done = len(job.epochs)
+    at = train_page().run()
+    assert not at.exception
+    bar = at.get("progress")[0]
+    assert bar.proto.value == 100
+    assert bar.proto.text == f"stopped early after {done} of 40 epochs (early_stopping)"
+    assert at.dataframe[0].value.loc[0, "epochs"] == f"{done}/40 (stopped early)"
+    assert any(m.value == f"**{name}** · Completed" for m in at.markdown)  # not "Completed · Completed"
+
+
+def test_the_jobs_table_writes_seconds_with_one_decimal(staged):
+    import json
+
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, name)
+    at = train_page().run()
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert columns["seconds"]["type_config"]["format"] == "%.1f"
