@@ -22,6 +22,7 @@ from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 LIST_ROUNDS = 60  # workflow list on AWS: up to a minute of DescribeExecution (25 a call) for a long list
+WAITED_FOR = 200  # `workflow list` on AWS waits for the details of this many executions at most
 ALL_EXECUTIONS = 1_000_000_000  # `workflow list` asks the backend for every execution (its default is 200)
 DEFAULT_CAPTURE_PERCENT = 100  # the notebook's data capture
 
@@ -531,8 +532,9 @@ def cmd_workflow_list(backend: Any, args: argparse.Namespace, out: Output) -> in
                          "for all of them.")
     executions = backend.list_workflow_executions(limit=ALL_EXECUTIONS)
     shown = executions[:args.limit]
-    for _ in range(LIST_ROUNDS):  # AWS describes a long list a few executions a call (newest first)
-        if not any(e.details_pending for e in shown):
+    for _ in range(LIST_ROUNDS):  # AWS describes a long list a few executions a call (newest first); waits for
+        # the newest WAITED_FOR at most: older ones unread by then say "(not read yet)" rather than take minutes
+        if not any(e.details_pending for e in shown[:WAITED_FOR]):
             break
         time.sleep(1.0)
         executions = backend.list_workflow_executions(limit=ALL_EXECUTIONS)

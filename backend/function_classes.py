@@ -38,9 +38,11 @@ class FunctionClasses:
         self._lock = threading.Lock()
         self._loaded: tuple[float, dict[str, tuple[list[float], list[tuple[str, ...]]]]] | None = None
 
-    def record(self, functions: Iterable[str], classes: Iterable[str]) -> None:
-        """Note that `functions` answer with `classes` from now on (nothing when they already did)."""
-        names, now = list(classes), time.time()
+    def record(self, functions: Iterable[str], classes: Iterable[str], at: datetime | None = None) -> None:
+        """Note that `functions` answer with `classes` from `at` on (now by default; on AWS, Lambda's time of
+        the change, the clock executions' start dates come from); nothing when they already did."""
+        names = list(classes)
+        now = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp() if at else time.time()
         with self.db.transaction() as conn:
             for function in functions:
                 row = conn.execute("SELECT classes FROM function_classes WHERE backend=? AND function=? "
@@ -50,6 +52,14 @@ class FunctionClasses:
                                  "VALUES(?,?,?,?)", (self.backend, function, now, dumps(names)))
         with self._lock:
             self._loaded = None
+
+    def note(self, functions: list[str], classes: Iterable[str]) -> None:
+        """`record`, unless the newest notes (read at most every CACHE_TTL) already say so: called before every
+        start, it writes only when the names changed, here or in another process since."""
+        names = tuple(classes)
+        notes = self._notes()
+        if any(not notes.get(f, ((), ()))[1] or notes[f][1][-1] != names for f in functions):
+            self.record(functions, names)
 
     def at(self, functions: Iterable[str], when: datetime) -> tuple[str, ...] | None:
         """The class names the first of `functions` with a note had when `when` began; None without one."""

@@ -8,6 +8,7 @@ image grids) scales them down first.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 
@@ -32,6 +33,19 @@ def eight_bit(img):  # PIL.Image.Image -> PIL.Image.Image
     return Image.fromarray(out, "L")
 
 
+def refuse_decompression_bombs() -> None:
+    """Make Pillow's DecompressionBombWarning (an image over its MAX_IMAGE_PIXELS) an exception in this process:
+    a refusal the caller words, not a line on stderr. Installed, not scoped with warnings.catch_warnings, which
+    is not thread-safe (Streamlit runs each session in its own thread); put back at the front whenever another
+    filter came first (a test framework resets them per test)."""
+    from PIL import Image
+
+    first = next((f for f in warnings.filters if f[2] is not None and issubclass(Image.DecompressionBombWarning, f[2])),
+                 None)
+    if first is None or first[0] != "error" or first[2] is not Image.DecompressionBombWarning:
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 MAX_DISPLAY_PIXELS = 40_000_000  # what a local endpoint takes; a larger image is not decoded to be shown
 
 
@@ -39,6 +53,7 @@ def displayable(data: bytes) -> bytes | None:
     """PNG bytes a browser shows for any image Pillow reads (16-bit ones scaled), or None when unreadable."""
     from PIL import Image
 
+    refuse_decompression_bombs()  # over Pillow's limit: not shown, and no warning on stderr
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_DISPLAY_PIXELS:  # not decoded: the endpoint refuses it anyway

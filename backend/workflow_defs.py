@@ -11,12 +11,11 @@ from __future__ import annotations
 import io
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from backend.api import ResourceInUse, StateRun, ValidationError
-from backend.images import eight_bit
+from backend.images import eight_bit, refuse_decompression_bombs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASL_DIR = REPO_ROOT / "asl"
@@ -265,26 +264,24 @@ def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
         raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
     too_big = ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.")
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
-    with warnings.catch_warnings():
-        # Pillow's warning for an image over its limit is our refusal, not a line on stderr.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    refuse_decompression_bombs()  # Pillow's warning for an image over its limit is our refusal, not stderr
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise too_big from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
+    with img:
+        if img.width * img.height > MAX_UPLOAD_PIXELS:  # Pillow's limit set higher elsewhere in this process
+            raise too_big
         try:
-            img = Image.open(io.BytesIO(data))
+            img.load()
+            rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise too_big from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
-        with img:
-            if img.width * img.height > MAX_UPLOAD_PIXELS:  # Pillow's limit set higher elsewhere in this process
-                raise too_big
-            try:
-                img.load()
-                rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise too_big from None
-            except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
-                raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or "
-                                      "corrupt: send the whole image again.") from None
+        except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
+            raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or "
+                                  "corrupt: send the whole image again.") from None
     buf = io.BytesIO()
     rgb.resize(size, Image.BILINEAR).save(buf, format="PNG")
     return buf.getvalue()

@@ -74,7 +74,7 @@ def jobs_frame(jobs: Iterable) -> pd.DataFrame:
             "epochs": f"{len(j.epochs)}/{planned}" + (" (stopped early)" if stopped_early(j, planned) else ""),
             "train accuracy": metric(m.get("train:accuracy")),
             "validation accuracy": metric(m.get("validation:accuracy")),
-            "validated on": VALIDATED_ON.get(getattr(j, "validation", "test"), j.validation),
+            "validated on": VALIDATED_ON.get(j.validation, j.validation),
             "train loss": metric(m.get("train:loss")),
         })
     return pd.DataFrame(rows)

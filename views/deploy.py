@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 
 import pandas as pd
 import streamlit as st
@@ -12,6 +11,7 @@ from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, CaptureConfig, SconesEr
 from backend.local.serving.server import MAX_BODY_BYTES, MAX_PIXELS
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend, kept, remember
+from backend.images import refuse_decompression_bombs
 from ui.widgets import show_error, show_image, utc_time
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
@@ -227,12 +227,11 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     one Pillow itself refuses as a decompression bomb (far over any limit)."""
     from PIL import Image
 
+    refuse_decompression_bombs()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Image.DecompressionBombError:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return (0, 0)
     except Exception:  # noqa: BLE001 - not an image: the endpoint answers that itself, with its 400
         return None

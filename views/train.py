@@ -305,8 +305,8 @@ names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
     # Streamlit forgets a widget's value on another page: come back to the job last looked at (and so
     # to its evaluation), else the newest.
-    kept = st.session_state.get("train_last_selected")
-    st.session_state["train_selected"] = kept if kept in names else names[0]
+    last = st.session_state.get("train_last_selected")
+    st.session_state["train_selected"] = last if last in names else names[0]
 selected = st.selectbox("Job", names, key="train_selected")
 st.session_state["train_last_selected"] = selected
 current = next(j for j in jobs if j.job_name == selected)

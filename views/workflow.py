@@ -12,7 +12,7 @@ import streamlit as st
 from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, BatchPartlyStarted, SconesError
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
-from ui.state import backend, kept
+from ui.state import backend, kept, remember
 from ui.widgets import show_error
 
 st.title("Workflow")
@@ -121,7 +121,8 @@ def run_ui() -> None:
     kept(count_key, 5 if source == "Random test images" else 1)
     # No min/max on the widget: a value outside them would be shown red but not sent, and Start would run
     # the last valid count. The count is checked here instead.
-    count = c3.number_input("Executions", step=1, help="1 to 500 a start", key=count_key)
+    count = c3.number_input("Executions", step=1, help="1 to 500 a start", key=count_key, on_change=remember,
+                            args=(count_key,))
     count_problem = None if 1 <= count <= 500 else f"Executions must be 1 to 500 a start, not {count:,}."
     kept("wf_override", False)
     override = c4.checkbox("Another threshold for this run only", key="wf_override")
@@ -262,13 +263,15 @@ if machines:
         run_ui()
 
     try:
-        running = any(e.status == "RUNNING" or e.details_pending for e in b.list_workflow_executions(limit=SHOWN + 1))
+        # Over the executions shown, as the list below decides: an older one still running would otherwise make
+        # the two disagree for good, and the page rerun without end.
+        running = any(e.status == "RUNNING" or e.details_pending for e in b.list_workflow_executions(limit=SHOWN))
     except SconesError as exc:  # shown by the list below, which keeps polling until it reads again
         running = True
 
     # AWS's DescribeExecution and GetExecutionHistory are rate-limited per account: poll it less often.
     # While nothing runs it still looks now and then, for executions started elsewhere (the CLI, another tab).
-    @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else (30.0 if b.name == "aws" else 5.0))
+    @st.fragment(run_every=(3.0 if b.name == "aws" else 1.0) if running else (30.0 if b.name == "aws" else 10.0))
     def executions_view() -> None:
         try:
             executions = b.list_workflow_executions(limit=SHOWN + 1)

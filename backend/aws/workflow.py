@@ -74,6 +74,14 @@ def _iso(value: Any) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _lambda_time(value: str | None) -> datetime | None:
+    """Lambda's LastModified ("2026-11-29T03:00:00.000+0000") as a datetime; None when absent or unreadable."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z") if value else None
+    except ValueError:
+        return None
+
+
 class AwsWorkflowMixin:
     """Workflow methods of the AWS backend (the names the pages and the CLI call)."""
 
@@ -165,8 +173,9 @@ class AwsWorkflowMixin:
             raise
         self._wf_cache["config"].pop(name, None)
         classes = json.loads(environment.get("CLASS_NAMES") or "[]")
-        if classes:  # what the executions starting from now are labelled with
-            self._function_classes.record([name], classes)
+        if classes:  # what the executions starting from now are labelled with, from Lambda's own clock
+            config = self._function_config(name, fresh=True) or {}
+            self._function_classes.record([name], classes, at=_lambda_time(config.get("LastModified")))
         return self._function_arn(name)
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
@@ -440,11 +449,15 @@ class AwsWorkflowMixin:
         if state_machine not in functions:
             try:
                 functions[state_machine] = tuple(self.describe_state_machine(state_machine).functions)
-            except SconesError:  # the machine is gone
+            except ResourceNotFound:  # the machine is gone (a throttle is not kept: asked again next time)
                 functions[state_machine] = ()
+            except SconesError:
+                return self._current_classes(state_machine)
         noted = self._function_classes.at(functions[state_machine], started) if started else None
-        if noted is not None:
-            return noted
+        return noted if noted is not None else self._current_classes(state_machine)
+
+    def _current_classes(self, state_machine: str) -> tuple[str, ...]:
+        """The classes of the model the machine's endpoint serves now, or the staged ones."""
         cache = self._wf_cache["classes"]
         if state_machine not in cache:
             try:

@@ -79,6 +79,10 @@ class WorkflowService:
         # and the model 500 times. Writes here clear them; another process's writes show within the TTL.
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._resolver: Callable[[str, Any, Any], Any] | None = None
+        # What never changes once known, read once: an ended execution's inferences (from its history) and the
+        # functions an execution's definition calls. Keyed by execution ARN.
+        self._ended_inferences: dict[str, list[float] | None] = {}
+        self._execution_functions: dict[str, tuple[str, ...]] = {}
 
     # -- the engine, the Lambda runtime and the gateway (started on first use) ------------------
 
@@ -131,7 +135,6 @@ class WorkflowService:
         classes = self._endpoint_class_names(machine["endpoint_name"])
         if classes:  # the threshold failure's cause names the class
             env["CLASS_NAMES"] = json.dumps(list(classes))
-        changed = []
         for function, stem in machine["mapping"].items():
             signature = dumps([stem, env])
             if self._registered.get(function) == signature:
@@ -139,9 +142,9 @@ class WorkflowService:
             self.runtime.register(FunctionConfig(name=function, handler=f"{stem}.lambda_handler",
                                                  timeout=FUNCTION_TIMEOUT, environment=env))
             self._registered[function] = signature
-            changed.append(function)
-        if changed and classes:  # what the executions starting from now are labelled with
-            self.function_classes.record(changed, classes)
+        if classes:  # what the executions starting from now are labelled with (also when another process noted
+            # other names since: its runtime is not this one); written only when the notes differ
+            self.function_classes.note(list(machine["mapping"]), classes)
 
     def _endpoint_class_names(self, endpoint: str) -> tuple[str, ...]:
         def load() -> tuple[str, ...]:
@@ -399,12 +402,14 @@ class WorkflowService:
         out = r.output_value if r.output is not None else None
         inferences = find_inferences(out) if out is not None else None
         if inferences is None and r.status != "RUNNING":
-            inferences = self._inferences_from_history(r)
+            if r.arn not in self._ended_inferences:  # an ended execution's history no longer changes
+                self._ended_inferences[r.arn] = self._inferences_from_history(r)
+            inferences = self._ended_inferences[r.arn]
         label = confidence = None
         if inferences:
             best = max(range(len(inferences)), key=inferences.__getitem__)
             confidence = inferences[best]
-            classes = self._classes_for(r.state_machine_name, r.start_date)
+            classes = self._classes_for(r.arn, r.state_machine_name, r.start_date)
             label = classes[best] if best < len(classes) else f"class {best}"
         seconds = None
         if r.stop_date is not None:
@@ -423,11 +428,12 @@ class WorkflowService:
             return None
         return inferences_from_history(history)
 
-    def _classes_for(self, state_machine: str, started: datetime) -> tuple[str, ...]:
-        """The class names the machine's functions had when the execution started (noted when they were
+    def _classes_for(self, arn: str, state_machine: str, started: datetime) -> tuple[str, ...]:
+        """The class names the functions the execution called had when it started (noted when they were
         configured); for executions from before such notes, those of the machine's endpoint now."""
-        functions = self._cached("functions", state_machine, lambda: self._machine_functions(state_machine))
-        noted = self.function_classes.at(functions, started)
+        if arn not in self._execution_functions:  # from the definition it ran: the machine may have changed
+            self._execution_functions[arn] = self._functions_run(arn)
+        noted = self.function_classes.at(self._execution_functions[arn], started)
         if noted is not None:
             return noted
 
@@ -438,9 +444,11 @@ class WorkflowService:
                 return self._staged_classes()
         return self._cached("classes", state_machine, load)
 
-    def _machine_functions(self, state_machine: str) -> tuple[str, ...]:
-        row = self.db.query_one("SELECT mapping FROM state_machines WHERE name=?", (state_machine,))
-        return tuple(loads(row["mapping"])) if row is not None else ()
+    def _functions_run(self, arn: str) -> tuple[str, ...]:
+        try:
+            return tuple(called_functions(self.execution_definition(arn)))
+        except (SconesError, ValueError):
+            return ()
 
     def step_status(self) -> StepStatus:
         if not self.db.query_one("SELECT 1 FROM state_machines"):

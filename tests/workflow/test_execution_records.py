@@ -59,6 +59,21 @@ def test_earlier_executions_keep_their_class_after_the_workflow_moves_to_a_model
     now = labels()
     assert {n: now[n] for n in said} == {n: label for n, (label, _) in said.items()}
     assert now[failed.name] == failed.label and f": {now[failed.name]})" in failed.cause
+    # Another process (its own Lambda runtime) points the workflow back at ep-b and runs; then this one points it
+    # at ep-c again: its runtime still has ep-c's configuration, yet its new execution must not read as ep-b's.
+    other = get_backend(replace(load_settings({}), home=b.settings.home))
+    try:
+        other.deploy_workflow(endpoint_name="ep-b", threshold=0.5)
+        back = other.wait_workflow_executions(other.start_workflow_batch(1, s3_key=key, threshold=0.0), timeout=60)[0]
+        assert back.label == model_b.classes[max(range(2), key=back.output["body"]["inferences"].__getitem__)]
+    finally:
+        other.workflow.close()
+    b.deploy_workflow(endpoint_name="ep-c", threshold=0.5)
+    time.sleep(2.1)  # another process's notes are read within 2 s
+    again = b.wait_workflow_executions(b.start_workflow_batch(1, s3_key=key, threshold=1.0), timeout=60)[0]
+    assert again.error == "THRESHOLD_CONFIDENCE_NOT_MET" and f": {again.label})" in again.cause  # as the filter said
+    assert b.describe_workflow_execution(back.name).label == back.label
+
     # The same once the first endpoint is gone (it used to fall back to the staged classes, now reversed).
     b.delete_endpoint("ep-b")
     now = labels()

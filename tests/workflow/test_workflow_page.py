@@ -176,7 +176,7 @@ def test_a_count_outside_1_to_500_is_refused_not_replaced_by_the_last_valid_one(
         assert any(f"not {bad:,}" in e.value and "1 to 500" in e.value for e in at.error), [e.value for e in at.error]
         assert at.button(key="wf_start").disabled
     at.number_input(key="wf_count").set_value(2).run()
-    assert not at.error and not at.button(key="wf_start").disabled
+    assert not any("1 to 500" in e.value for e in at.error) and not at.button(key="wf_start").disabled
     assert len(wf.list_workflow_executions(limit=1000)) == before  # nothing was started meanwhile
 
 
