@@ -224,7 +224,7 @@ def limits_text(local: bool) -> str:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the image's header (nothing decoded), None where Pillow cannot read it; (0, 0) for
-    one Pillow itself refuses as a decompression bomb (far over any limit)."""
+    one over Pillow's own limit (Image.MAX_IMAGE_PIXELS, which this process may have set as low as MAX_PIXELS)."""
     from PIL import Image
 
     refuse_decompression_bombs()
@@ -244,7 +244,8 @@ def too_large(name: str, data: bytes, local: bool) -> str:
                 f"{MAX_BODY_BYTES // MB} MB (SageMaker's InvokeEndpoint limit): send a smaller image.")
     size = image_size(data) if local else None
     if size is not None and (size == (0, 0) or size[0] * size[1] > MAX_PIXELS):
-        shape = f"is {size[0]}x{size[1]} pixels" if size != (0, 0) else "has far more pixels"
+        # (0, 0): over Pillow's own limit (never below ours), so its size was not read
+        shape = f"is {size[0]}x{size[1]} pixels" if size != (0, 0) else f"has more than {MAX_PIXELS:,} pixels"
         return (f"{name} {shape}; the endpoint takes at most {MAX_PIXELS // 1_000_000} megapixels "
                 f"({MAX_PIXELS:,} pixels): send a smaller image.")
     return ""
