@@ -261,9 +261,11 @@ class WorkspaceBackend:
         if len(data) > MAX_UPLOAD_BYTES:
             raise ValidationError(f"The uploaded file is {len(data) / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name)[-80:] or "upload"
-        self.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        path = self.settings.uploads_dir / f"{uuid.uuid4().hex[:8]}-{safe}"
-        tmp = path.with_name(".tmp-" + path.name)
+        # A folder of its own keeps the file's name, which errors about the archive name to the operator.
+        folder = self.settings.uploads_dir / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / safe
+        tmp = folder / (".tmp-" + safe)
         tmp.write_bytes(data)
         tmp.replace(path)
         return str(path)

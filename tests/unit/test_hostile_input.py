@@ -74,6 +74,16 @@ def test_truncated_archive(backend, tmp_path, mirror_archive):
     run_hostile(backend, tmp_path, p, ArchiveError, "truncated or corrupt")
 
 
+def test_an_uploaded_archive_is_named_as_the_operator_named_it(backend, mirror_archive):
+    """The upload's error named an internal file ('67757246-cut.tar.gz ... download it again')."""
+    path = backend.save_upload("cut.tar.gz", mirror_archive.read_bytes()[: 1_500_000])
+    assert Path(path).name == "cut.tar.gz"
+    with pytest.raises(ArchiveError, match=r"^cut\.tar\.gz is truncated or corrupt"):
+        backend.stage_data(path)
+    again = backend.save_upload("cut.tar.gz", b"x")  # a second upload of the same name replaces nothing
+    assert again != path and Path(path).read_bytes()[:2] == b"\x1f\x8b"
+
+
 def test_member_with_dotdot(backend, tmp_path, outside):
     members = good_members()
     members["cifar-100-python/../outside/evil"] = b"owned"
