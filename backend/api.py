@@ -338,6 +338,7 @@ class Evaluation:
 # ---------------------------------------------------------------------------------------------
 
 ENDPOINT_STATUSES = ("Creating", "InService", "Updating", "Deleting", "Failed", "OutOfService")
+SERVING_STATUSES = ("InService", "Updating", "SystemUpdating")  # an endpoint being updated goes on answering
 VARIANT_NAME = "AllTraffic"
 
 

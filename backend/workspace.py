@@ -14,7 +14,7 @@ from backend import cifar, staging
 from backend.api import (
     JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job,
     ProgressCallback, ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject,
-    ValidationError,
+    SERVING_STATUSES, ValidationError,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow
@@ -22,7 +22,6 @@ from backend.objects import ObjectStore
 from backend.settings import DEFAULT_CLASSES, SAMPLE_ARCHIVE, Settings
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
-SERVING = ("InService", "Updating", "SystemUpdating")  # an endpoint being updated goes on answering
 ROLES_ARE_AWS = ("IAM roles are an AWS thing: the local backend needs none (use --backend aws, or "
                  "SCONES_BACKEND=aws, to provision them).")
 
@@ -78,7 +77,7 @@ class WorkspaceBackend:
         if step.state == "in_progress" or not (targets := self.workflow_targets()):
             return step
         status = {e.endpoint_name: e.status for e in getattr(self, "list_endpoints", list)()}
-        broken = [(m, ep, status.get(ep)) for m, ep in targets.items() if status.get(ep) not in SERVING]
+        broken = [(m, ep, status.get(ep)) for m, ep in targets.items() if status.get(ep) not in SERVING_STATUSES]
         if not broken:
             return step
         machine, endpoint, now = broken[0]

@@ -1,6 +1,9 @@
 """The backend object for the pages, created once per server process."""
 from __future__ import annotations
 
+import time
+from typing import Any, Callable
+
 import streamlit as st
 
 from backend import get_backend
@@ -33,3 +36,29 @@ def remember(key: str) -> None:
     before it is drawn again (a field edited, then a page link clicked: the click's run is another page's)."""
     if key in st.session_state:
         st.session_state[f"_kept:{key}"] = st.session_state[key]
+
+
+SAME_PRESS_SECONDS = 2.0  # a second press of the same request this soon is a double-click
+
+
+def second_press(key: str, request: object, running: Callable[[Any], bool] | None = None) -> Any:
+    """A press while the page reruns arrives as a second click. When this one repeats the last `request` (kept
+    under `key`) within 2 s, or while what that press started still runs (`running(started)`), it is that one
+    start: returns what it started (True when nothing is known yet); else None, and the caller goes ahead."""
+    last = st.session_state.get(key)
+    if last is None or last["request"] != request:
+        return None
+    if time.monotonic() - last["at"] < SAME_PRESS_SECONDS or (
+            running is not None and last["started"] is not None and running(last["started"])):
+        return last["started"] if last["started"] is not None else True
+    return None
+
+
+def pressed(key: str, request: object, started: Any = None) -> None:
+    """Keep a press that starts (or started) something, for `second_press`."""
+    st.session_state[key] = {"at": time.monotonic(), "request": request, "started": started}
+
+
+def press_refused(key: str) -> None:
+    """Nothing started: a press again is a new try."""
+    st.session_state.pop(key, None)

@@ -7,18 +7,17 @@ import math
 import pandas as pd
 import streamlit as st
 
-from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, CaptureConfig, SconesError
+from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SERVING_STATUSES, CaptureConfig, SconesError
+from backend.images import refuse_decompression_bombs
 from backend.local.serving.server import MAX_BODY_BYTES, MAX_PIXELS
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
 from ui.state import backend, kept, remember
-from backend.images import refuse_decompression_bombs
 from ui.widgets import show_error, show_image, utc_time
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")  # SageMaker's transitions
 STATUS_COLORS = {"InService": "green", "Creating": "blue", "Updating": "blue", "Deleting": "orange",
                  "Failed": "red", "OutOfService": "gray"}
-SERVING = ("InService", "Updating")  # an endpoint that answers requests (Updating: the old config still serves)
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 MB = 1024 * 1024  # InvokeEndpoint's 6 MB: 6,291,456 bytes (MAX_BODY_BYTES)
 
@@ -201,7 +200,7 @@ def endpoints_view() -> None:
             elif not e.url:
                 where = "no URL yet"
             else:  # a link only where something answers it: a Failed endpoint's port is dead
-                where = e.url if e.status in SERVING else f"`{e.url}` not serving"
+                where = e.url if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 act(b.delete_endpoint, e.endpoint_name)
@@ -292,7 +291,7 @@ def show_results(results: list[dict]) -> None:
 
 
 st.subheader("Try it")
-serving = {e.endpoint_name: e for e in endpoints if e.status in SERVING}
+serving = {e.endpoint_name: e for e in endpoints if e.status in SERVING_STATUSES}
 if not serving:
     st.info("No endpoint is InService yet: deploy a model, then try it here.")
 else:

@@ -1,7 +1,6 @@
 """Stage: choose a CIFAR-100 source and classes, stage them, see what was written."""
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import streamlit as st
@@ -9,10 +8,9 @@ import streamlit as st
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError
 from backend.settings import DEFAULT_CLASSES
 from ui.charts import class_balance_chart, counts_frame
-from ui.state import backend
+from ui.state import backend, pressed, second_press
 from ui.widgets import image_grid, show_error, utc_time
 
-SAME_START_SECONDS = 2.0  # a second press of the same staging this soon is a double-click, not a second staging
 SOURCES = {
     "Bundled sample (offline, 1,200 real images)": "sample",
     "Official download (169 MB, falls back to the sample offline)": "official",
@@ -57,20 +55,13 @@ def start(source: str, data: bytes | None, filename: str, classes: list[str], re
     except SconesError as exc:
         show_error(exc)
         return False
-    st.session_state["stage_last_start"] = {"at": time.monotonic(), "request": request, "job": job_id}
+    pressed("stage_last_start", request, job_id)
     return True
 
 
-def same_start(request: tuple) -> bool:
-    """A second press while the page reruns arrives as a second click: the same staging again within 2 s, or
-    while the staging it started still runs, is that one start."""
-    last = st.session_state.get("stage_last_start")
-    if last is None or last["request"] != request:
-        return False
-    if time.monotonic() - last["at"] < SAME_START_SECONDS:
-        return True
+def still_staging(job_id: str) -> bool:
     try:
-        return b.describe_job(last["job"]).status == JOB_IN_PROGRESS
+        return b.describe_job(job_id).status == JOB_IN_PROGRESS
     except SconesError:
         return False
 
@@ -88,7 +79,7 @@ with tab_stage:
         # a staging started just before (another tab, the CLI) was lost without a word; the backend refuses it.
         if st.button("Start staging", type="primary", disabled=source is None, key="stage_start"):
             request = (source, filename, len(data) if data else None, tuple(classes))
-            if same_start(request):
+            if second_press("stage_last_start", request, still_staging):
                 st.toast("Already started: the second press was not taken.")
             elif len(classes) < 2:
                 st.error("Choose at least two classes: a classifier needs two or more.")

@@ -12,11 +12,10 @@ from ui.charts_training import (
     confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, planned_epochs,
     progress_text, status_text,
 )
-from ui.state import backend, kept, remember
+from ui.state import backend, kept, press_refused, pressed, remember, second_press
 from ui.widgets import image_grid, show_error
 
 POLL_SECONDS = 1.5
-SAME_START_SECONDS = 2.0  # a second press of the same values this soon is a double-click, not a second job
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
         "augmentation_type", "cutmix", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype",
@@ -244,10 +243,10 @@ def evaluation_view(job: TrainingJob) -> None:
     image_grid(items, columns=6, width=96)
 
 
-def still_running(name: str | None) -> bool:
+def still_running(name: str) -> bool:
     """The job is InProgress or Stopping (False when it cannot be read)."""
     try:
-        return name is not None and b.describe_training_job(name).status in ACTIVE
+        return b.describe_training_job(name).status in ACTIVE
     except SconesError:
         return False
 
@@ -256,21 +255,20 @@ def start_training(hyperparameters: dict[str, str], validation: str, job_name: s
     """Create the job and select it. A second press while the page reruns arrives as a second click: the same
     values again within 2 s, or while the job they started still runs, are that one start (its job selected)."""
     request = (tuple(sorted(hyperparameters.items())), validation, job_name)
-    last = st.session_state.get("train_last_start")
-    if last is not None and last["request"] == request and (
-            time.monotonic() - last["at"] < SAME_START_SECONDS or (b.name == "local" and still_running(last["job"]))):
-        if last["job"] is not None:
-            st.session_state["train_selected"] = last["job"]  # the click carried the selector's older value
+    repeated = second_press("train_last_start", request, still_running if b.name == "local" else None)
+    if repeated:
+        if isinstance(repeated, str):
+            st.session_state["train_selected"] = repeated  # the click carried the selector's older value
         st.toast("Already started: the second press was not taken.")
         return
-    st.session_state["train_last_start"] = {"at": time.monotonic(), "request": request, "job": None}
+    pressed("train_last_start", request)
     try:
         created = b.create_training_job(hyperparameters, job_name=job_name or None, validation=validation)
     except SconesError as exc:
-        st.session_state.pop("train_last_start", None)  # nothing started: a press again is a new try
+        press_refused("train_last_start")
         show_error(exc)
         return
-    st.session_state["train_last_start"] = {"at": time.monotonic(), "request": request, "job": created}
+    pressed("train_last_start", request, created)
     st.session_state["train_selected"] = created
     st.toast(f"Started {created}")
     st.rerun()

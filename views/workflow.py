@@ -3,16 +3,17 @@ settle, and open one to see its graph, each state's input and output, and its ev
 from __future__ import annotations
 
 import json
-import time
 from datetime import timezone
 
 import pandas as pd
 import streamlit as st
 
-from backend.api import DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, THRESHOLD_ERROR, BatchPartlyStarted, SconesError
+from backend.api import (
+    DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, SERVING_STATUSES, THRESHOLD_ERROR, BatchPartlyStarted, SconesError,
+)
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
-from ui.state import backend, kept, remember
+from ui.state import backend, kept, press_refused, pressed, remember, second_press
 from ui.widgets import show_error
 
 st.title("Workflow")
@@ -138,11 +139,10 @@ def run_ui() -> None:
         # A second press while the page reruns arrives as a second click: the same start within 2 s is one start.
         request = (machine, source, key, upload.name if upload else None, upload.size if upload else None, int(count),
                    threshold if override else None)
-        last = st.session_state.get("wf_last_start")
-        if last is not None and last[1] == request and time.monotonic() - last[0] < 2.0:
+        if second_press("wf_last_start", request):
             st.toast("Already started: the second press was not taken.")
             return
-        st.session_state["wf_last_start"] = (time.monotonic(), request)
+        pressed("wf_last_start", request)
         try:
             if upload is not None:
                 key = b.upload_workflow_image(upload.name, upload.getvalue())
@@ -150,12 +150,12 @@ def run_ui() -> None:
         except BatchPartlyStarted as exc:  # the started ones run and show below; say how many did not
             show_error(exc)
             if not exc.started:
-                st.session_state.pop("wf_last_start", None)  # nothing started: a press again is a new try
+                press_refused("wf_last_start")
             if exc.started:
                 st.session_state["wf_pick"] = exc.started[-1].rsplit(":", 1)[-1]
         except SconesError as exc:
             show_error(exc)
-            st.session_state.pop("wf_last_start", None)  # nothing started: a press again is a new try
+            press_refused("wf_last_start")
         else:
             st.session_state["wf_pick"] = arns[-1].rsplit(":", 1)[-1]
             st.toast(f"Started {len(arns)} execution(s).")
@@ -246,7 +246,7 @@ with st.container(border=True):
             continue
         st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
-        if endpoint_status.get(m.endpoint_name) not in ("InService", "Updating", "SystemUpdating"):
+        if endpoint_status.get(m.endpoint_name) not in SERVING_STATUSES:
             flagged.setdefault(m.endpoint_name, []).append(m.name)
     for endpoint, names in flagged.items():
         status = endpoint_status.get(endpoint)

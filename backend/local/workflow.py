@@ -387,12 +387,7 @@ class WorkflowService:
 
     def execution_definition(self, name_or_arn: str) -> dict[str, Any]:
         """The definition the execution ran: its state machine may have been updated (or deleted) since."""
-        arn = self._arn_of_execution(name_or_arn)
-        row = self.db.query_one("SELECT definition FROM sf_executions WHERE arn=?", (arn,))
-        if row is not None:
-            return json.loads(row["definition"])
-        # started moments ago and not written yet: the machine has not changed since
-        return self._definition(self._machine_row(self.engine.describe_execution(arn).state_machine_name))
+        return json.loads(self.engine.execution_definition(self._arn_of_execution(name_or_arn)))
 
     def stop_execution(self, name_or_arn: str) -> Execution:
         return self._execution(self.engine.stop_execution(self._arn_of_execution(name_or_arn)))

@@ -636,6 +636,17 @@ class StatesEngine:
             return self.describe_execution(arn)
         return _record(row)
 
+    def execution_definition(self, arn: str) -> str:
+        """The definition text the execution runs (or ran), as it was when it started."""
+        row = store.get_execution(connections.connection(self.db), arn)
+        if row is not None:
+            return row["definition"]
+        with self._lock:
+            active = self._active.get(arn)
+        if active is None:
+            raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
+        return active.machine.text  # running, row not written yet
+
     def list_executions(self, state_machine_name: str | None = None, status: str | None = None) -> list[ExecutionRecord]:
         """Executions newest first, optionally of one state machine and/or in one status."""
         if status is not None and status not in STATUSES:
