@@ -29,6 +29,7 @@ from backend.local.lambda_runtime import FunctionConfig, LambdaRuntime
 from backend.local.store import LocalStore
 from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngine, validate_definition
 from backend.local.states.errors import ExecutionDoesNotExist
+from backend.local.states.machine import canonical_text
 from backend.workflow_defs import (
     PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
     check_state_machine_name, check_threshold, deployed_not_replaced,
@@ -74,7 +75,7 @@ class WorkflowService:
         self._engine: StatesEngine | None = None
         self._runtime: LambdaRuntime | None = None
         self._gateway: Any = None
-        self._registered: dict[str, str] = {}  # function name -> signature of its config
+        self._registered: dict[str, tuple] = {}  # function name -> signature of its config
         # Per-execution reads kept briefly: a batch of 500 should not read the machine, the endpoint
         # and the model 500 times. Writes here clear them; another process's writes show within the TTL.
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
@@ -83,6 +84,7 @@ class WorkflowService:
         # functions an execution's definition calls. Keyed by execution ARN.
         self._ended_inferences: dict[str, list[float] | None] = {}
         self._execution_functions: dict[str, tuple[str, ...]] = {}
+        self._functions_of_text: dict[str, tuple[str, ...]] = {}  # definition text -> the functions it calls
 
     # -- the engine, the Lambda runtime and the gateway (started on first use) ------------------
 
@@ -135,8 +137,9 @@ class WorkflowService:
         classes = self._endpoint_class_names(machine["endpoint_name"])
         if classes:  # the threshold failure's cause names the class
             env["CLASS_NAMES"] = json.dumps(list(classes))
+        settings = tuple(sorted(env.items()))
         for function, stem in machine["mapping"].items():
-            signature = dumps([stem, env])
+            signature = (stem, settings)
             if self._registered.get(function) == signature:
                 continue
             self.runtime.register(FunctionConfig(name=function, handler=f"{stem}.lambda_handler",
@@ -292,12 +295,14 @@ class WorkflowService:
             runtime.close()
         gateway.close()
 
-    def _prepare(self, state_machine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _prepare(self, state_machine: str) -> tuple[dict[str, Any], str]:
+        """The machine's row and its definition's text (the engine compiles a text it has seen from its cache;
+        a dict would be serialised again for every start)."""
         self._ensure_gateway()
-        machine, definition = self._cached("machine", state_machine,
-                                           lambda: (m := self._machine_row(state_machine), self._definition(m)))
+        machine, text = self._cached("machine", state_machine,
+                                     lambda: (m := self._machine_row(state_machine), canonical_text(self._definition(m))))
         self._register_functions(machine)
-        return machine, definition
+        return machine, text
 
     def start_execution(self, input: dict[str, Any] | None = None, name: str | None = None,
                         state_machine: str = DEFAULT_MACHINE) -> str:
@@ -441,9 +446,19 @@ class WorkflowService:
 
     def _functions_run(self, arn: str) -> tuple[str, ...]:
         try:
-            return tuple(called_functions(self.execution_definition(arn)))
-        except (SconesError, ValueError):
+            text = self.engine.execution_definition(self._arn_of_execution(arn))
+        except SconesError:
             return ()
+        functions = self._functions_of_text.get(text)
+        if functions is None:  # executions of one machine share its text: parsed once, not once each
+            try:
+                functions = tuple(called_functions(json.loads(text)))
+            except ValueError:
+                functions = ()
+            if len(self._functions_of_text) >= 64:
+                self._functions_of_text.clear()
+            self._functions_of_text[text] = functions
+        return functions
 
     def step_status(self) -> StepStatus:
         if not self.db.query_one("SELECT 1 FROM state_machines"):

@@ -956,3 +956,15 @@ def test_the_wal_stays_bounded_while_executions_keep_writing(db):
     watcher.join()
     assert os.path.getsize(db.path) > 50_000_000  # about 100 MB of history was written and copied
     assert peak[0] < 90_000_000, peak[0]
+
+
+@pytest.mark.parametrize("epoch, text", [
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1553631253.192, "2019-03-26T20:14:13.192Z"),  # the form of AWS's documentation example
+    (1553631253.9994, "2019-03-26T20:14:13.999Z"),  # milliseconds are cut, never rounded into the next second
+    (1553631253.0004, "2019-03-26T20:14:13.000Z"),
+])
+def test_context_times_are_utc_with_milliseconds_and_z(epoch, text):
+    from backend.local.states.values import iso_millis
+
+    assert iso_millis(epoch) == text

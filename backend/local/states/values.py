@@ -58,8 +58,7 @@ def parse_timestamp(v: Any) -> datetime | None:
 
 def iso_millis(epoch: float) -> str:
     """`2019-03-26T20:14:13.192Z`, the form of $$.Execution.StartTime and $$.State.EnteredTime."""
-    dt = datetime.fromtimestamp(epoch, timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def to_datetime(epoch: float | None) -> datetime | None:
