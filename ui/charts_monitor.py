@@ -36,10 +36,18 @@ def time_x(field: str, *columns: pd.Series, domain: tuple[Any, Any] | None = Non
         fmt = "%b %d %H:%M"
     else:
         fmt = "%H:%M:%S" if span <= 600 else "%H:%M"
-    scale = alt.Scale(type="utc", domain=[lo.value // 10**6, hi.value // 10**6]) if domain is not None \
+    # The window as Vega-Lite date-times in UTC: a domain of epoch-millisecond numbers drew every point of a
+    # point chart at the left edge, with no labels, in Chromium.
+    scale = alt.Scale(type="utc", domain=[utc_datetime(lo), utc_datetime(hi)]) if domain is not None \
         else alt.Scale(type="utc")
     return alt.X(f"{field}:T", title=f"UTC, {lo:%Y-%m-%d}" if one_day else "UTC", scale=scale,
                  axis=alt.Axis(format=fmt, labelOverlap=True, labelFlush=True, tickCount=6))
+
+
+def utc_datetime(moment: pd.Timestamp) -> alt.DateTime:
+    """A moment as a Vega-Lite DateTime in UTC, to the millisecond."""
+    return alt.DateTime(year=moment.year, month=moment.month, date=moment.day, hours=moment.hour,
+                        minutes=moment.minute, seconds=moment.second, milliseconds=moment.microsecond // 1000, utc=True)
 
 
 def with_when(frame: pd.DataFrame, field: str) -> pd.DataFrame:
