@@ -437,6 +437,9 @@ class Execution:
     # Finished, but its details (error, cause, output) not read yet: AWS rate-limits DescribeExecution, so a
     # long list is described a few at a time. Pages keep polling and count it apart; never set locally.
     details_pending: bool = False
+    # The endpoint its functions were configured to call when it started (noted by the backend); None when
+    # unknown (an execution from before such notes): the state machine's endpoint now is the only guess then.
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)

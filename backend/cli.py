@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from backend.api import (
-    DEFAULT_ENDPOINT, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError, human_size,
+    DEFAULT_ENDPOINT, DEFAULT_STATE_MACHINE, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError, human_size,
 )
 from backend.inventory import NOT_CREATED_HERE
 from backend.workflow_defs import check_batch, check_threshold
@@ -497,7 +497,18 @@ def _executions_text(executions: list[Any]) -> str:
 
 
 def cmd_workflow_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    try:
+        before = backend.describe_state_machine(DEFAULT_STATE_MACHINE)
+    except ResourceNotFound:
+        before = None
     sm = backend.deploy_workflow(args.endpoint, args.threshold)
+    if before is not None:  # a redeploy: say what changed that the flags did not ask for
+        if args.endpoint is None and before.endpoint_name != sm.endpoint_name:
+            print(f"scones: the workflow now calls {sm.endpoint_name}, the newest InService endpoint (it called "
+                  f"{before.endpoint_name}); pass --endpoint {before.endpoint_name} to keep that one.", file=sys.stderr)
+        if args.threshold is None and before.threshold != sm.threshold:
+            print(f"scones: the threshold is now {sm.threshold:g}, the default (it was {before.threshold:g}); "
+                  f"pass --threshold {before.threshold:g} to keep it.", file=sys.stderr)
     doc = {"state_machine": sm.name, "state_machine_arn": sm.arn, "endpoint_name": sm.endpoint_name,
            "threshold": sm.threshold, "functions": sm.functions}
     out.done(doc, f"{sm.name}: endpoint {sm.endpoint_name}, threshold {sm.threshold}")

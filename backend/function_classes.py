@@ -5,7 +5,9 @@ endpoint today may serve another model, with other classes or the same classes i
 (a restage in another order, a redeploy): reading the names from it would relabel every earlier
 execution. So each time a function is (re)configured with class names (`CLASS_NAMES`, which the
 filter's cause also uses), both backends note it here, and an execution's label is read from the
-note of its state machine's functions that was in force when it started.
+note of its state machine's functions that was in force when it started. The endpoint the functions
+call (`ENDPOINT_NAME`) is noted with the names, so Monitor credits an execution to the endpoint it
+called, not to the one its state machine calls today.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import bisect
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from backend.local.db import Database, dumps, loads
 
@@ -27,6 +29,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (backend, function, since)
     );
     """,
+    # the endpoint the functions call (ENDPOINT_NAME), so Monitor credits an execution to the endpoint it
+    # called, not to the one its state machine calls now
+    "ALTER TABLE function_classes ADD COLUMN endpoint TEXT;",
 )
 CACHE_TTL = 2.0  # the pages read labels every second while executions run
 
@@ -36,52 +41,71 @@ class FunctionClasses:
         db.migrate("function_classes", MIGRATIONS)
         self.db, self.backend = db, backend
         self._lock = threading.Lock()
-        self._loaded: tuple[float, dict[str, tuple[list[float], list[tuple[str, ...]]]]] | None = None
+        self._loaded: tuple[float, dict[str, tuple[list[float], list[Note]]]] | None = None
 
-    def record(self, functions: Iterable[str], classes: Iterable[str], at: datetime | None = None) -> None:
-        """Note that `functions` answer with `classes` from `at` on (now by default; on AWS, Lambda's time of
-        the change, the clock executions' start dates come from); nothing when they already did."""
+    def record(self, functions: Iterable[str], classes: Iterable[str], at: datetime | None = None,
+               endpoint: str | None = None) -> None:
+        """Note that `functions` answer with `classes` (through `endpoint`, when known) from `at` on (now by
+        default; on AWS, Lambda's time of the change, the clock executions' start dates come from); nothing
+        when they already did."""
         names = list(classes)
         now = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp() if at else time.time()
         with self.db.transaction() as conn:
             for function in functions:
-                row = conn.execute("SELECT classes FROM function_classes WHERE backend=? AND function=? "
+                row = conn.execute("SELECT classes, endpoint FROM function_classes WHERE backend=? AND function=? "
                                    "ORDER BY since DESC LIMIT 1", (self.backend, function)).fetchone()
-                if row is None or loads(row["classes"]) != names:
-                    conn.execute("INSERT OR REPLACE INTO function_classes(backend, function, since, classes) "
-                                 "VALUES(?,?,?,?)", (self.backend, function, now, dumps(names)))
+                if row is None or loads(row["classes"]) != names or row["endpoint"] != endpoint:
+                    conn.execute("INSERT OR REPLACE INTO function_classes(backend, function, since, classes, endpoint) "
+                                 "VALUES(?,?,?,?,?)", (self.backend, function, now, dumps(names), endpoint))
         with self._lock:
             self._loaded = None
 
-    def note(self, functions: list[str], classes: Iterable[str]) -> None:
+    def note(self, functions: list[str], classes: Iterable[str], endpoint: str | None = None) -> None:
         """`record`, unless the newest notes (read at most every CACHE_TTL) already say so: called before every
-        start, it writes only when the names changed, here or in another process since."""
-        names = tuple(classes)
+        start, it writes only when the names or the endpoint changed, here or in another process since."""
+        wanted = Note(tuple(classes), endpoint)
         notes = self._notes()
-        if any(not notes.get(f, ((), ()))[1] or notes[f][1][-1] != names for f in functions):
-            self.record(functions, names)
+        if any(not notes.get(f, ((), ()))[1] or notes[f][1][-1] != wanted for f in functions):
+            self.record(functions, wanted.classes, endpoint=endpoint)
 
     def at(self, functions: Iterable[str], when: datetime) -> tuple[str, ...] | None:
         """The class names the first of `functions` with a note had when `when` began; None without one."""
+        note = self._note_at(functions, when, lambda n: True)
+        return None if note is None else note.classes
+
+    def endpoint_at(self, functions: Iterable[str], when: datetime) -> str | None:
+        """The endpoint the first of `functions` noted with one called when `when` began; None when unknown
+        (no note then, or notes from before endpoints were noted)."""
+        note = self._note_at(functions, when, lambda n: n.endpoint is not None)
+        return None if note is None else note.endpoint
+
+    def _note_at(self, functions: Iterable[str], when: datetime, usable) -> "Note | None":
         moment = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
         notes = self._notes()
         for function in functions:
             times, values = notes.get(function, ([], []))
             i = bisect.bisect_right(times, moment)
-            if i:
+            if i and usable(values[i - 1]):
                 return values[i - 1]
         return None
 
-    def _notes(self) -> dict[str, tuple[list[float], list[tuple[str, ...]]]]:
+    def _notes(self) -> dict[str, tuple[list[float], list["Note"]]]:
         with self._lock:
             if self._loaded is not None and time.monotonic() - self._loaded[0] < CACHE_TTL:
                 return self._loaded[1]
-        notes: dict[str, tuple[list[float], list[tuple[str, ...]]]] = {}
-        for row in self.db.query("SELECT function, since, classes FROM function_classes WHERE backend=? "
+        notes: dict[str, tuple[list[float], list[Note]]] = {}
+        for row in self.db.query("SELECT function, since, classes, endpoint FROM function_classes WHERE backend=? "
                                  "ORDER BY since", (self.backend,)):
             times, values = notes.setdefault(row["function"], ([], []))
             times.append(row["since"])
-            values.append(tuple(loads(row["classes"])))
+            values.append(Note(tuple(loads(row["classes"])), row["endpoint"]))
         with self._lock:
             self._loaded = (time.monotonic(), notes)
         return notes
+
+
+class Note(NamedTuple):
+    """What a function was configured with from a moment on."""
+
+    classes: tuple[str, ...]
+    endpoint: str | None  # ENDPOINT_NAME; None in notes from before endpoints were noted

@@ -844,6 +844,11 @@ class MonitoringService:
             machines: dict[str, str | None] = {}
             mine = []
             for e in executions:
+                if e.endpoint is not None:  # the endpoint it called, noted when it started
+                    if e.endpoint == endpoint:
+                        mine.append(e)
+                    continue
+                # from before such notes: the endpoint its state machine calls now is the only guess
                 if e.state_machine not in machines:
                     try:
                         machines[e.state_machine] = describe(e.state_machine).endpoint_name

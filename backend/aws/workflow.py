@@ -175,7 +175,8 @@ class AwsWorkflowMixin:
         classes = json.loads(environment.get("CLASS_NAMES") or "[]")
         if classes:  # what the executions starting from now are labelled with, from Lambda's own clock
             config = self._function_config(name, fresh=True) or {}
-            self._function_classes.record([name], classes, at=_lambda_time(config.get("LastModified")))
+            self._function_classes.record([name], classes, at=_lambda_time(config.get("LastModified")),
+                                          endpoint=environment.get("ENDPOINT_NAME"))
         return self._function_arn(name)
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
@@ -445,6 +446,14 @@ class AwsWorkflowMixin:
     def _classes(self, state_machine: str, started: datetime | None) -> tuple[str, ...]:
         """The class names the machine's functions had when the execution started (noted each time they are
         configured); for executions from before such notes, those of the machine's endpoint now."""
+        functions = self._machine_functions(state_machine)
+        if functions is None:
+            return self._current_classes(state_machine)
+        noted = self._function_classes.at(functions, started) if started else None
+        return noted if noted is not None else self._current_classes(state_machine)
+
+    def _machine_functions(self, state_machine: str) -> tuple[str, ...] | None:
+        """The functions the machine calls (read once); None when they could not be read this time."""
         functions = self._wf_cache["functions"]
         if state_machine not in functions:
             try:
@@ -452,9 +461,8 @@ class AwsWorkflowMixin:
             except ResourceNotFound:  # the machine is gone (a throttle is not kept: asked again next time)
                 functions[state_machine] = ()
             except SconesError:
-                return self._current_classes(state_machine)
-        noted = self._function_classes.at(functions[state_machine], started) if started else None
-        return noted if noted is not None else self._current_classes(state_machine)
+                return None
+        return functions[state_machine]
 
     def _current_classes(self, state_machine: str) -> tuple[str, ...]:
         """The classes of the model the machine's endpoint serves now, or the staged ones."""
@@ -481,12 +489,14 @@ class AwsWorkflowMixin:
         if inferences:
             classes = self._classes(machine, start)
             label = classes[best] if best < len(classes) else f"class {best}"
+        functions = self._machine_functions(machine) if start else None
+        endpoint = self._function_classes.endpoint_at(functions, start) if functions else None
         return Execution(
             name=d["name"], arn=d["executionArn"], state_machine=machine, status=d["status"], start=_iso(start),
             stop=_iso(stop) if stop else None, seconds=(stop - start).total_seconds() if stop and start else None,
             error=d.get("error"), cause=d.get("cause"),
             s3_key=inp.get("s3_key") if isinstance(inp, dict) else None, label=label, confidence=confidence,
-            input=inp, output=out,
+            input=inp, output=out, endpoint=endpoint,
         )
 
     def _arn_of_execution(self, name_or_arn: str) -> str:

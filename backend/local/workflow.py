@@ -147,7 +147,7 @@ class WorkflowService:
             self._registered[function] = signature
         if classes:  # what the executions starting from now are labelled with (also when another process noted
             # other names since: its runtime is not this one); written only when the notes differ
-            self.function_classes.note(list(machine["mapping"]), classes)
+            self.function_classes.note(list(machine["mapping"]), classes, endpoint=machine["endpoint_name"])
 
     def _endpoint_class_names(self, endpoint: str) -> tuple[str, ...]:
         def load() -> tuple[str, ...]:
@@ -411,6 +411,7 @@ class WorkflowService:
             confidence = inferences[best]
             classes = self._classes_for(r.arn, r.state_machine_name, r.start_date)
             label = classes[best] if best < len(classes) else f"class {best}"
+        endpoint = self.function_classes.endpoint_at(self._functions_of(r.arn), r.start_date)
         seconds = None
         if r.stop_date is not None:
             seconds = (r.stop_date - r.start_date).total_seconds()
@@ -418,7 +419,7 @@ class WorkflowService:
             name=r.name, arn=r.arn, state_machine=r.state_machine_name, status=r.status,
             start=_iso(r.start_date), stop=_iso(r.stop_date) if r.stop_date else None, seconds=seconds,
             error=r.error, cause=r.cause, s3_key=(inp or {}).get("s3_key") if isinstance(inp, dict) else None,
-            label=label, confidence=confidence, input=inp, output=out,
+            label=label, confidence=confidence, input=inp, output=out, endpoint=endpoint,
         )
 
     def _inferences_from_history(self, r: ExecutionRecord) -> list[float] | None:
@@ -431,9 +432,7 @@ class WorkflowService:
     def _classes_for(self, arn: str, state_machine: str, started: datetime) -> tuple[str, ...]:
         """The class names the functions the execution called had when it started (noted when they were
         configured); for executions from before such notes, those of the machine's endpoint now."""
-        if arn not in self._execution_functions:  # from the definition it ran: the machine may have changed
-            self._execution_functions[arn] = self._functions_run(arn)
-        noted = self.function_classes.at(self._execution_functions[arn], started)
+        noted = self.function_classes.at(self._functions_of(arn), started)
         if noted is not None:
             return noted
 
@@ -443,6 +442,12 @@ class WorkflowService:
             except SconesError:  # the endpoint is gone: the staged classes still name the labels
                 return self._staged_classes()
         return self._cached("classes", state_machine, load)
+
+    def _functions_of(self, arn: str) -> tuple[str, ...]:
+        """The functions the execution's own definition calls (its machine may have changed since)."""
+        if arn not in self._execution_functions:
+            self._execution_functions[arn] = self._functions_run(arn)
+        return self._execution_functions[arn]
 
     def _functions_run(self, arn: str) -> tuple[str, ...]:
         try:

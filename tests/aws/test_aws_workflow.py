@@ -228,13 +228,15 @@ def test_an_execution_keeps_the_class_names_its_functions_had_when_it_started(de
     b.deploy_workflow(endpoint_name="scones-endpoint-c", threshold=0.9)
     after = datetime.now(timezone.utc)
 
-    def label(started: datetime) -> str | None:
+    def execution(started: datetime):
         return b._execution({
             "executionArn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{sm.name}:x", "stateMachineArn": machine,
             "name": "x", "status": "SUCCEEDED", "startDate": started, "stopDate": started, "input": "{}",
-            "output": json.dumps({"statusCode": 200, "body": {"inferences": [0.9, 0.1]}})}).label
+            "output": json.dumps({"statusCode": 200, "body": {"inferences": [0.9, 0.1]}})})
 
-    assert (label(before), label(after)) == ("bicycle", "motorcycle")
+    assert (execution(before).label, execution(after).label) == ("bicycle", "motorcycle")
+    # ... and the endpoint each called (Monitor credits executions there, not to the machine's endpoint now)
+    assert (execution(before).endpoint, execution(after).endpoint) == (sm.endpoint_name, "scones-endpoint-c")
     # A fresh backend of the workspace (the CLI's) reads the same from the workspace's notes.
     assert get_backend(load_settings())._execution({
         "executionArn": "e", "stateMachineArn": machine, "name": "x", "status": "SUCCEEDED", "startDate": before,

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+from dataclasses import replace
 
 import altair as alt
 import numpy as np
@@ -220,6 +221,17 @@ def test_workflow_outcomes_and_executions_that_would_pass(home):
     assert (charts.executions, charts.executions_passing, charts.executions_failed_other) == (7, 4, 1)
     assert b.threshold_counts(EP, 0.5)["executions_passing"] == 7
     assert b.threshold_counts(EP, 0.96)["executions_passing"] == 0
+
+
+def test_executions_count_for_the_endpoint_they_called_not_the_one_their_machine_calls_now(home):
+    b = WorkflowFake(load_settings())  # its machine calls EP now
+    write_records(b.store.bucket_dir(b.objects.bucket), EP, 30, per_file=10)
+    write_records(b.store.bucket_dir(b.objects.bucket), "ep-before", 30, per_file=10)
+    earlier = [replace(execution(i, "SUCCEEDED", None, 0.95), endpoint="ep-before") for i in range(3)]
+    unknown = [execution(10 + i, "SUCCEEDED", None, 0.95) for i in range(2)]  # from before endpoints were noted
+    b.executions = earlier + unknown + [replace(execution(20, "SUCCEEDED", None, 0.95), endpoint=EP)]
+    assert b.monitor_charts(EP).executions == 3  # the machine's guess for the unknown two, and the one noted
+    assert b.monitor_charts("ep-before").executions == 3
 
 
 def test_capture_status_reads_the_endpoints_ready_file(mb, tmp_path):

@@ -42,6 +42,12 @@ def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_p
     d = json.loads(scones(wf_home, "workflow", "deploy", "--threshold", "0.5", "--json").stdout)
     assert d["state_machine"] == "scones-workflow" and d["endpoint_name"] == "scones-endpoint"
     assert d["threshold"] == 0.5 and set(d["functions"]) == {"serializeImageData", "classifyImage", "filterInferences"}
+    # A redeploy without --threshold takes the default, and says so with the flag that keeps the old value.
+    r = scones(wf_home, "workflow", "deploy", "--json")
+    assert json.loads(r.stdout)["threshold"] == 0.93
+    assert "the threshold is now 0.93, the default (it was 0.5); pass --threshold 0.5 to keep it." in r.stderr
+    r = scones(wf_home, "workflow", "deploy", "--threshold", "0.5", "--json")
+    assert r.returncode == 0 and "threshold is now" not in r.stderr and "now calls" not in r.stderr
     r = scones(wf_home, "workflow", "run", "--count", "3", "--threshold", "1.0", "--json")
     assert r.returncode == 0, r.stderr  # executions that end FAILED still exit 0
     runs = json.loads(r.stdout)["executions"]

@@ -59,6 +59,9 @@ def test_earlier_executions_keep_their_class_after_the_workflow_moves_to_a_model
     now = labels()
     assert {n: now[n] for n in said} == {n: label for n, (label, _) in said.items()}
     assert now[failed.name] == failed.label and f": {now[failed.name]})" in failed.cause
+    # Each execution names the endpoint it called (Monitor credits it there), not the machine's endpoint now.
+    called = {e.name: e.endpoint for e in b.list_workflow_executions()}
+    assert {called[n] for n in [*said, failed.name]} == {"ep-b"} and called[after.name] == "ep-c"
     # Another process (its own Lambda runtime) points the workflow back at ep-b and runs; then this one points it
     # at ep-c again: its runtime still has ep-c's configuration, yet its new execution must not read as ep-b's.
     other = get_backend(replace(load_settings({}), home=b.settings.home))
@@ -81,6 +84,8 @@ def test_earlier_executions_keep_their_class_after_the_workflow_moves_to_a_model
     # ... and from another process's backend (the CLI's), which reads the notes from the database.
     fresh = get_backend(replace(load_settings({}), home=b.settings.home))
     assert {n: fresh.describe_workflow_execution(n).label for n in said} == {n: label for n, (label, _) in said.items()}
+    assert fresh.describe_workflow_execution(back.name).endpoint == "ep-b"
+    assert fresh.describe_workflow_execution(again.name).endpoint == "ep-c"
 
 
 CHOICE = {
