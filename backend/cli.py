@@ -17,7 +17,7 @@ from typing import Any, Callable
 from backend.api import (
     DEFAULT_ENDPOINT, DEFAULT_STATE_MACHINE, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError, human_size,
 )
-from backend.inventory import NOT_CREATED_HERE
+from backend.inventory import NOT_CREATED_HERE, NOT_FOUND
 from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
@@ -643,8 +643,20 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
     say_inventory_notes(backend)
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
            "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
+    # Left because it was refused or failed, not because it was already gone or belongs to another workspace:
+    # the command did not do what was asked, and a script must be able to tell (exit 2, with the error object).
+    refused = [(k, n, r) for k, n, r in report.left if r != NOT_FOUND and not r.startswith(NOT_CREATED_HERE)]
+    message = ""
+    if refused:
+        k, n, r = refused[0]
+        more = f" (and {len(refused) - 1} more, in 'left')" if len(refused) > 1 else ""
+        message = f"{k}:{n} was not deleted{more}: {r}"
+        doc["error"] = {"code": "CleanupIncomplete", "message": message}
     out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]
                             + [f"left    {k}:{n}: {r}" for k, n, r in report.left]) or "Nothing to delete.")
+    if refused:
+        print(f"scones: {message}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

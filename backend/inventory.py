@@ -26,6 +26,7 @@ from backend.workflow_defs import UPLOAD_PREFIX
 
 CAPTURE_PREFIX = "data_capture/"
 NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
+NOT_FOUND = "not found: already deleted, or never created"
 
 # data resources: name -> (bucket prefixes, workspace folders)
 DATA = {
@@ -182,7 +183,7 @@ class InventoryMixin:
                 if kind not in RESOURCE_KINDS:
                     raise ValidationError(f"Unknown kind {kind!r}: use one of {', '.join(RESOURCE_KINDS)}.")
             chosen = [t for t in targets if t in inventory]
-            left = [(k, n, "not found: already deleted, or never created") for k, n in targets if (k, n) not in inventory]
+            left = [(k, n, NOT_FOUND) for k, n in targets if (k, n) not in inventory]
         chosen.sort(key=lambda t: RESOURCE_KINDS.index(t[0]))
         users = self._users() if chosen else {}
         return (*self._without_blocked(chosen, left, users), users)
@@ -224,7 +225,9 @@ class InventoryMixin:
             else:
                 deleted.append((kind, name))
         self.after_cleanup(deleted)
-        self.record_cleanup(deleted, left)  # the workspace keeps the outcome for the Home page
+        # The workspace keeps the outcome for the Home page; a name that was not there (deleted twice, a typo)
+        # was nothing to do, so a cleanup of such names only is not one.
+        self.record_cleanup(deleted, [x for x in left if x[2] != NOT_FOUND])
         return CleanupReport(tuple(deleted), tuple(left))
 
     def _users(self) -> Users:

@@ -127,9 +127,18 @@ def test_cleanup_named_items_in_order_and_keep_data(full):
     finally:
         page_backend.clear()
         os.environ.pop("SCONES_HOME") if old_home is None else os.environ.__setitem__("SCONES_HOME", old_home)
+    # The CLI: a refused deletion did not do what was asked, so a script sees exit 2 and the error object.
+    r = scones(home, "cleanup", f"model:{model}", "--yes", "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["deleted"] == [] and doc["error"]["code"] == "CleanupIncomplete"
+    assert r.stderr.startswith(f"scones: model:{model} was not deleted: Endpoint {ep.endpoint_name} serves model")
     report = b.cleanup([("model", model), ("endpoint", ep.endpoint_name)])
     assert report.deleted == (("endpoint", ep.endpoint_name), ("model", model))
+    recorded = b.last_cleanup()
     assert b.cleanup([("endpoint", "ghost")]).left[0][:2] == ("endpoint", "ghost")
+    r = scones(home, "cleanup", "endpoint:ghost", "--yes", "--json")  # deleting twice (or a typo) is harmless
+    assert r.returncode == 0 and json.loads(r.stdout)["left"][0]["reason"].startswith("not found")
+    assert b.last_cleanup() == recorded  # ... and nothing to do: not a cleanup the Home page reports
     report = b.cleanup(None, include_data=False)
     assert report.left == ()
     left = b.inventory()
