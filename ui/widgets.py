@@ -17,6 +17,17 @@ STATE_BADGES = {
 }
 
 
+# Threshold sliders move by 0.001 so a threshold set elsewhere (scones workflow deploy --threshold 0.935) is
+# shown and used as it is, not rounded to 0.94 in the label while 0.935 decides.
+THRESHOLD_STEP, THRESHOLD_FORMAT = 0.001, "%.3f"
+
+
+def threshold_text(value: float) -> str:
+    """0.93 -> '0.93', 0.935 -> '0.935', 0.5 -> '0.50': as many decimals as it has (2 or 3)."""
+    text = f"{value:.3f}"
+    return text[:-1] if text.endswith("0") else text
+
+
 def status_badge(status: StepStatus) -> str:
     color, text = STATE_BADGES.get(status.state, ("gray", status.state))
     return f":{color}-badge[{text}]"

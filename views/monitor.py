@@ -15,7 +15,7 @@ from ui.charts_monitor import (
     share_below_chart,
 )
 from ui.state import backend, kept
-from ui.widgets import image_grid, show_error
+from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, image_grid, show_error, threshold_text
 
 WINDOWS = {"Last 15 minutes": 900, "Last hour": 3600, "Last 24 hours": 86400, "Last 7 days": 7 * 86400,
            "Everything captured": None}
@@ -62,8 +62,8 @@ def controls_ui() -> tuple[str, int | None, float]:
     kept("mon_threshold", float(workflow_threshold), follow=float(workflow_threshold))
     endpoint = c1.selectbox("Endpoint", endpoints, key="mon_endpoint")
     window = c2.selectbox("Time window", list(WINDOWS), key="mon_window")
-    threshold = c3.slider("Threshold", 0.0, 1.0, step=0.01, key="mon_threshold",
-                          help=f"The workflow's threshold is {workflow_threshold:.2f}; moving this changes only the "
+    threshold = c3.slider("Threshold", 0.0, 1.0, step=THRESHOLD_STEP, format=THRESHOLD_FORMAT, key="mon_threshold",
+                          help=f"The workflow's threshold is {threshold_text(workflow_threshold)}; moving this changes only the "
                                "counts and charts below.")
     return endpoint, WINDOWS[window], threshold
 
@@ -97,8 +97,8 @@ def metrics_ui(charts, threshold: float) -> None:
                      "capture is off, sampled, or paused.")
     share = charts.below / charts.records if charts.records else 0.0
     c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%} of them", delta_color="off", delta_arrow="off")
-    c[2].metric(f"Would pass at {threshold:.2f}", f"{charts.passing:,}")
-    c[3].metric(f"Executions passing at {threshold:.2f}", f"{charts.executions_passing:,} of {charts.executions:,}",
+    c[2].metric(f"Would pass at {threshold_text(threshold)}", f"{charts.passing:,}")
+    c[3].metric(f"Executions passing at {threshold_text(threshold)}", f"{charts.executions_passing:,} of {charts.executions:,}",
                 help="Workflow executions that would pass at this threshold, of those whose classify step ran (they "
                      "carry a confidence); executions that failed "
                      f"for other reasons ({charts.executions_failed_other:,}) fail at any threshold.")

@@ -14,7 +14,7 @@ from backend.api import (
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend, kept, press_refused, pressed, remember, second_press
-from ui.widgets import show_error
+from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, show_error, threshold_text
 
 st.title("Workflow")
 st.caption("serializeImageData → classifyImage → filterInferences, as Step Functions runs it: the real Lambda "
@@ -48,7 +48,8 @@ def deploy_ui() -> None:
         endpoint = c1.selectbox("Endpoint the classify step calls", endpoints,
                                 index=endpoints.index(current.endpoint_name) if current and current.endpoint_name in endpoints else 0)
         default = current.threshold if current else b.default_threshold()
-        threshold = c2.slider("Threshold (filterInferences passes max(inferences) ≥ this)", 0.0, 1.0, float(default), 0.01)
+        threshold = c2.slider("Threshold (filterInferences passes max(inferences) ≥ this)", 0.0, 1.0, float(default),
+                              THRESHOLD_STEP, format=THRESHOLD_FORMAT)
         if st.form_submit_button("Update the workflow" if current else "Deploy the workflow", type="primary"):
             try:
                 b.deploy_workflow(endpoint, threshold)
@@ -131,7 +132,8 @@ def run_ui() -> None:
     if not override:
         st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
     kept("wf_threshold", float(current))
-    threshold = c5.slider("Threshold", 0.0, 1.0, step=0.01, key="wf_threshold", disabled=not override)
+    threshold = c5.slider("Threshold", 0.0, 1.0, step=THRESHOLD_STEP, format=THRESHOLD_FORMAT, key="wf_threshold",
+                          disabled=not override)
     if count_problem:
         st.error(count_problem)
     if st.button("Start", type="primary", key="wf_start",
@@ -244,7 +246,7 @@ with st.container(border=True):
         if not m.functions:  # a machine that calls no function calls no endpoint and has no threshold
             st.markdown(f"**{m.name}** · calls no Lambda function" + (" · imported" if m.imported else ""))
             continue
-        st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{m.threshold:.2f}** · "
+        st.markdown(f"**{m.name}** · endpoint `{m.endpoint_name}` · threshold **{threshold_text(m.threshold)}** · "
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
         if endpoint_status.get(m.endpoint_name) not in SERVING_STATUSES:
             flagged.setdefault(m.endpoint_name, []).append(m.name)
