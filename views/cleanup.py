@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backend.api import SconesError, human_size, usd
-from ui.state import backend, kept
+from ui.state import backend, kept, remember
 from ui.widgets import show_error
 
 CONFIRM_WORD = "delete"
@@ -60,8 +60,9 @@ def set_ticks(keys: list[str], value: bool) -> None:
         st.session_state[key] = value
 
 
-include_data = st.checkbox("Also delete data (staged images, capture, uploads, downloads)", value=False,
-                           key="cleanup_data")
+kept("cleanup_data", False)  # kept across pages, as the ticks are
+include_data = st.checkbox("Also delete data (staged images, capture, uploads, downloads)", key="cleanup_data",
+                           on_change=remember, args=("cleanup_data",))
 visible = [r for r in resources if include_data or not r.is_data]
 chosen: list[tuple[str, str]] = []
 for kind, title in KIND_TITLES.items():

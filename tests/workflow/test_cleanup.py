@@ -214,6 +214,9 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     at.checkbox(key="cleanup_data").uncheck().run()
     at.checkbox(key="cleanup_data").check().run()
     assert at.checkbox(key=data_key).value is False
+    at.switch_page("views/home.py").run()  # another page and back: the data box stays on, as the ticks stay
+    at.switch_page("views/cleanup.py").run()
+    assert at.checkbox(key="cleanup_data").value is True and at.checkbox(key=data_key).value is False
     at.checkbox(key=data_key).check().run()
     # Unticking one more row after typing also asks again.
     at.text_input(key="cleanup_confirm").input("delete").run()
