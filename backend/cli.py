@@ -499,11 +499,11 @@ def _executions_text(executions: list[Any]) -> str:
 def cmd_workflow_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     try:
         before = backend.describe_state_machine(DEFAULT_STATE_MACHINE)
-    except ResourceNotFound:
+    except SconesError:  # none yet, or not readable now: the deploy alone decides, without the notes below
         before = None
     sm = backend.deploy_workflow(args.endpoint, args.threshold)
     if before is not None:  # a redeploy: say what changed that the flags did not ask for
-        if args.endpoint is None and before.endpoint_name != sm.endpoint_name:
+        if args.endpoint is None and before.endpoint_name and before.endpoint_name != sm.endpoint_name:
             print(f"scones: the workflow now calls {sm.endpoint_name}, the newest InService endpoint (it called "
                   f"{before.endpoint_name}); pass --endpoint {before.endpoint_name} to keep that one.", file=sys.stderr)
         if args.threshold is None and before.threshold != sm.threshold:

@@ -68,6 +68,18 @@ class FunctionClasses:
         if any(not notes.get(f, ((), ()))[1] or notes[f][1][-1] != wanted for f in functions):
             self.record(functions, wanted.classes, endpoint=endpoint)
 
+    def fill_endpoint(self, functions: Iterable[str], endpoint: str) -> None:
+        """Before the functions are pointed elsewhere: a newest note without an endpoint (written before
+        endpoints were noted) gets the one they call until now, so the executions it covers are not credited
+        to the next endpoint."""
+        with self.db.transaction() as conn:
+            for function in functions:
+                conn.execute("UPDATE function_classes SET endpoint=? WHERE backend=? AND function=? AND endpoint IS NULL "
+                             "AND since=(SELECT MAX(since) FROM function_classes WHERE backend=? AND function=?)",
+                             (endpoint, self.backend, function, self.backend, function))
+        with self._lock:
+            self._loaded = None
+
     def at(self, functions: Iterable[str], when: datetime) -> tuple[str, ...] | None:
         """The class names the first of `functions` with a note had when `when` began; None without one."""
         note = self._note_at(functions, when, lambda n: True)

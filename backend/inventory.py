@@ -219,6 +219,8 @@ class InventoryMixin:
                 continue
             try:
                 self._delete(kind, name)
+            except ResourceNotFound:  # gone meanwhile (deleted elsewhere, or its deletion just finished)
+                left.append((kind, name, NOT_FOUND))
             except SconesError as exc:
                 failed.add((kind, name))
                 left.append((kind, name, str(exc)))
@@ -227,7 +229,8 @@ class InventoryMixin:
         self.after_cleanup(deleted)
         # The workspace keeps the outcome for the Home page; a name that was not there (deleted twice, a typo)
         # was nothing to do, so a cleanup of such names only is not one.
-        self.record_cleanup(deleted, [x for x in left if x[2] != NOT_FOUND])
+        # Nor is what belongs to another workspace (found by the project tag) something this one left.
+        self.record_cleanup(deleted, [x for x in left if x[2] != NOT_FOUND and not x[2].startswith(NOT_CREATED_HERE)])
         return CleanupReport(tuple(deleted), tuple(left))
 
     def _users(self) -> Users:

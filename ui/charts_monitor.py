@@ -64,7 +64,7 @@ def threshold_rule(threshold: float, axis: str = "y") -> alt.Chart:
     frame = pd.DataFrame({"threshold": [float(threshold)]})
     enc = alt.Y("threshold:Q") if axis == "y" else alt.X("threshold:Q")
     return (alt.Chart(frame).mark_rule(color="#444", strokeDash=[6, 4], size=2)
-            .encode(enc, tooltip=[alt.Tooltip("threshold:Q", format=".2f")]))
+            .encode(enc, tooltip=[alt.Tooltip("threshold:Q", format=".6~f")]))
 
 
 def confidence_over_time_chart(points: pd.DataFrame, threshold: float, title: str = "Confidence over time",

@@ -23,9 +23,9 @@ THRESHOLD_STEP, THRESHOLD_FORMAT = 0.001, "%.3f"
 
 
 def threshold_text(value: float) -> str:
-    """0.93 -> '0.93', 0.935 -> '0.935', 0.5 -> '0.50': as many decimals as it has (2 or 3)."""
-    text = f"{value:.3f}"
-    return text[:-1] if text.endswith("0") else text
+    """0.93 -> '0.93', 0.935 -> '0.935', 0.5 -> '0.50': the decimals it has (at least 2, at most 6)."""
+    whole, _, decimals = f"{value:.6f}".rstrip("0").partition(".")
+    return f"{whole}.{decimals.ljust(2, '0')}"
 
 
 def status_badge(status: StepStatus) -> str:

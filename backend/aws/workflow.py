@@ -49,6 +49,7 @@ CONFIG_TTL = 5.0
 TARGETS_TTL = 30.0  # which endpoint each state machine calls, for the Home page's 2-second poll
 NEW_DESCRIBES_PER_LIST = 25  # DescribeExecution is rate-limited (a bucket of 250, 15 more a second)
 DESCRIBES_PER_WAIT_ROUND = 15
+FUNCTIONS_RETRY_SECONDS = 10.0  # a machine whose functions could not be read (throttled, denied) is asked again after
 
 
 def lambda_package() -> bytes:
@@ -87,7 +88,7 @@ class AwsWorkflowMixin:
 
     @cached_property
     def _wf_cache(self) -> dict[str, Any]:
-        return {"finished": {}, "config": {}, "classes": {}, "inputs": {}, "functions": {}}
+        return {"finished": {}, "config": {}, "classes": {}, "inputs": {}, "functions": {}, "functions_failed": {}}
 
     @cached_property
     def _function_classes(self) -> FunctionClasses:
@@ -161,6 +162,10 @@ class AwsWorkflowMixin:
                        "Timeout": current.get("Timeout"), "MemorySize": current.get("MemorySize"),
                        "Environment": {"Variables": (current.get("Environment") or {}).get("Variables", {})}}
                 if now != config:
+                    variables = now["Environment"]["Variables"]
+                    if variables.get("ENDPOINT_NAME"):  # a note from before endpoints were noted gets the one
+                        # the function calls until now, so its executions are not credited to the next one
+                        self._function_classes.fill_endpoint([name], variables["ENDPOINT_NAME"])
                     with aws_errors(f"updating the configuration of Lambda function {name}"):
                         lam.update_function_configuration(FunctionName=name, **config)
                     self._wait_function(name, "function_updated_v2")
@@ -255,6 +260,7 @@ class AwsWorkflowMixin:
         self._record_resource("state-machine", name)
         self._wf_cache["classes"].clear()
         self._wf_cache["functions"].pop(name, None)
+        self._wf_cache["functions_failed"].pop(name, None)
         self._wf_cache.pop("targets", None)
 
     def _function_environment(self, endpoint: str, threshold: float) -> dict[str, str]:
@@ -443,10 +449,10 @@ class AwsWorkflowMixin:
             self._wf_cache["finished"][arn] = d
         return d
 
-    def _classes(self, state_machine: str, started: datetime | None) -> tuple[str, ...]:
-        """The class names the machine's functions had when the execution started (noted each time they are
+    def _classes(self, state_machine: str, started: datetime | None,
+                 functions: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The class names the machine's `functions` had when the execution started (noted each time they are
         configured); for executions from before such notes, those of the machine's endpoint now."""
-        functions = self._machine_functions(state_machine)
         if functions is None:
             return self._current_classes(state_machine)
         noted = self._function_classes.at(functions, started) if started else None
@@ -456,11 +462,15 @@ class AwsWorkflowMixin:
         """The functions the machine calls (read once); None when they could not be read this time."""
         functions = self._wf_cache["functions"]
         if state_machine not in functions:
+            failed = self._wf_cache["functions_failed"].get(state_machine)
+            if failed is not None and time.monotonic() - failed < FUNCTIONS_RETRY_SECONDS:
+                return None  # a long listing does not ask again for each execution
             try:
                 functions[state_machine] = tuple(self.describe_state_machine(state_machine).functions)
-            except ResourceNotFound:  # the machine is gone (a throttle is not kept: asked again next time)
+            except ResourceNotFound:  # the machine is gone (a throttle is not kept: asked again a little later)
                 functions[state_machine] = ()
             except SconesError:
+                self._wf_cache["functions_failed"][state_machine] = time.monotonic()
                 return None
         return functions[state_machine]
 
@@ -486,11 +496,11 @@ class AwsWorkflowMixin:
             best = max(range(len(inferences)), key=inferences.__getitem__)
             confidence = inferences[best]
         start, stop = d.get("startDate"), d.get("stopDate")
+        functions = self._machine_functions(machine)
         if inferences:
-            classes = self._classes(machine, start)
+            classes = self._classes(machine, start, functions)
             label = classes[best] if best < len(classes) else f"class {best}"
-        functions = self._machine_functions(machine) if start else None
-        endpoint = self._function_classes.endpoint_at(functions, start) if functions else None
+        endpoint = self._function_classes.endpoint_at(functions, start) if functions and start else None
         return Execution(
             name=d["name"], arn=d["executionArn"], state_machine=machine, status=d["status"], start=_iso(start),
             stop=_iso(stop) if stop else None, seconds=(stop - start).total_seconds() if stop and start else None,

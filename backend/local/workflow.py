@@ -186,6 +186,8 @@ class WorkflowService:
         """Create or update a machine. Its functions are shared by name, as Lambda functions are: every other
         machine that calls one of them now runs it with this endpoint, threshold and handler file too (what
         updating the function's configuration and code does on AWS)."""
+        for row in self.db.query("SELECT mapping, endpoint_name FROM state_machines"):  # notes from before endpoints
+            self.function_classes.fill_endpoint(list(loads(row["mapping"])), row["endpoint_name"])  # were noted
         now = utcnow()
         with self.db.transaction() as conn:
             conn.execute(
@@ -446,6 +448,8 @@ class WorkflowService:
     def _functions_of(self, arn: str) -> tuple[str, ...]:
         """The functions the execution's own definition calls (its machine may have changed since)."""
         if arn not in self._execution_functions:
+            if len(self._execution_functions) >= 100_000:  # a dashboard that runs for weeks: start over
+                self._execution_functions.clear()
             self._execution_functions[arn] = self._functions_run(arn)
         return self._execution_functions[arn]
 

@@ -188,7 +188,8 @@ def test_a_finished_execution_shows_the_predicted_class_and_a_threshold_failure_
     event = {"s3_bucket": b.objects.bucket, "s3_key": b.test_image_keys()[0], "image_data": ""}
     body = {"image_data": "…", "s3_bucket": b.objects.bucket, "s3_key": event["s3_key"], "inferences": [0.96, 0.04]}
     low_body = {**body, "inferences": [0.41, 0.59]}
-    assert b._classes(sm.name, start) == ("bicycle", "motorcycle")  # read (and kept) before Step Functions is stubbed
+    functions = b._machine_functions(sm.name)  # read (and kept) before Step Functions is stubbed
+    assert b._classes(sm.name, start, functions) == ("bicycle", "motorcycle")
     cause = json.dumps({"errorMessage": "Confidence 0.59 is below the threshold 0.9",
                         "errorType": "THRESHOLD_CONFIDENCE_NOT_MET", "requestId": "r", "stackTrace": []})
     stub = _stubbed_sfn(b, [
@@ -241,6 +242,37 @@ def test_an_execution_keeps_the_class_names_its_functions_had_when_it_started(de
     assert get_backend(load_settings())._execution({
         "executionArn": "e", "stateMachineArn": machine, "name": "x", "status": "SUCCEEDED", "startDate": before,
         "stopDate": before, "output": json.dumps({"body": {"inferences": [0.9, 0.1]}})}).label == "bicycle"
+
+
+def test_a_long_listing_asks_for_the_machines_functions_once_when_that_fails(deployed, monkeypatch):
+    """Each listed execution needs its machine's functions (class names, endpoint called): a throttled read is
+    not asked again for every execution of a long list, and is asked again a little later."""
+    from backend.api import Throttling
+    from backend.aws import workflow as aws_workflow
+
+    b, sm = deployed
+    calls = []
+
+    def throttled(name):
+        calls.append(name)
+        raise Throttling("Rate exceeded")
+
+    monkeypatch.setattr(b, "describe_state_machine", throttled)
+    b._wf_cache["functions"].clear()
+    machine = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{sm.name}"
+    start = datetime.now(timezone.utc)
+    after_first = None
+    for i in range(50):
+        e = b._execution({"executionArn": f"{machine}:{i}", "stateMachineArn": machine, "name": str(i),
+                          "status": "SUCCEEDED", "startDate": start, "stopDate": start,
+                          "output": json.dumps({"body": {"inferences": [0.9, 0.1]}})})
+        assert e.endpoint is None  # unknown this time, never a guess
+        after_first = after_first or len(calls)
+    assert after_first <= 2 and len(calls) == after_first  # the functions, and the classes' fallback: once each
+    monkeypatch.setattr(aws_workflow, "FUNCTIONS_RETRY_SECONDS", 0.0)
+    b._execution({"executionArn": f"{machine}:x", "stateMachineArn": machine, "name": "x", "status": "RUNNING",
+                  "startDate": start})
+    assert len(calls) == after_first + 1
 
 
 def test_import_a_console_export_maps_functions_and_rewrites_arns(endpoint):

@@ -252,3 +252,34 @@ def test_workflow_list_lists_every_execution_and_says_when_limit_cuts_it(tmp_pat
 
     r = scones("workflow", "list", "--limit", "0", home=tmp_path)
     assert r.returncode == 2 and "--limit 0 is not possible" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_workflow_redeploy_says_what_it_changed_that_the_flags_did_not_name(capsys):
+    """The deploy's own logic is tested against real backends; this is the wording of what a redeploy moved."""
+    import argparse
+    from types import SimpleNamespace
+
+    from backend.api import Throttling
+    from backend.cli import Output, cmd_workflow_deploy
+
+    def machine(endpoint, threshold):
+        return SimpleNamespace(name="scones-workflow", arn="arn", endpoint_name=endpoint, threshold=threshold,
+                               functions={})
+
+    before = machine("ep-old", 0.85)
+    b = SimpleNamespace(describe_state_machine=lambda name: before,
+                        deploy_workflow=lambda endpoint, threshold: machine(endpoint or "ep-new", threshold or 0.93))
+    assert cmd_workflow_deploy(b, argparse.Namespace(endpoint=None, threshold=None), Output(True)) == 0
+    err = capsys.readouterr().err
+    assert ("the workflow now calls ep-new, the newest InService endpoint (it called ep-old); pass --endpoint "
+            "ep-old to keep that one.") in err
+    assert "the threshold is now 0.93, the default (it was 0.85); pass --threshold 0.85 to keep it." in err
+    cmd_workflow_deploy(b, argparse.Namespace(endpoint="ep-old", threshold=0.85), Output(True))
+    assert capsys.readouterr().err == ""  # what the flags named is not news
+
+    def unreadable(name):
+        raise Throttling("Rate exceeded")
+
+    b.describe_state_machine = unreadable  # a pre-read that fails does not stop the deploy
+    assert cmd_workflow_deploy(b, argparse.Namespace(endpoint=None, threshold=None), Output(True)) == 0
+    assert capsys.readouterr().err == ""

@@ -168,3 +168,23 @@ def test_the_workflow_step_fails_while_its_endpoint_cannot_answer_but_not_while_
         if state == "failed":
             assert step.detail.startswith(f"The endpoint ep that flow calls {'no longer exists' if status is None else 'is Failed'}")
             assert step.detail.endswith("3 executions.")  # what ran is still said
+
+
+def test_a_resource_gone_during_a_cleanup_and_another_workspaces_are_not_left_by_this_one(backend, monkeypatch):
+    from backend.api import Resource
+    from backend.inventory import NOT_CREATED_HERE, NOT_FOUND
+
+    resources = [Resource("endpoint", "gone-meanwhile", "Deleting"),
+                 Resource("endpoint", "theirs", "InService", created_here=False)]
+    monkeypatch.setattr(backend, "inventory", lambda: resources)
+    monkeypatch.setattr(backend, "_users", lambda: {})
+
+    def delete(kind, name):  # its deletion finished between the plan and this call
+        raise ResourceNotFound(f"Could not find endpoint {name}.")
+
+    monkeypatch.setattr(backend, "_delete", delete)
+    report = backend.cleanup()
+    assert report.deleted == ()
+    assert ("endpoint", "gone-meanwhile", NOT_FOUND) in report.left  # not refused: it is gone, as asked
+    assert any(n == "theirs" and r.startswith(NOT_CREATED_HERE) for _, n, r in report.left)
+    assert backend.last_cleanup() is None  # nothing this workspace had to do: not a cleanup Home reports

@@ -1,0 +1,49 @@
+"""The notes of what each workflow function was configured with: class names and, since schema 2, the
+endpoint it calls; a workspace written before endpoints were noted keeps working."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from backend import function_classes
+from backend.function_classes import FunctionClasses
+from backend.local.db import Database
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def test_a_workspace_from_before_endpoints_were_noted_migrates_and_is_filled_before_a_repoint(tmp_path):
+    db = Database(tmp_path / "scones.db")
+    db.migrate("function_classes", function_classes.MIGRATIONS[:1])  # as an older version left it
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO function_classes(backend, function, since, classes) VALUES "
+                     "('local', 'classifyImage', 100, '[\"bicycle\",\"motorcycle\"]')")
+    db = Database(tmp_path / "scones.db")  # a newer version's process opens it and migrates it
+    notes = FunctionClasses(db, "local")
+    assert notes.at(["classifyImage"], at(150)) == ("bicycle", "motorcycle")
+    assert notes.endpoint_at(["classifyImage"], at(150)) is None  # unknown: Monitor falls back to a guess
+    # Before the functions are pointed elsewhere, the newest note gets the endpoint they called until now ...
+    notes.fill_endpoint(["classifyImage"], "ep-a")
+    assert notes.endpoint_at(["classifyImage"], at(150)) == "ep-a"
+    notes.fill_endpoint(["classifyImage"], "ep-other")  # ... once: a noted endpoint is never overwritten
+    assert notes.endpoint_at(["classifyImage"], at(150)) == "ep-a"
+    # A new configuration is a new note from its moment on; earlier executions keep theirs.
+    notes.record(["classifyImage"], ["bicycle", "motorcycle"], at=at(200), endpoint="ep-b")
+    assert [notes.endpoint_at(["classifyImage"], at(t)) for t in (50, 150, 250)] == [None, "ep-a", "ep-b"]
+    assert notes.at(["classifyImage"], at(250)) == ("bicycle", "motorcycle")
+    # note() writes only when the names or the endpoint changed.
+    rows = len(db.query("SELECT * FROM function_classes"))
+    notes.note(["classifyImage"], ["bicycle", "motorcycle"], endpoint="ep-b")
+    assert len(db.query("SELECT * FROM function_classes")) == rows
+    notes.note(["classifyImage"], ["bicycle", "motorcycle"], endpoint="ep-c")
+    assert len(db.query("SELECT * FROM function_classes")) == rows + 1
+
+
+def test_the_endpoint_comes_from_the_first_function_that_noted_one(tmp_path):
+    notes = FunctionClasses(Database(tmp_path / "scones.db"), "aws")
+    notes.record(["serializeImageData"], ["a", "b"], at=at(100))  # a function with no ENDPOINT_NAME
+    notes.record(["classifyImage"], ["a", "b"], at=at(100), endpoint="ep-a")
+    assert notes.endpoint_at(["serializeImageData", "classifyImage"], at(120)) == "ep-a"
+    assert notes.endpoint_at(["serializeImageData", "classifyImage"], at(90)) is None
+    assert notes.endpoint_at([], at(120)) is None
