@@ -18,6 +18,8 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 ## Start the dashboard on the local backend.
 run: $(VENV)/.runtime
+	@$(PY) -c "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(PORT)))" 2>/dev/null || \
+		{ echo "Port $(PORT) is in use (a dashboard already running?): open http://127.0.0.1:$(PORT), stop it, or run 'make run PORT=8502'." >&2; exit 1; }
 	@echo "Scones Unlimited dashboard: http://127.0.0.1:$(PORT)  (backend: $${SCONES_BACKEND:-local}, workspace: $${SCONES_HOME:-~/.scones})"
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 \
 		--server.port $(PORT) --browser.gatherUsageStats false

@@ -122,7 +122,8 @@ def remember_selection() -> None:
     st.session_state["cleanup_confirmed_for"] = st.session_state.get("cleanup_selection")
 
 
-typed = st.text_input(f"Type **{CONFIRM_WORD}** to confirm", key="cleanup_confirm", on_change=remember_selection)
+typed = st.text_input(f"Type {CONFIRM_WORD} to confirm", key="cleanup_confirm", on_change=remember_selection,
+                      placeholder=CONFIRM_WORD)  # a plain label: screen readers and get_by_label read it as shown
 go = st.button(f"Delete {len(going)} selected" if len(going) == len(chosen) else
                f"Delete {len(going)} of {len(chosen)} selected", type="primary", key="cleanup_go",
                disabled=not going or typed.strip().lower() != CONFIRM_WORD)

@@ -200,7 +200,8 @@ def endpoints_view() -> None:
             elif not e.url:
                 where = "no URL yet"
             else:  # a link only where something answers it: a Failed endpoint's port is dead
-                where = e.url if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
+                # Not a link: the container contract answers POST /invocations and GET /ping, not a browser's GET /
+                where = f"`{e.url}/invocations`" if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 act(b.delete_endpoint, e.endpoint_name)

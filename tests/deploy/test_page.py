@@ -227,7 +227,7 @@ def test_only_a_serving_endpoint_shows_its_url_as_a_link_and_times_read_as_utc(p
     url = page_backend.describe_endpoint("ep").url
     at = run_page()
     caption = next(c for c in texts(at.caption) if c.startswith("capture 100%"))
-    assert f" · {url} · " in caption  # InService: the bare URL, which the page draws as a link
+    assert f" · `{url}/invocations` · " in caption  # InService: what answers (a browser's GET / would be a 404)
     assert re.search(r" · updated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", caption), caption
     row = page_backend.db.query_one("SELECT pid FROM endpoints WHERE endpoint_name='ep'")
     os.kill(row["pid"], signal.SIGKILL)  # a killed endpoint reads Failed; its record keeps the port
