@@ -528,7 +528,24 @@ def cmd_workflow_run(backend: Any, args: argparse.Namespace, out: Output) -> int
         arns, partly = backend.start_workflow_batch(args.count, key, args.threshold, args.state_machine), None
     except BatchPartlyStarted as exc:  # what started still runs: wait for it and list it, then say what did not
         arns, partly = exc.started, exc
-    executions = backend.wait_workflow_executions(arns)
+    try:
+        executions = backend.wait_workflow_executions(arns)
+    except ResourceNotFound:  # a cleanup removed some while this waited: list the others, say how many went
+        executions, gone = [], 0
+        for arn in arns:
+            try:
+                executions.extend(backend.wait_workflow_executions([arn]))
+            except ResourceNotFound:
+                gone += 1
+        message = (f"{gone} of the {len(arns)} executions were removed while this waited (a cleanup of the state "
+                   "machine's executions?); " + (f"the other {len(executions)} are listed." if executions
+                                                 else "run them again if they are still wanted."))
+        if partly is not None:
+            message += f" {partly}"
+        out.done({"executions": [execution_doc(e) for e in executions],
+                  "error": {"code": "ExecutionDoesNotExist", "message": message}}, _executions_text(executions))
+        print(f"scones: {message}", file=sys.stderr)
+        return EXIT_ERROR
     out.done({"executions": [execution_doc(e) for e in executions]}, _executions_text(executions))
     if partly is not None:
         raise partly

@@ -283,3 +283,31 @@ def test_workflow_redeploy_says_what_it_changed_that_the_flags_did_not_name(caps
     b.describe_state_machine = unreadable  # a pre-read that fails does not stop the deploy
     assert cmd_workflow_deploy(b, argparse.Namespace(endpoint=None, threshold=None), Output(True)) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_workflow_run_whose_executions_a_cleanup_removed_lists_the_others_and_says_how_many_went(capsys):
+    """(A cleanup deleting a running batch's executions is exercised for real in the engine tests; this is
+    what `workflow run` prints then: the executions that ended, and how many went, exit 2.)"""
+    import argparse
+    from types import SimpleNamespace
+
+    from backend.api import Execution, ResourceNotFound
+    from backend.cli import Output, cmd_workflow_run
+
+    def ended(arn):
+        return Execution(arn, arn, "scones-workflow", "SUCCEEDED", "2026-11-29T08:00:00.000Z", None, 0.5, None,
+                         None, "test/x.png", "bicycle", 0.97)
+
+    def wait(arns):
+        if any(a.startswith("gone") for a in arns):
+            raise ResourceNotFound(f"Execution {arns[0]} does not exist (any more).")
+        return [ended(a) for a in arns]
+
+    b = SimpleNamespace(start_workflow_batch=lambda count, key, threshold, machine: ["a", "gone-1", "b", "gone-2"],
+                        wait_workflow_executions=wait)
+    args = argparse.Namespace(image=None, count=4, threshold=None, state_machine="scones-workflow")
+    assert cmd_workflow_run(b, args, Output(True)) == 2
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert [e["name"] for e in doc["executions"]] == ["a", "b"] and doc["error"]["code"] == "ExecutionDoesNotExist"
+    assert "scones: 2 of the 4 executions were removed while this waited" in out.err
