@@ -15,9 +15,10 @@ import time
 from typing import Any, Callable
 
 from backend.api import (
-    DEFAULT_ENDPOINT, DEFAULT_STATE_MACHINE, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError, human_size,
+    DEFAULT_ENDPOINT, DEFAULT_STATE_MACHINE, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError,
+    human_size,
 )
-from backend.inventory import NOT_CREATED_HERE, NOT_FOUND
+from backend.inventory import NOT_CREATED_HERE, left_by_this_workspace
 from backend.workflow_defs import check_batch, check_threshold
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
@@ -660,9 +661,9 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
     say_inventory_notes(backend)
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
            "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
-    # Left because it was refused or failed, not because it was already gone or belongs to another workspace:
-    # the command did not do what was asked, and a script must be able to tell (exit 2, with the error object).
-    refused = [(k, n, r) for k, n, r in report.left if r != NOT_FOUND and not r.startswith(NOT_CREATED_HERE)]
+    # Left because it was refused or failed: the command did not do what was asked, and a script must be able
+    # to tell (exit 2, with the error object).
+    refused = [(k, n, r) for k, n, r in report.left if left_by_this_workspace(r)]
     message = ""
     if refused:
         k, n, r = refused[0]

@@ -74,7 +74,8 @@ class FunctionClasses:
         to the next endpoint."""
         with self.db.transaction() as conn:
             for function in functions:
-                conn.execute("UPDATE function_classes SET endpoint=? WHERE backend=? AND function=? AND endpoint IS NULL "
+                conn.execute("UPDATE function_classes SET endpoint=? WHERE backend=? AND function=? "
+                             "AND endpoint IS NULL "
                              "AND since=(SELECT MAX(since) FROM function_classes WHERE backend=? AND function=?)",
                              (endpoint, self.backend, function, self.backend, function))
         with self._lock:

@@ -28,6 +28,12 @@ CAPTURE_PREFIX = "data_capture/"
 NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
 NOT_FOUND = "not found: already deleted, or never created"
 
+
+def left_by_this_workspace(reason: str) -> bool:
+    """A cleanup left it because it was refused or failed: not a name that was not there, nor what another
+    workspace created (the Home page does not count those; `scones cleanup --yes` does not exit 2 for them)."""
+    return reason != NOT_FOUND and not reason.startswith(NOT_CREATED_HERE)
+
 # data resources: name -> (bucket prefixes, workspace folders)
 DATA = {
     "staged-images": (("train/", "test/", "train.lst", "test.lst", "dataset.json", STAGED_KEYS), ()),
@@ -227,10 +233,8 @@ class InventoryMixin:
             else:
                 deleted.append((kind, name))
         self.after_cleanup(deleted)
-        # The workspace keeps the outcome for the Home page; a name that was not there (deleted twice, a typo)
-        # was nothing to do, so a cleanup of such names only is not one.
-        # Nor is what belongs to another workspace (found by the project tag) something this one left.
-        self.record_cleanup(deleted, [x for x in left if x[2] != NOT_FOUND and not x[2].startswith(NOT_CREATED_HERE)])
+        # The workspace keeps the outcome for the Home page: a cleanup of names that were not there only is not one.
+        self.record_cleanup(deleted, [x for x in left if left_by_this_workspace(x[2])])
         return CleanupReport(tuple(deleted), tuple(left))
 
     def _users(self) -> Users:

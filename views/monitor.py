@@ -63,8 +63,8 @@ def controls_ui() -> tuple[str, int | None, float]:
     endpoint = c1.selectbox("Endpoint", endpoints, key="mon_endpoint")
     window = c2.selectbox("Time window", list(WINDOWS), key="mon_window")
     threshold = c3.slider("Threshold", 0.0, 1.0, step=THRESHOLD_STEP, format=THRESHOLD_FORMAT, key="mon_threshold",
-                          help=f"The workflow's threshold is {threshold_text(workflow_threshold)}; moving this changes only the "
-                               "counts and charts below.")
+                          help=f"The workflow's threshold is {threshold_text(workflow_threshold)}; moving this "
+                               "changes only the counts and charts below.")
     return endpoint, WINDOWS[window], threshold
 
 
@@ -97,8 +97,9 @@ def metrics_ui(charts, threshold: float) -> None:
                      "capture is off, sampled, or paused.")
     share = charts.below / charts.records if charts.records else 0.0
     c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%} of them", delta_color="off", delta_arrow="off")
-    c[2].metric(f"Would pass at {threshold_text(threshold)}", f"{charts.passing:,}")
-    c[3].metric(f"Executions passing at {threshold_text(threshold)}", f"{charts.executions_passing:,} of {charts.executions:,}",
+    at = threshold_text(threshold)
+    c[2].metric(f"Would pass at {at}", f"{charts.passing:,}")
+    c[3].metric(f"Executions passing at {at}", f"{charts.executions_passing:,} of {charts.executions:,}",
                 help="Workflow executions that would pass at this threshold, of those whose classify step ran (they "
                      "carry a confidence); executions that failed "
                      f"for other reasons ({charts.executions_failed_other:,}) fail at any threshold.")

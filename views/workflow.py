@@ -115,8 +115,8 @@ def run_ui() -> None:
         kept("wf_key", keys[0] if keys else None)
         key = st.selectbox("Test image", keys, key="wf_key")
     elif source == "Upload an image":
-        upload = st.file_uploader("PNG or JPEG up to 50 million pixels (stored as a PNG at the model's size)", type=["png", "jpg", "jpeg"],
-                                  key="wf_upload")
+        upload = st.file_uploader("PNG or JPEG up to 50 million pixels (stored as a PNG at the model's size)",
+                                  type=["png", "jpg", "jpeg"], key="wf_upload")
     c3, c4, c5 = st.columns(3)
     # One field per image source: a chosen or uploaded image runs once unless asked, random ones five times.
     count_key = {"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(source, "wf_count")

@@ -301,8 +301,11 @@ class WorkflowService:
         """The machine's row and its definition's text (the engine compiles a text it has seen from its cache;
         a dict would be serialised again for every start)."""
         self._ensure_gateway()
-        machine, text = self._cached("machine", state_machine,
-                                     lambda: (m := self._machine_row(state_machine), canonical_text(self._definition(m))))
+        def load() -> tuple[dict[str, Any], str]:
+            machine = self._machine_row(state_machine)
+            return machine, canonical_text(self._definition(machine))
+
+        machine, text = self._cached("machine", state_machine, load)
         self._register_functions(machine)
         return machine, text
 
