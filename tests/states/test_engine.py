@@ -292,8 +292,17 @@ def test_a_stop_written_while_the_runner_ends_is_kept_until_written(db, monkeypa
     # Not about wait()'s grace for an unwritten end (the test above is): on a loaded machine the steps
     # between the failed write and the free disk took longer than its 5 s, and the waiter gave up.
     monkeypatch.setattr(engine_module, "UNRECORDED_GRACE_SECONDS", 120.0)
-    loop = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}, "B": {"Type": "Pass", "Next": "A"}}}
-    with StatesEngine(db, flush_interval=0.02, history_limit=10**9) as engine:  # the loop never runs out
+    # A loop whose task takes 2 ms: with a bare Pass loop the events it wrote while the flusher was held up
+    # by other threads (a loaded CI) grew without bound, and writing them after the disk was freed took
+    # longer than the wait below (the flusher was seen 10 s into one insert of them).
+    loop = {"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": INVOKE, "Next": "B"},
+                                       "B": {"Type": "Pass", "Next": "A"}}}
+
+    def task(resource, parameters, ctx):
+        time.sleep(0.002)
+        return {}
+
+    with StatesEngine(db, task, flush_interval=0.02, history_limit=10**9) as engine:  # the loop never runs out
         arn = engine.start_execution(loop, name="stop-while-ending")
         _until(lambda: len(engine.get_execution_history(arn)) > 20)
         disk = FullDisk(monkeypatch, engine, delay=0.2)
