@@ -161,8 +161,8 @@ def test_stop_wakes_a_wait_and_ends_aborted(db):
         began = time.monotonic()
         stopped = engine.stop_execution(arn, error="Operator.Stop", cause="cleanup")
         assert (stopped.status, stopped.error, stopped.cause) == ("ABORTED", "Operator.Stop", "cleanup")
-        engine.wait(arn, 5)
-        assert time.monotonic() - began < 2
+        engine.wait(arn, 60)
+        assert time.monotonic() - began < 30  # not the Wait's hour
         history = engine.get_execution_history(arn)
         assert history[-1]["type"] == "ExecutionAborted"
         assert history[-1]["executionAbortedEventDetails"] == {"error": "Operator.Stop", "cause": "cleanup"}
@@ -260,7 +260,7 @@ def test_waiting_on_an_end_that_stays_unwritten_gives_up_with_the_reason(db, mon
         with pytest.raises(ExecutionNotRecorded, match=r"never-recorded ended SUCCEEDED but could not be recorded "
                                                        r"for 0 s \(database or disk is full\)"):
             engine.wait(arn)  # no timeout: it would have blocked for ever
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 60
         disk.free()
         _until(lambda: arn not in engine._active)
     assert _written(db, arn)[0] == "SUCCEEDED"
@@ -422,7 +422,7 @@ def test_machine_timeout_on_the_real_clock(db):
         began = time.monotonic()
         record = engine.run_execution(definition)
     assert record.status == "TIMED_OUT"
-    assert 0.9 < time.monotonic() - began < 3
+    assert 0.9 < time.monotonic() - began < 60  # not the Wait's 600 s
 
 
 def test_heartbeats_keep_a_long_task_alive(db):
@@ -544,7 +544,7 @@ def test_a_failing_branch_stops_its_siblings(db):
         began = time.monotonic()
         record = engine.run_execution(definition)
     assert record.error == "Boom"
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 60  # not the Wait's hour
 
 
 # --- history -----------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ def describe(event: Any, context: Any) -> dict[str, Any]:
 
 def sleep(event: Any, context: Any) -> dict[str, Any]:
     print(f"sleeping {event['seconds']} s")
+    began = time.time()
     time.sleep(float(event["seconds"]))
-    return {"slept": event["seconds"], "pid": os.getpid()}
+    return {"slept": event["seconds"], "pid": os.getpid(), "began": began, "ended": time.time()}
 
 
 def sleep_with_child(event: Any, context: Any) -> None:
