@@ -115,8 +115,8 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     if preset == "sagemaker" and b.name == "local":
         st.warning("These are the notebook's values for a GPU on AWS. Here they train ResNet-152 on the CPU: about "
                    "a minute or more per epoch on 2 cores, so 30 epochs take half an hour or longer. "
-                   f"**{PRESETS['local']}** trains in about a minute and a half (about twice that while this page "
-                   "watches it: the page shares the two cores).", icon=":material/schedule:")
+                   f"**{PRESETS['local']}** trains in about a minute and a half (about a quarter longer while this "
+                   "page watches it: the page shares the two cores).", icon=":material/schedule:")
     confirmed = billing_ui()
     # Not an st.form: a form sends its values only with its submit button, so an edit typed before going to
     # another page was lost; each field's value is kept (kept/remember) as soon as it is entered.
