@@ -26,9 +26,12 @@ def kept(key: str, default: object, follow: object = None) -> None:
         st.session_state.pop(shadow, None)
         st.session_state.pop(key, None)
     st.session_state[seen] = follow
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(shadow, default)
-    st.session_state[shadow] = st.session_state[key]
+    value = st.session_state[key] if key in st.session_state else st.session_state.get(shadow, default)
+    # Assigned on every run, not only when Streamlit dropped it: a value assigned before its widget is drawn is
+    # sent to the browser, which otherwise keeps its own. An edit's rerun that crossed a page link's click (the
+    # click is the field's blur) left the browser showing a blank field while the server held the edit.
+    st.session_state[key] = value
+    st.session_state[shadow] = value
 
 
 def remember(key: str) -> None:
