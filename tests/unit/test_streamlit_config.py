@@ -11,13 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_streamlit_reads_the_shipped_options(monkeypatch):
     monkeypatch.chdir(REPO)
     config.get_config_options(force_reparse=True)
-    try:
-        assert config.get_option("server.address") == "127.0.0.1"  # never on another interface
-        assert config.get_option("server.headless") is True
-        assert config.get_option("browser.gatherUsageStats") is False
-        # Streamlit's full collection after every run was 70% of the server's CPU while a page polled, and
-        # its bursts slowed a training beside it; a misspelt option would be ignored without a word.
-        assert config.get_option("runner.postScriptGC") is False
-        assert config.get_option("server.maxUploadSize") == 512
-    finally:
-        config.get_config_options(force_reparse=True)
+    assert config.get_option("server.address") == "127.0.0.1"  # never on another interface
+    assert config.get_option("server.headless") is True
+    assert config.get_option("browser.gatherUsageStats") is False
+    # Streamlit's full collection after every run was 70% of the server's CPU while a page polled, and
+    # its bursts slowed a training beside it; a misspelt option would be ignored without a word.
+    assert config.get_option("runner.postScriptGC") is False
+    assert config.get_option("server.maxUploadSize") == 512

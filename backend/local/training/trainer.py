@@ -11,6 +11,7 @@ import math
 import os
 import statistics
 import time
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -281,7 +282,7 @@ class ThreadGovernor:
     def __init__(self, max_threads: int):
         self.max_threads = max(1, max_threads)
         self.threads = self.max_threads
-        self.one_thread_times: list[float] = []  # the latest seconds per image seen on one thread
+        self.one_thread_times: deque[float] = deque(maxlen=self.ONE_THREAD_SAMPLES)  # latest s/image on one thread
         self.backoff, self.wait, self.steps, self.losses = self.FIRST_BACKOFF, 0, 0, 0
 
     @property
@@ -295,7 +296,7 @@ class ThreadGovernor:
         if self.max_threads == 1:
             return 1
         if self.threads == 1:
-            self.one_thread_times = (self.one_thread_times + [seconds_per_image])[-self.ONE_THREAD_SAMPLES:]
+            self.one_thread_times.append(seconds_per_image)
             self.wait -= 1
             if self.wait <= 0:
                 self.threads, self.losses = self.max_threads, 0
