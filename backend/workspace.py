@@ -21,7 +21,7 @@ from backend.local.jobs import JobRunner, utcnow
 from backend.objects import ObjectStore
 from backend.settings import DEFAULT_CLASSES, SAMPLE_ARCHIVE, Settings
 
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+MAX_UPLOAD_BYTES = 250 * 1024 * 1024  # .streamlit/config.toml's maxUploadSize
 ROLES_ARE_AWS = ("IAM roles are an AWS thing: the local backend needs none (use --backend aws, or "
                  "SCONES_BACKEND=aws, to provision them).")
 
@@ -258,7 +258,7 @@ class WorkspaceBackend:
         if not data:
             raise ValidationError(f"The uploaded file {filename!r} is empty; choose the CIFAR-100 .tar.gz archive.")
         if len(data) > MAX_UPLOAD_BYTES:
-            raise ValidationError(f"The uploaded file is {len(data) / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+            raise ValidationError(f"The uploaded file is {len(data) / 2**20:,.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name)[-80:] or "upload"
         # A folder of its own keeps the file's name, which errors about the archive name to the operator.
         folder = self.settings.uploads_dir / uuid.uuid4().hex[:8]

@@ -18,6 +18,8 @@ def test_home_then_stage_the_mirror_by_upload(page: Page, dashboard_url, mirror_
     page.get_by_role("link", name="Stage data").first.click()
     expect(page.get_by_text("Bundled sample (offline, 1,200 real images)")).to_be_visible(timeout=30_000)
     page.get_by_text("Upload an archive").click()
+    # The limit as the browser shows it (512 MB, the limit before, read "1GB")
+    expect(page.get_by_test_id("stFileUploaderDropzoneInstructions")).to_contain_text("250MB per file", timeout=30_000)
     page.locator("input[type=file]").set_input_files(str(mirror_archive))
     expect(page.get_by_role("button", name="Remove cifar-100-python.tar.gz")).to_be_visible(timeout=30_000)
     start = page.get_by_role("button", name="Start staging")
