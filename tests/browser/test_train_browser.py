@@ -84,3 +84,29 @@ def test_the_form_keeps_typed_edits_across_pages(page: Page, dashboard_url):
     go_to(page, "Home", "Scones Unlimited: image-classification workflow")
     go_to(page, "Train", "Train")
     expect(page.get_by_label("epochs", exact=True)).to_have_value("12", timeout=30_000)
+
+
+def test_a_field_being_typed_in_keeps_its_text_when_a_job_ends(page: Page, dashboard_url, dashboard_home):
+    """A job that ends redraws the whole page (the job list, the evaluation). Streamlit takes a field's text on
+    Enter or blur, so an operator typing the next job's values meanwhile has text the server has not seen: the
+    redraw must not put the field's last value back over it."""
+    backend = get_backend(load_settings().with_overrides(home=dashboard_home, backend="local"))
+    synthetic.stage(backend, n_train=N_TRAIN, n_test=16, size=32)
+    page.goto(f"{dashboard_url}/train")
+    epochs = page.get_by_label("epochs", exact=True)
+    expect(epochs).to_have_value("80", timeout=30_000)
+    epochs.fill("2")
+    epochs.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text("InProgress")).to_be_visible(timeout=30_000)
+    epochs.click()
+    epochs.press("End")
+    epochs.type("5")  # "25", not taken yet: no Enter, no blur
+    assert backend.list_training_jobs()[0].status == "InProgress"  # typed before the job ended
+    expect(page.get_by_role("heading", name="Evaluation on the test split")).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(1000)
+    expect(epochs).to_have_value("25")
+    expect(epochs).to_be_focused()
+    epochs.press("Tab")
+    page.wait_for_timeout(1000)
+    expect(epochs).to_have_value("25")
