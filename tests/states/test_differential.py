@@ -1,5 +1,6 @@
 """Differential tests: the same definitions run on this engine and on moto's Step Functions
-interpreter (LocalStack's, inside moto 5), compared on status, output and error name.
+interpreter (LocalStack's, inside moto 5), compared on status, output and error name, and for
+definitions without Parallel or Map states on their histories' ids, previousEventIds and types.
 
 Only definitions without Task states take part (moto cannot run our resolver). Cases marked
 `moto_differs` are where AWS's documented behaviour and moto disagree: the engine follows AWS
@@ -44,7 +45,8 @@ def moto_results():
             for name, arn in list(pending.items()):
                 d = client.describe_execution(executionArn=arn)
                 if d["status"] != "RUNNING":
-                    results[name] = d
+                    events = client.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+                    results[name] = {**d, "events": [(e["id"], e["previousEventId"], e["type"]) for e in events]}
                     del pending[name]
             time.sleep(0.02)
         assert not pending, f"moto did not finish: {sorted(pending)}"
@@ -69,6 +71,36 @@ def test_same_as_moto(case, moto_results, shared_db):
             assert mine.output_value == their_output
     else:
         assert mine.error == theirs.get("error")
+
+
+def _branches(definition) -> bool:
+    """Parallel or Map: branches and iterations run concurrently on moto, so their events interleave by chance."""
+    if isinstance(definition, dict):
+        return definition.get("Type") in ("Parallel", "Map") or any(_branches(v) for v in definition.values())
+    if isinstance(definition, list):
+        return any(_branches(v) for v in definition)
+    return False
+
+
+SEQUENTIAL = [c for c in CASES if not _branches(c["definition"])]
+
+
+def test_enough_histories_are_compared():
+    assert len(SEQUENTIAL) >= 100
+
+
+@pytest.mark.parametrize("case", SEQUENTIAL, ids=[c["name"] for c in SEQUENTIAL])
+def test_same_history_as_moto(case, moto_results, shared_db):
+    """Event by event: AWS's first state entry points back to 0, not to ExecutionStarted (AWS's own history
+    example, and moto's interpreter, whose expectations are recorded against AWS)."""
+    engine = StatesEngine(shared_db, lambda_resolver, clock=FakeClock())
+    try:
+        mine = engine.run_execution(case["definition"], json.dumps(case["input"]), name="exec",
+                                    state_machine_name="hist-" + machine_name(case)[:70])
+        events = [(e["id"], e["previousEventId"], e["type"]) for e in engine.get_execution_history(mine.arn)]
+    finally:
+        engine.close()
+    assert events == moto_results[case["name"]]["events"]
 
 
 def _moto_output(text: str | None):

@@ -62,7 +62,7 @@ def test_workflow_deploy_run_list_history_import(wf_home, wf, shared_data, tmp_p
     assert {e["state_machine"] for e in listed if e["name"] == one["name"]} == {"scones-workflow"}
     hist = json.loads(scones(wf_home, "workflow", "history", one["name"], "--json").stdout)
     assert hist["status"] == "SUCCEEDED" and hist["events"][0]["type"] == "ExecutionStarted"
-    assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 1
+    assert hist["events"][-1]["type"] == "ExecutionSucceeded" and hist["events"][1]["previousEventId"] == 0
     accounts = set(re.findall(r"arn:aws:[a-z]+:[a-z0-9-]*:(\d+):", json.dumps(hist)))
     assert accounts == {LOCAL_ACCOUNT}  # roles, functions and the execution name one local account
     assert list((wf_home / "run").glob("gateway-*")) == []  # each command's gateway file is gone once read

@@ -34,7 +34,8 @@ def test_a_batch_succeeds_with_labels_and_aws_history(wf):
     events = wf.workflow_execution_history(done[0].name)
     assert [ev["type"] for ev in events] == ["ExecutionStarted", *TASK_EVENTS * 3, "ExecutionSucceeded"]
     assert [ev["id"] for ev in events] == list(range(1, len(events) + 1))
-    assert all(ev["previousEventId"] == ev["id"] - 1 for ev in events[1:])
+    # as AWS numbers them: the first state's entry points back to 0, not to ExecutionStarted
+    assert [ev["previousEventId"] for ev in events] == [0, 0, *range(2, len(events))]
     scheduled = [ev["taskScheduledEventDetails"] for ev in events if ev["type"] == "TaskScheduled"]
     assert {(s["resourceType"], s["resource"]) for s in scheduled} == {("lambda", "invoke")}
     runs = {r.name: r.status for r in wf.workflow_execution_states(done[0].name)}

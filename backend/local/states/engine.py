@@ -371,7 +371,7 @@ class StatesEngine:
         run = active.run
         try:
             try:
-                output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 1))
+                output = run_block(active.machine.root, run.info.input_value, Scope(run, run.stopper, 0))
                 end: tuple | None = ("SUCCEEDED", serialize(output, "execution output"), None, None)
             except errors.StatesFailure as failure:
                 end = ("FAILED", None, failure.error, failure.cause)
