@@ -10,8 +10,10 @@ from .support import INVOKE, load_cases
 REQUIRED = [
     "States.TaskFailed", "States.Timeout", "States.HeartbeatTimeout", "States.Runtime", "States.DataLimitExceeded",
     "States.IntrinsicFailure", "States.NoChoiceMatched", "States.ResultPathMatchFailure",
-    "States.ParameterPathFailure", "States.ExceedToleratedFailureThreshold",
+    "States.ExceedToleratedFailureThreshold",
 ]
+# States.ParameterPathFailure is matched by name (a task may raise it), but a Parameters path that names
+# nothing is States.Runtime, as AWS reports it (cases/paths.json).
 
 
 @pytest.mark.parametrize("error_equals,error,matches", [

@@ -295,12 +295,13 @@ class Run:
 class Scope:
     """One thread of control inside a run: its stop signal and its last event id."""
 
-    __slots__ = ("run", "stopper", "last", "history")
+    __slots__ = ("run", "stopper", "last", "history", "entered")
 
     def __init__(self, run: Run, stopper: Stopper, last: int, history: History | None = None):
         self.run = run
         self.stopper = stopper
         self.last = last
+        self.entered = 0  # the id of the ...StateEntered event of the state this scope runs now
         # A child execution of a DISTRIBUTED Map keeps its own history, apart from the parent's.
         self.history = history or run.history
 

@@ -39,7 +39,7 @@ def compile_dynamic_value(text: Any, where: str) -> JsonPath | intrinsics.Call:
 class Template:
     """A compiled payload template; `apply` builds the value for one input."""
 
-    def __init__(self, source: Any, field: str, path_error: str = errors.PARAMETER_PATH_FAILURE):
+    def __init__(self, source: Any, field: str, path_error: str = errors.RUNTIME):
         self.field = field
         self.path_error = path_error
         self.uses_context = False

@@ -108,8 +108,8 @@ class State:
     def enter(self, scope: Scope, raw: Any) -> float:
         ts = scope.run.clock.now()
         text = dumps(raw)
-        scope.emit(self.entered_event, "stateEnteredEventDetails",
-                   {"name": self.name, "input": text, "inputDetails": {"truncated": False}}, len(text))
+        scope.entered = scope.emit(self.entered_event, "stateEnteredEventDetails",
+                                   {"name": self.name, "input": text, "inputDetails": {"truncated": False}}, len(text))
         return ts
 
     def exit(self, scope: Scope, text: str) -> None:
@@ -250,6 +250,9 @@ class ExecState(State):
         return self.next_state, output
 
 
+RUNTIME_PREFIX = "An error occurred while executing the state"
+
+
 def run_block(block: "Block", value: Any, scope: Scope) -> Any:
     """Run states from the block's StartAt until one ends it; returns the last output."""
     state = block.start
@@ -257,6 +260,13 @@ def run_block(block: "Block", value: Any, scope: Scope) -> Any:
     while True:
         if stop.is_set():
             raise errors.ExecutionHalted()
-        state, value = state.run(scope, value)
+        try:
+            state, value = state.run(scope, value)
+        except errors.StatesFailure as failure:
+            if failure.error == errors.RUNTIME and not (failure.cause or "").startswith(RUNTIME_PREFIX):
+                # AWS names the state and its entry event in front of a runtime error's cause
+                failure.cause = (f"{RUNTIME_PREFIX} '{state.name}' (entered at the event id #{scope.entered}). "
+                                 + (failure.cause or ""))
+            raise
         if state is None:
             return value
