@@ -88,6 +88,11 @@ class InventoryMixin:
     def role_resources(self) -> list[Resource]:
         return []  # locally nothing needs an IAM role
 
+    def kept_execution_groups(self) -> list[str]:
+        """State machine names that executions are kept under, machine deleted or not (`asl run`'s one-off runs
+        too): locally they stay in the workspace's database until deleted. On AWS they go with their machine."""
+        return []
+
     def executions_resource(self, state_machine: str) -> Resource | None:
         total, running = self.execution_counts(state_machine)
         if not total:
@@ -137,11 +142,15 @@ class InventoryMixin:
             n, size = self._prefix_size(f"output/{j.job_name}/")
             out.append(Resource("training-job", j.job_name, j.status, size,
                                 hourly_usd=self.hourly_usd("training-job", j.status, j), detail=f"{n} artifact file(s)"))
-        for sm in self.list_state_machines():
+        machines = self.list_state_machines()
+        for sm in machines:
             executions = self.executions_resource(sm.name)
             if executions is not None:
                 out.append(executions)
             out.append(Resource("state-machine", sm.name, "ACTIVE", detail=f"endpoint {sm.endpoint_name}"))
+        for name in self.kept_execution_groups():  # their machine deleted: nothing else lists them
+            if name not in {sm.name for sm in machines} and (executions := self.executions_resource(name)) is not None:
+                out.append(replace(executions, detail=f"{executions.detail}; no state machine of that name now"))
         for fn in self.list_lambda_functions():
             out.append(Resource("lambda-function", fn["FunctionName"], fn.get("State") or "Active",
                                 size_bytes=fn.get("CodeSize"), detail=f"handler {fn.get('Handler')}, {fn.get('Runtime')}"))

@@ -71,6 +71,9 @@ class WorkflowBackendMixin:
         runs = self.workflow.engine.list_executions(state_machine)
         return len(runs), sum(r.status == "RUNNING" for r in runs)
 
+    def kept_execution_groups(self) -> list[str]:
+        return self.workflow.engine.execution_machine_names()
+
     def delete_executions(self, state_machine: str) -> int:
         return self.workflow.engine.delete_executions(state_machine)
 

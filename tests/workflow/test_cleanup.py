@@ -226,10 +226,11 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     at.text_input(key="cleanup_confirm").input("delete").run()
     at.button(key="cleanup_go").click().run()
     assert not at.exception
-    # The data and the workflow went (its executions with the state machine); what the preview said
-    # would be left is what is left.
+    # The data and the state machine went; the executions, unticked with None, stay listed though their
+    # machine is gone (they were kept, unlisted and out of reach, before); what the preview said would be
+    # left is what is left.
     kinds = {r.kind for r in backend().inventory()}
-    assert kinds == {"endpoint", "endpoint-config", "model", "training-job"}
+    assert kinds == {"endpoint", "endpoint-config", "model", "training-job", "executions"}
     assert len([w for w in at.warning if w.value.startswith("Left ")]) == 3
     assert b.describe_endpoint("scones-endpoint").status == "InService" and endpoint_pids(b)
     # Typed while the kept endpoint blocks the rest; then the CLI deletes the endpoint: the same ticks
@@ -239,3 +240,18 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     at.run()
     assert at.text_input(key="cleanup_confirm").value == "" and at.button(key="cleanup_go").disabled
     assert any("selection changed" in i.value for i in at.info)
+
+
+def test_executions_of_a_deleted_state_machine_stay_listed_until_deleted(full):
+    """Deleting the state machine alone left its executions in the database with nothing listing them, so
+    no cleanup could reach them (and Monitor counted them no more beside their captured inferences)."""
+    home, b = full
+    report = b.cleanup([("state-machine", "scones-workflow")])
+    assert report.deleted == (("state-machine", "scones-workflow"),)
+    listed = {(r.kind, r.name): r for r in b.inventory()}
+    assert ("state-machine", "scones-workflow") not in listed
+    kept = listed[("executions", "scones-workflow")]
+    assert kept.status == "3 (0 running)" and kept.detail.endswith("no state machine of that name now")
+    doc = json.loads(scones(home, "cleanup", "--all", "--keep-data", "--yes", "--json").stdout)
+    assert {"kind": "executions", "name": "scones-workflow"} in doc["deleted"]
+    assert b.db.query("SELECT * FROM sf_executions") == [] and b.db.query("SELECT * FROM sf_events") == []

@@ -657,6 +657,11 @@ class StatesEngine:
         rows = store.list_executions(conn, state_machine_name, status)
         return [_record(r) for r in rows]
 
+    def execution_machine_names(self) -> list[str]:
+        """The state machine names executions are kept under (their machines may be gone since)."""
+        conn = connections.connection(self.db)
+        return [r[0] for r in conn.execute("SELECT DISTINCT state_machine_name FROM sf_executions ORDER BY 1")]
+
     def get_execution_history(self, arn: str, reverse_order: bool = False) -> list[dict]:
         """Events in AWS's shape: id, previousEventId, type, timestamp and the ...EventDetails."""
         with self._lock:
