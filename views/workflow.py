@@ -29,13 +29,41 @@ MAX_LISTED_STATES = 100  # and this many states that ran get their input/output 
 try:
     b = backend()
     machines = b.list_state_machines()
+    all_endpoints = b.list_endpoints()
 except SconesError as exc:
     show_error(exc)
     st.stop()
 
 
+def page_signature(endpoints: list, machines: list) -> tuple:
+    """What the State machine section is drawn from: a change made elsewhere (the CLI deployed or deleted an
+    endpoint, updated the workflow) redraws the page."""
+    return (tuple(sorted((e.endpoint_name, e.status) for e in endpoints)),
+            tuple((m.name, m.endpoint_name, m.threshold, len(m.functions), m.imported) for m in machines))
+
+
+st.session_state["wf_signature"] = page_signature(all_endpoints, machines)
+st.session_state["wf_signature_fresh"] = True  # the watcher's first run, inside this one, need not read again
+
+
+# Locally two quick reads; on AWS ListEndpoints and the machines' reads, so less often.
+@st.fragment(run_every=60.0 if b.name == "aws" else 5.0)
+def watch_for_changes() -> None:
+    if st.session_state.pop("wf_signature_fresh", False):
+        return
+    try:
+        now = page_signature(b.list_endpoints(), b.list_state_machines())
+    except SconesError:
+        return  # the sections below say what failed; the next poll tries again
+    if now != st.session_state.get("wf_signature"):
+        st.rerun()
+
+
+watch_for_changes()
+
+
 def deploy_ui() -> None:
-    endpoints = [e.endpoint_name for e in b.list_endpoints() if e.status == "InService"]
+    endpoints = [e.endpoint_name for e in all_endpoints if e.status == "InService"]
     if not endpoints:
         st.info("No endpoint is InService: deploy a model on the Deploy page first.")
         return
@@ -241,7 +269,7 @@ def details_ui(name: str) -> None:
 
 with st.container(border=True):
     st.subheader("State machine")
-    endpoint_status = {e.endpoint_name: e.status for e in b.list_endpoints()} if machines else {}
+    endpoint_status = {e.endpoint_name: e.status for e in all_endpoints}
     flagged: dict[str, list[str]] = {}  # endpoint not serving -> the machines that call it
     for m in machines:
         if not m.functions:  # a machine that calls no function calls no endpoint and has no threshold

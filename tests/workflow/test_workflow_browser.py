@@ -48,3 +48,17 @@ def test_batch_of_five_from_the_page(page: Page, wf_url, wf):
     page.set_viewport_size({"width": 1400, "height": 2300})
     page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOTS / "workflow.png"))
+
+
+def test_the_state_machine_section_follows_a_change_made_elsewhere(page: Page, wf_url, wf):
+    """Only the executions refreshed by themselves: the workflow updated from the CLI (or its endpoint deleted)
+    left the page showing the old threshold and endpoint until something was clicked."""
+    page.goto(f"{wf_url}/workflow")
+    expect(page.get_by_text(re.compile(r"scones-workflow · endpoint .* · threshold 0\.50"))).to_be_visible(timeout=30_000)
+    machine = next(m for m in wf.list_state_machines() if m.name == "scones-workflow")
+    wf.deploy_workflow(machine.endpoint_name, threshold=0.42)
+    try:
+        expect(page.get_by_text(re.compile(r"scones-workflow · endpoint .* · threshold 0\.42"))).to_be_visible(
+            timeout=20_000)  # the page looks every 5 s
+    finally:
+        wf.deploy_workflow(machine.endpoint_name, threshold=0.5)
