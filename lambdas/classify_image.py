@@ -61,7 +61,8 @@ def classify(endpoint: str, image: tuple[bytes, str]) -> list[float]:
         error = exc.response.get("Error", {})
         code, message = error.get("Code", ""), error.get("Message", "")
         if code == "ValidationError" and "not found" in message.lower():
-            raise EndpointNotFound(f"Endpoint {endpoint!r} was not found ({message}); deploy it or fix ENDPOINT_NAME.") from None
+            raise EndpointNotFound(f"Endpoint {endpoint!r} was not found: deploy it, or set the function's "
+                                   "ENDPOINT_NAME to an endpoint in service.") from None
         raise InferenceFailed(f"Endpoint {endpoint!r} failed with {code}: {message}") from None
     return parse_inferences(response["Body"].read(), endpoint)
 

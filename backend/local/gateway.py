@@ -280,7 +280,7 @@ class _Handler:
         try:
             answer = self.server.gateway.invoke_endpoint(name, body, content_type)
         except ResourceNotFound as exc:
-            self._json_error(400, "ValidationError", f"Endpoint {name} of account {LOCAL_ACCOUNT} not found. {exc}")
+            self._json_error(400, "ValidationError", f"Endpoint {name} of account {LOCAL_ACCOUNT} not found.")  # SageMaker's words
         except ValidationError as exc:
             self._json_error(400, "ValidationError", str(exc))
         except Throttling as exc:

@@ -83,8 +83,10 @@ def test_unusable_image_data_fails_with_invalid_event(handlers, endpoint, png, l
 def test_a_missing_endpoint_fails_with_endpoint_not_found(handlers, endpoint, stub, png, lambda_context):
     stub.add_client_error("invoke_endpoint", "ValidationError",
                           f"Endpoint {ENDPOINT} of account 123456789012 not found.", 400)
-    with pytest.raises(handlers.classify.EndpointNotFound, match="deploy it or fix ENDPOINT_NAME"):
+    with pytest.raises(handlers.classify.EndpointNotFound) as caught:
         handlers.classify.lambda_handler(event_for(png), lambda_context)
+    assert str(caught.value) == (f"Endpoint {ENDPOINT!r} was not found: deploy it, or set the function's ENDPOINT_NAME "
+                                 "to an endpoint in service.")  # one sentence, said once
 
 
 def test_a_model_error_fails_with_inference_failed(handlers, endpoint, stub, png, lambda_context):
