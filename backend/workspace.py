@@ -59,6 +59,7 @@ class WorkspaceBackend:
         steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
         steps["stage"] = self._stage_status()
         steps.update(self.resource_step_statuses())
+        steps["deploy"] = self._deploy_after_endpoints_went(steps["deploy"])
         steps["workflow"] = self._workflow_reachable(steps["workflow"])
         steps["cleanup"] = self._cleanup_status(steps)
         return steps
@@ -70,6 +71,15 @@ class WorkspaceBackend:
     def workflow_targets(self) -> dict[str, str]:
         """{state machine: the endpoint its functions call}, of the machines that call functions."""
         return {}
+
+    def _deploy_after_endpoints_went(self, step: StepStatus) -> StepStatus:
+        """No endpoint, but a model is there (its endpoint deleted, or none made yet): say so, not 'No endpoint yet'
+        as on a fresh workspace."""
+        if step.state != "not_started" or not (models := getattr(self, "list_models", list)()):
+            return step
+        newest = max(models, key=lambda m: m.created)
+        more = f" (and {len(models) - 1} more)" if len(models) > 1 else ""
+        return StepStatus("deploy", "not_started", f"No endpoint now; model {newest.model_name}{more} is ready to deploy.")
 
     def _workflow_reachable(self, step: StepStatus) -> StepStatus:
         """A deployed workflow whose endpoint is gone (or not InService) fails at classifyImage: the step says

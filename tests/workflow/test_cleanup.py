@@ -255,3 +255,12 @@ def test_executions_of_a_deleted_state_machine_stay_listed_until_deleted(full):
     doc = json.loads(scones(home, "cleanup", "--all", "--keep-data", "--yes", "--json").stdout)
     assert {"kind": "executions", "name": "scones-workflow"} in doc["deleted"]
     assert b.db.query("SELECT * FROM sf_executions") == [] and b.db.query("SELECT * FROM sf_events") == []
+
+
+def test_home_says_a_model_is_ready_when_its_endpoint_was_deleted(full):
+    """The deploy step read 'No endpoint yet.', as on a fresh workspace, once the endpoint was deleted."""
+    home, b = full
+    model = b.list_models()[0].model_name
+    b.cleanup([("endpoint", "scones-endpoint")])
+    step = b.step_statuses()["deploy"]
+    assert (step.state, step.detail) == ("not_started", f"No endpoint now; model {model} is ready to deploy.")
