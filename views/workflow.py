@@ -80,10 +80,18 @@ def deploy_ui() -> None:
                               THRESHOLD_STEP, format=THRESHOLD_FORMAT)
         if st.form_submit_button("Update the workflow" if current else "Deploy the workflow", type="primary"):
             try:
-                b.deploy_workflow(endpoint, threshold)
+                machine = b.deploy_workflow(endpoint, threshold)
+                # The functions are shared: a machine imported onto them follows the update (said, not silent).
+                before = {m.name: (m.endpoint_name, m.threshold) for m in machines}
+                also = [m.name for m in b.list_state_machines() if m.name != machine.name and m.name in before
+                        and before[m.name] != (m.endpoint_name, m.threshold)]
             except SconesError as exc:
                 show_error(exc)
             else:
+                st.toast(f"{'Updated' if current else 'Deployed'} {machine.name}: endpoint {machine.endpoint_name}, "
+                         f"threshold {threshold_text(machine.threshold)}"
+                         + (f"; {', '.join(also)} call{'s' if len(also) == 1 else ''} the same functions and changed too" if also else "")
+                         + ".", icon=":material/check_circle:")
                 st.rerun()
 
 

@@ -236,3 +236,22 @@ def test_a_definition_over_step_functions_1_mib_is_refused_on_the_page_as_by_the
                                   "1,048,576 bytes") for e in at.error), [e.value for e in at.error]
     assert "too-big" not in {m.name for m in wf.list_state_machines()}
     assert any(e.label.startswith("Import a definition") and e.proto.expanded for e in at.expander)
+
+
+def test_updating_the_workflow_says_what_changed_and_which_imported_machines_followed(wf_page, wf):
+    """The functions are shared: an imported machine calling them changed with the update, without a word."""
+    machine = wf.describe_state_machine("scones-workflow")
+    shared = {"StartAt": "C", "States": {"C": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+                                               "Parameters": {"FunctionName": "classifyImage", "Payload.$": "$"}}}}
+    wf.import_workflow(json.dumps(shared), name="page-shared")
+    try:
+        at = wf_page.run()
+        next(s for s in at.slider if s.label.startswith("Threshold (filterInferences")).set_value(0.77)
+        next(b for b in at.button if b.label == "Update the workflow").click().run()
+        assert not at.exception
+        assert [t.value for t in at.toast] == [f"Updated scones-workflow: endpoint {machine.endpoint_name}, threshold "
+                                               "0.77; page-shared calls the same functions and changed too."]
+        assert wf.describe_state_machine("page-shared").threshold == pytest.approx(0.77)
+    finally:
+        wf.delete_state_machine("page-shared")
+        wf.deploy_workflow(machine.endpoint_name, machine.threshold)
