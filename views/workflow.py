@@ -200,15 +200,26 @@ def run_ui() -> None:
             st.toast(f"Started {len(arns)} execution(s).")
 
 
+def run_threshold(e) -> float | None:
+    """The threshold an execution was started with for itself (the Run section's override), if any."""
+    value = e.input.get("threshold") if isinstance(e.input, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def executions_frame(executions) -> pd.DataFrame:
-    """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'."""
+    """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. A
+    'threshold' column when any of them ran with a threshold of its own (blank: the workflow's)."""
+    columns = ["name", "machine", "status", "error", "start", "seconds", "class", "confidence", "image"]
+    overridden = any(run_threshold(e) is not None for e in executions)
+    if overridden:
+        columns.insert(columns.index("confidence") + 1, "threshold")
     return pd.DataFrame([{
         "name": e.name, "machine": e.state_machine, "status": e.status,
         "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
         "seconds": "" if e.seconds is None else f"{e.seconds:.3f}", "class": e.label or "",
         "confidence": "" if e.confidence is None else f"{e.confidence:.4f}", "image": e.s3_key or "",
-    } for e in executions], columns=["name", "machine", "status", "error", "start", "seconds", "class", "confidence",
-                                     "image"])
+        **({"threshold": "" if (t := run_threshold(e)) is None else threshold_text(t)} if overridden else {}),
+    } for e in executions], columns=columns)
 
 
 def history_time(value) -> str:
@@ -341,7 +352,10 @@ if machines:
                        f"their error and class fill in over the next refreshes; {cards['unread_failed']} failed "
                        "one(s) among them count in Below threshold or Failed otherwise once read.")
         st.dataframe(df, hide_index=True, height=min(260, 38 + 35 * len(df)),  # no empty rows under a short list
-                     column_config={"name": st.column_config.TextColumn(width=120),
+                     column_config={"threshold": st.column_config.TextColumn(
+                                        width=80, help="The threshold the execution was started with for itself; "
+                                                       "blank: the workflow's"),
+                                    "name": st.column_config.TextColumn(width=120),
                                     "status": st.column_config.TextColumn(width=100),
                                     "error": st.column_config.TextColumn(width=240),
                                     "class": st.column_config.TextColumn(width=95)})

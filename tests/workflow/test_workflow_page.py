@@ -46,6 +46,8 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     table = at.dataframe[0].value
     assert set(names) <= set(table["name"])
     assert set(table[table["name"].isin(names)]["status"]) == {"SUCCEEDED"}
+    # they ran at the override, not the workflow's threshold shown above: the table says so
+    assert set(table[table["name"].isin(names)]["threshold"]) == {"0.00"}
     labels = [m.label for m in at.metric]
     assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
