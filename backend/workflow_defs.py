@@ -262,23 +262,31 @@ def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
 
     if not data:
         raise ValidationError(f"{filename or 'The upload'} is empty: choose a PNG or JPEG image.")
-    too_big = ValidationError(f"{filename} has too many pixels (over {MAX_UPLOAD_PIXELS:,}); send a smaller image.")
+    def too_big(size: tuple[int, int] | None = None, pixels: int | None = None) -> ValidationError:
+        has = (f"is {size[0]:,}×{size[1]:,} ({size[0] * size[1]:,} pixels)" if size else
+               f"has {pixels:,} pixels" if pixels else "has more pixels than that")
+        return ValidationError(f"{filename} {has}; the limit is {MAX_UPLOAD_PIXELS:,} pixels: send a smaller image.")
+
+    def pillows_count(exc: Exception) -> int | None:  # "Image size (81000000 pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return int(found.group(1)) if found else None
+
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
     refuse_decompression_bombs()  # Pillow's warning for an image over its limit is our refusal, not stderr
     try:
         img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise too_big from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise too_big(pixels=pillows_count(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise ValidationError(f"{filename} is not an image Pillow can read: send a PNG or JPEG.") from None
+        raise ValidationError(f"{filename} is not an image this dashboard can read: send a PNG or JPEG.") from None
     with img:
         if img.width * img.height > MAX_UPLOAD_PIXELS:  # Pillow's limit set higher elsewhere in this process
-            raise too_big
+            raise too_big(img.size)
         try:
             img.load()
             rgb = eight_bit(img).convert("RGB")  # a 16-bit PNG scaled, not clipped to white
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise too_big from None
+            raise too_big(img.size) from None
         except (OSError, ValueError, SyntaxError):  # the header read, the pixels did not
             raise ValidationError(f"{filename} is a {img.format or 'image'} file whose data is cut short or "
                                   "corrupt: send the whole image again.") from None
