@@ -559,13 +559,21 @@ class MonitoringService:
             return None
 
     def monitor_threshold(self) -> float:
-        """The deployed workflow's threshold; the configured default when there is no workflow."""
+        """The deployed workflow's threshold; with that machine deleted, the threshold of a machine still calling
+        the functions (an imported one: the functions, and so their threshold, are shared); else the configured
+        default."""
         describe = getattr(self.source, "describe_state_machine", None)
         if describe is not None:
             try:
                 return float(describe().threshold)
             except SconesError:
                 pass
+            try:
+                calling = [m for m in self.source.list_state_machines() if m.functions]
+            except SconesError:
+                calling = []
+            if calling:
+                return float(calling[0].threshold)
         return float(self.source.default_threshold())
 
     def refresh_capture(self, endpoint: str, background: bool = False) -> CaptureProgress:

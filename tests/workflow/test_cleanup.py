@@ -264,3 +264,15 @@ def test_home_says_a_model_is_ready_when_its_endpoint_was_deleted(full):
     b.cleanup([("endpoint", "scones-endpoint")])
     step = b.step_statuses()["deploy"]
     assert (step.state, step.detail) == ("not_started", f"No endpoint now; model {model} is ready to deploy.")
+
+
+def test_monitor_keeps_the_functions_threshold_when_the_workflow_is_deleted_but_an_import_still_calls_them(full):
+    """Monitor's threshold fell back to the configured 0.93 while an imported machine still ran at the shared 0.5."""
+    home, b = full
+    shared = {"StartAt": "C", "States": {"C": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+                                               "Parameters": {"FunctionName": "classifyImage", "Payload.$": "$"}}}}
+    b.import_workflow(json.dumps(shared), name="still-calling")
+    b.cleanup([("state-machine", "scones-workflow")])
+    assert b.monitor_threshold() == 0.5 != b.default_threshold()
+    b.cleanup([("state-machine", "still-calling")])
+    assert b.monitor_threshold() == b.default_threshold()
