@@ -131,7 +131,8 @@ class InventoryMixin:
 
     def inventory(self) -> list[Resource]:
         out: list[Resource] = []
-        for e in self.list_endpoints():
+        endpoints = self.list_endpoints()
+        for e in endpoints:
             out.append(Resource("endpoint", e.endpoint_name, e.status, hourly_usd=self.hourly_usd("endpoint", e.status, e),
                                 detail=f"model {e.model_name}; {e.url or ('process gone' if e.backend == 'local' else e.backend)}"))
         for c in self.list_endpoint_configs():
@@ -147,7 +148,9 @@ class InventoryMixin:
             executions = self.executions_resource(sm.name)
             if executions is not None:
                 out.append(executions)
-            out.append(Resource("state-machine", sm.name, "ACTIVE", detail=f"endpoint {sm.endpoint_name}"))
+            calls = ("calls no Lambda function" if not sm.functions else f"endpoint {sm.endpoint_name}"
+                     + ("" if sm.endpoint_name in {e.endpoint_name for e in endpoints} else " (no longer exists)"))
+            out.append(Resource("state-machine", sm.name, "ACTIVE", detail=calls))
         for name in self.kept_execution_groups():  # their machine deleted: nothing else lists them
             if name not in {sm.name for sm in machines} and (executions := self.executions_resource(name)) is not None:
                 out.append(replace(executions, detail=f"{executions.detail}; no state machine of that name now"))

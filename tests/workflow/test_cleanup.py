@@ -264,6 +264,8 @@ def test_home_says_a_model_is_ready_when_its_endpoint_was_deleted(full):
     b.cleanup([("endpoint", "scones-endpoint")])
     step = b.step_statuses()["deploy"]
     assert (step.state, step.detail) == ("not_started", f"No endpoint now; model {model} is ready to deploy.")
+    machine = next(r for r in b.inventory() if r.kind == "state-machine")
+    assert machine.detail == "endpoint scones-endpoint (no longer exists)"  # Clean up listed it as if it did
 
 
 def test_monitor_keeps_the_functions_threshold_when_the_workflow_is_deleted_but_an_import_still_calls_them(full):
