@@ -644,8 +644,15 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
                 raise UsageError(f"{t!r} is not KIND:NAME, for example endpoint:scones-endpoint.")
             targets.append((kind, name))
     include_data = args.all and not args.keep_data
+
+    def kept_data() -> list[tuple[str, str, str]]:  # what --keep-data kept is said in 'left', not left out
+        if not args.keep_data:
+            return []
+        return [(r.kind, r.name, "kept: --keep-data") for r in backend.inventory() if r.is_data and r.created_here]
+
     if not args.yes:
         going, left = backend.cleanup_plan(targets, include_data=include_data)
+        left = [*left, *kept_data()]
         doc = {"deleted": [], "would_delete": [{"kind": k, "name": n} for k, n in going],
                "left": [{"kind": k, "name": n, "reason": r} for k, n, r in left]}
         if out.as_json:
@@ -659,8 +666,9 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
         return EXIT_ERROR
     report = backend.cleanup(targets, include_data=include_data)
     say_inventory_notes(backend)
+    kept = kept_data()
     doc = {"deleted": [{"kind": k, "name": n} for k, n in report.deleted],
-           "left": [{"kind": k, "name": n, "reason": r} for k, n, r in report.left]}
+           "left": [{"kind": k, "name": n, "reason": r} for k, n, r in (*report.left, *kept)]}
     # Left because it was refused or failed: the command did not do what was asked, and a script must be able
     # to tell (exit 2, with the error object).
     refused = [(k, n, r) for k, n, r in report.left if left_by_this_workspace(r)]
@@ -671,7 +679,7 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
         message = f"{k}:{n} was not deleted{more}: {r}"
         doc["error"] = {"code": "CleanupIncomplete", "message": message}
     out.done(doc, "\n".join([f"deleted {k}:{n}" for k, n in report.deleted]
-                            + [f"left    {k}:{n}: {r}" for k, n, r in report.left]) or "Nothing to delete.")
+                            + [f"left    {k}:{n}: {r}" for k, n, r in (*report.left, *kept)]) or "Nothing to delete.")
     if refused:
         print(f"scones: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -146,6 +146,12 @@ def test_cleanup_named_items_in_order_and_keep_data(full):
     assert b.step_statuses()["stage"].state == "done"  # the staged data was kept
     r = scones(home, "cleanup", "--keep-data")
     assert r.returncode == 2 and "--keep-data goes with --all" in r.stderr
+    # What --keep-data kept is said in 'left' (it was left out), and is no refusal: exit 0
+    r = scones(home, "cleanup", "--all", "--keep-data", "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["deleted"] == [] and {"kind": "data", "name": "staged-images", "reason": "kept: --keep-data"} in doc["left"]
+    assert {x["kind"] for x in doc["left"]} == {"data"} and "error" not in doc
 
 
 @pytest.fixture
