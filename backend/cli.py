@@ -276,7 +276,10 @@ def confirm_billing(backend: Any, kind: str, yes: bool) -> None:
 def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     confirm_billing(backend, "training", args.yes)
     hps = backend.default_training_hyperparameters(*([args.preset] if args.preset else []))
-    hps.update(parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE", allow_empty=False))
+    given = parse_pairs(args.hp, "--hp", "learning_rate=0.05", form="NAME=VALUE", allow_empty=False)
+    if args.epochs is not None and "epochs" in given and given["epochs"].strip() != str(args.epochs):
+        raise UsageError(f"--epochs {args.epochs} and --hp epochs={given['epochs']} disagree: give the epochs once.")
+    hps.update(given)
     if args.epochs is not None:
         hps["epochs"] = str(args.epochs)
     name = backend.create_training_job(hps)

@@ -65,6 +65,7 @@ def test_status_after_staging_and_text_output(tmp_path):
     ((), "Name a command"),
     (("--backend", "gcp", "status"), "invalid choice"),
     (("train", "--epoch", "2"), "unrecognized arguments: --epoch 2"),  # not taken as --epochs
+    (("train", "--epochs", "1", "--hp", "epochs=2"), "--epochs 1 and --hp epochs=2 disagree"),  # --epochs won silently
     (("status", "--jso"), "unrecognized arguments: --jso"),
 ])
 def test_bad_usage_exits_2_with_one_sentence(tmp_path, args, message):
