@@ -11,6 +11,7 @@ import streamlit as st
 from backend.api import (
     DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, SERVING_STATUSES, THRESHOLD_ERROR, BatchPartlyStarted, SconesError,
 )
+from backend.workflow_defs import encode_upload
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend, kept, press_refused, pressed, remember, second_press
@@ -95,6 +96,23 @@ def deploy_ui() -> None:
                 st.rerun()
 
 
+def checked_upload(upload) -> str | None:
+    """Why the chosen file cannot run, said when it is chosen rather than after Start (None: it can). Each file is
+    decoded once: the answer is kept for its name and size."""
+    if upload is None:
+        return None
+    signature = (upload.name, upload.size)
+    kept_answer = st.session_state.get("wf_upload_checked")
+    if kept_answer is None or kept_answer[0] != signature:
+        try:
+            encode_upload(upload.name, upload.getvalue(), (32, 32))
+            problem = None
+        except SconesError as exc:
+            problem = str(exc)
+        st.session_state["wf_upload_checked"] = kept_answer = (signature, problem)
+    return kept_answer[1]
+
+
 def import_ui() -> None:
     imported = st.session_state.pop("wf_imported", None)  # said once, on the redraw that lists it
     # Open after an import and while a file is chosen: a changed `expanded` would fold it on the next rerun.
@@ -143,7 +161,7 @@ def run_ui() -> None:
     machine = c1.selectbox("State machine", names, key="wf_machine")
     kept("wf_source", "Random test images")
     source = c2.radio("Image", ["Random test images", "A chosen test image", "Upload an image"], key="wf_source")
-    key, upload = None, None
+    key, upload, upload_problem = None, None, None
     if source == "A chosen test image":
         keys = b.test_image_keys()
         if st.session_state.get("_kept:wf_key") not in keys:  # restaged since: start from the first image
@@ -154,6 +172,9 @@ def run_ui() -> None:
     elif source == "Upload an image":
         upload = st.file_uploader("PNG or JPEG up to 50 million pixels (stored as a PNG at the model's size)",
                                   type=["png", "jpg", "jpeg"], key="wf_upload")
+        upload_problem = checked_upload(upload)
+        if upload_problem:
+            st.error(upload_problem)
     c3, c4, c5 = st.columns(3)
     # One field per image source: a chosen or uploaded image runs once unless asked, random ones five times.
     count_key = {"A chosen test image": "wf_count_chosen", "Upload an image": "wf_count_upload"}.get(source, "wf_count")
@@ -174,7 +195,7 @@ def run_ui() -> None:
     if count_problem:
         st.error(count_problem)
     if st.button("Start", type="primary", key="wf_start",
-                 disabled=bool(count_problem) or (source == "Upload an image" and upload is None)):
+                 disabled=bool(count_problem) or (source == "Upload an image" and (upload is None or bool(upload_problem)))):
         # A second press while the page reruns arrives as a second click: the same start within 2 s is one start.
         request = (machine, source, key, upload.name if upload else None, upload.size if upload else None, int(count),
                    threshold if override else None)

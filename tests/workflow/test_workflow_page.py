@@ -260,3 +260,16 @@ def test_updating_the_workflow_says_what_changed_and_which_imported_machines_fol
     finally:
         wf.delete_state_machine("page-shared")
         wf.deploy_workflow(machine.endpoint_name, machine.threshold)
+
+
+def test_an_upload_that_cannot_run_is_refused_when_chosen_not_after_start(wf_page, wf):
+    """The refusal came only after Start; now it shows when the file is chosen, and Start waits for a good one."""
+    at = wf_page.run()
+    at.radio(key="wf_source").set_value("Upload an image").run()
+    at.file_uploader(key="wf_upload").set_value(("x.png", b"not an image at all", "image/png")).run()
+    assert not at.exception
+    assert "x.png is not an image this dashboard can read: send a PNG or JPEG." in [e.value for e in at.error]
+    assert at.button(key="wf_start").disabled
+    good = wf.get_object(wf.test_image_keys()[0])
+    at.file_uploader(key="wf_upload").set_value(("ok.png", good, "image/png")).run()
+    assert not any("ok.png" in e.value for e in at.error) and not at.button(key="wf_start").disabled
