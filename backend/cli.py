@@ -651,7 +651,7 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
     def kept_data() -> list[tuple[str, str, str]]:  # what --keep-data kept is said in 'left', not left out
         if not args.keep_data:
             return []
-        return [(r.kind, r.name, "kept: --keep-data") for r in backend.inventory() if r.is_data and r.created_here]
+        return [(r.kind, r.name, "kept: --keep-data") for r in backend.data_resources()]
 
     if not args.yes:
         going, left = backend.cleanup_plan(targets, include_data=include_data)

@@ -144,21 +144,31 @@ class InventoryMixin:
             out.append(Resource("training-job", j.job_name, j.status, size,
                                 hourly_usd=self.hourly_usd("training-job", j.status, j), detail=f"{n} artifact file(s)"))
         machines = self.list_state_machines()
+        endpoint_names = {e.endpoint_name for e in endpoints}
         for sm in machines:
             executions = self.executions_resource(sm.name)
             if executions is not None:
                 out.append(executions)
             calls = ("calls no Lambda function" if not sm.functions else f"endpoint {sm.endpoint_name}"
-                     + ("" if sm.endpoint_name in {e.endpoint_name for e in endpoints} else " (no longer exists)"))
+                     + ("" if sm.endpoint_name in endpoint_names else " (no longer exists)"))
             out.append(Resource("state-machine", sm.name, "ACTIVE", detail=calls))
+        machine_names = {sm.name for sm in machines}
         for name in self.kept_execution_groups():  # their machine deleted: nothing else lists them
-            if name not in {sm.name for sm in machines} and (executions := self.executions_resource(name)) is not None:
+            if name not in machine_names and (executions := self.executions_resource(name)) is not None:
                 out.append(replace(executions, detail=f"{executions.detail}; no state machine of that name now"))
         for fn in self.list_lambda_functions():
             out.append(Resource("lambda-function", fn["FunctionName"], fn.get("State") or "Active",
                                 size_bytes=fn.get("CodeSize"), detail=f"handler {fn.get('Handler')}, {fn.get('Runtime')}"))
         out += self.role_resources()
-        for name, (prefixes, folders) in DATA.items():
+        out += self.data_resources()
+        elsewhere = self.not_created_here(out)
+        return [replace(r, created_here=False, detail=f"{r.detail}; {NOT_CREATED_HERE}")
+                if (r.kind, r.name) in elsewhere else r for r in out]
+
+    def data_resources(self) -> list[Resource]:
+        """The workspace's data sets that hold files (staged images, capture, uploads, downloads): always its own."""
+        out = []
+        for name, (_, folders) in DATA.items():
             objs = self._data_objects(name)
             count, size = len(objs), sum(o.size for o in objs)
             for folder in folders:
@@ -168,9 +178,7 @@ class InventoryMixin:
                     count, size = count + len(files), size + sum(p.stat().st_size for p in files)
             if count:
                 out.append(Resource("data", name, f"{count} file(s)", size, is_data=True))
-        elsewhere = self.not_created_here(out)
-        return [replace(r, created_here=False, detail=f"{r.detail}; {NOT_CREATED_HERE}")
-                if (r.kind, r.name) in elsewhere else r for r in out]
+        return out
 
     def not_created_here(self, resources: list[Resource]) -> set[tuple[str, str]]:
         """(kind, name) of the resources this workspace did not create; locally it created everything."""

@@ -39,9 +39,8 @@ def compile_dynamic_value(text: Any, where: str) -> JsonPath | intrinsics.Call:
 class Template:
     """A compiled payload template; `apply` builds the value for one input."""
 
-    def __init__(self, source: Any, field: str, path_error: str = errors.RUNTIME):
+    def __init__(self, source: Any, field: str):
         self.field = field
-        self.path_error = path_error
         self.uses_context = False
         self._build = self._compile(source, field)
 
@@ -79,8 +78,6 @@ class Template:
         return lambda data, ctx, v=node: v
 
     def _object_builder(self, entries: list) -> Callable[[Any, Callable[[], Any]], Any]:
-        path_error = self.path_error
-
         def build(data: Any, ctx: Callable[[], Any]) -> dict:
             out = {}
             for out_key, kind, item, key in entries:
@@ -94,8 +91,8 @@ class Template:
                         out[out_key] = intrinsics.evaluate(item, data, ctx)
                 except PathNotFound as e:
                     source = ctx() if (kind == 0 and item.context) else data
-                    raise errors.StatesFailure(
-                        path_error,
+                    raise errors.StatesFailure(  # as AWS reports it, not the spec's catchable ParameterPathFailure
+                        errors.RUNTIME,
                         f"The JSONPath '{e.args[0]}' specified for the field '{key}' could not be found "
                         f"in the input '{_clip(source)}'",
                     ) from None
