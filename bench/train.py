@@ -87,20 +87,6 @@ def benchmark(seeds: list[int], overrides: dict[str, str], home: str) -> dict:
     }
 
 
-def _flip_tta_accuracy(result, holdout, hp) -> float:
-    """Hold-out accuracy when each image's prediction averages it and its mirror image (a candidate, not used)."""
-    import torch
-
-    from backend.local.training.trainer import fit_images, to_tensor
-
-    x = to_tensor(fit_images(holdout.images, hp))
-    mean = torch.tensor(result.mean).view(1, -1, 1, 1)
-    std = torch.tensor(result.std).view(1, -1, 1, 1)
-    with torch.no_grad():
-        p = torch.softmax(result.model((x - mean) / std), 1) + torch.softmax(result.model((x.flip(3) - mean) / std), 1)
-    return float((p.argmax(1).numpy() == holdout.labels).mean())
-
-
 def design(configs: list[dict[str, str]], folds: list[int], seed: int) -> dict:
     """Hold-out accuracy of each candidate on repeated stratified 80/20 splits of the training data."""
     import numpy as np
@@ -115,7 +101,7 @@ def design(configs: list[dict[str, str]], folds: list[int], seed: int) -> dict:
     full = ImageSet(split.images, split.class_index)
     results = []
     for overrides in configs:
-        accs, secs, last5, flips = [], [], [], []
+        accs, secs, last5 = [], [], []
         for fold in folds:
             train_idx, hold_idx = holdout_split(full.labels, 0.2, seed=100 + fold)
             hps = {k: v for k, v in overrides.items() if not k.startswith("_")}
@@ -126,13 +112,10 @@ def design(configs: list[dict[str, str]], folds: list[int], seed: int) -> dict:
             secs.append(time.perf_counter() - t)
             accs.append(res.epochs[-1]["validation:accuracy"])
             last5.append(float(np.mean([e["validation:accuracy"] for e in res.epochs[-5:]])))
-            flips.append(_flip_tta_accuracy(res, full.subset(hold_idx), hp))
-            print(f"{overrides} fold {fold}: hold-out accuracy {accs[-1]:.3f} (flip TTA {flips[-1]:.3f}) "
-                  f"in {secs[-1]:.1f} s", file=sys.stderr)
+            print(f"{overrides} fold {fold}: hold-out accuracy {accs[-1]:.3f} in {secs[-1]:.1f} s", file=sys.stderr)
         results.append({"overrides": overrides, "holdout_accuracy_mean": round(float(np.mean(accs)), 4),
                         "holdout_accuracies": [round(a, 4) for a in accs],
                         "holdout_accuracy_last5_epochs_mean": round(float(np.mean(last5)), 4),
-                        "flip_tta_accuracy_mean": round(float(np.mean(flips)), 4),
                         "seconds_mean": round(float(np.mean(secs)), 1), "device": res.device})
     return {"benchmark": "train-design", "split": "repeated stratified 80/20 hold-outs of the 1,000 training images",
             "folds": folds, "seed": seed, "results": results}

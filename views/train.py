@@ -18,8 +18,8 @@ from ui.widgets import image_grid, show_error
 POLL_SECONDS = 1.5
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
-        "augmentation_type", "cutmix", "lr_scheduler_step", "lr_scheduler_factor", "precision_dtype",
-        "use_pretrained_model"]  # cutmix: a local option, not the algorithm's (the AWS backend lists no such field)
+        "augmentation_type", "cutmix", "test_time_flip", "lr_scheduler_step", "lr_scheduler_factor",
+        "precision_dtype", "use_pretrained_model"]  # cutmix, test_time_flip: local options (AWS lists no such fields)
 DATA = ["image_shape", "num_classes", "num_training_samples"]
 EARLY = ["early_stopping", "early_stopping_patience", "early_stopping_min_epochs", "early_stopping_tolerance"]
 PRESETS = {"local": "Local CPU defaults", "sagemaker": "SageMaker workflow (AWS values)"}
@@ -34,8 +34,8 @@ try:
     where = ("as a SageMaker training job" if b.name == "aws" else "locally in a worker process")
     st.caption(f"SageMaker's built-in image-classification algorithm (a ResNet), run {where} on the staged "
                "`train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
-               "names; a bad value is refused before anything starts. One field is not the algorithm's: `cutmix`, "
-               "a local training option (the AWS backend has no such field).")
+               "names; a bad value is refused before anything starts. Two fields are not the algorithm's: `cutmix` "
+               "and `test_time_flip`, local training options (the AWS backend has no such fields).")
     specs = {s["name"]: s for s in b.training_hyperparameter_specs()}
 except SconesError as exc:
     show_error(exc)

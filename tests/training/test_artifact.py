@@ -51,6 +51,22 @@ def test_onnx_outputs_match_torch(model_and_artifact):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+def test_a_test_time_flip_export_answers_the_mean_of_the_image_and_its_mirror_image(model_and_artifact):
+    model, plain = model_and_artifact
+    flipped = load_artifact(build_artifact(export_onnx(model, MEAN, STD, (3, 16, 16), test_time_flip=True),
+                                           classes=["bicycle", "motorcycle"], image_shape=(3, 16, 16), mean=MEAN,
+                                           std=STD, hyperparameters={"test_time_flip": "1"}))
+    images = np.random.default_rng(1).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    mirrored = images[:, :, ::-1]
+    one, other = load_artifact(plain).predict(images), load_artifact(plain).predict(mirrored)
+    assert np.abs(one - other).max() > 1e-3  # the network alone is not mirror-symmetric
+    both = flipped.predict(images)
+    np.testing.assert_allclose(both, (one + other) / 2, atol=1e-5)
+    np.testing.assert_allclose(flipped.predict(mirrored), both, atol=1e-5)  # the answer no longer depends on the side
+    np.testing.assert_allclose(flipped.predict(images[:1]), both[:1], atol=1e-5)  # each image alone, as the endpoint asks
+    np.testing.assert_allclose(both.sum(1), 1.0, atol=1e-5)
+
+
 def test_the_archive_holds_what_serving_needs(model_and_artifact):
     _, data = model_and_artifact
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:

@@ -35,6 +35,7 @@ GOOD = {
     "optimizer": [("sgd", "sgd"), ("adam", "adam"), ("rmsprop", "rmsprop"), ("nag", "nag")],
     "precision_dtype": [("float32", "float32"), ("float16", "float16")],
     "resize": [("32", 32), ("40", 40)],
+    "test_time_flip": [("1", 1), ("0", 0), (1, 1)],
     "top_k": [("2", 2)],
     "use_pretrained_model": [("0", 0), (0, 0)],
     "use_weighted_loss": [("0", 0), ("1", 1)],
@@ -68,6 +69,7 @@ BAD = {
     "optimizer": ["SGD", "adagrad", "momentum"],
     "precision_dtype": ["float64", "bfloat16", "half"],
     "resize": ["0", "16", "-32"],
+    "test_time_flip": ["2", "yes", "-1"],
     "top_k": ["1", "0", "3"],
     "use_pretrained_model": ["2", "-1", "yes"],
     "use_weighted_loss": ["2", "x"],
@@ -84,13 +86,20 @@ def test_the_tables_cover_every_documented_hyperparameter():
         "precision_dtype", "resize", "top_k", "use_pretrained_model", "use_weighted_loss", "weight_decay",
     }
     assert set(H.SPEC_BY_NAME) == documented | set(H.LOCAL_ONLY) == set(GOOD) == set(BAD)
-    assert H.LOCAL_ONLY == ("cutmix",)  # the one local training option, marked as not the algorithm's
+    assert H.LOCAL_ONLY == ("cutmix", "test_time_flip")  # the local training options, marked as not the algorithm's
 
 
-def test_the_local_option_is_named_as_one_and_refused_for_sagemaker():
-    assert H.validate(BASE).cutmix == 0.0  # off unless asked for
-    assert "Not one of the algorithm's hyperparameters" in H.help_text("cutmix")
-    assert "Local only: the AWS backend refuses it" in H.help_text("cutmix")
+def test_the_local_options_are_named_as_such_and_refused_for_sagemaker():
+    assert H.validate(BASE).cutmix == 0.0 and H.validate(BASE).test_time_flip == 0  # off unless asked for
+    for name in H.LOCAL_ONLY:
+        assert "Not one of the algorithm's hyperparameters" in H.help_text(name)
+        assert "Local only: the AWS backend refuses it" in H.help_text(name)
+    with pytest.raises(ValidationError, match="test_time_flip is a local training option"):
+        H.check_for_sagemaker({**BASE, "test_time_flip": "1"})
+    with pytest.raises(ValidationError, match=r"cutmix, test_time_flip are local training options .* drop "
+                                              r"--hp cutmix=\.\.\. --hp test_time_flip=\.\.\."):
+        H.check_for_sagemaker({**BASE, "cutmix": "0.5", "test_time_flip": "1"})
+    H.check_for_sagemaker({**BASE, "test_time_flip": "0"})
     with pytest.raises(ValidationError, match="cutmix is a local training option"):
         H.check_for_sagemaker({**BASE, "cutmix": "0.5"})
     for off in ("0", "0.00", "0e0", "", 0):  # off, however written, is harmless
@@ -188,7 +197,7 @@ def test_several_problems_are_reported_together():
 def test_presets_are_valid_and_named_as_the_algorithms():
     local = H.validate(H.LOCAL_CPU_PRESET)
     assert local.num_layers == 20 and local.image_shape == (3, 32, 32)
-    assert (local.epochs, local.lr_scheduler_step, local.cutmix) == (80, (55, 73), 0.5)
+    assert (local.epochs, local.lr_scheduler_step, local.cutmix, local.test_time_flip) == (80, (55, 73), 0.5, 0)
     aws = H.validate(H.SAGEMAKER_WORKFLOW_PRESET)
     assert (aws.num_layers, aws.epochs, aws.learning_rate, aws.mini_batch_size, aws.optimizer) == (152, 30, 0.1, 32, "sgd")
     assert set(H.LOCAL_CPU_PRESET) <= set(H.SPEC_BY_NAME) and set(H.SAGEMAKER_WORKFLOW_PRESET) <= set(H.SPEC_BY_NAME)

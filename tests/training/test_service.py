@@ -88,6 +88,20 @@ def test_a_job_runs_to_completed_with_metrics_artifact_model_and_evaluation(stag
     assert again.describe_training_job(name) == staged.describe_training_job(name)
 
 
+def test_a_job_with_test_time_flip_serves_what_it_validated_on(staged):
+    import numpy as np
+
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=1, learning_rate="0.00001", test_time_flip="1"),
+                                      job_name="tiny-flip", seed=1)  # hardly trained: answers far from 0 and 1
+    job = wait_done(staged, name)
+    assert job.status == "Completed" and job.hyperparameters["test_time_flip"] == "1"
+    model = load_artifact(staged.store.get(staged.objects.bucket, "output/tiny-flip/output/model.tar.gz"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_allclose(model.predict(images), model.predict(images[:, :, ::-1]), atol=1e-6)  # the flip is in the graph
+    ev = staged.evaluate_training_job(name)  # through the artifact: the same answers validation counted
+    assert ev.accuracy == pytest.approx(job.final_metrics["validation:accuracy"], abs=1 / 32)
+
+
 def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):
     name = staged.create_training_job(synthetic.hyperparameters(epochs=LONG))
     wait_for(lambda: len(staged.describe_training_job(name).epochs) >= 1)

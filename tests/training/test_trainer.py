@@ -38,6 +38,24 @@ def test_a_tiny_synthetic_task_is_learned_above_095():
     assert len(result.epoch_seconds) == 4 and not result.stopped_early
 
 
+def test_test_time_flip_scores_the_mean_of_the_image_and_its_mirror_image():
+    from backend.local.training.model import build_resnet
+
+    torch.manual_seed(0)
+    model = build_resnet(20, 2, (3, 8, 8))
+    torch.nn.init.normal_(model.fc.weight, std=1.0)  # an answer far from 50/50 that depends on the side
+    x = to_tensor(sets(32, 16, 8)[1].images)
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    plain = H.validate(synthetic.hyperparameters(n_train=32, size=8, precision_dtype="float32"))
+    flip = H.validate(synthetic.hyperparameters(n_train=32, size=8, precision_dtype="float32", test_time_flip="1"))
+    cpu = torch.device("cpu")
+    one, other = predict_proba(model, x, mean, std, cpu, plain), predict_proba(model, x.flip(3), mean, std, cpu, plain)
+    assert (one - other).abs().max() > 1e-3
+    both = predict_proba(model, x, mean, std, cpu, flip)
+    torch.testing.assert_close(both, (one + other) / 2)
+    torch.testing.assert_close(predict_proba(model, x.flip(3), mean, std, cpu, flip), both)
+
+
 def test_the_same_seed_gives_the_same_metrics():
     train_set, test_set = sets(32, 16, 8)
     params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=1))

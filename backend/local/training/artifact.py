@@ -4,7 +4,8 @@ The archive holds two members:
 
 - `model.onnx`: the network as an ONNX graph. Input `image`: float32 (N, C, H, W), pixel values
   scaled to 0..1. The graph normalises with the training mean and std itself and ends in a softmax,
-  so its output `probabilities` (N, num_classes) is what the endpoint answers.
+  so its output `probabilities` (N, num_classes) is what the endpoint answers. Trained with
+  `test_time_flip=1`, the graph also runs each image's mirror image and answers the mean of the two.
 - `model.json`: classes (index order), image_shape, the normalisation (for the record: it is
   already inside the graph), hyperparameters as SageMaker stores them (strings), final metrics.
 
@@ -41,8 +42,11 @@ class ArtifactError(ValidationError):
 # -- writing (training side, torch) --------------------------------------------------------------
 
 
-def export_onnx(model: Any, mean: Sequence[float], std: Sequence[float], image_shape: tuple[int, int, int]) -> bytes:
-    """The network with its input normalisation in front and a softmax behind, as ONNX bytes."""
+def export_onnx(model: Any, mean: Sequence[float], std: Sequence[float], image_shape: tuple[int, int, int],
+                test_time_flip: bool = False) -> bytes:
+    """The network with its input normalisation in front and a softmax behind, as ONNX bytes. With
+    `test_time_flip`, each image and its mirror image go through the network as one batch and the graph
+    answers the mean of their probabilities (what validation measured in training)."""
     import torch
 
     class Served(torch.nn.Module):
@@ -53,7 +57,12 @@ def export_onnx(model: Any, mean: Sequence[float], std: Sequence[float], image_s
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net((image - self.mean) / self.std), dim=1)
+            x = (image - self.mean) / self.std
+            if not test_time_flip:
+                return torch.softmax(self.net(x), dim=1)
+            n = x.shape[0]
+            probs = torch.softmax(self.net(torch.cat([x, x.flip(3)])), dim=1)
+            return (probs[:n] + probs[n:]) / 2
 
     served = Served().eval()
     dummy = torch.zeros((1, *image_shape), dtype=torch.float32)

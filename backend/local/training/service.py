@@ -428,7 +428,7 @@ class TrainingService:
         progress(0.97, "Uploading")
         classes = self._class_names(loads(row["classes"]), hp.num_classes)
         final = {k: v for k, v in result.epochs[-1].items() if k != "epoch"} if result.epochs else {}
-        onnx_bytes = export_onnx(result.model, result.mean, result.std, hp.image_shape)
+        onnx_bytes = export_onnx(result.model, result.mean, result.std, hp.image_shape, bool(hp.test_time_flip))
         data = build_artifact(onnx_bytes, classes=classes, image_shape=hp.image_shape, mean=result.mean,
                               std=result.std, hyperparameters=loads(row["hyperparameters"]), metrics=final,
                               job_name=name, network=result.model.arch.description)

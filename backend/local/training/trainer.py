@@ -340,7 +340,11 @@ def predict_proba(model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, s
         xb = ((x[i:i + batch] - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
         with autocast_for(device, hp):
             logits = model(xb)
-        out.append(torch.softmax(logits.float(), 1).cpu())
+            probs = torch.softmax(logits.float(), 1)
+            if hp.test_time_flip:  # as the exported graph answers: the mean with the mirror image's
+                mirrored = model(xb.flip(3).contiguous(memory_format=torch.channels_last))
+                probs = (probs + torch.softmax(mirrored.float(), 1)) / 2
+        out.append(probs.cpu())
     return torch.cat(out) if out else torch.zeros(0, hp.num_classes)
 
 
