@@ -26,6 +26,7 @@ SHOWN = 500  # executions counted and listed; a note says when there are more
 DEFINITION_LIMIT = 1024 * 1024  # Step Functions' limit on a definition, as `scones workflow import` applies it
 MAX_DRAWN_STATES = 200  # an execution's graph is drawn up to this many states
 MAX_LISTED_STATES = 100  # and this many states that ran get their input/output panel
+DETAILS_CHARS = 160  # an event's details in the history table; the selected event's are shown whole
 
 try:
     b = backend()
@@ -229,8 +230,9 @@ def run_threshold(e) -> float | None:
 
 def executions_frame(executions) -> pd.DataFrame:
     """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. A
-    'threshold' column when any of them ran with a threshold of its own (blank: the workflow's)."""
-    columns = ["name", "machine", "status", "error", "start", "seconds", "class", "confidence", "image"]
+    'threshold' column when any of them ran with a threshold of its own (blank: the workflow's). What an operator
+    reads first comes first: the page's centred column shows about eight columns, the rest scroll."""
+    columns = ["name", "status", "class", "confidence", "error", "seconds", "start", "image", "machine"]
     overridden = any(run_threshold(e) is not None for e in executions)
     if overridden:
         columns.insert(columns.index("confidence") + 1, "threshold")
@@ -300,11 +302,44 @@ def details_ui(name: str) -> None:
                 st.markdown("Output")
                 st.json(run.output if run.output is not None else {}, expanded=False)
     st.markdown("**Event history**")
-    st.dataframe(pd.DataFrame([{
-        "id": e["id"], "previous": e["previousEventId"], "type": e["type"],
-        "timestamp": history_time(e["timestamp"]),
-        "details": json.dumps({k: v for k, v in e.items() if k.endswith("EventDetails")}, default=str)[:300],
-    } for e in history]), hide_index=True)
+    picked = st.dataframe(history_frame(history), hide_index=True, on_select="rerun", selection_mode="single-row",
+                          key=f"wf_event:{name}")
+    rows = picked.selection.rows if picked is not None else []
+    if rows and rows[0] < len(history):
+        event = history[rows[0]]
+        st.markdown(f"Event {event['id']} · {event['type']}")
+        st.json(event_details(event), expanded=True)
+    else:
+        st.caption("Select an event's row to read its details in full.")
+
+
+def event_details(event: dict) -> dict:
+    """The event's ...EventDetails, as GetExecutionHistory gives them (JSON strings such as input and output
+    shown parsed, so nested values can be folded)."""
+    out: dict = {}
+    for key, value in event.items():
+        if not key.endswith("EventDetails"):
+            continue
+        value = dict(value)
+        for field in ("input", "output", "parameters"):
+            if isinstance(value.get(field), str):
+                try:
+                    value[field] = json.loads(value[field])
+                except ValueError:
+                    pass
+        out[key] = value
+    return out
+
+
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    """One row an event; the details shortened to a line (the selected row's are shown in full below)."""
+    def summary(e: dict) -> str:
+        text = json.dumps({k: v for k, v in e.items() if k.endswith("EventDetails")}, default=str)
+        return text if len(text) <= DETAILS_CHARS else text[:DETAILS_CHARS - 1] + "…"
+
+    return pd.DataFrame([{"id": e["id"], "previous": e["previousEventId"], "type": e["type"],
+                          "timestamp": history_time(e["timestamp"]), "details": summary(e)} for e in history],
+                        columns=["id", "previous", "type", "timestamp", "details"])
 
 
 with st.container(border=True):
@@ -378,8 +413,10 @@ if machines:
                                                        "blank: the workflow's"),
                                     "name": st.column_config.TextColumn(width=120),
                                     "status": st.column_config.TextColumn(width=100),
-                                    "error": st.column_config.TextColumn(width=240),
-                                    "class": st.column_config.TextColumn(width=95)})
+                                    "class": st.column_config.TextColumn(width=95),
+                                    "confidence": st.column_config.TextColumn(width=90),
+                                    "error": st.column_config.TextColumn(width=220),
+                                    "seconds": st.column_config.TextColumn(width=70)})
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:
             st.session_state["wf_pick"] = names[0]

@@ -44,6 +44,16 @@ def test_batch_of_five_from_the_page(page: Page, wf_url, wf):
     assert re.search(r'stroke="#2e7d32"', svg)  # states coloured as succeeded
     expect(page.get_by_text("Event history")).to_be_visible()
     expect(page.get_by_text("serializeImageData · succeeded")).to_be_visible()
+    # an event's details in full: select its row (the table shows a line of them)
+    expect(page.get_by_text("Select an event's row to read its details in full.")).to_be_visible()
+    history = page.get_by_test_id("stDataFrame").last
+    history.scroll_into_view_if_needed()
+    box = history.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the first row's selection box: ExecutionStarted
+    expect(page.get_by_text(re.compile(r"^Event 1 · ExecutionStarted$"))).to_be_visible(timeout=15_000)
+    details = page.get_by_test_id("stJson").last
+    expect(details).to_contain_text("executionStartedEventDetails")
+    expect(details).to_contain_text("s3_key")  # the input, parsed from its JSON string
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 2300})
     page.wait_for_timeout(500)

@@ -51,8 +51,13 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     labels = [m.label for m in at.metric]
     assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
+    assert list(table.columns[:4]) == ["name", "status", "class", "confidence"]  # what fits the centred page first
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
+    # each event's details on one line; a long one (the base64 image) is cut and says so
+    assert history["details"].str.len().max() <= 160
+    assert any(d.endswith("…") and "image_data" in d for d in history["details"])
+    assert any("Select an event's row to read its details in full." in c.value for c in at.caption)
     labels = [e.label for e in at.expander]
     assert any(label.startswith("serializeImageData") for label in labels), (labels, at.selectbox(key="wf_pick").value, names)
 
