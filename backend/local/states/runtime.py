@@ -295,13 +295,14 @@ class Run:
 class Scope:
     """One thread of control inside a run: its stop signal and its last event id."""
 
-    __slots__ = ("run", "stopper", "last", "history", "entered")
+    __slots__ = ("run", "stopper", "last", "history", "entered", "follow")
 
     def __init__(self, run: Run, stopper: Stopper, last: int, history: History | None = None):
         self.run = run
         self.stopper = stopper
         self.last = last
         self.entered = 0  # the id of the ...StateEntered event of the state this scope runs now
+        self.follow = 0  # when set: where the next job run after this one on the same thread points back to
         # A child execution of a DISTRIBUTED Map keeps its own history, apart from the parent's.
         self.history = history or run.history
 
@@ -325,6 +326,16 @@ class Scope:
             run.halt("FAILED", errors.RUNTIME, cause)
             raise errors.ExecutionHalted() from None
         self.last = eid
+        return eid
+
+    def emit_sibling(self, etype: str, key: str | None = None, details: dict | None = None, *,
+                     force: bool = False) -> int:
+        """Record an event that the next one does not point back to: it points where this one does, as in
+        AWS's histories, where MapStateExited follows MapStateSucceeded (ParallelStateExited likewise) and
+        MapStateFailed follows MapIterationFailed with the same previousEventId."""
+        before = self.last
+        eid = self.emit(etype, key, details, force=force)
+        self.last = before
         return eid
 
     def check(self) -> None:

@@ -36,6 +36,7 @@ def run_jobs(parent: Scope, count: int, job: Callable[[int, Scope], Any], limit:
     workers = min(count, limit if limit > 0 else count, MAX_THREADS)
 
     def worker() -> None:
+        after = 0  # the last event of this worker's previous job: the next job it takes starts from there
         try:
             while True:
                 with cond:
@@ -44,6 +45,8 @@ def run_jobs(parent: Scope, count: int, job: Callable[[int, Scope], Any], limit:
                     i = state["next"]
                     state["next"] += 1
                 child = parent.fork(group, separate_history() if separate_history else None)
+                if after and child.history is parent.history:  # as AWS's MaxConcurrency 1 history chains them
+                    child.last = after
                 outcome = outcomes[i]
                 try:
                     outcome.value = job(i, child)
@@ -59,6 +62,7 @@ def run_jobs(parent: Scope, count: int, job: Callable[[int, Scope], Any], limit:
                     pass
                 finally:
                     outcome.last = child.last if child.history is parent.history else 0
+                    after = child.follow or outcome.last if outcome.last else 0
         finally:
             with cond:
                 state["running_workers"] -= 1

@@ -48,7 +48,7 @@ class MapState(ExecState):
         if self.distributed:
             return self._distributed(scope, raw, data, inputs, int(limit or 0), base_ctx)
         outcomes = run_jobs(scope, len(items), lambda i, child: self._iteration(child, i, inputs[i]), int(limit or 0))
-        scope.emit("MapStateSucceeded")
+        scope.emit_sibling("MapStateSucceeded")
         return self.finish_result(raw, [o.value for o in outcomes], base_ctx)
 
     def attempt_failed(self, scope: Scope, failure: errors.StatesFailure) -> None:
@@ -72,13 +72,15 @@ class MapState(ExecState):
         try:
             output = run_block(self.processor, value, scope)
         except errors.StatesFailure:
-            scope.emit("MapIterationFailed", "mapIterationFailedEventDetails", details, force=True)
+            scope.emit_sibling("MapIterationFailed", "mapIterationFailedEventDetails", details, force=True)
             raise
         except errors.ExecutionHalted:
             if not scope.run.stopper.is_set():
                 scope.emit("MapIterationAborted", "mapIterationAbortedEventDetails", details, force=True)
             raise
+        before = scope.last
         scope.emit("MapIterationSucceeded", "mapIterationSucceededEventDetails", details)
+        scope.follow = before  # AWS: an iteration that waited for this one starts from its last state's event
         return output
 
     # --- DISTRIBUTED mode: child executions with their own history and a failure tolerance ------
@@ -106,7 +108,7 @@ class MapState(ExecState):
                     f"The specified tolerated failure threshold was exceeded: {failed} of {total} item(s) failed.",
                 )
         scope.emit("MapRunSucceeded")
-        scope.emit("MapStateSucceeded")
+        scope.emit_sibling("MapStateSucceeded")
         return self.finish_result(raw, [o.value if o.ok else None for o in outcomes], base_ctx)
 
     @staticmethod

@@ -24,7 +24,7 @@ class ParallelState(ExecState):
         scope.emit("ParallelStateStarted")
         outcomes = run_jobs(scope, len(self.branches),
                             lambda i, child: run_block(self.branches[i], branch_input, child))
-        scope.emit("ParallelStateSucceeded")
+        scope.emit_sibling("ParallelStateSucceeded")
         return self.finish_result(raw, [o.value for o in outcomes], ctx)
 
     def attempt_failed(self, scope: Scope, failure: errors.StatesFailure) -> None:
