@@ -30,9 +30,11 @@ except SconesError as exc:
     show_error(exc)
     st.stop()
 
-left, right = st.columns(2)
+left, right = st.columns([1, 3])
 left.metric("Backend", workspace["backend"])
-right.metric("Workspace", workspace["home"])
+with right:  # a path is shown whole (wrapped), where a metric cut it to one line
+    st.markdown("Workspace")
+    st.code(workspace["home"], language=None, wrap_lines=True)
 
 
 def idle_warnings() -> None:

@@ -1,6 +1,7 @@
 """Stage: choose a CIFAR-100 source and classes, stage them, see what was written."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -32,6 +33,21 @@ except SconesError as exc:
 @st.cache_data(show_spinner=False)
 def label_names(source: str) -> tuple[str, ...]:
     return backend().label_names(source)
+
+
+def source_text(source: str) -> tuple[str, str]:
+    """What a staging was read from: a short name for the metric, and the whole of it (URL or path)."""
+    if source == "sample":
+        return "Bundled sample", "the bundled sample"
+    if source == "official":
+        return "Official download", "the official CIFAR-100 download"
+    if source.startswith(("http://", "https://")):
+        return "URL", source
+    try:
+        uploaded = Path(source).resolve().is_relative_to(b.settings.uploads_dir.resolve())
+    except (OSError, AttributeError):
+        uploaded = False
+    return ("Upload" if uploaded else "Local file"), (Path(source).name if uploaded else source)
 
 
 def source_ui() -> tuple[str | None, bytes | None, str]:
@@ -127,7 +143,10 @@ with tab_stage:
         m1.metric("Images", f"{total:,}")
         m2.metric("Classes", len(report.classes))
         m3.metric("Seconds", f"{report.seconds:.2f}")
-        m4.metric("Source", report.source if len(report.source) < 24 else "local file")
+        short, full = source_text(report.source)
+        m4.metric("Source", short, help=full)
+        if full != short:
+            st.caption(f"Source: `{full}`")
         df = counts_frame(report.counts)
         left, right = st.columns([2, 3])
         with left:

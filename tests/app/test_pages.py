@@ -24,7 +24,8 @@ def page(name: str) -> AppTest:
 def test_home_shows_six_steps_backend_and_workspace(home):
     at = page("home.py").run()
     assert not at.exception
-    assert [m.value for m in at.metric] == ["local", str(home)]
+    assert [m.value for m in at.metric] == ["local"]
+    assert [c.value for c in at.code] == [str(home)]  # whole, however long (a metric cut it to one line)
     titles = sorted(m.value for m in at.markdown if m.value.startswith("#### "))
     assert titles == ["#### 1 · Stage", "#### 2 · Train", "#### 3 · Deploy", "#### 4 · Workflow",
                       "#### 5 · Monitor", "#### 6 · Clean up"]
@@ -57,9 +58,37 @@ def test_stage_page_starts_a_job_and_shows_the_report(home, backend):
     at.run()
     assert not at.exception
     assert [m.value for m in at.metric][:2] == ["1,200", "2"]
+    assert at.metric[3].value == "Bundled sample"
     table = at.dataframe[0].value
     assert table.loc["bicycle", "train"] == 500 and table.loc["motorcycle", "test"] == 100
     assert any(m.value == "**bicycle**" for m in at.markdown)
+
+
+def test_the_stage_report_names_its_source_whole(home, backend, tmp_path):
+    """Any source of 24 characters or more read "local file": a URL or the official download too."""
+    import shutil
+
+    from backend.settings import SAMPLE_ARCHIVE
+
+    copy = tmp_path / "archives" / "cifar-100-python.tar.gz"
+    copy.parent.mkdir()
+    shutil.copy(SAMPLE_ARCHIVE, copy)
+    backend.stage_data(str(copy))
+    at = page("stage.py").run()
+    assert at.metric[3].value == "Local file"
+    assert any(c.value == f"Source: `{copy}`" for c in at.caption)
+    backend.stage_data(backend.save_upload("my archive.tar.gz", SAMPLE_ARCHIVE.read_bytes()))
+    at.run()
+    assert at.metric[3].value == "Upload" and any(c.value == "Source: `my_archive.tar.gz`" for c in at.caption)
+    import json  # a download's report, without downloading: the URL is what the report keeps as its source
+
+    row = backend.db.query_one("SELECT report FROM datasets WHERE bucket=? AND state='staged'", (backend.objects.bucket,))
+    report = {**json.loads(row["report"]), "source": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
+    backend.db.execute("UPDATE datasets SET report=? WHERE bucket=?", (json.dumps(report), backend.objects.bucket))
+    at.run()
+    assert at.metric[3].value == "URL"
+    assert any(c.value == f"Source: `{report['source']}`" for c in at.caption)
+    assert not at.exception
 
 
 def test_stage_page_rejects_one_class_and_a_missing_path(home, backend):
