@@ -176,6 +176,33 @@ with st.container(border=True):
 busy_now = any(e.status in BUSY for e in endpoints)
 
 
+def machines_calling(endpoint: str) -> list[str]:
+    """The state machines whose functions invoke this endpoint (none where they cannot be read)."""
+    try:
+        return [m.name for m in b.list_state_machines() if m.functions and m.endpoint_name == endpoint]
+    except SconesError:
+        return []
+
+
+def confirm_delete(endpoint: str) -> None:
+    """Deleting an endpoint a workflow calls: say what breaks, then Delete anyway or Keep."""
+    callers = machines_calling(endpoint)
+    if not callers:  # retargeted meanwhile (another tab, the CLI): nothing to warn about any more
+        st.session_state.pop("deploy_delete_pending", None)
+        act(b.delete_endpoint, endpoint)
+        return
+    st.warning(f"{', '.join(callers)} call{'s' if len(callers) == 1 else ''} {endpoint}: once it is deleted, their "
+               "executions fail at the step that invokes it until the workflow is pointed at another endpoint "
+               "(Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
+    yes, no, _ = st.columns([2, 1, 5])
+    if yes.button("Delete anyway", key=f"delete_confirm_{endpoint}", type="primary"):
+        st.session_state.pop("deploy_delete_pending", None)
+        act(b.delete_endpoint, endpoint)
+    if no.button("Keep it", key=f"delete_keep_{endpoint}"):
+        st.session_state.pop("deploy_delete_pending", None)
+        st.rerun()
+
+
 @st.fragment(run_every=0.5 if busy_now else None)
 def endpoints_view() -> None:
     """The endpoint list: polls while one is Creating/Updating, redraws the page when that ends."""
@@ -204,7 +231,13 @@ def endpoints_view() -> None:
                 where = f"`{e.url}/invocations`" if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
-                act(b.delete_endpoint, e.endpoint_name)
+                callers = machines_calling(e.endpoint_name)
+                if callers:  # the workflow would fail at its classify step from now on: ask first
+                    st.session_state["deploy_delete_pending"] = e.endpoint_name
+                else:
+                    act(b.delete_endpoint, e.endpoint_name)
+            if st.session_state.get("deploy_delete_pending") == e.endpoint_name:
+                confirm_delete(e.endpoint_name)
             if e.status in b.restartable_statuses and c4.button("Start", key=f"start_{e.endpoint_name}",
                                                                 icon=":material/play_arrow:"):
                 act(b.start_endpoint, e.endpoint_name)

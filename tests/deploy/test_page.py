@@ -166,6 +166,31 @@ def test_delete_and_start_from_the_list(page_backend):
     assert any("No endpoint yet" in i for i in texts(at.info))
 
 
+def test_deleting_an_endpoint_the_workflow_calls_asks_first(page_backend, monkeypatch):
+    """One click deleted it, the workflow failing at its classify step from then on without a word (audit)."""
+    from backend.api import StateMachine
+
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    # the workflow as list_state_machines gives it (deploying one needs a trained model; these models are fakes)
+    machine = StateMachine("scones-workflow", "arn:aws:states:us-east-1:123456789012:stateMachine:scones-workflow",
+                           "ep", 0.5, {"classifyImage": "arn:aws:lambda:us-east-1:123456789012:function:classifyImage"},
+                           {}, "", "")
+    monkeypatch.setattr(page_backend, "list_state_machines", lambda: [machine])
+    at = run_page()
+    at.button(key="delete_ep").click().run()
+    assert not at.exception
+    assert page_backend.describe_endpoint("ep").status == "InService"  # nothing deleted yet
+    warning = " ".join(texts(at.warning))
+    assert "scones-workflow calls ep: once it is deleted, their executions fail" in warning
+    at.button(key="delete_keep_ep").click().run()
+    assert not at.warning and page_backend.describe_endpoint("ep").status == "InService"
+    at.button(key="delete_ep").click().run()
+    at.button(key="delete_confirm_ep").click().run()
+    assert not at.exception
+    assert page_backend.list_endpoints() == []
+
+
 def test_bad_settings_show_one_sentence_and_deploy_nothing(page_backend):
     at = run_page()
     at.multiselect(key="deploy_options").set_value([]).run()
