@@ -7,7 +7,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from backend import get_backend
-from backend.api import Backend
+from backend.api import Backend, SconesError
 from backend.settings import load_settings
 
 
@@ -65,3 +65,26 @@ def pressed(key: str, request: object, started: Any = None) -> None:
 def press_refused(key: str) -> None:
     """Nothing started: a press again is a new try."""
     st.session_state.pop(key, None)
+
+
+def watch_for_changes(key: str, signature: Callable[[], Any], drawn_from: Any, aws: bool) -> None:
+    """Redraw the page when what it was drawn from changes elsewhere (the CLI, another tab), while it sits idle.
+
+    `drawn_from` is `signature()` as this run of the page read it; a fragment reads it again every 5 s (every
+    minute on AWS, whose List calls are rate-limited) and reruns the whole page when it differs. Reading
+    nothing is drawn, so a quiet page costs a few queries and no redraw."""
+    st.session_state[key] = drawn_from
+    st.session_state[f"{key}:fresh"] = True  # the watcher's first run, inside this one, need not read again
+
+    @st.fragment(run_every=60.0 if aws else 5.0)
+    def watcher() -> None:
+        if st.session_state.pop(f"{key}:fresh", False):
+            return
+        try:
+            now = signature()
+        except SconesError:
+            return  # the page's own sections say what failed; the next look tries again
+        if now != st.session_state.get(key):
+            st.rerun()
+
+    watcher()

@@ -11,7 +11,7 @@ from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SERVING_STATUSES, Captu
 from backend.images import refuse_decompression_bombs
 from backend.local.serving.server import MAX_BODY_BYTES, MAX_PIXELS
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
-from ui.state import backend, kept, remember
+from ui.state import backend, kept, remember, watch_for_changes
 from ui.widgets import show_error, show_image, utc_time
 
 INSTANCE_TYPES = ("ml.m5.xlarge", "ml.m5.large", "ml.t2.medium", "ml.c5.large", "ml.c5.xlarge")
@@ -174,6 +174,17 @@ with st.container(border=True):
 
 
 busy_now = any(e.status in BUSY for e in endpoints)
+
+
+def deploy_signature(models: list, endpoints: list) -> tuple:
+    """What the page is drawn from: models to deploy, endpoints and their states."""
+    return (tuple(m.model_name for m in models),
+            tuple((e.endpoint_name, e.status, e.model_name) for e in endpoints))
+
+
+if not busy_now:  # a deploy, model or deletion made elsewhere (the CLI, another tab) shows without a click
+    watch_for_changes("deploy_signature", lambda: deploy_signature(b.list_models(), b.list_endpoints()),
+                      deploy_signature(models, endpoints), aws=b.name == "aws")
 
 
 def machines_calling(endpoint: str) -> list[str]:

@@ -9,7 +9,7 @@ import streamlit as st
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError
 from backend.settings import DEFAULT_CLASSES
 from ui.charts import class_balance_chart, counts_frame
-from ui.state import backend, pressed, second_press
+from ui.state import backend, pressed, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error, utc_time
 
 SOURCES = {
@@ -107,6 +107,13 @@ with tab_stage:
 
     job = b.latest_job("stage")
     active = job is not None and job.status == JOB_IN_PROGRESS
+    if not active:  # a staging started or ended elsewhere (the CLI, another tab) shows without a click
+        def staging_signature() -> tuple:
+            latest = b.latest_job("stage")
+            return (latest.job_id, latest.status) if latest else None
+
+        watch_for_changes("stage_signature", staging_signature, (job.job_id, job.status) if job else None,
+                          aws=b.name == "aws")
 
     @st.fragment(run_every=0.5 if active else None)
     def progress_view() -> None:

@@ -12,7 +12,7 @@ from ui.charts_training import (
     confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, planned_epochs,
     progress_text, status_text,
 )
-from ui.state import backend, kept, press_refused, pressed, remember, second_press
+from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
 
 POLL_SECONDS = 1.5
@@ -294,6 +294,16 @@ try:
 except SconesError as exc:
     show_error(exc)
     st.stop()
+
+
+def jobs_signature(jobs: list) -> tuple:
+    return tuple((j.job_name, j.status) for j in jobs)
+
+
+if not any(j.status in ACTIVE for j in jobs):  # while one runs, the job list polls itself
+    # a job started from the CLI or another tab shows without a click
+    watch_for_changes("train_signature", lambda: jobs_signature(b.list_training_jobs()), jobs_signature(jobs),
+                      aws=b.name == "aws")
 if not jobs:
     st.info("No training job yet: set the hyperparameters above and press Start training.")
     st.stop()

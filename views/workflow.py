@@ -14,7 +14,7 @@ from backend.api import (
 from backend.workflow_defs import encode_upload
 from ui.cards import execution_cards
 from ui.graphs import LEGEND, COLORS, state_machine_dot
-from ui.state import backend, kept, press_refused, pressed, remember, second_press
+from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, show_error, threshold_text
 
 st.title("Workflow")
@@ -44,24 +44,9 @@ def page_signature(endpoints: list, machines: list) -> tuple:
             tuple((m.name, m.endpoint_name, m.threshold, len(m.functions), m.imported) for m in machines))
 
 
-st.session_state["wf_signature"] = page_signature(all_endpoints, machines)
-st.session_state["wf_signature_fresh"] = True  # the watcher's first run, inside this one, need not read again
-
-
 # Locally two quick reads; on AWS ListEndpoints and the machines' reads, so less often.
-@st.fragment(run_every=60.0 if b.name == "aws" else 5.0)
-def watch_for_changes() -> None:
-    if st.session_state.pop("wf_signature_fresh", False):
-        return
-    try:
-        now = page_signature(b.list_endpoints(), b.list_state_machines())
-    except SconesError:
-        return  # the sections below say what failed; the next poll tries again
-    if now != st.session_state.get("wf_signature"):
-        st.rerun()
-
-
-watch_for_changes()
+watch_for_changes("wf_signature", lambda: page_signature(b.list_endpoints(), b.list_state_machines()),
+                  page_signature(all_endpoints, machines), aws=b.name == "aws")
 
 
 def deploy_ui() -> None:

@@ -110,3 +110,19 @@ def test_a_field_being_typed_in_keeps_its_text_when_a_job_ends(page: Page, dashb
     epochs.press("Tab")
     page.wait_for_timeout(1000)
     expect(epochs).to_have_value("25")
+
+
+def test_idle_pages_show_what_was_started_elsewhere(page: Page, dashboard_url, dashboard_home):
+    """The Stage and Train pages polled only while something they had started ran: a staging or a training
+    job started from the CLI (or another tab) did not show until something was clicked (browser audit)."""
+    backend = get_backend(load_settings().with_overrides(home=dashboard_home, backend="local"))
+    page.goto(f"{dashboard_url}/stage")
+    expect(page.get_by_text("No data staged yet")).to_be_visible(timeout=30_000)
+    backend.wait_job(backend.start_staging("sample"), timeout=60)
+    expect(page.get_by_role("heading", name="Staged dataset")).to_be_visible(timeout=20_000)
+
+    page.goto(f"{dashboard_url}/train")
+    expect(page.get_by_text("No training job yet")).to_be_visible(timeout=30_000)
+    name = backend.create_training_job({**backend.default_training_hyperparameters(), "epochs": "1"})
+    expect(page.get_by_text(name).first).to_be_visible(timeout=20_000)
+    backend.stop_training_job(name)
