@@ -53,7 +53,36 @@ def load_preset(preset: str) -> bool:
     for name in specs:
         st.session_state[f"hp_{name}"] = values.get(name, "")
     st.session_state["train_preset"] = preset
+    for key in ("train_data_filled", "train_data_seen"):  # the data fields follow the staging afresh
+        st.session_state.pop(key, None)
     return True
+
+
+def staged_data_values(staged) -> dict[str, str] | None:
+    """The Data fields a staging decides (None while nothing is staged)."""
+    if staged is None:
+        return None
+    return {"num_classes": str(len(staged.classes)),
+            "num_training_samples": str(sum(staged.counts.get("train", {}).values()))}
+
+
+def follow_staging(staged) -> None:
+    """The Data fields follow a later staging (the CLI's, another tab's) unless the operator typed another
+    value: a field still holding what the page put there takes the new staging's count."""
+    now = staged_data_values(staged)
+    filled = st.session_state.get("train_data_filled")
+    if filled is None or st.session_state.get("train_data_seen") == now:
+        if filled is None:  # what the preset (or a copied job) put in the fields
+            st.session_state["train_data_filled"] = {n: str(st.session_state.get(f"hp_{n}", "")) for n in DATA[1:]}
+        st.session_state["train_data_seen"] = now
+        return
+    for name, value in (now or {}).items():
+        key = f"hp_{name}"
+        if str(st.session_state.get(key, "")) == filled.get(name):  # not edited since the page filled it
+            st.session_state[key] = value
+            remember(key)
+            filled[name] = value
+    st.session_state["train_data_seen"] = now
 
 
 def copy_job(job: TrainingJob) -> None:
@@ -66,6 +95,8 @@ def copy_job(job: TrainingJob) -> None:
         st.session_state["train_validation"] = job.validation
         remember("train_validation")
     st.session_state["train_preset"] = f"job:{job.job_name}"
+    for key in ("train_data_filled", "train_data_seen"):
+        st.session_state.pop(key, None)
 
 
 if "train_preset" not in st.session_state and not load_preset("sagemaker" if b.name == "aws" else "local"):
@@ -124,7 +155,9 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
         cols = st.columns(4)
         for i, name in enumerate(n for n in MAIN if n in specs):
             field(name, cols[i % 4])
-        st.markdown("**Data** (filled in from the staged data)")
+        follow_staging(report)
+        st.markdown("**Data** (filled in from the staged data)" if report is not None else
+                    "**Data** (nothing staged yet: the preset's example values until a staging fills them in)")
         cols = st.columns(4)
         for i, name in enumerate(DATA):
             field(name, cols[i])
@@ -296,14 +329,14 @@ except SconesError as exc:
     st.stop()
 
 
-def jobs_signature(jobs: list) -> tuple:
-    return tuple((j.job_name, j.status) for j in jobs)
+def train_signature(jobs: list, staged) -> tuple:
+    return tuple((j.job_name, j.status) for j in jobs), staged_data_values(staged)
 
 
 if not any(j.status in ACTIVE for j in jobs):  # while one runs, the job list polls itself
-    # a job started from the CLI or another tab shows without a click
-    watch_for_changes("train_signature", lambda: jobs_signature(b.list_training_jobs()), jobs_signature(jobs),
-                      aws=b.name == "aws")
+    # a job started from the CLI or another tab, or a new staging, shows without a click
+    watch_for_changes("train_signature", lambda: train_signature(b.list_training_jobs(), b.latest_stage_report()),
+                      train_signature(jobs, report), aws=b.name == "aws")
 if not jobs:
     st.info("No training job yet: set the hyperparameters above and press Start training.")
     st.stop()

@@ -213,3 +213,26 @@ def test_the_jobs_table_writes_seconds_with_one_decimal(staged):
     at = train_page().run()
     columns = json.loads(at.dataframe[0].proto.columns)
     assert columns["seconds"]["type_config"]["format"] == "%.1f"
+
+
+def test_the_data_fields_follow_a_later_staging_unless_edited(backend, tmp_path):
+    """They were filled once per browser session: a restage with other counts (the CLI, another tab) left the
+    form on the old ones, under a label saying they come from the staged data (browser audit)."""
+    from tests.archives import fine_names, several_classes, synthetic_archive
+
+    at = train_page().run()
+    assert any("nothing staged yet" in m.value for m in at.markdown)  # the preset's example values, said so
+    backend.stage_data("sample")
+    at.run()
+    assert at.text_input(key="hp_num_training_samples").value == "1000"
+    assert any("filled in from the staged data" in m.value for m in at.markdown)
+    names = fine_names()
+    archive = synthetic_archive(tmp_path / "three.tar.gz", several_classes(7, (8, 48, 3)), several_classes(2, (8, 48, 3)))
+    backend.stage_data(str(archive), [names[8], names[48], names[3]])
+    at.run()
+    assert not at.exception
+    assert (at.text_input(key="hp_num_training_samples").value, at.text_input(key="hp_num_classes").value) == ("21", "3")
+    at.text_input(key="hp_num_training_samples").input("20").run()  # the operator's own value stays
+    backend.stage_data("sample")
+    at.run()
+    assert (at.text_input(key="hp_num_training_samples").value, at.text_input(key="hp_num_classes").value) == ("20", "2")
