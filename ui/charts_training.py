@@ -56,6 +56,9 @@ def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> 
 VALIDATED_ON = {"test": "test split", "holdout": "20% hold-out"}  # what validation accuracy was measured on
 
 
+PANEL_WIDTH = 270  # px, each of the two per-epoch panels
+
+
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
     has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss). `seconds` stays a
@@ -68,14 +71,15 @@ def jobs_frame(jobs: Iterable) -> pd.DataFrame:
         m = j.final_metrics
         status = j.status if j.secondary_status in ("", j.status) else f"{j.status} ({j.secondary_status})"
         planned = planned_epochs(j)
-        rows.append({
+        rows.append({  # what an operator compares first comes first: the page's column shows about seven
             "job name": j.job_name, "status": status,
-            "created": j.created.replace("T", " ")[:19], "seconds": round(j.seconds, 1),
-            "epochs": f"{len(j.epochs)}/{planned}" + (" (stopped early)" if stopped_early(j, planned) else ""),
-            "train accuracy": metric(m.get("train:accuracy")),
             "validation accuracy": metric(m.get("validation:accuracy")),
-            "validated on": VALIDATED_ON.get(j.validation, j.validation),
+            "train accuracy": metric(m.get("train:accuracy")),
             "train loss": metric(m.get("train:loss")),
+            "epochs": f"{len(j.epochs)}/{planned}" + (" (stopped early)" if stopped_early(j, planned) else ""),
+            "seconds": round(j.seconds, 1),
+            "validated on": VALIDATED_ON.get(j.validation, j.validation),
+            "created": j.created.replace("T", " ")[:19],
         })
     return pd.DataFrame(rows)
 
@@ -114,7 +118,11 @@ def metrics_chart(df: pd.DataFrame, epochs_planned: int | None = None) -> alt.Ch
     charts = [_panel(accuracy, "Accuracy per epoch", "accuracy", (0.0, 1.0), max_epoch)]
     if len(loss):
         charts.append(_panel(loss, "Loss per epoch", "cross-entropy loss", None, max_epoch))
-    return alt.hconcat(*charts) if len(charts) > 1 else charts[0]
+    if len(charts) == 1:
+        return charts[0]
+    # Side by side, each at Vega-Lite's default 300 px the pair ran a few pixels past the page's centred column
+    # (about 730 px at its narrowest with the legends); a concatenation cannot take the container's width.
+    return alt.hconcat(*(c.properties(width=PANEL_WIDTH) for c in charts))
 
 
 def confusion_frame(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> pd.DataFrame:

@@ -67,17 +67,21 @@ def press_refused(key: str) -> None:
     st.session_state.pop(key, None)
 
 
-def watch_for_changes(key: str, signature: Callable[[], Any], drawn_from: Any, aws: bool) -> None:
+def watch_for_changes(key: str, signature: Callable[[], Any], drawn_from: Any, aws: bool, idle: bool = True) -> None:
     """Redraw the page when what it was drawn from changes elsewhere (the CLI, another tab), while it sits idle.
 
     `drawn_from` is `signature()` as this run of the page read it; a fragment reads it again every 5 s (every
     minute on AWS, whose List calls are rate-limited) and reruns the whole page when it differs. Reading
-    nothing is drawn, so a quiet page costs a few queries and no redraw."""
+    nothing is drawn, so a quiet page costs a few queries and no redraw. Call it on every run of the page, with
+    `idle` False while the page polls by itself: that stops the timer (a watcher the run skipped kept firing
+    with the signature of an older run, and redrew the page in the middle of a live chart)."""
     st.session_state[key] = drawn_from
     st.session_state[f"{key}:fresh"] = True  # the watcher's first run, inside this one, need not read again
 
-    @st.fragment(run_every=60.0 if aws else 5.0)
+    @st.fragment(run_every=(60.0 if aws else 5.0) if idle else None)
     def watcher() -> None:
+        if not idle:
+            return
         if st.session_state.pop(f"{key}:fresh", False):
             return
         try:

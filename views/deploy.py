@@ -182,9 +182,9 @@ def deploy_signature(models: list, endpoints: list) -> tuple:
             tuple((e.endpoint_name, e.status, e.model_name) for e in endpoints))
 
 
-if not busy_now:  # a deploy, model or deletion made elsewhere (the CLI, another tab) shows without a click
-    watch_for_changes("deploy_signature", lambda: deploy_signature(b.list_models(), b.list_endpoints()),
-                      deploy_signature(models, endpoints), aws=b.name == "aws")
+# A deploy, model or deletion made elsewhere (the CLI, another tab) shows without a click.
+watch_for_changes("deploy_signature", lambda: deploy_signature(b.list_models(), b.list_endpoints()),
+                  deploy_signature(models, endpoints), aws=b.name == "aws", idle=not busy_now)
 
 
 def machines_calling(endpoint: str) -> list[str]:

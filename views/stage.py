@@ -107,13 +107,13 @@ with tab_stage:
 
     job = b.latest_job("stage")
     active = job is not None and job.status == JOB_IN_PROGRESS
-    if not active:  # a staging started or ended elsewhere (the CLI, another tab) shows without a click
-        def staging_signature() -> tuple:
-            latest = b.latest_job("stage")
-            return (latest.job_id, latest.status) if latest else None
+    def staging_signature() -> tuple | None:
+        latest = b.latest_job("stage")
+        return (latest.job_id, latest.status) if latest else None
 
-        watch_for_changes("stage_signature", staging_signature, (job.job_id, job.status) if job else None,
-                          aws=b.name == "aws")
+    # A staging started or ended elsewhere (the CLI, another tab) shows without a click.
+    watch_for_changes("stage_signature", staging_signature, (job.job_id, job.status) if job else None,
+                      aws=b.name == "aws", idle=not active)
 
     @st.fragment(run_every=0.5 if active else None)
     def progress_view() -> None:

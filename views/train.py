@@ -333,10 +333,10 @@ def train_signature(jobs: list, staged) -> tuple:
     return tuple((j.job_name, j.status) for j in jobs), staged_data_values(staged)
 
 
-if not any(j.status in ACTIVE for j in jobs):  # while one runs, the job list polls itself
-    # a job started from the CLI or another tab, or a new staging, shows without a click
-    watch_for_changes("train_signature", lambda: train_signature(b.list_training_jobs(), b.latest_stage_report()),
-                      train_signature(jobs, report), aws=b.name == "aws")
+# A job started from the CLI or another tab, or a new staging, shows without a click (while one runs, the
+# job list polls itself).
+watch_for_changes("train_signature", lambda: train_signature(b.list_training_jobs(), b.latest_stage_report()),
+                  train_signature(jobs, report), aws=b.name == "aws", idle=not any(j.status in ACTIVE for j in jobs))
 if not jobs:
     st.info("No training job yet: set the hyperparameters above and press Start training.")
     st.stop()

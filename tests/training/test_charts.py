@@ -26,6 +26,7 @@ def test_metrics_chart_has_an_accuracy_and_a_loss_panel():
     titles = [p["title"] for p in spec["hconcat"]]
     assert titles == ["Accuracy per epoch", "Loss per epoch"]
     assert spec["hconcat"][0]["encoding"]["x"]["scale"]["domain"] == [1, 10]
+    assert [p["width"] for p in spec["hconcat"]] == [270, 270]  # the pair fits the page's centred column
 
 
 def test_without_loss_only_accuracy_is_drawn():
@@ -56,6 +57,7 @@ def test_jobs_frame_shows_a_dash_where_a_metric_is_missing_and_the_secondary_sta
                             {"epoch": 2, "train:accuracy": 0.91, "validation:accuracy": 0.8764})),
     ]
     df = jobs_frame(jobs)
+    assert list(df.columns[:5]) == ["job name", "status", "validation accuracy", "train accuracy", "train loss"]
     assert list(df["status"]) == ["InProgress (Downloading)", "Completed"]
     assert list(df["epochs"]) == ["0/80", "2/2"]
     assert df.loc[0, ["train accuracy", "validation accuracy", "train loss"]].tolist() == ["—", "—", "—"]
