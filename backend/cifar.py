@@ -313,7 +313,8 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
         if got != md5:
             raise ChecksumMismatch(
                 f"The downloaded archive's md5 is {got}, not the expected {md5}: the download is corrupt or the "
-                "URL serves another file (set SCONES_CIFAR_MD5 if you use a mirror)."
+                "URL serves another file; to stage another archive, download it and give its path or upload it "
+                "(or set SCONES_CIFAR_MD5 to its md5)."
             )
         os.replace(tmp, final)
         progress(hi, "Download verified")

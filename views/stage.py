@@ -15,6 +15,7 @@ from ui.widgets import image_grid, show_error, utc_time
 SOURCES = {
     "Bundled sample (offline, 1,200 real images)": "sample",
     "Official download (169 MB, falls back to the sample offline)": "official",
+    "A URL (a mirror of the official archive)": "url",
     "Local file path": "path",
     "Upload an archive": "upload",
 }
@@ -53,6 +54,16 @@ def source_text(source: str) -> tuple[str, str]:
 def source_ui() -> tuple[str | None, bytes | None, str]:
     """Returns (source, uploaded bytes, uploaded file name)."""
     choice = SOURCES[st.radio("Source", list(SOURCES), key="stage_source")]
+    if choice == "url":
+        url = st.text_input("Archive URL", placeholder="https://mirror.example.com/cifar-100-python.tar.gz",
+                            key="stage_url", help="An http(s) address serving the official archive: the download "
+                            "is checked against the official md5. For another archive, download it and give its "
+                            "path, or upload it.")
+        url = url.strip()
+        if url and not url.lower().startswith(("http://", "https://")):
+            st.error(f"{url} is not an http:// or https:// address: enter the archive's URL, or choose Local file path.")
+            return None, None, ""
+        return (url or None), None, ""
     if choice == "path":
         path = st.text_input("Archive path on this machine", placeholder="/data/cifar-100-python.tar.gz", key="stage_path")
         return (path.strip() or None), None, ""

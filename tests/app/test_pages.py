@@ -158,3 +158,36 @@ def test_explore_archive_view(home):
     data_row = keys[(keys["pickle"] == "train") & (keys["key"] == "data")].iloc[0]
     assert data_row["shape"] == "1000 x 3072" and data_row["dtype"] == "uint8"
     assert len(frames[2]) == 100 and len(frames[3]) == 20
+
+
+def test_the_stage_page_takes_a_url_and_says_what_to_do_with_another_archive(home, backend, tmp_path):
+    """The README lists a URL as a source; the page had no such choice (a URL typed as a path was taken), and
+    an archive that is not the official one was refused with an environment variable as the only way on."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    from backend.settings import SAMPLE_ARCHIVE
+
+    shutil.copy(SAMPLE_ARCHIVE, tmp_path / "subset.tar.gz")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        at = page("stage.py").run()
+        at.radio(key="stage_source").set_value("A URL (a mirror of the official archive)").run()
+        at.text_input(key="stage_url").input("www.example.com/cifar.tar.gz").run()
+        assert any("is not an http:// or https:// address" in e.value for e in at.error)
+        assert at.button(key="stage_start").disabled
+        url = f"http://127.0.0.1:{server.server_port}/subset.tar.gz"
+        at.text_input(key="stage_url").input(url).run()
+        at.button(key="stage_start").click().run()
+        job = backend.latest_job("stage")
+        assert backend.wait_job(job.job_id, timeout=60).status == "Failed"  # not the official archive's md5
+        at.run()
+        failure = " ".join(e.value for e in at.error)
+        assert "md5" in failure and "download it and give its path or upload it" in failure
+    finally:
+        server.shutdown()
+    assert not at.exception
