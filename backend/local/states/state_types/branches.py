@@ -61,8 +61,9 @@ def run_jobs(parent: Scope, count: int, job: Callable[[int, Scope], Any], limit:
                 except errors.ExecutionHalted:
                     pass
                 finally:
-                    outcome.last = child.last if child.history is parent.history else 0
-                    after = child.follow or outcome.last if outcome.last else 0
+                    shared = child.history is parent.history  # a DISTRIBUTED Map's child keeps its own history
+                    outcome.last = child.last if shared else 0
+                    after = (child.follow or child.last) if shared else 0
         finally:
             with cond:
                 state["running_workers"] -= 1
