@@ -22,6 +22,13 @@ PAGES = [
 ]
 
 try:
-    st.navigation(PAGES).run()
+    page = st.navigation(PAGES)
+    if st.session_state.get("_page_shown") != page.url_path:
+        # A question a page asked (keys ending in ':question', such as Deploy's "delete it anyway?") is answered
+        # on that page or dropped: it is not waiting there when the page is opened again later.
+        for key in [k for k in st.session_state if str(k).endswith(":question")]:
+            del st.session_state[key]
+    st.session_state["_page_shown"] = page.url_path
+    page.run()
 except SconesError as exc:  # a backend error a page did not expect (AWS throttling, a lost session...): one
     show_error(exc)         # sentence where the page stopped, as every page does for the errors it expects

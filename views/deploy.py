@@ -187,30 +187,34 @@ watch_for_changes("deploy_signature", lambda: deploy_signature(b.list_models(), 
                   deploy_signature(models, endpoints), aws=b.name == "aws", idle=not busy_now)
 
 
-def machines_calling(endpoint: str) -> list[str]:
-    """The state machines whose functions invoke this endpoint (none where they cannot be read)."""
+def machines_calling(endpoint: str) -> list[str] | SconesError:
+    """The state machines whose functions invoke this endpoint, or the error that kept them from being read."""
     try:
         return [m.name for m in b.list_state_machines() if m.functions and m.endpoint_name == endpoint]
-    except SconesError:
-        return []
+    except SconesError as exc:
+        return exc
 
 
 def confirm_delete(endpoint: str) -> None:
-    """Deleting an endpoint a workflow calls: say what breaks, then Delete anyway or Keep."""
+    """Deleting an endpoint a workflow calls (or may call): say what breaks, then Delete anyway or Keep it. Only
+    a press of Delete anyway deletes: never a rerun (a poll, another widget) that finds the question open."""
     callers = machines_calling(endpoint)
-    if not callers:  # retargeted meanwhile (another tab, the CLI): nothing to warn about any more
-        st.session_state.pop("deploy_delete_pending", None)
-        act(b.delete_endpoint, endpoint)
-        return
-    st.warning(f"{', '.join(callers)} call{'s' if len(callers) == 1 else ''} {endpoint}: once it is deleted, their "
-               "executions fail at the step that invokes it until the workflow is pointed at another endpoint "
-               "(Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
+    if isinstance(callers, SconesError):
+        st.warning(f"The state machines could not be read ({callers}), so whether a workflow calls {endpoint} is "
+                   "not known: if one does, its executions fail at the step that invokes it. Delete it anyway?",
+                   icon=":material/warning:")
+    elif callers:
+        st.warning(f"{', '.join(callers)} call{'s' if len(callers) == 1 else ''} {endpoint}: once it is deleted, "
+                   "their executions fail at the step that invokes it until the workflow is pointed at another "
+                   "endpoint (Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
+    else:
+        st.info(f"No state machine calls {endpoint} now. Delete it?")
     yes, no, _ = st.columns([2, 1, 5])
     if yes.button("Delete anyway", key=f"delete_confirm_{endpoint}", type="primary"):
-        st.session_state.pop("deploy_delete_pending", None)
+        st.session_state.pop("deploy_delete:question", None)
         act(b.delete_endpoint, endpoint)
     if no.button("Keep it", key=f"delete_keep_{endpoint}"):
-        st.session_state.pop("deploy_delete_pending", None)
+        st.session_state.pop("deploy_delete:question", None)
         st.rerun()
 
 
@@ -241,13 +245,13 @@ def endpoints_view() -> None:
                 # Not a link: the container contract answers POST /invocations and GET /ping, not a browser's GET /
                 where = f"`{e.url}/invocations`" if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
+            asked = (e.endpoint_name, e.created)  # a question about this endpoint, not a later one of its name
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
-                callers = machines_calling(e.endpoint_name)
-                if callers:  # the workflow would fail at its classify step from now on: ask first
-                    st.session_state["deploy_delete_pending"] = e.endpoint_name
-                else:
+                if machines_calling(e.endpoint_name) == []:
                     act(b.delete_endpoint, e.endpoint_name)
-            if st.session_state.get("deploy_delete_pending") == e.endpoint_name:
+                else:  # a workflow would fail at its classify step from now on, or none could be read: ask first
+                    st.session_state["deploy_delete:question"] = asked
+            if st.session_state.get("deploy_delete:question") == asked:
                 confirm_delete(e.endpoint_name)
             if e.status in b.restartable_statuses and c4.button("Start", key=f"start_{e.endpoint_name}",
                                                                 icon=":material/play_arrow:"):

@@ -60,7 +60,10 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
                             "is checked against the official md5. For another archive, download it and give its "
                             "path, or upload it.")
         url = url.strip()
-        if url and not url.lower().startswith(("http://", "https://")):
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            url = f"{scheme.lower()}://{rest}"  # a scheme is case-insensitive; the backend reads it lower-case
+        if url and not url.startswith(("http://", "https://")):
             st.error(f"{url} is not an http:// or https:// address: enter the archive's URL, or choose Local file path.")
             return None, None, ""
         return (url or None), None, ""

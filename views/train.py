@@ -66,10 +66,23 @@ def staged_data_values(staged) -> dict[str, str] | None:
             "num_training_samples": str(sum(staged.counts.get("train", {}).values()))}
 
 
+def data_label(staged: dict[str, str] | None) -> str:
+    """What the Data fields hold, truly: the staged data's counts, or how they differ from it."""
+    if staged is None:
+        return "**Data** (no staged data to read now: stage it first, or wait for the staging that runs)"
+    fields = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in staged}
+    if fields == staged:
+        return "**Data** (filled in from the staged data)"
+    return (f"**Data** (the staged data has {int(staged['num_training_samples']):,} training images of "
+            f"{staged['num_classes']} classes)")
+
+
 def follow_staging(staged) -> None:
     """The Data fields follow a later staging (the CLI's, another tab's) unless the operator typed another
     value: a field still holding what the page put there takes the new staging's count."""
     now = staged_data_values(staged)
+    for name in DATA[1:]:  # their values as the operator left them: Streamlit drops them on another page
+        kept(f"hp_{name}", "")
     filled = st.session_state.get("train_data_filled")
     if filled is None or st.session_state.get("train_data_seen") == now:
         if filled is None:  # what the preset (or a copied job) put in the fields
@@ -156,8 +169,7 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
         for i, name in enumerate(n for n in MAIN if n in specs):
             field(name, cols[i % 4])
         follow_staging(report)
-        st.markdown("**Data** (filled in from the staged data)" if report is not None else
-                    "**Data** (nothing staged yet: the preset's example values until a staging fills them in)")
+        st.markdown(data_label(staged_data_values(report)))
         cols = st.columns(4)
         for i, name in enumerate(DATA):
             field(name, cols[i])

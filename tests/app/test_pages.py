@@ -180,8 +180,9 @@ def test_the_stage_page_takes_a_url_and_says_what_to_do_with_another_archive(hom
         at.text_input(key="stage_url").input("www.example.com/cifar.tar.gz").run()
         assert any("is not an http:// or https:// address" in e.value for e in at.error)
         assert at.button(key="stage_start").disabled
-        url = f"http://127.0.0.1:{server.server_port}/subset.tar.gz"
+        url = f"HTTP://127.0.0.1:{server.server_port}/subset.tar.gz"  # a scheme in capitals is a scheme too
         at.text_input(key="stage_url").input(url).run()
+        assert not at.error and not at.button(key="stage_start").disabled
         at.button(key="stage_start").click().run()
         job = backend.latest_job("stage")
         assert backend.wait_job(job.job_id, timeout=60).status == "Failed"  # not the official archive's md5
@@ -190,4 +191,15 @@ def test_the_stage_page_takes_a_url_and_says_what_to_do_with_another_archive(hom
         assert "md5" in failure and "download it and give its path or upload it" in failure
     finally:
         server.shutdown()
+    assert not at.exception
+
+
+def test_a_question_a_page_asked_is_dropped_when_another_page_is_shown(home):
+    """Deploy's "delete it anyway?" left unanswered was still open (and once deleted by itself) on coming back."""
+    at = page("deploy.py").run()
+    at.session_state["deploy_delete:question"] = ("ep", "2026-11-29T17:00:00Z")
+    at.run()
+    assert "deploy_delete:question" in at.session_state  # reruns of the same page keep it
+    at.switch_page("views/home.py").run()
+    assert "deploy_delete:question" not in at.session_state
     assert not at.exception

@@ -168,7 +168,7 @@ def test_delete_and_start_from_the_list(page_backend):
 
 def test_deleting_an_endpoint_the_workflow_calls_asks_first(page_backend, monkeypatch):
     """One click deleted it, the workflow failing at its classify step from then on without a word (audit)."""
-    from backend.api import StateMachine
+    from backend.api import SconesError, StateMachine
 
     page_backend.deploy("model-a", "ep", 100)
     assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
@@ -185,7 +185,23 @@ def test_deleting_an_endpoint_the_workflow_calls_asks_first(page_backend, monkey
     assert "scones-workflow calls ep: once it is deleted, their executions fail" in warning
     at.button(key="delete_keep_ep").click().run()
     assert not at.warning and page_backend.describe_endpoint("ep").status == "InService"
+    # The question stays a question: a rerun that finds the machines gone, or unreadable, deletes nothing
     at.button(key="delete_ep").click().run()
+    monkeypatch.setattr(page_backend, "list_state_machines", lambda: [])
+    at.run()
+    assert page_backend.describe_endpoint("ep").status == "InService"
+    assert any("No state machine calls ep now. Delete it?" in i for i in texts(at.info))
+
+    def unreadable():
+        raise SconesError("ThrottlingException: Rate exceeded.")
+
+    monkeypatch.setattr(page_backend, "list_state_machines", unreadable)
+    at.run()
+    assert page_backend.describe_endpoint("ep").status == "InService"
+    assert any("could not be read (ThrottlingException: Rate exceeded.)" in w for w in texts(at.warning))
+    at.button(key="delete_keep_ep").click().run()
+    at.button(key="delete_ep").click().run()  # unreadable: asked, not deleted at once
+    assert page_backend.describe_endpoint("ep").status == "InService"
     at.button(key="delete_confirm_ep").click().run()
     assert not at.exception
     assert page_backend.list_endpoints() == []

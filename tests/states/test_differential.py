@@ -120,3 +120,25 @@ def _moto_output(text: str | None):
         return json.loads(text)
     except ValueError:
         return text
+
+
+@pytest.mark.parametrize("definition,started,first", [
+    ({"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [
+        {"StartAt": f"B{i}", "States": {f"B{i}": {"Type": "Pass", "End": True}}} for i in range(3)]}}},
+     "ParallelStateStarted", "PassStateEntered"),
+    ({"StartAt": "M", "States": {"M": {"Type": "Map", "End": True, "Iterator": {
+        "StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}}}},
+     "MapStateStarted", "MapIterationStarted"),
+], ids=["parallel", "map"])
+def test_side_by_side_branches_each_start_from_the_started_event(definition, started, first, shared_db):
+    """Branches and iterations that run side by side each point back to ...StateStarted, as on moto (its order
+    of events is left to chance, this is not): only MaxConcurrency 1 chains an iteration to the one before."""
+    engine = StatesEngine(shared_db, lambda_resolver, clock=FakeClock())
+    try:
+        run = engine.run_execution(definition, json.dumps([1, 2, 3]), name="exec",
+                                   state_machine_name=f"side-by-side-{started}")
+        events = engine.get_execution_history(run.arn)
+    finally:
+        engine.close()
+    start_id = next(e["id"] for e in events if e["type"] == started)
+    assert [e["previousEventId"] for e in events if e["type"] == first] == [start_id] * 3

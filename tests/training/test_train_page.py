@@ -221,7 +221,7 @@ def test_the_data_fields_follow_a_later_staging_unless_edited(backend, tmp_path)
     from tests.archives import fine_names, several_classes, synthetic_archive
 
     at = train_page().run()
-    assert any("nothing staged yet" in m.value for m in at.markdown)  # the preset's example values, said so
+    assert any("no staged data to read now" in m.value for m in at.markdown)  # not "filled in from the staged data"
     backend.stage_data("sample")
     at.run()
     assert at.text_input(key="hp_num_training_samples").value == "1000"
@@ -236,3 +236,23 @@ def test_the_data_fields_follow_a_later_staging_unless_edited(backend, tmp_path)
     backend.stage_data("sample")
     at.run()
     assert (at.text_input(key="hp_num_training_samples").value, at.text_input(key="hp_num_classes").value) == ("20", "2")
+    assert any("the staged data has 1,000 training images of 2 classes" in m.value for m in at.markdown)
+
+
+def test_the_data_fields_follow_a_staging_made_on_the_stage_page(backend, tmp_path):
+    """The usual path: Train, then Stage data, restage, back to Train. Streamlit drops a page's field values
+    while another page is shown, and the page took the dropped fields for the operator's edits (review)."""
+    from tests.apptest import app_page
+    from tests.archives import fine_names, several_classes, synthetic_archive
+
+    backend.stage_data("sample")
+    at = app_page("train").run()
+    assert at.text_input(key="hp_num_training_samples").value == "1000"
+    at.switch_page("views/stage.py").run()
+    names = fine_names()
+    archive = synthetic_archive(tmp_path / "three.tar.gz", several_classes(7, (8, 48, 3)), several_classes(2, (8, 48, 3)))
+    backend.stage_data(str(archive), [names[8], names[48], names[3]])
+    at.switch_page("views/train.py").run()
+    assert not at.exception
+    assert (at.text_input(key="hp_num_training_samples").value, at.text_input(key="hp_num_classes").value) == ("21", "3")
+    assert any("filled in from the staged data" in m.value for m in at.markdown)

@@ -45,8 +45,8 @@ def run_jobs(parent: Scope, count: int, job: Callable[[int, Scope], Any], limit:
                     i = state["next"]
                     state["next"] += 1
                 child = parent.fork(group, separate_history() if separate_history else None)
-                if after and child.history is parent.history:  # as AWS's MaxConcurrency 1 history chains them
-                    child.last = after
+                if limit == 1 and after and child.history is parent.history:
+                    child.last = after  # one at a time (MaxConcurrency 1): AWS's history chains the iterations
                 outcome = outcomes[i]
                 try:
                     outcome.value = job(i, child)
