@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import streamlit as st
@@ -65,6 +66,9 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
             url = f"{scheme.lower()}://{rest}"  # a scheme is case-insensitive; the backend reads it lower-case
         if url and not url.startswith(("http://", "https://")):
             st.error(f"{url} is not an http:// or https:// address: enter the archive's URL, or choose Local file path.")
+            return None, None, ""
+        if url and not urlsplit(url).hostname:
+            st.error(f"{url} names no host: enter the whole address, such as https://mirror.example.com/cifar-100-python.tar.gz.")
             return None, None, ""
         return (url or None), None, ""
     if choice == "path":

@@ -180,6 +180,8 @@ def test_the_stage_page_takes_a_url_and_says_what_to_do_with_another_archive(hom
         at.text_input(key="stage_url").input("www.example.com/cifar.tar.gz").run()
         assert any("is not an http:// or https:// address" in e.value for e in at.error)
         assert at.button(key="stage_start").disabled
+        at.text_input(key="stage_url").input("https://").run()  # it failed later as "could not reach https://"
+        assert any("https:// names no host" in e.value for e in at.error) and at.button(key="stage_start").disabled
         url = f"HTTP://127.0.0.1:{server.server_port}/subset.tar.gz"  # a scheme in capitals is a scheme too
         at.text_input(key="stage_url").input(url).run()
         assert not at.error and not at.button(key="stage_start").disabled
