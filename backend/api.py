@@ -145,6 +145,11 @@ class StageReport:
     note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
+    def data_hyperparameters(self) -> dict[str, str]:
+        """num_classes and num_training_samples as this staging decides them (SageMaker's strings)."""
+        return {"num_classes": str(len(self.classes)),
+                "num_training_samples": str(sum(self.counts.get("train", {}).values()))}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "counts": self.counts,

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from backend import cifar, staging
 from backend.api import (
@@ -156,7 +157,14 @@ class WorkspaceBackend:
     def resolve_source(self, source: str | None) -> str:
         """Check a source before any work starts: 'sample', 'official', a URL or an existing file."""
         source = (source or "official").strip()
-        if source in ("sample", "official") or re.match(r"^https?://", source):
+        if source in ("sample", "official"):
+            return source
+        url = re.match(r"^(https?)://", source, re.IGNORECASE)
+        if url:  # a scheme is case-insensitive; the rest of the backend reads it lower-case
+            source = url[1].lower() + source[len(url[1]):]
+            if not urlsplit(source).hostname:
+                raise ValidationError(f"{source} names no host: enter the whole address, such as "
+                                      "https://mirror.example.com/cifar-100-python.tar.gz.")
             return source
         scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
         if scheme:

@@ -58,13 +58,13 @@ class BenchModels:
         return self.model
 
 
-def resnet_artifact(num_layers: int, test_time_flip: bool | None = None) -> bytes:
-    """What local training writes, for the local CPU preset's network (random weights); with the preset's
-    test_time_flip unless told (1: each request runs the image and its mirror image)."""
+def resnet_artifact(num_layers: int) -> bytes:
+    """What local training writes, for the local CPU preset's network (random weights) and test_time_flip
+    (1: each request runs the image and its mirror image)."""
     from backend.local.training.hyperparameters import LOCAL_CPU_PRESET
     from backend.local.training.model import build_resnet
 
-    flip = LOCAL_CPU_PRESET.get("test_time_flip") == "1" if test_time_flip is None else test_time_flip
+    flip = LOCAL_CPU_PRESET.get("test_time_flip") == "1"
     net = build_resnet(num_layers, 2, (3, 32, 32)).eval()
     mean, std = [0.507, 0.487, 0.441], [0.267, 0.256, 0.276]
     onnx_bytes = artifact.export_onnx(net, mean, std, (3, 32, 32), flip)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 import streamlit as st
@@ -61,16 +60,16 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
                             "is checked against the official md5. For another archive, download it and give its "
                             "path, or upload it.")
         url = url.strip()
-        scheme, sep, rest = url.partition("://")
-        if sep and scheme.lower() in ("http", "https"):
-            url = f"{scheme.lower()}://{rest}"  # a scheme is case-insensitive; the backend reads it lower-case
-        if url and not url.startswith(("http://", "https://")):
+        if not url:
+            return None, None, ""
+        if not url.lower().startswith(("http://", "https://")):  # else the backend would look for a file of that name
             st.error(f"{url} is not an http:// or https:// address: enter the archive's URL, or choose Local file path.")
             return None, None, ""
-        if url and not urlsplit(url).hostname:
-            st.error(f"{url} names no host: enter the whole address, such as https://mirror.example.com/cifar-100-python.tar.gz.")
+        try:
+            return b.resolve_source(url), None, ""  # no host, say: refused as typed, with Start disabled
+        except SconesError as exc:
+            show_error(exc)
             return None, None, ""
-        return (url or None), None, ""
     if choice == "path":
         path = st.text_input("Archive path on this machine", placeholder="/data/cifar-100-python.tar.gz", key="stage_path")
         return (path.strip() or None), None, ""

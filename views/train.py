@@ -53,17 +53,19 @@ def load_preset(preset: str) -> bool:
     for name in specs:
         st.session_state[f"hp_{name}"] = values.get(name, "")
     st.session_state["train_preset"] = preset
-    for key in ("train_data_filled", "train_data_seen"):  # the data fields follow the staging afresh
-        st.session_state.pop(key, None)
+    forget_data_fields()
     return True
+
+
+def forget_data_fields() -> None:
+    """The form was filled anew (a preset, a copied job): its Data fields follow the staging from these values."""
+    for key in ("train_data_filled", "train_data_seen"):
+        st.session_state.pop(key, None)
 
 
 def staged_data_values(staged) -> dict[str, str] | None:
     """The Data fields a staging decides (None while nothing is staged)."""
-    if staged is None:
-        return None
-    return {"num_classes": str(len(staged.classes)),
-            "num_training_samples": str(sum(staged.counts.get("train", {}).values()))}
+    return None if staged is None else staged.data_hyperparameters()
 
 
 def data_label(staged: dict[str, str] | None) -> str:
@@ -108,8 +110,7 @@ def copy_job(job: TrainingJob) -> None:
         st.session_state["train_validation"] = job.validation
         remember("train_validation")
     st.session_state["train_preset"] = f"job:{job.job_name}"
-    for key in ("train_data_filled", "train_data_seen"):
-        st.session_state.pop(key, None)
+    forget_data_fields()
 
 
 if "train_preset" not in st.session_state and not load_preset("sagemaker" if b.name == "aws" else "local"):

@@ -96,8 +96,7 @@ class AwsTrainingMixin:
         values = hps.algorithm_only(hps.PRESETS[preset])
         report = self.latest_stage_report()
         if report is not None:
-            values["num_training_samples"] = str(sum(report.counts["train"].values()))
-            values["num_classes"] = str(len(report.classes))
+            values.update(report.data_hyperparameters())
         return values
 
     def training_cost_notice(self) -> str:
