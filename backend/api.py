@@ -409,6 +409,12 @@ THRESHOLD_ERROR = "THRESHOLD_CONFIDENCE_NOT_MET"
 DEFAULT_STATE_MACHINE = "scones-workflow"
 
 
+def input_threshold(execution_input: Any) -> float | None:
+    """The threshold an execution was started with for itself (a number 'threshold' in its input), if any."""
+    value = execution_input.get("threshold") if isinstance(execution_input, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class StateMachine:
     name: str
@@ -445,6 +451,9 @@ class Execution:
     # The endpoint its functions were configured to call when it started (noted by the backend); None when
     # unknown (an execution from before such notes): the state machine's endpoint now is the only guess then.
     endpoint: str | None = None
+    # The threshold it is judged against: its own (a 'threshold' in its input), else the workflow's when it
+    # started (noted by the backend); None when unknown (an execution from before such notes).
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)

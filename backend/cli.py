@@ -488,7 +488,7 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
 def execution_doc(e: Any) -> dict[str, Any]:
     return {"name": e.name, "status": e.status, "error": e.error, "cause": e.cause, "label": e.label,
             "confidence": e.confidence, "seconds": e.seconds, "s3_key": e.s3_key, "start": e.start,
-            "state_machine": e.state_machine}
+            "state_machine": e.state_machine, "threshold": e.threshold}
 
 
 def _executions_text(executions: list[Any]) -> str:

@@ -7,7 +7,8 @@ execution. So each time a function is (re)configured with class names (`CLASS_NA
 filter's cause also uses), both backends note it here, and an execution's label is read from the
 note of its state machine's functions that was in force when it started. The endpoint the functions
 call (`ENDPOINT_NAME`) is noted with the names, so Monitor credits an execution to the endpoint it
-called, not to the one its state machine calls today.
+called, not to the one its state machine calls today, and so is the filter's `THRESHOLD`, so each
+execution shows the threshold it was judged against after the workflow's has changed.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ MIGRATIONS: tuple[str, ...] = (
     # the endpoint the functions call (ENDPOINT_NAME), so Monitor credits an execution to the endpoint it
     # called, not to the one its state machine calls now
     "ALTER TABLE function_classes ADD COLUMN endpoint TEXT;",
+    # the workflow's threshold (THRESHOLD), so an execution shows the one it was judged against
+    "ALTER TABLE function_classes ADD COLUMN threshold REAL;",
 )
 CACHE_TTL = 2.0  # the pages read labels every second while executions run
 
@@ -44,29 +47,33 @@ class FunctionClasses:
         self._loaded: tuple[float, dict[str, tuple[list[float], list[Note]]]] | None = None
 
     def record(self, functions: Iterable[str], classes: Iterable[str], at: datetime | None = None,
-               endpoint: str | None = None) -> None:
-        """Note that `functions` answer with `classes` (through `endpoint`, when known) from `at` on (now by
-        default; on AWS, Lambda's time of the change, the clock executions' start dates come from); nothing
-        when they already did."""
+               endpoint: str | None = None, threshold: float | None = None) -> None:
+        """Note that `functions` answer with `classes` (through `endpoint` and judged at `threshold`, when
+        known) from `at` on (now by default; on AWS, Lambda's time of the change, the clock executions' start
+        dates come from); nothing when they already did."""
         names = list(classes)
         now = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp() if at else time.time()
         with self.db.transaction() as conn:
             for function in functions:
-                row = conn.execute("SELECT classes, endpoint FROM function_classes WHERE backend=? AND function=? "
-                                   "ORDER BY since DESC LIMIT 1", (self.backend, function)).fetchone()
-                if row is None or loads(row["classes"]) != names or row["endpoint"] != endpoint:
-                    conn.execute("INSERT OR REPLACE INTO function_classes(backend, function, since, classes, endpoint) "
-                                 "VALUES(?,?,?,?,?)", (self.backend, function, now, dumps(names), endpoint))
+                row = conn.execute("SELECT classes, endpoint, threshold FROM function_classes WHERE backend=? "
+                                   "AND function=? ORDER BY since DESC LIMIT 1", (self.backend, function)).fetchone()
+                if (row is None or loads(row["classes"]) != names or row["endpoint"] != endpoint
+                        or row["threshold"] != threshold):
+                    conn.execute("INSERT OR REPLACE INTO function_classes(backend, function, since, classes, endpoint, "
+                                 "threshold) VALUES(?,?,?,?,?,?)",
+                                 (self.backend, function, now, dumps(names), endpoint, threshold))
         with self._lock:
             self._loaded = None
 
-    def note(self, functions: list[str], classes: Iterable[str], endpoint: str | None = None) -> None:
+    def note(self, functions: list[str], classes: Iterable[str], endpoint: str | None = None,
+             threshold: float | None = None) -> None:
         """`record`, unless the newest notes (read at most every CACHE_TTL) already say so: called before every
-        start, it writes only when the names or the endpoint changed, here or in another process since."""
-        wanted = Note(tuple(classes), endpoint)
+        start, it writes only when the names, the endpoint or the threshold changed, here or in another
+        process since."""
+        wanted = Note(tuple(classes), endpoint, threshold)
         notes = self._notes()
         if any(not notes.get(f, ((), ()))[1] or notes[f][1][-1] != wanted for f in functions):
-            self.record(functions, wanted.classes, endpoint=endpoint)
+            self.record(functions, wanted.classes, endpoint=endpoint, threshold=threshold)
 
     def fill_endpoint(self, functions: Iterable[str], endpoint: str) -> None:
         """Before the functions are pointed elsewhere: a newest note without an endpoint (written before
@@ -92,6 +99,12 @@ class FunctionClasses:
         note = self._note_at(functions, when, lambda n: n.endpoint is not None)
         return None if note is None else note.endpoint
 
+    def threshold_at(self, functions: Iterable[str], when: datetime) -> float | None:
+        """The workflow's threshold (THRESHOLD) the first of `functions` noted with one had when `when` began;
+        None when unknown (no note then, or notes from before thresholds were noted)."""
+        note = self._note_at(functions, when, lambda n: n.threshold is not None)
+        return None if note is None else note.threshold
+
     def _note_at(self, functions: Iterable[str], when: datetime, usable) -> "Note | None":
         moment = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
         notes = self._notes()
@@ -107,11 +120,11 @@ class FunctionClasses:
             if self._loaded is not None and time.monotonic() - self._loaded[0] < CACHE_TTL:
                 return self._loaded[1]
         notes: dict[str, tuple[list[float], list[Note]]] = {}
-        for row in self.db.query("SELECT function, since, classes, endpoint FROM function_classes WHERE backend=? "
-                                 "ORDER BY since", (self.backend,)):
+        for row in self.db.query("SELECT function, since, classes, endpoint, threshold FROM function_classes "
+                                 "WHERE backend=? ORDER BY since", (self.backend,)):
             times, values = notes.setdefault(row["function"], ([], []))
             times.append(row["since"])
-            values.append(Note(tuple(loads(row["classes"])), row["endpoint"]))
+            values.append(Note(tuple(loads(row["classes"])), row["endpoint"], row["threshold"]))
         with self._lock:
             self._loaded = (time.monotonic(), notes)
         return notes
@@ -122,3 +135,4 @@ class Note(NamedTuple):
 
     classes: tuple[str, ...]
     endpoint: str | None  # ENDPOINT_NAME; None in notes from before endpoints were noted
+    threshold: float | None = None  # THRESHOLD; None in notes from before thresholds were noted

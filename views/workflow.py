@@ -207,26 +207,18 @@ def run_ui() -> None:
             st.toast(f"Started {len(arns)} execution(s).")
 
 
-def run_threshold(e) -> float | None:
-    """The threshold an execution was started with for itself (the Run section's override), if any."""
-    value = e.input.get("threshold") if isinstance(e.input, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def executions_frame(executions) -> pd.DataFrame:
-    """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. A
-    'threshold' column when any of them ran with a threshold of its own (blank: the workflow's). What an operator
-    reads first comes first: the page's centred column shows about eight columns, the rest scroll."""
-    columns = ["name", "status", "class", "confidence", "error", "seconds", "start", "image", "machine"]
-    overridden = any(run_threshold(e) is not None for e in executions)
-    if overridden:
-        columns.insert(columns.index("confidence") + 1, "threshold")
+    """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. The
+    threshold each was judged against (its own, or the workflow's when it started), since the workflow's may
+    have changed since: blank when unknown. What an operator reads first comes first: the page's centred
+    column shows about eight columns, the rest scroll."""
+    columns = ["name", "status", "class", "confidence", "threshold", "error", "seconds", "start", "image", "machine"]
     return pd.DataFrame([{
         "name": e.name, "machine": e.state_machine, "status": e.status,
         "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
         "seconds": "" if e.seconds is None else f"{e.seconds:.3f}", "class": e.label or "",
         "confidence": "" if e.confidence is None else f"{e.confidence:.4f}", "image": e.s3_key or "",
-        **({"threshold": "" if (t := run_threshold(e)) is None else threshold_text(t)} if overridden else {}),
+        "threshold": "" if e.threshold is None else threshold_text(e.threshold),
     } for e in executions], columns=columns)
 
 
@@ -394,13 +386,14 @@ if machines:
                        "one(s) among them count in Below threshold or Failed otherwise once read.")
         st.dataframe(df, hide_index=True, height=min(260, 38 + 35 * len(df)),  # no empty rows under a short list
                      column_config={"threshold": st.column_config.TextColumn(
-                                        width=80, help="The threshold the execution was started with for itself; "
-                                                       "blank: the workflow's"),
+                                        width=80, help="The threshold the execution was judged against: its own "
+                                                       "(Another threshold for this run only) or the workflow's "
+                                                       "when it started; blank when not known"),
                                     "name": st.column_config.TextColumn(width=120),
                                     "status": st.column_config.TextColumn(width=100),
                                     "class": st.column_config.TextColumn(width=95),
                                     "confidence": st.column_config.TextColumn(width=90),
-                                    "error": st.column_config.TextColumn(width=220),
+                                    "error": st.column_config.TextColumn(width=240),
                                     "seconds": st.column_config.TextColumn(width=70)})
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:

@@ -26,7 +26,7 @@ from typing import Any
 
 from backend.api import (
     DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, AccessDenied, BatchPartlyStarted, Execution, Resource, ResourceInUse,
-    ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus, ValidationError,
+    ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus, ValidationError, input_threshold,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -80,6 +80,14 @@ def _lambda_time(value: str | None) -> datetime | None:
     try:
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z") if value else None
     except ValueError:
+        return None
+
+
+def _threshold_variable(environment: dict[str, str]) -> float | None:
+    """The function's THRESHOLD as a number; None when it has none or it is not one."""
+    try:
+        return float(environment["THRESHOLD"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -181,7 +189,8 @@ class AwsWorkflowMixin:
         if classes:  # what the executions starting from now are labelled with, from Lambda's own clock
             config = self._function_config(name, fresh=True) or {}
             self._function_classes.record([name], classes, at=_lambda_time(config.get("LastModified")),
-                                          endpoint=environment.get("ENDPOINT_NAME"))
+                                          endpoint=environment.get("ENDPOINT_NAME"),
+                                          threshold=_threshold_variable(environment))
         return self._function_arn(name)
 
     def list_lambda_functions(self) -> list[dict[str, Any]]:
@@ -501,12 +510,15 @@ class AwsWorkflowMixin:
             classes = self._classes(machine, start, functions)
             label = classes[best] if best < len(classes) else f"class {best}"
         endpoint = self._function_classes.endpoint_at(functions, start) if functions and start else None
+        threshold = input_threshold(inp)
+        if threshold is None and functions and start:
+            threshold = self._function_classes.threshold_at(functions, start)
         return Execution(
             name=d["name"], arn=d["executionArn"], state_machine=machine, status=d["status"], start=_iso(start),
             stop=_iso(stop) if stop else None, seconds=(stop - start).total_seconds() if stop and start else None,
             error=d.get("error"), cause=d.get("cause"),
             s3_key=inp.get("s3_key") if isinstance(inp, dict) else None, label=label, confidence=confidence,
-            input=inp, output=out, endpoint=endpoint,
+            input=inp, output=out, endpoint=endpoint, threshold=threshold,
         )
 
     def _arn_of_execution(self, name_or_arn: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from backend.api import (
     DEFAULT_STATE_MACHINE, THRESHOLD_ERROR, Execution, ResourceNotFound, SconesError, StateMachine, StateRun, StepStatus,
-    ValidationError,
+    ValidationError, input_threshold,
 )
 from backend.function_classes import FunctionClasses
 from backend.local.db import Database, dumps, loads
@@ -147,7 +147,8 @@ class WorkflowService:
             self._registered[function] = signature
         if classes:  # what the executions starting from now are labelled with (also when another process noted
             # other names since: its runtime is not this one); written only when the notes differ
-            self.function_classes.note(list(machine["mapping"]), classes, endpoint=machine["endpoint_name"])
+            self.function_classes.note(list(machine["mapping"]), classes, endpoint=machine["endpoint_name"],
+                                       threshold=float(machine["threshold"]))
 
     def _endpoint_class_names(self, endpoint: str) -> tuple[str, ...]:
         def load() -> tuple[str, ...]:
@@ -416,7 +417,11 @@ class WorkflowService:
             confidence = inferences[best]
             classes = self._classes_for(r.arn, r.state_machine_name, r.start_date)
             label = classes[best] if best < len(classes) else f"class {best}"
-        endpoint = self.function_classes.endpoint_at(self._functions_of(r.arn), r.start_date)
+        functions = self._functions_of(r.arn)
+        endpoint = self.function_classes.endpoint_at(functions, r.start_date)
+        threshold = input_threshold(inp)
+        if threshold is None:
+            threshold = self.function_classes.threshold_at(functions, r.start_date)
         seconds = None
         if r.stop_date is not None:
             seconds = (r.stop_date - r.start_date).total_seconds()
@@ -424,7 +429,7 @@ class WorkflowService:
             name=r.name, arn=r.arn, state_machine=r.state_machine_name, status=r.status,
             start=_iso(r.start_date), stop=_iso(r.stop_date) if r.stop_date else None, seconds=seconds,
             error=r.error, cause=r.cause, s3_key=(inp or {}).get("s3_key") if isinstance(inp, dict) else None,
-            label=label, confidence=confidence, input=inp, output=out, endpoint=endpoint,
+            label=label, confidence=confidence, input=inp, output=out, endpoint=endpoint, threshold=threshold,
         )
 
     def _inferences_from_history(self, r: ExecutionRecord) -> list[float] | None:

@@ -226,18 +226,21 @@ def test_an_execution_keeps_the_class_names_its_functions_had_when_it_started(de
     model = b.create_model(b.create_training_job(b.default_training_hyperparameters("sagemaker")))
     assert model.classes == ("motorcycle", "bicycle")
     b.deploy(model.model_name, "scones-endpoint-c", capture_percent=0)
-    b.deploy_workflow(endpoint_name="scones-endpoint-c", threshold=0.9)
+    b.deploy_workflow(endpoint_name="scones-endpoint-c", threshold=0.75)
     after = datetime.now(timezone.utc)
 
-    def execution(started: datetime):
+    def execution(started: datetime, inp: str = "{}"):
         return b._execution({
             "executionArn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{sm.name}:x", "stateMachineArn": machine,
-            "name": "x", "status": "SUCCEEDED", "startDate": started, "stopDate": started, "input": "{}",
+            "name": "x", "status": "SUCCEEDED", "startDate": started, "stopDate": started, "input": inp,
             "output": json.dumps({"statusCode": 200, "body": {"inferences": [0.9, 0.1]}})})
 
     assert (execution(before).label, execution(after).label) == ("bicycle", "motorcycle")
     # ... and the endpoint each called (Monitor credits executions there, not to the machine's endpoint now)
     assert (execution(before).endpoint, execution(after).endpoint) == (sm.endpoint_name, "scones-endpoint-c")
+    # ... and the threshold each was judged against: the workflow's then, or its own
+    assert (execution(before).threshold, execution(after).threshold) == (0.9, 0.75)
+    assert execution(before, json.dumps({"threshold": 0.3})).threshold == 0.3
     # A fresh backend of the workspace (the CLI's) reads the same from the workspace's notes.
     assert get_backend(load_settings())._execution({
         "executionArn": "e", "stateMachineArn": machine, "name": "x", "status": "SUCCEEDED", "startDate": before,

@@ -2,6 +2,7 @@
 endpoint it calls; a workspace written before endpoints were noted keeps working."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from backend import function_classes
@@ -47,3 +48,22 @@ def test_the_endpoint_comes_from_the_first_function_that_noted_one(tmp_path):
     assert notes.endpoint_at(["serializeImageData", "classifyImage"], at(120)) == "ep-a"
     assert notes.endpoint_at(["serializeImageData", "classifyImage"], at(90)) is None
     assert notes.endpoint_at([], at(120)) is None
+
+
+def test_the_threshold_is_noted_from_schema_3_and_unknown_before(tmp_path):
+    db = Database(tmp_path / "scones.db")
+    db.migrate("function_classes", function_classes.MIGRATIONS[:2])  # as a version before thresholds left it
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO function_classes(backend, function, since, classes, endpoint) VALUES "
+                     "('local', 'filterInferences', 100, '[\"a\",\"b\"]', 'ep-a')")
+    notes = FunctionClasses(Database(tmp_path / "scones.db"), "local")
+    assert notes.threshold_at(["filterInferences"], at(150)) is None  # unknown, not a guess
+    notes.note(["filterInferences"], ["a", "b"], endpoint="ep-a", threshold=0.93)  # same names and endpoint: a new note
+    rows = len(db.query("SELECT * FROM function_classes"))
+    notes.note(["filterInferences"], ["a", "b"], endpoint="ep-a", threshold=0.93)  # nothing changed: nothing written
+    assert len(db.query("SELECT * FROM function_classes")) == rows
+    notes.record(["filterInferences"], ["a", "b"], at=at(10_000_000_000), endpoint="ep-a", threshold=0.5)
+    assert notes.threshold_at(["filterInferences"], at(150)) is None  # the older note in force then had none
+    assert notes.threshold_at(["filterInferences"], at(time.time())) == 0.93
+    assert notes.threshold_at(["filterInferences"], at(10_000_000_001)) == 0.5
+    assert notes.threshold_at(["serializeImageData", "filterInferences"], at(10_000_000_001)) == 0.5

@@ -63,6 +63,27 @@ def test_threshold_override_applies_to_its_executions_only(wf):
         assert (e.status == "SUCCEEDED") == (e.confidence >= 0.5)
 
 
+def test_each_execution_keeps_the_threshold_it_was_judged_against(wf):
+    """After the workflow's threshold changes, earlier executions still say the one they ran with (a FAILED 0.51
+    under a workflow now at 0.50 is not a contradiction): their own, else the workflow's when they started."""
+    machine = wf.describe_state_machine()
+    try:
+        wf.deploy_workflow(machine.endpoint_name, 0.999999)
+        strict = wf.wait_workflow_executions(wf.start_workflow_batch(2), timeout=60)
+        wf.deploy_workflow(machine.endpoint_name, 0.25)
+        lenient = wf.wait_workflow_executions(wf.start_workflow_batch(2), timeout=60)
+        own = wf.wait_workflow_executions(wf.start_workflow_batch(1, threshold=0.6), timeout=60)
+    finally:
+        wf.deploy_workflow(machine.endpoint_name, machine.threshold)
+    assert {e.threshold for e in strict} == {0.999999} and {e.threshold for e in lenient} == {0.25}
+    assert own[0].threshold == 0.6
+    assert any(e.error == THRESHOLD_ERROR and "below the threshold 0.999999" in e.cause for e in strict)
+    listed = {e.name: e.threshold for e in wf.list_workflow_executions()}
+    assert [listed[e.name] for e in [*strict, *lenient, *own]] == [0.999999] * 2 + [0.25] * 2 + [0.6]
+    fresh = get_backend(replace(load_settings({}), home=wf.settings.home))  # another process reads the notes
+    assert fresh.describe_workflow_execution(strict[0].name).threshold == 0.999999
+
+
 @pytest.mark.parametrize("event, error, words", [
     ({"s3_bucket": "scones-unlimited"}, "InvalidEvent", "s3_key"),
     ({"s3_bucket": "scones-unlimited", "s3_key": "test/no-such-image.png"}, "ImageNotFound", "No object"),

@@ -48,10 +48,17 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     assert set(table[table["name"].isin(names)]["status"]) == {"SUCCEEDED"}
     # they ran at the override, not the workflow's threshold shown above: the table says so
     assert set(table[table["name"].isin(names)]["threshold"]) == {"0.00"}
+    # ... and one started without its own threshold says the workflow's it ran with
+    plain = backend().wait_workflow_executions(backend().start_workflow_batch(1), timeout=60)[0]
+    time.sleep(0.2)
+    at.run()
+    table = at.dataframe[0].value
+    machine = backend().describe_state_machine()
+    assert list(table[table["name"] == plain.name]["threshold"]) == [f"{machine.threshold:.2f}"]
     labels = [m.label for m in at.metric]
     assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
-    assert list(table.columns[:4]) == ["name", "status", "class", "confidence"]  # what fits the centred page first
+    assert list(table.columns[:6]) == ["name", "status", "class", "confidence", "threshold", "error"]  # seen first
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
     # each event's details on one line; a long one (the base64 image) is cut and says so
