@@ -472,9 +472,12 @@ class StateRun:
 # Inventory and cleanup
 # ---------------------------------------------------------------------------------------------
 
-# Deleted in this order, so nothing is removed while something else still depends on it.
-RESOURCE_KINDS = ("endpoint", "endpoint-config", "model", "training-job", "executions", "state-machine",
-                  "lambda-function", "iam-role", "data")
+# Deleted in this order, so nothing is removed while something else still depends on it: the workflow's
+# executions are stopped and its state machines and functions go before the endpoint they call (an execution
+# still running when the endpoint went failed at classifyImage with EndpointNotFound), then the endpoint
+# before its config and model, a model before the training job it was made from.
+RESOURCE_KINDS = ("executions", "state-machine", "lambda-function", "endpoint", "endpoint-config", "model",
+                  "training-job", "iam-role", "data")
 
 
 @dataclass(frozen=True)
@@ -487,6 +490,7 @@ class Resource:
     detail: str = ""
     is_data: bool = False  # staged images, capture, uploads: removed only when data is asked for
     created_here: bool = True  # False: found by the project tag (AWS), not created by this workspace
+    busy: str = ""  # what deleting it now would interrupt, in a sentence (executions still running); "" when idle
 
 
 @dataclass(frozen=True)

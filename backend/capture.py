@@ -519,6 +519,15 @@ def records_indexed(folder: Path) -> int:
         return 0
 
 
+def bytes_read_by_key(folder: Path) -> dict[str, int]:
+    """Bytes of each capture file an index folder's manifest says were read (what is past them is unread)."""
+    manifest = read_manifest(folder)
+    try:
+        return {state.key: state.done for state in map(FileState.from_row, manifest["files"])} if manifest else {}
+    except (KeyError, TypeError, IndexError, ValueError):
+        return {}
+
+
 class CaptureIndex:
     """The capture of one endpoint (all its variants) under `prefix` of `store`, indexed in `folder`."""
 

@@ -66,6 +66,14 @@ def blocked_by(kind: str, name: str, users: list[str]) -> str:
             f"{name}: delete {'them' if many else 'the model'} first.")
 
 
+def running_executions(running: int) -> str:
+    """What deleting a state machine's executions interrupts, in a sentence ("" when none runs)."""
+    if not running:
+        return ""
+    return (f"{running:,} execution{'s are' if running > 1 else ' is'} still running: deleting stops "
+            f"{'them' if running > 1 else 'it'} first (ABORTED), before the endpoint is deleted.")
+
+
 class InventoryMixin:
     """inventory() and cleanup() over the backend's own list_*/delete_* methods."""
 
@@ -97,7 +105,8 @@ class InventoryMixin:
         total, running = self.execution_counts(state_machine)
         if not total:
             return None
-        return Resource("executions", state_machine, f"{total} ({running} running)", detail="executions and their history")
+        return Resource("executions", state_machine, f"{total} ({running} running)", detail="executions and their history",
+                        busy=running_executions(running))
 
     def _data_objects(self, name: str) -> list[Any]:
         """The bucket objects of data set `name`. In a bucket other projects may share (AWS's default

@@ -33,7 +33,7 @@ from backend.api import (
 )
 from backend.capture import (
     IMAGE_LINE, IMAGE_NONE, IMAGE_SPAN, CaptureIndex, Columns, RefreshReport, Snapshot, decode_image,
-    index_folder_name, key_time, local_folder, read_range, records_indexed,
+    bytes_read_by_key, index_folder_name, key_time, local_folder, read_range, records_indexed,
 )
 from backend.local.serving.capture import LOW_WATER, RECENT_SECONDS  # one rule for the endpoint and here
 from backend.objects import ObjectStore
@@ -824,8 +824,12 @@ class MonitoringService:
                                                         "yet: send it traffic (the Workflow page runs batches).")
         indexed = self._indexed_elsewhere(captured)  # the indexes on disk: this process's, the CLI's, another's
         detail = f"Captured data of {', '.join(captured[:3])}" + (f" and {len(captured) - 3} more" if len(captured) > 3 else "")
-        return StepStatus("monitor", "done" if indexed else "in_progress",
-                          detail + (f"; {indexed:,} inferences read." if indexed else "; open Monitor to read it."))
+        if not indexed:
+            return StepStatus("monitor", "in_progress", detail + "; open Monitor to read it.")
+        if self._unread_elsewhere(captured):  # traffic since the last read: the count above is not the latest
+            return StepStatus("monitor", "in_progress",
+                              detail + f"; {indexed:,} inferences read, more captured since: open Monitor to read them.")
+        return StepStatus("monitor", "done", detail + f"; {indexed:,} inferences read.")
 
     def _indexed_elsewhere(self, endpoints: list[str]) -> int:
         """Records of these endpoints that an index on disk holds: read by another process (`scones monitor`,
@@ -835,6 +839,25 @@ class MonitoringService:
             return sum(records_indexed(self.index_root / index_folder_name(sources[e].bucket, sources[e].prefix, e))
                        for e in endpoints if e in sources)
         return self._cached(f"indexed-elsewhere:{','.join(endpoints)}", 5.0, load)
+
+    def _unread_elsewhere(self, endpoints: list[str]) -> int:
+        """Bytes of these endpoints' capture that no index on disk has read (traffic since the last read). A
+        listing of the capture per endpoint: cached 5 s on a local bucket, a minute on S3 (a List call each)."""
+        def load() -> int:
+            sources, unread = self._sources(), 0
+            for e in endpoints:
+                if e not in sources:
+                    continue
+                src = sources[e]
+                done = bytes_read_by_key(self.index_root / index_folder_name(src.bucket, src.prefix, e))
+                prefix = f"{src.prefix}/{e}/" if src.prefix else f"{e}/"
+                unread += sum(max(0, o.size - done.get(o.key, 0))
+                              for o in self.open_bucket(src.bucket).list(prefix) if o.key.endswith(".jsonl"))
+            return unread
+        from backend.local.store import LocalBucket
+
+        local = isinstance(getattr(self.source, "objects", None), LocalBucket)
+        return self._cached(f"unread-elsewhere:{','.join(endpoints)}", 5.0 if local else 60.0, load)
 
     # -- executions of the workflow(s) that call an endpoint ---------------------------------
 

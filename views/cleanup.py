@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backend.api import SconesError, human_size, usd
-from ui.state import backend, kept, remember
+from ui.state import backend, kept, remember, watch_for_changes
 from ui.widgets import show_error
 
 CONFIRM_WORD = "delete"
@@ -24,12 +24,21 @@ st.caption("Everything this workspace created: endpoints (and their processes), 
            "project tag without this workspace having created it, unticked. Deleted in dependency order; "
            "deleting twice is harmless.")
 
+
+
+def inventory_signature(resources) -> tuple:
+    """What the page draws from the inventory: a change made elsewhere (the CLI, a batch starting) redraws it."""
+    return tuple((r.kind, r.name, r.status, r.busy, r.created_here) for r in resources)
+
+
 try:
     b = backend()
     resources = b.inventory()
 except SconesError as exc:
     show_error(exc)
     st.stop()
+watch_for_changes("cleanup_signature", lambda: inventory_signature(b.inventory()), inventory_signature(resources),
+                  aws=b.name == "aws")
 for note in b.inventory_notes():
     st.warning(note, icon=":material/visibility_off:")
 
@@ -102,6 +111,10 @@ if chosen:
         st.stop()
     for kind, name, reason in blocked:
         st.warning(f"Will be left: {kind}:{name}: {reason}", icon=":material/block:")
+    busy = {(r.kind, r.name): r.busy for r in resources if r.busy}
+    for kind, name in going:
+        if (kind, name) in busy:
+            st.warning(f"{kind}:{name}: {busy[kind, name]}", icon=":material/pending:")
 
 # The confirmation is for the plan it was typed under (what is ticked, and what that would delete): a
 # changed selection, or a list changed under it (the CLI deleted something), asks again.
@@ -123,7 +136,7 @@ def remember_selection() -> None:
 
 
 typed = st.text_input(f"Type {CONFIRM_WORD} to confirm", key="cleanup_confirm", on_change=remember_selection,
-                      placeholder=CONFIRM_WORD)  # a plain label: screen readers and get_by_label read it as shown
+                      placeholder=f"type {CONFIRM_WORD} here")  # a plain label: screen readers and get_by_label read it as shown
 go = st.button(f"Delete {len(going)} selected" if len(going) == len(chosen) else
                f"Delete {len(going)} of {len(chosen)} selected", type="primary", key="cleanup_go",
                disabled=not going or typed.strip().lower() != CONFIRM_WORD)

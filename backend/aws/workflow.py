@@ -31,6 +31,7 @@ from backend.api import (
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
 from backend.function_classes import FunctionClasses
+from backend.inventory import running_executions
 from backend.workflow_defs import (
     LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
     deployed_not_replaced, encode_upload,
@@ -648,7 +649,8 @@ class AwsWorkflowMixin:
         if not running:
             return None
         return Resource("executions", state_machine, f"{running} running of {total}",
-                        detail="cleanup stops the running ones; AWS keeps each execution's history for 90 days")
+                        detail="cleanup stops the running ones; AWS keeps each execution's history for 90 days",
+                        busy=running_executions(running))
 
     def delete_executions(self, state_machine: str) -> int:
         """AWS keeps an execution's history for 90 days and offers no delete: the running ones are stopped."""

@@ -147,6 +147,26 @@ def test_the_design_study_recipe_options_run_and_are_off_by_default():
     assert len(result.epochs) == 2 and 0.0 <= result.epochs[-1]["validation:accuracy"] <= 1.0
 
 
+def test_a_whitened_stem_decorrelates_the_training_images_patches():
+    import torch.nn.functional as F
+
+    from backend.local.training.model import build_resnet
+    from backend.local.training.trainer import Recipe, whiten_stem
+
+    gen = torch.Generator().manual_seed(0)
+    x = F.avg_pool2d(torch.rand(64, 3, 18, 18, generator=gen), 3, 1)  # neighbouring pixels correlate
+    model = build_resnet(20, 2, (3, 16, 16))
+    whiten_stem(model, x, Recipe(whiten_stem="frozen", whiten_eps=0.0), gen)
+    out = F.conv2d(x, model.stem.weight).permute(0, 2, 3, 1).reshape(-1, 16).double()
+    cov = torch.cov(out.T)
+    assert torch.allclose(cov, torch.eye(16, dtype=torch.float64), atol=1e-3)
+    assert not model.stem.weight.requires_grad  # frozen; "init" leaves it to train
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=1, augmentation_type="crop"))
+    result = train(params, train_set, test_set, seed=0, threads=1, recipe=Recipe(whiten_stem="init"))
+    assert len(result.epochs) == 1 and result.model.stem.weight.requires_grad
+
+
 def test_cutmix_pastes_one_box_from_a_partner_and_weighs_the_labels_by_area():
     from backend.local.training.trainer import cutmix
 

@@ -248,6 +248,30 @@ def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_change
     assert any("selection changed" in i.value for i in at.info)
 
 
+WAIT_A_MINUTE = {"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 60, "End": True}}}
+
+
+def test_running_executions_are_named_before_a_cleanup_and_stopped_before_the_endpoint_goes(full, cleanup_page):
+    """A batch still running went on calling an endpoint the cleanup had already deleted (every one then failed
+    at classifyImage), and the page, drawn before the batch started, said 0 running."""
+    home, b = full
+    at, backend = cleanup_page
+    b.import_workflow(json.dumps(WAIT_A_MINUTE), {}, name="slow")
+    arn = b.start_workflow_batch(1, state_machine="slow")[0]
+    at.run()
+    assert not at.exception
+    said = [w.value for w in at.warning if "still running" in w.value]
+    assert said == ["executions:slow: 1 execution is still running: deleting stops it first (ABORTED), before the "
+                    "endpoint is deleted."]
+    going, _ = b.cleanup_plan(None)
+    kinds = [k for k, _ in going]
+    assert kinds.index("executions") < kinds.index("state-machine") < kinds.index("endpoint") < kinds.index("model")
+    assert b.cleanup([("executions", "slow")]).deleted == (("executions", "slow"),)
+    assert b.list_workflow_executions(state_machine="slow") == [] and arn
+    at.run()
+    assert not [w.value for w in at.warning if "still running" in w.value]
+
+
 def test_executions_of_a_deleted_state_machine_stay_listed_until_deleted(full):
     """Deleting the state machine alone left its executions in the database with nothing listing them, so
     no cleanup could reach them (and Monitor counted them no more beside their captured inferences)."""
