@@ -1,4 +1,5 @@
-"""The Workflow page's metric cards, counted from Execution records (no Streamlit here, so they test alone)."""
+"""The Workflow page's metric cards, counted from Execution records, and its texts (no Streamlit here, so they
+test alone)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -28,3 +29,14 @@ def execution_cards(executions: Iterable) -> dict[str, int]:
         else:
             cards["failed_otherwise"] += 1
     return cards
+
+
+def lost_endpoint_text(endpoint: str, machines: list[str], status: str | None, serving: bool) -> str:
+    """The warning for state machines whose endpoint is gone or not serving, with the fix there is: another
+    endpoint to choose below when one is InService, else a deployment first."""
+    why = "no longer exists" if status is None else f"is {status}"
+    fix = ("Choose an InService endpoint below and press *Update the workflow*, or deploy one on the Deploy page."
+           if serving else "No endpoint is InService: deploy a model on the Deploy page, then come back and press "
+                           "*Update the workflow* with its endpoint.")
+    return (f"The endpoint {endpoint} that {', '.join(machines)} call{'s' if len(machines) == 1 else ''} {why}: "
+            f"their executions will fail at the step that invokes it. {fix}")

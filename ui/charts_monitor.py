@@ -67,12 +67,17 @@ def threshold_rule(threshold: float, axis: str = "y") -> alt.Chart:
             .encode(enc, tooltip=[alt.Tooltip("threshold:Q", format=".6~f")]))
 
 
+# 0% and 100% at their gridlines: the theme's flush end labels sat 100% below its line, so points at 0.998
+# looked above 100% (browser audit).
+PERCENT_Y = alt.Axis(format=".0%", labelFlush=False)
+
+
 def confidence_over_time_chart(points: pd.DataFrame, threshold: float, title: str = "Confidence over time",
                                domain: tuple[Any, Any] | None = None) -> alt.LayerChart:
     """Each (sampled) inference as a point, coloured by whether it passes the threshold."""
     dots = (alt.Chart(with_when(points, "time")).mark_circle(size=18, opacity=0.7)
             .encode(x=time_x("time", points["time"], domain=domain),
-                    y=alt.Y("confidence:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="confidence"),
+                    y=alt.Y("confidence:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y, title="confidence"),
                     color=alt.Color("side:N", scale=SIDE_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("confidence:Q", format=".4f")]))
     return alt.layer(dots, threshold_rule(threshold, "y")).properties(title=title, height=HEIGHT)
@@ -111,7 +116,7 @@ def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tup
     df = with_when(buckets.assign(zero=0.0), "start")
     return (alt.Chart(df).mark_rect(color="#d62728")
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
-                    y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"),
+                    y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y,
                             title="below threshold"), y2="zero:Q",
                     tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("below:Q", format=","), alt.Tooltip("share_below:Q", format=".1%")])

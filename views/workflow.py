@@ -12,7 +12,7 @@ from backend.api import (
     DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, SERVING_STATUSES, THRESHOLD_ERROR, BatchPartlyStarted, SconesError,
 )
 from backend.workflow_defs import encode_upload
-from ui.cards import execution_cards
+from ui.cards import execution_cards, lost_endpoint_text
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, show_error, threshold_text
@@ -241,6 +241,9 @@ def failure(error: str, cause: str | None) -> None:
             st.json(parsed, expanded=True)
     else:
         st.error(f"{error}: {cause}" if cause else error)
+    if error == "EndpointNotFound":  # the handler's words are Lambda's (ENDPOINT_NAME); here the fix is two clicks
+        st.caption("On this dashboard: deploy a model on the Deploy page, then choose its endpoint in the State "
+                   "machine section above and press *Update the workflow*.")
 
 
 def details_ui(name: str) -> None:
@@ -331,12 +334,9 @@ with st.container(border=True):
                     f"{len(m.functions)} functions" + (" · imported" if m.imported else ""))
         if endpoint_status.get(m.endpoint_name) not in SERVING_STATUSES:
             flagged.setdefault(m.endpoint_name, []).append(m.name)
+    serving = any(s == "InService" for s in endpoint_status.values())
     for endpoint, names in flagged.items():
-        status = endpoint_status.get(endpoint)
-        why = "no longer exists" if status is None else f"is {status}"
-        st.warning(f"The endpoint {endpoint} that {', '.join(names)} call{'s' if len(names) == 1 else ''} {why}: "
-                   "their executions will fail at the step that invokes it. Choose an InService endpoint below and "
-                   "press *Update the workflow*, or deploy one on the Deploy page.")
+        st.warning(lost_endpoint_text(endpoint, names, endpoint_status.get(endpoint), serving))
     deploy_ui()
     import_ui()
 

@@ -172,13 +172,34 @@ def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
         at = wf_page.run()
         assert not at.exception
         warnings = [w.value for w in at.warning]
-        assert any("short-lived that wf-orphan calls no longer exists" in w for w in warnings), warnings
+        assert any("short-lived that wf-orphan calls no longer exists" in w and "Choose an InService endpoint below" in w
+                   for w in warnings), warnings  # scones-endpoint serves: the fix is to choose it
         assert not any("scones-workflow calls" in w for w in warnings)
         step = wf.step_statuses()["workflow"]  # Home says so too, rather than 'done' from past executions
         assert step.state == "failed" and "short-lived that wf-orphan calls no longer exists" in step.detail
+        # An execution started anyway fails with the handler's words (Lambda's); the page adds its own fix.
+        lost = wf.wait_workflow_executions(wf.start_workflow_batch(1, threshold=0.0, state_machine="wf-orphan"),
+                                           timeout=60)[0]
+        assert lost.error == "EndpointNotFound"
+        time.sleep(2.1)  # past the page's short read cache
+        at.run()
+        at.session_state["wf_pick"] = lost.name
+        at.run()
+        assert any(e.value.startswith("EndpointNotFound: Endpoint 'short-lived' was not found") for e in at.error)
+        assert any(c.value.startswith("On this dashboard: deploy a model on the Deploy page") for c in at.caption)
     finally:
         wf.delete_state_machine("wf-orphan")
     assert "wf-orphan" not in wf.step_statuses()["workflow"].detail  # gone with its machine
+
+
+def test_the_lost_endpoint_warning_offers_the_fix_there_is():
+    from ui.cards import lost_endpoint_text
+
+    gone = lost_endpoint_text("ep", ["flow"], None, serving=False)
+    assert gone.startswith("The endpoint ep that flow calls no longer exists: their executions will fail")
+    assert "deploy a model on the Deploy page, then come back" in gone and "below" not in gone
+    other = lost_endpoint_text("ep", ["a", "b"], "Failed", serving=True)
+    assert other.startswith("The endpoint ep that a, b call is Failed") and "Choose an InService endpoint below" in other
 
 
 def test_a_count_outside_1_to_500_is_refused_not_replaced_by_the_last_valid_one(wf_page, wf):
