@@ -53,6 +53,11 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
     def workflow_targets(self) -> dict[str, str]:
         return self.workflow.targets()
 
+    def after_cleanup(self, deleted: list[tuple[str, str]]) -> None:
+        super().after_cleanup(deleted)
+        if any(kind == "executions" for kind, _ in deleted):  # the bulk of the database: histories
+            self.db.compact()
+
     def run_job(self, job: Job, progress: ProgressCallback) -> dict[str, Any]:
         if job.kind == TRAIN_JOB:
             return self.training.run(job, progress)

@@ -285,6 +285,8 @@ def test_executions_of_a_deleted_state_machine_stay_listed_until_deleted(full):
     doc = json.loads(scones(home, "cleanup", "--all", "--keep-data", "--yes", "--json").stdout)
     assert {"kind": "executions", "name": "scones-workflow"} in doc["deleted"]
     assert b.db.query("SELECT * FROM sf_executions") == [] and b.db.query("SELECT * FROM sf_events") == []
+    # ... and their pages went back to the disk (the file kept its size, all free pages, after a cleanup)
+    assert b.db.query("PRAGMA freelist_count")[0][0] == 0
 
 
 def test_home_says_a_model_is_ready_when_its_endpoint_was_deleted(full):
