@@ -167,6 +167,20 @@ def test_a_whitened_stem_decorrelates_the_training_images_patches():
     assert len(result.epochs) == 1 and result.model.stem.weight.requires_grad
 
 
+def test_weight_averaging_validates_and_returns_the_average_with_recomputed_batch_norm():
+    from backend.local.training.trainer import Recipe
+
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=3, augmentation_type="crop"))
+    plain = train(params, train_set, test_set, seed=0, threads=1)
+    averaged = train(params, train_set, test_set, seed=0, threads=1, recipe=Recipe(swa_start=2))
+    # the same training, then the mean of epochs 2 and 3: other weights, and batch-norm statistics of its own
+    assert not torch.equal(plain.model.fc.weight, averaged.model.fc.weight)
+    assert not torch.equal(plain.model.bn.running_mean, averaged.model.bn.running_mean)
+    assert averaged.model.bn.momentum == plain.model.bn.momentum  # restored after the recompute
+    assert [e["train:loss"] for e in averaged.epochs] == pytest.approx([e["train:loss"] for e in plain.epochs], rel=0.05)
+
+
 def test_cutmix_pastes_one_box_from_a_partner_and_weighs_the_labels_by_area():
     from backend.local.training.trainer import cutmix
 
