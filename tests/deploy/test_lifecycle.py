@@ -171,3 +171,17 @@ def test_an_endpoint_stops_itself_once_its_workspace_folder_is_deleted(service):
     pid, start = process_of(service, "ep")
     shutil.rmtree(service._serving_dir)
     wait_dead(pid, start, timeout=15)
+
+
+def test_an_endpoint_stops_itself_once_its_workspace_database_is_deleted(service):
+    """Deleting scones.db alone (the folder kept) lost every record of the running endpoint: nothing could list
+    or stop it, and it served and captured for ever."""
+    deployed(service)
+    pid, start = process_of(service, "ep")
+    database = service._serving_dir.parent / "scones.db"
+    aside = database.rename(database.with_name("moved-away.db"))  # as gone as deleted, for the endpoint
+    try:
+        wait_dead(pid, start, timeout=15)
+    finally:
+        aside.rename(database)  # the fixture's teardown reads it
+

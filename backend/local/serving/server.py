@@ -491,14 +491,30 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _stop_when_the_workspace_is_gone(serving_dir: Path, every: float = 2.0) -> None:
-    """The workspace's folder for endpoint records deleted (its home removed to reset it): nothing can
-    reach or stop this endpoint any more, so it stops itself instead of serving, and capturing, for ever."""
+    """The workspace's folder for endpoint records deleted (its home removed to reset it), or its database
+    removed or replaced by a new one (scones.db deleted to reset it): nothing can reach or stop this endpoint
+    any more, so it stops itself instead of serving, and capturing, for ever."""
+    database = serving_dir.parent / "scones.db"  # the workspace's (backend/settings.py db_path)
+    inode = _inode(database)  # None: started without a workspace database (a bare server)
     while True:
         time.sleep(every)
         if not serving_dir.is_dir():
-            print(f"endpoint stopping: its workspace folder {serving_dir} is gone", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+            why = f"its workspace folder {serving_dir} is gone"
+        elif inode is not None and _inode(database) != inode:
+            why = f"its workspace database {database} was {'removed' if _inode(database) is None else 'replaced'}"
+        else:
+            continue
+        print(f"endpoint stopping: {why}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def fail(message: str) -> int:
