@@ -6,6 +6,8 @@ needs to know which backend answered.
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -410,9 +412,24 @@ DEFAULT_STATE_MACHINE = "scones-workflow"
 
 
 def input_threshold(execution_input: Any) -> float | None:
-    """The threshold an execution was started with for itself (a number 'threshold' in its input), if any."""
-    value = execution_input.get("threshold") if isinstance(execution_input, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """The threshold an execution was started with for itself, read as filterInferences reads it: a 'threshold'
+    (a number, or a string of one, between 0 and 1) in its input, bare or wrapped as {"statusCode", "body"}."""
+    body = execution_input
+    if isinstance(body, dict) and "body" in body and set(body) <= {"statusCode", "body", "headers", "isBase64Encoded"}:
+        body = body["body"]
+        if isinstance(body, (str, bytes)):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return None
+    value = body.get("threshold") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if 0.0 <= number <= 1.0 else None
 
 
 @dataclass(frozen=True)

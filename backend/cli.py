@@ -611,7 +611,8 @@ def cmd_monitor(backend: Any, args: argparse.Namespace, out: Output) -> int:
 
 def resource_doc(r: Any) -> dict[str, Any]:
     return {"kind": r.kind, "name": r.name, "status": r.status, "size_bytes": r.size_bytes,
-            "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data, "created_here": r.created_here}
+            "hourly_usd": r.hourly_usd, "detail": r.detail, "data": r.is_data, "created_here": r.created_here,
+            "busy": r.busy}
 
 
 def say_inventory_notes(backend: Any) -> None:

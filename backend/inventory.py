@@ -1,8 +1,8 @@
 """Everything a workspace created (locally or on AWS), and a cleanup in dependency order.
 
-Endpoints (and, locally, their processes) go first, then configs, models, training jobs and their
-artifacts, executions, state machines, Lambda functions, and last the data (staged images, capture, uploads,
-downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
+The workflow's executions go first (running ones stopped), its state machines and Lambda functions, then
+endpoints (and, locally, their processes), configs, models, training jobs and their artifacts, IAM roles,
+and last the data (staged images, capture, uploads, downloads) when asked for. Deleting twice is harmless: what is already gone is not listed.
 Each backend brings the delete_* calls and, on AWS, `hourly_usd` for what bills by the hour.
 
 On AWS the inventory also lists what carries the project tag without this workspace having created
@@ -71,7 +71,7 @@ def running_executions(running: int) -> str:
     if not running:
         return ""
     return (f"{running:,} execution{'s are' if running > 1 else ' is'} still running: deleting stops "
-            f"{'them' if running > 1 else 'it'} first (ABORTED), before the endpoint is deleted.")
+            f"{'them' if running > 1 else 'it'} first (they end ABORTED).")
 
 
 class InventoryMixin:

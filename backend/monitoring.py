@@ -841,23 +841,26 @@ class MonitoringService:
         return self._cached(f"indexed-elsewhere:{','.join(endpoints)}", 5.0, load)
 
     def _unread_elsewhere(self, endpoints: list[str]) -> int:
-        """Bytes of these endpoints' capture that no index on disk has read (traffic since the last read). A
-        listing of the capture per endpoint: cached 5 s on a local bucket, a minute on S3 (a List call each)."""
-        def load() -> int:
-            sources, unread = self._sources(), 0
-            for e in endpoints:
-                if e not in sources:
-                    continue
-                src = sources[e]
-                done = bytes_read_by_key(self.index_root / index_folder_name(src.bucket, src.prefix, e))
-                prefix = f"{src.prefix}/{e}/" if src.prefix else f"{e}/"
-                unread += sum(max(0, o.size - done.get(o.key, 0))
-                              for o in self.open_bucket(src.bucket).list(prefix) if o.key.endswith(".jsonl"))
-            return unread
+        """Bytes of these endpoints' capture that no index on disk has read (traffic since the last read). The
+        listing of the capture is cached 5 s on a local bucket, a minute on S3 (a List call each); what was
+        read is the manifest's now, so a read turns the step back to done at once."""
         from backend.local.store import LocalBucket
 
         local = isinstance(getattr(self.source, "objects", None), LocalBucket)
-        return self._cached(f"unread-elsewhere:{','.join(endpoints)}", 5.0 if local else 60.0, load)
+        sources, unread = self._sources(), 0
+        for e in endpoints:
+            if e not in sources:
+                continue
+            src = sources[e]
+            done = bytes_read_by_key(self.index_root / index_folder_name(src.bucket, src.prefix, e))
+            if not done:  # never opened in Monitor (an old endpoint's folder, say): nothing came 'since' a read
+                continue
+            prefix = f"{src.prefix}/{e}/" if src.prefix else f"{e}/"
+            listing = self._cached(f"capture-listing:{src.bucket}:{prefix}", 5.0 if local else 60.0,
+                                   lambda: [(o.key, o.size) for o in self.open_bucket(src.bucket).list(prefix)
+                                            if o.key.endswith(".jsonl")])
+            unread += sum(max(0, size - done.get(key, 0)) for key, size in listing)
+        return unread
 
     # -- executions of the workflow(s) that call an endpoint ---------------------------------
 

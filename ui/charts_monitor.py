@@ -128,7 +128,7 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tup
     df = with_when(stacked(class_mix, "share", "label"), "start")
     return (alt.Chart(df).mark_rect()
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
-                    y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%"), title="share"),
+                    y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y, title="share"),
                     y2="y0:Q",
                     color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("records:Q", format=","),

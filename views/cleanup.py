@@ -5,6 +5,8 @@ CLI run, data added by 'Also delete data') nobody's choice is reset. The typed c
 one selection: when the selection changes after it was typed, it is cleared and asked for again."""
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from backend.api import SconesError, human_size, usd
@@ -12,6 +14,7 @@ from ui.state import backend, kept, remember, watch_for_changes
 from ui.widgets import show_error
 
 CONFIRM_WORD = "delete"
+REPORT_SECONDS = 120.0
 KIND_TITLES = {
     "endpoint": "Endpoints", "endpoint-config": "Endpoint configs", "model": "Models", "training-job": "Training jobs",
     "executions": "Executions", "state-machine": "State machines", "lambda-function": "Lambda functions",
@@ -42,7 +45,12 @@ watch_for_changes("cleanup_signature", lambda: inventory_signature(b.inventory()
 for note in b.inventory_notes():
     st.warning(note, icon=":material/visibility_off:")
 
-report = st.session_state.pop("cleanup_report", None)
+# The report of this page's last cleanup stays up a while: a redraw (the watcher seeing an AWS endpoint's
+# Deleting end, say) cleared it the moment after it was shown.
+shown = st.session_state.get("cleanup_report")
+report = shown[1] if shown is not None and time.time() - shown[0] < REPORT_SECONDS else None
+if shown is not None and report is None:
+    del st.session_state["cleanup_report"]
 if report is not None:
     if report.deleted:
         st.success(f"Deleted {len(report.deleted)}: " + ", ".join(f"{k}:{n}" for k, n in report.deleted))
@@ -143,7 +151,7 @@ go = st.button(f"Delete {len(going)} selected" if len(going) == len(chosen) else
 if go:
     with st.spinner("Deleting in dependency order…"):
         try:
-            st.session_state["cleanup_report"] = b.cleanup(chosen, include_data=include_data)
+            st.session_state["cleanup_report"] = (time.time(), b.cleanup(chosen, include_data=include_data))
         except SconesError as exc:
             show_error(exc)
         else:

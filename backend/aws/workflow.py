@@ -512,7 +512,7 @@ class AwsWorkflowMixin:
             label = classes[best] if best < len(classes) else f"class {best}"
         endpoint = self._function_classes.endpoint_at(functions, start) if functions and start else None
         threshold = input_threshold(inp)
-        if threshold is None and functions and start:
+        if threshold is None and d.get("input") is not None and functions and start:  # input unread: unknown
             threshold = self._function_classes.threshold_at(functions, start)
         return Execution(
             name=d["name"], arn=d["executionArn"], state_machine=machine, status=d["status"], start=_iso(start),

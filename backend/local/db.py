@@ -84,20 +84,26 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    def compact(self, busy_seconds: float = 1.0) -> bool:
+    def compact(self, busy_seconds: float = 1.0, min_free_share: float = 0.25) -> bool:
         """Give the pages of deleted rows back to the disk (VACUUM, then an emptied WAL): after a cleanup the
-        file kept its full size, tens of MB of free pages. Best effort: False, and nothing changed, when another
-        connection is writing (it waits `busy_seconds`, not a writer's 30 s)."""
+        file kept its full size, tens of MB of free pages. Only when at least `min_free_share` of the file is
+        free: VACUUM rewrites everything kept, so a small deletion from a big database is not worth it. Best
+        effort: False when another connection is writing (it waits `busy_seconds`, not a writer's 30 s) or a
+        reader kept the WAL from being emptied (the next checkpoint does it)."""
         try:
             conn = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None)
             try:
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                if not free or free < min_free_share * pages:
+                    return False
                 conn.execute("VACUUM")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             finally:
                 conn.close()
         except sqlite3.Error:
             return False
-        return True
+        return busy == 0
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

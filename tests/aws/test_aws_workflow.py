@@ -546,3 +546,14 @@ def test_home_flags_a_workflow_whose_endpoint_was_deleted(deployed):
     b.delete_endpoint(sm.endpoint_name)
     step = b.step_statuses()["workflow"]
     assert step.state == "failed" and f"{sm.endpoint_name} that {sm.name} calls no longer exists" in step.detail
+
+
+def test_rows_of_an_override_batch_not_read_yet_do_not_claim_the_workflows_threshold(deployed):
+    """A long listing reads a few executions' inputs a refresh: the others' own threshold is not known yet, so
+    they showed the workflow's (0.9) for a batch run at 0.3."""
+    from backend.aws.workflow import NEW_DESCRIBES_PER_LIST
+
+    b, _ = deployed  # workflow at 0.9
+    b.start_workflow_batch(NEW_DESCRIBES_PER_LIST + 5, threshold=0.3)
+    first = b.list_workflow_executions()
+    assert {e.threshold for e in first} == {0.3, None}, [e.threshold for e in first]  # read ones say 0.3, others blank

@@ -43,7 +43,9 @@ def test_buckets_are_stacked_rectangles_that_add_up():
     # 0% and 100% sit at their gridlines: the theme's flush end labels drew 100% below its line
     over_time = confidence_over_time_chart(pd.DataFrame({"time": [t(0)], "confidence": [0.998], "label": ["a"],
                                                          "side": ["passes"]}), 0.9).to_dict()["layer"][0]
-    for y in (share["encoding"]["y"], over_time["encoding"]["y"]):
+    mix = class_mix_chart(pd.DataFrame({"start": [t(0)], "end": [t(5)], "label": ["a"], "records": [1],
+                                        "share": [1.0]})).to_dict()["encoding"]["y"]
+    for y in (share["encoding"]["y"], over_time["encoding"]["y"], mix):
         assert y["axis"] == {"format": ".0%", "labelFlush": False} and y["scale"] == {"domain": [0, 1]}
 
 

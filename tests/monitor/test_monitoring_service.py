@@ -248,3 +248,32 @@ def test_capture_status_reads_the_endpoints_ready_file(mb, tmp_path):
     state = ready_file_capture_state(serving)
     assert state("ep-x") == {"state": "paused", "reason": "The disk is full."}
     assert state("ep-x-extra")["state"] == "capturing" and state("other") is None
+
+
+def test_the_step_is_done_right_after_this_process_read_the_new_traffic(captured, home):
+    """The dashboard's own Monitor page reading the new traffic turns Home's step back to done at once (the whole
+    'unread' answer was cached, a minute on AWS)."""
+    from tests.monitor.conftest import monitor_backend
+
+    mb, _, _ = captured
+    mb.monitor_summary(EP, threshold=0.5)
+    dash = monitor_backend(home)
+    assert dash.step_statuses()["monitor"].state == "done"
+    write_records(mb.store.bucket_dir(mb.objects.bucket), EP, 40, start=T0 + 1000, per_file=20, seed=6)
+    time.sleep(5.1)  # past the capture listing's cache
+    assert dash.step_statuses()["monitor"].state == "in_progress"
+    assert dash.monitor_summary(EP, threshold=0.5)["records"] == 340  # the Monitor page of this dashboard reads it
+    step = dash.step_statuses()["monitor"]
+    assert step.state == "done", step.detail
+
+
+def test_an_endpoint_never_opened_in_monitor_is_not_traffic_since_the_last_read(captured, home):
+    """Monitor reads the endpoint it shows. With a second endpoint's capture (an old endpoint's folder, say) never
+    opened, the step said 'more captured since' for ever, though nothing arrived since the read."""
+    from tests.monitor.conftest import monitor_backend
+
+    mb, bucket_dir, _ = captured
+    write_records(bucket_dir, "ep-old", 50, per_file=25, seed=9)
+    assert mb.monitor_summary(EP, threshold=0.5)["records"] == 300  # the Monitor page reads the endpoint it shows
+    step = monitor_backend(home).step_statuses()["monitor"]
+    assert step.state == "done" and "since" not in step.detail, step.detail

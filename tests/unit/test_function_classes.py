@@ -67,3 +67,15 @@ def test_the_threshold_is_noted_from_schema_3_and_unknown_before(tmp_path):
     assert notes.threshold_at(["filterInferences"], at(time.time())) == 0.93
     assert notes.threshold_at(["filterInferences"], at(10_000_000_001)) == 0.5
     assert notes.threshold_at(["serializeImageData", "filterInferences"], at(10_000_000_001)) == 0.5
+
+
+def test_an_executions_own_threshold_is_read_as_the_filter_reads_it():
+    from backend.api import input_threshold
+
+    assert input_threshold({"s3_key": "k", "threshold": 0.6}) == 0.6
+    assert input_threshold({"threshold": "0.6"}) == 0.6  # the filter takes a string of a number too
+    assert input_threshold({"statusCode": 200, "body": {"threshold": 0.25}}) == 0.25  # wrapped, as the console starts
+    assert input_threshold({"statusCode": 200, "body": '{"threshold": 0.7}'}) == 0.7
+    for none in ({}, {"threshold": None}, {"threshold": True}, {"threshold": "high"}, {"threshold": 1.5}, None, "x",
+                 {"statusCode": 200, "body": "not json"}):
+        assert input_threshold(none) is None, none

@@ -80,6 +80,12 @@ def test_compact_gives_deleted_rows_pages_back_and_never_waits_on_a_writer(tmp_p
     assert db.compact() is True
     assert size() < before / 10
     assert db.query("SELECT count(*) AS n FROM blobs")[0]["n"] == 0
+    # A small deletion from a big database is not worth rewriting all of it
+    with db.transaction() as conn:
+        conn.executemany("INSERT INTO blobs VALUES (?)", [(os.urandom(4096),) for _ in range(1000)])
+    db.execute("DELETE FROM blobs WHERE rowid IN (SELECT rowid FROM blobs LIMIT 100)")
+    free = db.query("PRAGMA freelist_count")[0][0]
+    assert free > 0 and db.compact() is False and db.query("PRAGMA freelist_count")[0][0] == free
 
 
 def test_settings_precedence_flag_env_default(tmp_path):

@@ -270,7 +270,7 @@ class EarlyStopping:
 @torch.no_grad()
 def recompute_batch_norm(model: torch.nn.Module, x_train: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                          hp: Hyperparameters, gen: torch.Generator, device: torch.device, batch: int,
-                         passes: int = 2) -> None:
+                         passes: int = 2, recipe_cutout: int = 0) -> None:
     """Batch-norm running statistics of averaged weights, from training batches augmented as in training
     (on clean images they sank the accuracy: the network was trained on augmented statistics)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -283,6 +283,8 @@ def recompute_batch_norm(model: torch.nn.Module, x_train: torch.Tensor, mean: to
         order = torch.randperm(len(x_train), generator=gen)
         for i in range(0, len(order), batch):
             xb = (augment(x_train[order[i:i + batch]], hp, gen) - mean) / std
+            if recipe_cutout:
+                xb = cutout(xb, recipe_cutout, gen)
             if hp.cutmix > 0 and float(torch.rand(1, generator=gen)) < hp.cutmix:
                 xb, _, _ = cutmix(xb, gen)
             with autocast_for(device, hp):
@@ -543,7 +545,8 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         model = ema.module
     if swa is not None and swa.n_averaged.item() > 0:
         model = swa.module
-        recompute_batch_norm(model, x_train, mean, std, hp, gen, device, batch)
+        recompute_batch_norm(model, x_train, mean, std, hp, gen, device, batch,
+                             recipe_cutout=recipe.cutout if hp.augmentation_type else 0)
         if x_val is not None:
             probs = predict_proba(model, x_val, mean, std, device, hp)
             history[-1]["validation:accuracy"] = float((probs.argmax(1) == y_val).float().mean())
