@@ -196,6 +196,24 @@ def test_cleanup_page_needs_the_typed_confirmation(full, cleanup_page):
     assert endpoint_pids(b) == []
 
 
+def test_cleanup_page_warns_when_a_kept_state_machine_calls_an_endpoint_going(full, cleanup_page):
+    """Deleting the endpoint alone said nothing of the workflow that stays and calls it (every execution then
+    failed at classifyImage); the Deploy page's Delete asks, so the plan here says it too."""
+    home, b = full
+    at, backend = cleanup_page
+
+    def broken() -> list[str]:
+        return [w.value for w in at.warning if "which stays" in w.value]
+
+    assert broken() == []  # everything ticked: the state machine goes too
+    at.checkbox(key="cleanup_tick:state-machine:scones-workflow").uncheck().run()
+    assert broken() == ["endpoint:scones-endpoint is called by scones-workflow, which stays: their executions will "
+                        "fail at the classify step once it is gone. Tick it too, or point the workflow at another "
+                        "endpoint first."]
+    at.checkbox(key="cleanup_tick:endpoint:scones-endpoint").uncheck().run()
+    assert broken() == []  # the endpoint stays: nothing breaks
+
+
 def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_changes(full, cleanup_page):
     home, b = full
     at, backend = cleanup_page
