@@ -823,7 +823,8 @@ class MonitoringService:
             return StepStatus("monitor", "not_started", f"Capture is on for {', '.join(endpoints[:3])}; nothing captured "
                                                         "yet: send it traffic (the Workflow page runs batches).")
         indexed = self._indexed_elsewhere(captured)  # the indexes on disk: this process's, the CLI's, another's
-        detail = f"Captured data of {', '.join(captured[:3])}" + (f" and {len(captured) - 3} more" if len(captured) > 3 else "")
+        named = [e if sources[e].record is not None else f"{e} (endpoint deleted, its capture kept)" for e in captured[:3]]
+        detail = f"Captured data of {', '.join(named)}" + (f" and {len(captured) - 3} more" if len(captured) > 3 else "")
         if not indexed:
             return StepStatus("monitor", "in_progress", detail + "; open Monitor to read it.")
         if self._unread_elsewhere(captured):  # traffic since the last read: the count above is not the latest

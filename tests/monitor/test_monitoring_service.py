@@ -85,6 +85,8 @@ def test_the_monitor_step_is_done_once_any_process_has_read_the_capture(captured
     assert mb.monitor_summary(EP, threshold=0.5)["records"] == 300  # as the CLI does
     step = monitor_backend(home).step_statuses()["monitor"]  # a fresh process: nothing read in it
     assert step.state == "done" and "300 inferences read" in step.detail, step.detail
+    # no endpoint of that name now (hand-made capture reads as a deleted endpoint's): Home says so
+    assert step.detail.startswith(f"Captured data of {EP} (endpoint deleted, its capture kept); "), step.detail
     # Traffic since: the count read is no longer the latest, so the step says so instead of 'done' (it said
     # '300 inferences read' while hundreds more had been captured).
     write_records(mb.store.bucket_dir(mb.objects.bucket), EP, 40, start=T0 + 1000, per_file=20, seed=6)
