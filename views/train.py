@@ -53,6 +53,7 @@ def load_preset(preset: str) -> bool:
     for name in specs:
         st.session_state[f"hp_{name}"] = values.get(name, "")
     st.session_state["train_preset"] = preset
+    st.session_state["train_loaded"] = {name: values.get(name, "") for name in specs}
     forget_data_fields()
     return True
 
@@ -110,6 +111,7 @@ def copy_job(job: TrainingJob) -> None:
         st.session_state["train_validation"] = job.validation
         remember("train_validation")
     st.session_state["train_preset"] = f"job:{job.job_name}"
+    st.session_state["train_loaded"] = {name: job.hyperparameters.get(name, "") for name in specs}
     forget_data_fields()
 
 
@@ -131,6 +133,16 @@ def field(name: str, container: Any = st) -> str:
                                    format_func=lambda v: v if v else "(not set)")
     return container.text_input(label, key=key, help=spec["help"], on_change=remember, args=(key,),
                                 placeholder=f"default {spec['default']}" if spec["default"] else "not set")
+
+
+def edited_fields() -> list[str]:
+    """The fields that differ from what the preset (or the copied job) filled in; the Data fields follow the
+    staging and are not counted."""
+    loaded = st.session_state.get("train_loaded")
+    if not isinstance(loaded, dict):
+        return []
+    return [n for n in specs if n not in DATA
+            and str(st.session_state.get(f"hp_{n}", "")).strip() != str(loaded.get(n, "")).strip()]
 
 
 def billing_ui() -> bool:
@@ -155,8 +167,10 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
                  help="The Scones notebook's values for AWS (ResNet-152, 30 epochs): slow on a CPU."):
         load_preset("sagemaker")
     preset = st.session_state.get("train_preset", "local")
-    st.caption(f"Preset: **{PRESETS[preset]}**" if preset in PRESETS
-               else f"Copied from job **{preset.removeprefix('job:')}** (edit before starting)")
+    edited = edited_fields()
+    st.caption((f"Preset: **{PRESETS[preset]}**" if preset in PRESETS
+                else f"Copied from job **{preset.removeprefix('job:')}** (edit before starting)")
+               + (f"; edited since: {', '.join(edited)}" if edited else ""))
     if preset == "sagemaker" and b.name == "local":
         st.warning("These are the notebook's values for a GPU on AWS. Here they train ResNet-152 on the CPU: about "
                    "a minute or more per epoch on 2 cores, so 30 epochs take half an hour or longer. "

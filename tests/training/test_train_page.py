@@ -57,6 +57,16 @@ def test_the_sagemaker_preset_fills_in_the_notebooks_values(staged):
     at.button(key="train_preset_local").click().run()
     assert at.selectbox(key="hp_num_layers").value == "20"
     assert not at.warning
+    # The caption says when the form no longer holds the preset as it was filled in ("Local CPU defaults" over a
+    # 3-epoch form read as the defaults); the Data fields follow the staging and do not count.
+    assert [c.value for c in at.caption if c.value.startswith("Preset: ")] == ["Preset: **Local CPU defaults**"]
+    at.text_input(key="hp_epochs").input("3").run()
+    at.selectbox(key="hp_optimizer").set_value("adam").run()
+    assert [c.value for c in at.caption if c.value.startswith("Preset: ")] == [
+        "Preset: **Local CPU defaults**; edited since: epochs, optimizer"]
+    at.text_input(key="hp_epochs").input("80").run()
+    at.selectbox(key="hp_optimizer").set_value("nag").run()
+    assert [c.value for c in at.caption if c.value.startswith("Preset: ")] == ["Preset: **Local CPU defaults**"]
 
 
 def test_a_bad_value_is_shown_as_an_error_and_starts_nothing(staged):
@@ -116,7 +126,9 @@ def test_a_jobs_hyperparameters_can_be_copied_to_the_form(staged):
     assert not at.exception
     assert at.text_input(key="hp_epochs").value == "2" and at.text_input(key="hp_learning_rate").value == "0.05"
     assert at.text_input(key="hp_image_shape").value == staged.describe_training_job(name).hyperparameters["image_shape"]
-    assert any(f"Copied from job **{name}**" in c.value for c in at.caption)
+    assert any(c.value == f"Copied from job **{name}** (edit before starting)" for c in at.caption)
+    at.text_input(key="hp_epochs").input("4").run()
+    assert any(c.value == f"Copied from job **{name}** (edit before starting); edited since: epochs" for c in at.caption)
     assert at.radio(key="train_validation").value == "holdout"  # the same validation data: the same job
 
 
