@@ -106,6 +106,9 @@ class CaptureStatus:
     dropped: int = 0  # requests answered but not captured while paused
     paused_since: str | None = None
     newest: str | None = None  # last inference time captured
+    # Records older than the endpoint itself: an earlier endpoint of the same name (deleted since, perhaps with
+    # another model) captured them under the same name, as SageMaker keys capture by endpoint name.
+    before_endpoint: int = 0
 
 
 @dataclass(frozen=True)
@@ -744,6 +747,14 @@ class MonitoringService:
             status, reason, endpoint_status = "unknown" if record.backend != "local" else "capturing", "", record.status
         now = self.clock()
         newest = float(snap.columns.time.max()) if len(snap.columns) else None
+        before = 0
+        if record is not None and len(snap.columns):
+            try:
+                created = _epoch(record.created)
+            except ValidationError:
+                created = None
+            if created is not None:  # capture times are whole seconds: a minute's margin for them and clock skew
+                before = int((snap.columns.time < created - 60.0).sum())
         return CaptureStatus(
             endpoint=endpoint, state=status, reason=reason, enabled=bool(record and record.capture.enabled),
             sampling_percent=int(record.capture.sampling_percent) if record else 0,
@@ -753,7 +764,8 @@ class MonitoringService:
             used_bytes=snap.listed_bytes, files=snap.listed_files, max_bytes=self._cap(endpoint, state),
             retention_days=self.retention_days, records=len(snap.columns), broken_lines=snap.broken,
             skipped_records=snap.skipped, dropped=int(state.get("dropped") or 0),
-            paused_since=_iso(state.get("since")) if state.get("state") == "paused" else None, newest=_iso(newest))
+            paused_since=_iso(state.get("since")) if state.get("state") == "paused" else None, newest=_iso(newest),
+            before_endpoint=before)
 
     def _cap(self, endpoint: str, state: dict | None = None) -> int:
         """The size cap of an endpoint's capture: the one its process was started with when it says (an

@@ -87,6 +87,11 @@ def status_ui(status) -> None:
     if status.newest:
         parts.append(f"newest {status.newest}")
     st.caption(" · ".join(parts))
+    if status.before_endpoint:
+        st.info(f"{status.before_endpoint:,} of these inferences are older than the endpoint {status.endpoint} itself: an "
+                "earlier endpoint of the same name, deleted since (perhaps with another model), captured them under "
+                "the same name, and they are counted here with its own. Choose a time window that starts after "
+                "the endpoint was created to see its own alone.", icon=":material/history:")
 
 
 def metrics_ui(charts, threshold: float) -> None:

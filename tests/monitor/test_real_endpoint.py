@@ -217,3 +217,30 @@ def test_the_controls_outlive_a_visit_to_another_page_and_the_threshold_follows_
         assert at.selectbox(key="mon_window").value == "Last hour"
     finally:
         wf.deploy_workflow(threshold=0.5)
+
+
+def test_capture_older_than_the_endpoint_is_said_to_come_from_an_earlier_one_of_its_name(wf, traffic, monkeypatch):
+    """After a cleanup that kept data, an endpoint deployed again under the same name showed the old endpoint's
+    capture mixed with its own, as one series, without a word (a full-journey browser audit)."""
+    from tests.monitor.capture_files import T0, write_records
+
+    model = wf.describe_endpoint(EP).model_name
+    bucket_dir = wf.store.bucket_dir(wf.objects.bucket)
+    write_records(bucket_dir, "reborn", 5, start=T0, per_file=5, seed=4)  # an earlier "reborn", 2026-01-01
+    wf.deploy(model, "reborn", capture_percent=100)
+    try:
+        assert wf.wait_endpoint("reborn", timeout=60).status == "InService"
+        wf.invoke_endpoint("reborn", traffic[1][0], "image/png")
+        deadline = time.monotonic() + 30
+        while wf.capture_status("reborn").records < 6 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        status = wf.capture_status("reborn")
+        assert status.records == 6 and status.before_endpoint == 5
+        assert wf.capture_status(EP).before_endpoint == 0
+        time.sleep(3.1)  # the list of capture sources is kept 3 s
+        at = page_at(wf, monkeypatch)
+        at.selectbox(key="mon_endpoint").set_value("reborn").run()
+        assert not at.exception
+        assert any(i.value.startswith("5 of these inferences are older than the endpoint reborn itself") for i in at.info)
+    finally:
+        wf.delete_endpoint("reborn")
