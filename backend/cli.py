@@ -655,14 +655,17 @@ def cmd_cleanup(backend: Any, args: argparse.Namespace, out: Output) -> int:
         return [(r.kind, r.name, "kept: --keep-data") for r in backend.data_resources()]
 
     if not args.yes:
-        going, left = backend.cleanup_plan(targets, include_data=include_data)
+        resources = backend.inventory()
+        going, left = backend.cleanup_plan(targets, include_data=include_data, resources=resources)
         left = [*left, *kept_data()]
+        warnings = backend.cleanup_warnings(going, resources)
         doc = {"deleted": [], "would_delete": [{"kind": k, "name": n} for k, n in going],
-               "left": [{"kind": k, "name": n, "reason": r} for k, n, r in left]}
+               "left": [{"kind": k, "name": n, "reason": r} for k, n, r in left], "warnings": warnings}
         if out.as_json:
             out.done(doc, "")
         else:
-            print("\n".join([f"would delete {k}:{n}" for k, n in going] + [f"would leave {k}:{n}: {r}" for k, n, r in left])
+            print("\n".join([f"would delete {k}:{n}" for k, n in going] + [f"would leave {k}:{n}: {r}" for k, n, r in left]
+                             + [f"warning: {w}" for w in warnings])
                   or "Nothing to delete.")
         say_inventory_notes(backend)
         print("scones: nothing was deleted; " + ("add --yes to delete what is marked 'would delete'." if going

@@ -201,6 +201,30 @@ class InventoryMixin:
             chosen, left, _ = self._plan(targets, include_data, resources)
         return chosen, left
 
+    def cleanup_warnings(self, going: list[tuple[str, str]], resources: list[Resource] | None = None) -> list[str]:
+        """What deleting `going` (a plan's) would interrupt or break, one sentence each: running executions it
+        stops, and endpoints that a state machine staying still calls (its executions would fail at the classify
+        step; the Deploy page's Delete asks the same). `resources`: the inventory the plan was made from."""
+        busy = {(r.kind, r.name): r.busy for r in (self.inventory() if resources is None else resources) if r.busy}
+        out = [f"{kind}:{name}: {busy[kind, name]}" for kind, name in going if (kind, name) in busy]
+        endpoints = sorted(name for kind, name in going if kind == "endpoint")
+        if not endpoints:
+            return out
+        try:
+            machines = self.list_state_machines()
+        except SconesError as exc:
+            return out + [f"Whether a state machine still calls {', '.join(endpoints)} could not be read ({exc}): "
+                          "check the Workflow page before deleting."]
+        for endpoint in endpoints:
+            callers = [m.name for m in machines if m.functions and m.endpoint_name == endpoint
+                       and ("state-machine", m.name) not in going]
+            if callers:
+                one = len(callers) == 1
+                out.append(f"endpoint:{endpoint} is called by {', '.join(callers)}, which stay{'s' if one else ''}: "
+                           "their executions will fail at the classify step once it is gone. Tick "
+                           f"{'it' if one else 'them'} too, or point the workflow at another endpoint first.")
+        return out
+
     def _describing_once(self) -> AbstractContextManager:
         """A backend whose describes are remote calls reads each resource once within it (AWS)."""
         return nullcontext()

@@ -109,28 +109,6 @@ data_hidden = sum(r.is_data for r in resources) - sum(r.is_data for r in visible
 if data_hidden:
     st.caption(f"{data_hidden} data set(s) kept: tick the box above to delete data too.")
 
-def broken_callers(going: list[tuple[str, str]]) -> list[str]:
-    """Endpoints going while a state machine that stays still calls them: its executions would fail at the
-    classify step (the Deploy page's Delete asks the same)."""
-    endpoints = {name for kind, name in going if kind == "endpoint"}
-    if not endpoints:
-        return []
-    try:
-        machines = b.list_state_machines()
-    except SconesError as exc:
-        return [f"Whether a state machine still calls {', '.join(sorted(endpoints))} could not be read ({exc}): "
-                "check the Workflow page before deleting."]
-    out = []
-    for endpoint in sorted(endpoints):
-        callers = [m.name for m in machines if m.functions and m.endpoint_name == endpoint
-                   and ("state-machine", m.name) not in going]
-        if callers:
-            out.append(f"endpoint:{endpoint} is called by {', '.join(callers)}, which stay{'s' if len(callers) == 1 else ''}: "
-                       "their executions will fail at the classify step once it is gone. Tick "
-                       f"{'it' if len(callers) == 1 else 'them'} too, or point the workflow at another endpoint first.")
-    return out
-
-
 # What the deletion would leave, and why, before anything is deleted (the dry run of `scones cleanup`).
 going: list[tuple[str, str]] = []
 if chosen:
@@ -141,11 +119,7 @@ if chosen:
         st.stop()
     for kind, name, reason in blocked:
         st.warning(f"Will be left: {kind}:{name}: {reason}", icon=":material/block:")
-    busy = {(r.kind, r.name): r.busy for r in resources if r.busy}
-    for kind, name in going:
-        if (kind, name) in busy:
-            st.warning(f"{kind}:{name}: {busy[kind, name]}", icon=":material/pending:")
-    for warning in broken_callers(going):
+    for warning in b.cleanup_warnings(going, resources):  # what it would interrupt or break
         st.warning(warning, icon=":material/link_off:")
 
 # The confirmation is for the plan it was typed under (what is ticked, and what that would delete): a

@@ -212,6 +212,15 @@ def test_cleanup_page_warns_when_a_kept_state_machine_calls_an_endpoint_going(fu
                         "endpoint first."]
     at.checkbox(key="cleanup_tick:endpoint:scones-endpoint").uncheck().run()
     assert broken() == []  # the endpoint stays: nothing breaks
+    # The CLI's dry run says the same (and --yes would still delete: a warning, not a refusal)
+    r = scones(home, "cleanup", "endpoint:scones-endpoint", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["would_delete"] == [{"kind": "endpoint", "name": "scones-endpoint"}]
+    assert doc["warnings"] == ["endpoint:scones-endpoint is called by scones-workflow, which stays: their executions "
+                               "will fail at the classify step once it is gone. Tick it too, or point the workflow at "
+                               "another endpoint first."]
+    text = scones(home, "cleanup", "endpoint:scones-endpoint", "state-machine:scones-workflow").stdout
+    assert "would delete endpoint:scones-endpoint" in text and "warning:" not in text  # both go: nothing breaks
 
 
 def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_changes(full, cleanup_page):
