@@ -66,6 +66,11 @@ def blocked_by(kind: str, name: str, users: list[str]) -> str:
             f"{name}: delete {'them' if many else 'the model'} first.")
 
 
+def callers_of(machines: list[Any], endpoint: str) -> list[str]:
+    """The names of the state machines whose functions invoke `endpoint` (one that calls no function calls none)."""
+    return [m.name for m in machines if m.functions and m.endpoint_name == endpoint]
+
+
 def running_executions(running: int) -> str:
     """What deleting a state machine's executions interrupts, in a sentence ("" when none runs)."""
     if not running:
@@ -201,6 +206,10 @@ class InventoryMixin:
             chosen, left, _ = self._plan(targets, include_data, resources)
         return chosen, left
 
+    def state_machines_calling(self, endpoint: str) -> list[str]:
+        """The state machines whose functions invoke `endpoint` (SconesError when they cannot be read)."""
+        return callers_of(self.list_state_machines(), endpoint)
+
     def cleanup_warnings(self, going: list[tuple[str, str]], resources: list[Resource] | None = None) -> list[str]:
         """What deleting `going` (a plan's) would interrupt or break, one sentence each: running executions it
         stops, and endpoints that a state machine staying still calls (its executions would fail at the classify
@@ -216,8 +225,7 @@ class InventoryMixin:
             return out + [f"Whether a state machine still calls {', '.join(endpoints)} could not be read ({exc}): "
                           "check the Workflow page before deleting."]
         for endpoint in endpoints:
-            callers = [m.name for m in machines if m.functions and m.endpoint_name == endpoint
-                       and ("state-machine", m.name) not in going]
+            callers = [name for name in callers_of(machines, endpoint) if ("state-machine", name) not in going]
             if callers:
                 one = len(callers) == 1
                 out.append(f"endpoint:{endpoint} is called by {', '.join(callers)}, which stay{'s' if one else ''}: "

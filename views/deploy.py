@@ -190,7 +190,7 @@ watch_for_changes("deploy_signature", lambda: deploy_signature(b.list_models(), 
 def machines_calling(endpoint: str) -> list[str] | SconesError:
     """The state machines whose functions invoke this endpoint, or the error that kept them from being read."""
     try:
-        return [m.name for m in b.list_state_machines() if m.functions and m.endpoint_name == endpoint]
+        return b.state_machines_calling(endpoint)
     except SconesError as exc:
         return exc
 

@@ -267,10 +267,26 @@ class EarlyStopping:
         return epoch >= self.min_epochs and self.since_best >= self.patience
 
 
+def training_batch(x: torch.Tensor, hp: Hyperparameters, recipe: Recipe, gen: torch.Generator, mean: torch.Tensor,
+                   std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """A batch as training sees it: augmented, normalised, then cut out, CutMix'd or mixed up as asked. Returns
+    (images, partner index or None, share of each image that is its own: its label's weight in the loss)."""
+    xb = (augment(x, hp, gen) - mean) / std
+    if recipe.cutout and hp.augmentation_type:
+        xb = cutout(xb, recipe.cutout, gen)
+    if hp.cutmix > 0 and float(torch.rand(1, generator=gen)) < hp.cutmix:  # validation asks augmentation_type
+        return cutmix(xb, gen)
+    if recipe.mixup_alpha > 0:
+        lam = float(torch.distributions.Beta(recipe.mixup_alpha, recipe.mixup_alpha).sample())
+        partner = torch.randperm(len(x), generator=gen)
+        return lam * xb + (1 - lam) * xb[partner], partner, lam
+    return xb, None, 1.0
+
+
 @torch.no_grad()
 def recompute_batch_norm(model: torch.nn.Module, x_train: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                         hp: Hyperparameters, gen: torch.Generator, device: torch.device, batch: int,
-                         passes: int = 2, recipe_cutout: int = 0) -> None:
+                         hp: Hyperparameters, recipe: Recipe, gen: torch.Generator, device: torch.device, batch: int,
+                         passes: int = 2) -> None:
     """Batch-norm running statistics of averaged weights, from training batches augmented as in training
     (on clean images they sank the accuracy: the network was trained on augmented statistics)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -282,11 +298,7 @@ def recompute_batch_norm(model: torch.nn.Module, x_train: torch.Tensor, mean: to
     for _ in range(passes):
         order = torch.randperm(len(x_train), generator=gen)
         for i in range(0, len(order), batch):
-            xb = (augment(x_train[order[i:i + batch]], hp, gen) - mean) / std
-            if recipe_cutout:
-                xb = cutout(xb, recipe_cutout, gen)
-            if hp.cutmix > 0 and float(torch.rand(1, generator=gen)) < hp.cutmix:
-                xb, _, _ = cutmix(xb, gen)
+            xb, _, _ = training_batch(x_train[order[i:i + batch]], hp, recipe, gen, mean, std)
             with autocast_for(device, hp):
                 model(xb.to(device).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, momenta):
@@ -475,18 +487,8 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
                 raise TrainingStopped(f"Stopped during epoch {epoch}.")
             step_started = time.perf_counter()
             idx = order[i:i + batch]
-            xb = augment(x_train[idx], hp, gen)
-            xb = (xb - mean) / std
-            if recipe.cutout and hp.augmentation_type:
-                xb = cutout(xb, recipe.cutout, gen)
+            xb, partner, lam = training_batch(x_train[idx], hp, recipe, gen, mean, std)
             yb = y_train[idx]
-            lam, partner = 1.0, None
-            if hp.cutmix > 0 and float(torch.rand(1, generator=gen)) < hp.cutmix:  # validation asks augmentation_type
-                xb, partner, lam = cutmix(xb, gen)
-            elif recipe.mixup_alpha > 0:
-                lam = float(torch.distributions.Beta(recipe.mixup_alpha, recipe.mixup_alpha).sample())
-                partner = torch.randperm(len(idx), generator=gen)
-                xb = lam * xb + (1 - lam) * xb[partner]
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             yb = yb.to(device)
             yb_partner = None if partner is None else yb[partner.to(device)]
@@ -545,8 +547,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         model = ema.module
     if swa is not None and swa.n_averaged.item() > 0:
         model = swa.module
-        recompute_batch_norm(model, x_train, mean, std, hp, gen, device, batch,
-                             recipe_cutout=recipe.cutout if hp.augmentation_type else 0)
+        recompute_batch_norm(model, x_train, mean, std, hp, recipe, gen, device, batch)
         if x_val is not None:
             probs = predict_proba(model, x_val, mean, std, device, hp)
             history[-1]["validation:accuracy"] = float((probs.argmax(1) == y_val).float().mean())
