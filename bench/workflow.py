@@ -103,15 +103,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--single", type=int, default=300)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                    help="a training hyperparameter of the served model (default: the page's defaults)")
     args = ap.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.hp)
     with tempfile.TemporaryDirectory() as home:
         b = get_backend(replace(load_settings({}), home=Path(home)))
         try:
             b.stage_data("sample")
-            job = b.create_training_job({**b.default_training_hyperparameters(), "epochs": "1"})
+            job = b.create_training_job({**b.default_training_hyperparameters(), "epochs": "1", **overrides})
             while b.describe_training_job(job).status == "InProgress":
                 time.sleep(0.5)
             model = b.create_model(job)
+            served = {k: b.describe_training_job(job).hyperparameters.get(k) for k in ("num_layers", "test_time_flip")}
             b.deploy(model.model_name, "bench-endpoint", capture_percent=100)
             assert b.wait_endpoint("bench-endpoint", timeout=60).status == "InService"
             b.deploy_workflow("bench-endpoint", threshold=0.0)
@@ -152,6 +156,7 @@ def main() -> None:
     where = {k: round(statistics.median(p[k] for p in parts), 3) for k in parts[0]}
     print(json.dumps({
         "benchmark": "workflow",
+        "served_model": served,
         "single_execution_ms": {"n": len(single), "p50": round(pct(single, 50), 3), "p95": round(pct(single, 95), 3),
                                 "p99": round(pct(single, 99), 3), "goal_p50": 5.0,
                                 "meets_goal": pct(single, 50) <= 5.0, "cpu_ms_per_execution": single_cpu},

@@ -251,3 +251,27 @@ def test_the_thread_governor_uses_all_cores_while_they_pay_and_one_thread_when_s
     assert shared.step_done(0.001) == 2  # all cores won again: the next lone slow step is forgiven
     assert shared.step_done(0.02) == 2
     assert ThreadGovernor(1).step_done(0.001) == 1
+
+
+def test_the_mirror_symmetric_network_answers_the_same_for_an_image_and_its_mirror_image():
+    from backend.local.training.architectures import architecture
+    from backend.local.training.flipnet import FlipResNet
+    from backend.local.training.model import build_resnet
+    from backend.local.training.trainer import Recipe
+
+    torch.manual_seed(0)
+    net = FlipResNet(architecture(20), 2)
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        net.train()
+        for _ in range(3):  # running statistics of their own in each channel of a pair
+            net(torch.cat([x[:3], torch.randn(3, 3, 32, 32) * 2]))
+        net.eval()
+        one, mirrored = net(x), net(x.flip(3))
+    assert (one[:, 0] - one[:, 1]).abs().max() > 1e-4  # not a constant answer
+    torch.testing.assert_close(one, mirrored, atol=1e-5, rtol=0)
+    assert sum(p.numel() for p in net.parameters()) < 0.6 * sum(p.numel() for p in build_resnet(20, 2).parameters())
+    train_set, test_set = sets(32, 16, 8)
+    params = H.validate(synthetic.hyperparameters(n_train=32, size=8, epochs=1, augmentation_type="crop"))
+    result = train(params, train_set, test_set, seed=0, threads=1, recipe=Recipe(flip_equivariant=True))
+    assert isinstance(result.model, FlipResNet) and len(result.epochs) == 1

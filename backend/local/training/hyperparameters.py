@@ -447,7 +447,12 @@ SAGEMAKER_WORKFLOW_PRESET: dict[str, str] = {
 # doubles the endpoint's inference (0.39 -> 0.78 ms a request), which took the workflow's single-execution
 # p50 from 4.4-4.6 ms to 5.2-6.2 ms in the same hour, past issue 6's 5 ms. One field turns it on.
 # Mirroring each training image every other epoch instead of at random (five folds, seed 1): 0.902 against
-# 0.907, not taken.
+# 0.907, not taken. 2026-11-29 night, with test_time_flip 1: 120 epochs (cut after 83, 110) 0.920 (seed 1,
+# against 0.919 at 80 epochs) and 0.906 (seed 0, against 0.904), 1.5x the time for nothing. Running the
+# mirror image on a helper thread (the second core) in the endpoint at the same time as the image: 0.10 ms
+# added to a back-to-back request over HTTP, but the workflow's single-execution p50 still rose by 0.4-1.2 ms
+# in three interleaved triples (waking the idle second core costs more than the forward pass saved), about
+# as much as running both as one batch, so test_time_flip stays off and the endpoint runs the graph as is.
 LOCAL_CPU_PRESET: dict[str, str] = {
     "image_shape": "3,32,32",
     "num_classes": "2",
