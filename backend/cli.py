@@ -97,17 +97,17 @@ def build_parser() -> Parser:
     p.set_defaults(handler=cmd_endpoints)
 
     p = sub.add_parser("invoke", help="send one image to an endpoint")
-    p.add_argument("--endpoint", required=True)
+    p.add_argument("--endpoint", required=True, help="the endpoint's name (see 'scones endpoints')")
     p.add_argument("image", help="a PNG or JPEG file")
     p.set_defaults(handler=cmd_invoke)
 
     asl = sub.add_parser("asl", help="validate or run an Amazon States Language definition locally")
     asl_sub = asl.add_subparsers(dest="asl_command", metavar="ACTION", parser_class=Parser, required=True)
     p = asl_sub.add_parser("validate", help="check a definition as ValidateStateMachineDefinition does")
-    p.add_argument("file")
+    p.add_argument("file", help="the definition: an Amazon States Language JSON file")
     p.set_defaults(handler=cmd_asl_validate)
     p = asl_sub.add_parser("run", help="run a definition on the local engine to its end")
-    p.add_argument("file")
+    p.add_argument("file", help="the definition: an Amazon States Language JSON file")
     p.add_argument("--input", default=None, help="execution input as JSON")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fills ${KEY}; repeat it")
     p.set_defaults(handler=cmd_asl_run)
@@ -119,23 +119,25 @@ def build_parser() -> Parser:
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold (default SCONES_THRESHOLD, 0.93)")
     p.set_defaults(handler=cmd_workflow_deploy)
     p = wf_sub.add_parser("run", help="run executions and wait for them")
-    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--count", type=int, default=1, help="how many executions to start (default 1)")
     p.add_argument("--image", default=None, help="an image file to classify (default: random staged test images)")
     p.add_argument("--threshold", type=float, default=None, help="threshold for these executions only")
-    p.add_argument("--state-machine", default="scones-workflow")
+    p.add_argument("--state-machine", default="scones-workflow",
+                   help="the state machine to run (default scones-workflow; an imported one by its name)")
     p.set_defaults(handler=cmd_workflow_run)
     p = wf_sub.add_parser("list", help="executions, newest first")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="the newest N executions only (default: all of them)")
     p.set_defaults(handler=cmd_workflow_list)
     p = wf_sub.add_parser("history", help="one execution's event history")
-    p.add_argument("name")
+    p.add_argument("name", help="the execution's name or ARN (see 'scones workflow list')")
     p.set_defaults(handler=cmd_workflow_history)
     p = wf_sub.add_parser("import", help="import a definition exported from the Step Functions console")
-    p.add_argument("file")
+    p.add_argument("file", help="the exported definition (JSON)")
     p.add_argument("--map", action="append", default=[], metavar="FUNCTION=HANDLER",
                    help="run FUNCTION with lambdas/HANDLER.py; repeat it")
-    p.add_argument("--name", default="imported-workflow")
+    p.add_argument("--name", default="imported-workflow",
+                   help="the state machine's name here (default imported-workflow; importing again updates it)")
     p.set_defaults(handler=cmd_workflow_import)
 
     p = sub.add_parser("monitor", help="captured confidence against the threshold")
@@ -183,13 +185,22 @@ class Output:
 
     printed = False  # a document went to stdout: an error after it adds none (one document, ever)
 
-    def error(self, code: str, message: str) -> None:
+    def error(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
         """An error: its one sentence on stderr and, with --json, as the one document on stdout, so a
-        script that parses stdout reads what went wrong instead of failing on empty output."""
+        script that parses stdout reads what went wrong instead of failing on empty output. `extra`:
+        more keys of that document (the diagnostics of an invalid definition)."""
         if self.as_json and not self.printed:
-            print(json.dumps({"error": {"code": code, "message": message}}, indent=2))
+            print(json.dumps({**(extra or {}), "error": {"code": code, "message": message}}, indent=2))
             self.printed = True
         print(f"scones: {message}", file=sys.stderr)
+
+
+def diagnostics_doc(exc: Any) -> dict[str, Any] | None:
+    """`valid` and `diagnostics`, as `asl validate` gives them, for an error that carries diagnostics."""
+    found = getattr(exc, "diagnostics", None)
+    if not found:
+        return None
+    return {"valid": False, "diagnostics": [{"state": d.state, "field": d.field, "message": d.message} for d in found]}
 
 
 def _wait(backend: Any, job_id: str, out: Output) -> Any:
@@ -205,7 +216,12 @@ def _wait(backend: Any, job_id: str, out: Output) -> Any:
 
 
 def cmd_stage(backend: Any, args: argparse.Namespace, out: Output) -> int:
-    classes = [c for c in args.classes.split(",")] if args.classes else None
+    classes = None
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",")]
+        if not all(classes):
+            raise UsageError(f"--classes {args.classes!r} names an empty class: give comma-separated fine label "
+                             "names such as bicycle,motorcycle, or leave the option out for those two.")
     source = args.source
     fallback = source is None  # the default official URL falls back to the sample, with a note
     job_id = backend.start_staging(source or "official", classes, fallback_to_sample=fallback)
@@ -390,9 +406,12 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     if args.wait:
         endpoint = backend.wait_endpoint(endpoint.endpoint_name)
     doc = endpoint_doc(endpoint)
+    serving = endpoint.model_name
+    if endpoint.status in ("Creating", "Updating"):  # DescribeEndpoint names the old model until the switch
+        doc["model_name"] = serving = model_name
     c = endpoint.capture
     taken = " and ".join(n for n, on in (("input", c.capture_input), ("output", c.capture_output)) if on)
-    out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {endpoint.model_name}, " + (
+    out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {serving}, " + (
         f"capture {c.sampling_percent}% of {taken or 'nothing'} to {c.destination})" if c.enabled else "capture off)"))
     if args.wait and endpoint.status == "Failed":
         print(f"scones: endpoint {endpoint.endpoint_name} failed: {endpoint.failure_reason or 'no reason given'}",
@@ -446,19 +465,15 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     from backend.local.states import DefinitionInvalid
 
     try:
-        inp = json.loads(args.input) if args.input is not None else {}
+        json.loads(args.input) if args.input is not None else None
     except ValueError as exc:
         raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
+    inp = args.input if args.input is not None else {}  # the text itself: the engine parses it, once
     text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
     try:
         record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
     except DefinitionInvalid as exc:
-        doc = {"valid": False, "diagnostics": [{"state": d.state, "field": d.field, "message": d.message}
-                                               for d in exc.diagnostics],
-               "error": {"code": exc.code, "message": str(exc)}}
-        if out.as_json:
-            out.done(doc, "")
-        print(f"scones: {exc}", file=sys.stderr)
+        out.error(exc.code, str(exc), diagnostics_doc(exc) or {"valid": False, "diagnostics": []})
         return EXIT_ERROR
     doc = {"execution": record.arn, "status": record.status, "output": record.output_value,
            "error": record.error, "cause": record.cause, "events": [_event(e) for e in events]}
@@ -760,7 +775,11 @@ def main(argv: list[str] | None = None) -> int:
         out.error("UsageError", str(exc))
         return EXIT_ERROR
     except SconesError as exc:
-        out.error(exc.code, str(exc))
+        extra = diagnostics_doc(exc)
+        message = str(exc)
+        if extra and len(extra["diagnostics"]) > 1 and not out.as_json:
+            message = message.rstrip(".") + "; 'scones asl validate FILE' lists them all."
+        out.error(exc.code, message, extra)
         return EXIT_ERROR
     except KeyboardInterrupt:
         out.error("Interrupted", "interrupted.")

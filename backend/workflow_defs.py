@@ -43,7 +43,9 @@ def fill_placeholders(text: str, values: dict[str, str]) -> str:
     if missing:
         raise ValidationError(f"The definition has placeholder(s) {', '.join('${' + m + '}' for m in missing)} "
                               "with no value: pass --param KEY=VALUE for each.")
-    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+    # Escaped as inside a JSON string (where placeholders stand), so a value holding a quote or a backslash
+    # stays that value instead of breaking the definition or adding JSON of its own.
+    return _PLACEHOLDER_RE.sub(lambda m: json.dumps(str(values[m.group(1)]))[1:-1], text)
 
 
 def workflow_definition(arn_of: Callable[[str], str], template: str | None = None) -> str:
@@ -345,6 +347,18 @@ def shared_function_target(machines: list[Any], handlers_of: Callable[[str], dic
                 f"{resolved[fn]} would change that machine too: map it to {handlers[fn]}, or name another "
                 "function in the definition.")
     return endpoint_name, threshold
+
+
+def inherited_endpoint_gone(machines: list[Any], name: str, resolved: dict[str, str], endpoint: str) -> str:
+    """What an import is told when a function it shares with another state machine (so that machine's
+    endpoint, see shared_function_target) classifies with an endpoint that no longer exists."""
+    sharers = [m.name for m in machines if m.name != name and set(m.functions) & set(resolved)]
+    # The deployed workflow first: deploying it to another endpoint re-points the functions for every machine.
+    sharer = "scones-workflow" if "scones-workflow" in sharers else (sharers or ["another"])[0]
+    return (f"This definition calls functions that state machine {sharer} uses too, and they classify with "
+            f"endpoint {endpoint}, which no longer exists: point {sharer} at an InService endpoint first ("
+            + ("'scones workflow deploy --endpoint NAME', or Deploy on the Workflow page" if sharer == "scones-workflow"
+               else "import it again, or delete it") + "), then import this one.")
 
 
 def deployed_not_replaced(name: str) -> str:

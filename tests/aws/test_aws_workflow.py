@@ -325,6 +325,10 @@ def test_an_import_never_re_points_the_deployed_workflows_shared_functions(deplo
     assert (imported.endpoint_name, imported.threshold) == ("scones-endpoint", 0.9)
     again = b.describe_state_machine(sm.name)
     assert (again.endpoint_name, again.threshold) == ("scones-endpoint", 0.9)
+    boto3.client("sagemaker").delete_endpoint(EndpointName="scones-endpoint")  # the shared functions' endpoint
+    with pytest.raises(ResourceNotFound, match=f"classify with endpoint scones-endpoint, which no longer exists: "
+                                               f"point {sm.name} at an InService endpoint first"):
+        b.import_workflow(json.dumps(export), name="after-delete")
 
 
 def test_inventory_and_cleanup_leave_nothing_tagged(deployed):

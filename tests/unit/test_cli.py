@@ -61,6 +61,8 @@ def test_status_after_staging_and_text_output(tmp_path):
     (("workflow", "run", "--image", "/dev/zero"), "The image '/dev/zero' is not a regular file"),
     (("cleanup", "--all", "endpoint:x", "--yes"), "--all deletes everything, so it takes no KIND:NAME (endpoint:x)"),
     (("stage", "--source", "sample", "--classes", "bicycle"), "at least two"),
+    (("stage", "--source", "sample", "--classes", ""), "--classes '' names an empty class"),  # staged the defaults
+    (("stage", "--source", "sample", "--classes", "bicycle,,motorcycle"), "names an empty class"),
     (("frobnicate",), "invalid choice"),
     ((), "Name a command"),
     (("--backend", "gcp", "status"), "invalid choice"),
@@ -312,3 +314,55 @@ def test_workflow_run_whose_executions_a_cleanup_removed_lists_the_others_and_sa
     doc = json.loads(out.out)
     assert [e["name"] for e in doc["executions"]] == ["a", "b"] and doc["error"]["code"] == "ExecutionDoesNotExist"
     assert "scones: 2 of the 4 executions were removed while this waited" in out.err
+
+
+def test_asl_run_takes_the_input_as_typed_and_a_param_as_a_plain_value(tmp_path):
+    """A JSON string input stayed a string only by accident of double parsing ('"str"' was refused as not
+    JSON); a --param value with a quote broke the definition and was blamed on it."""
+    echo = tmp_path / "echo.json"
+    echo.write_text(json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}))
+    home = tmp_path / "ws"
+    for typed, value in (('"{\\"a\\":1}"', '{"a":1}'), ('"str"', "str"), ("[1, 2]", [1, 2]), ('{"k": "v"}', {"k": "v"})):
+        r = scones("asl", "run", str(echo), "--input", typed, "--json", home=home)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["output"] == value, typed
+    param = tmp_path / "param.json"
+    param.write_text(json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": {"v": "${Foo}"},
+                                                                  "End": True}}}))
+    for value in ('a"b', "back\\slash", '", "injected": "x'):
+        r = scones("asl", "run", str(param), "--param", f"Foo={value}", "--json", home=home)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["output"] == {"v": value}
+
+
+def test_an_invalid_definition_on_import_gives_every_diagnostic(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"StartAt": "A", "States": {
+        "A": {"Type": "Pass", "Next": "Nowhere"}, "B": {"Type": "Pass", "Next": "Elsewhere"}}}))
+    r = scones("workflow", "import", str(broken), "--json", home=tmp_path / "ws")
+    assert r.returncode == 2
+    doc = json.loads(r.stdout)
+    assert doc["error"]["code"] == "InvalidDefinition" and "more" in doc["error"]["message"]
+    assert doc["valid"] is False and len(doc["diagnostics"]) >= 2
+    assert {"Nowhere", "Elsewhere"} <= {w for d in doc["diagnostics"] for w in d["message"].replace("'", " ").split()}
+    r = scones("workflow", "import", str(broken), home=tmp_path / "ws")
+    assert r.returncode == 2 and "'scones asl validate FILE' lists them all" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):
+    """During an update DescribeEndpoint still names the old model; the command's answer names the new one."""
+    from types import SimpleNamespace
+
+    import backend as backend_package
+    from backend import cli
+    from backend.api import CaptureConfig
+
+    updating = SimpleNamespace(endpoint_name="ep", status="Updating", model_name="old-model", created="",
+                               capture=CaptureConfig(), failure_reason=None)
+    stub = SimpleNamespace(billing_notice=lambda *a: None, deploy=lambda *a, **k: updating,
+                           describe_endpoint=lambda name: updating)
+    monkeypatch.setattr(backend_package, "get_backend", lambda settings: stub)
+    assert cli.main(["deploy", "--model", "new-model", "--endpoint", "ep", "--capture-percent", "100", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "Updating" and doc["model_name"] == "new-model"

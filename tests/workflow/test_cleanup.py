@@ -342,3 +342,21 @@ def test_monitor_keeps_the_functions_threshold_when_the_workflow_is_deleted_but_
     assert b.monitor_threshold() == 0.5 != b.default_threshold()
     b.cleanup([("state-machine", "still-calling")])
     assert b.monitor_threshold() == b.default_threshold()
+
+
+def test_an_import_sharing_functions_whose_endpoint_was_deleted_says_what_to_do(full):
+    """The import took the endpoint of the machine it shares functions with and failed with 'Could not find
+    endpoint' although the user never named one (CLI audit)."""
+    home, b = full
+    shared = {"StartAt": "C", "States": {"C": {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+                                               "Parameters": {"FunctionName": "classifyImage", "Payload.$": "$"}}}}
+    endpoint = b.describe_state_machine("scones-workflow").endpoint_name
+    b.cleanup([("endpoint", endpoint)])
+    definition = home / "shared.json"
+    definition.write_text(json.dumps(shared))
+    r = scones(home, "workflow", "import", str(definition), "--name", "after-delete")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (f"state machine scones-workflow uses too, and they classify with endpoint {endpoint}, which no longer "
+            "exists: point scones-workflow at an InService endpoint first ('scones workflow deploy --endpoint NAME'"
+            in r.stderr)
+    assert "after-delete" not in [m.name for m in b.list_state_machines()]
