@@ -122,13 +122,24 @@ class StepStatus:
 
 
 def stopped_or_failed(job: "TrainingJob", newest_completed: Callable[[], "TrainingJob | None"]) -> StepStatus:
-    """The train step when the newest job did not complete: a job stopped on purpose leaves the step done
-    when an earlier one completed (its model is there to deploy); a failure is shown as one."""
+    """The train step when the newest job did not complete: when an earlier one completed, its model is
+    there to deploy and the step stays done, naming what became of the newer job (stopped, or failed and
+    why); with none, the step failed."""
     reason = f": {job.failure_reason.rstrip('.')}" if job.failure_reason else ""
-    earlier = newest_completed() if job.status == "Stopped" else None
+    earlier = newest_completed()
     if earlier is not None:
-        return StepStatus("train", "done", f"{earlier.job_name} completed; the newer job {job.job_name} was stopped.")
+        what = "was stopped" if job.status == "Stopped" else f"{job.status.lower()}{reason}"
+        return StepStatus("train", "done", f"{earlier.job_name} completed; the newer job {job.job_name} {what}.")
     return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}{reason}.")
+
+
+def failed_endpoints_note(endpoints: list[Any], shown: str) -> str:
+    """' X is Failed.' for endpoints other than the one a deploy step names (`shown`): a step that reads done
+    because one endpoint serves must not hide that another one died."""
+    failed = [e.endpoint_name for e in endpoints if e.status == "Failed" and e.endpoint_name != shown]
+    if not failed:
+        return ""
+    return f" {failed[0]} is Failed." if len(failed) == 1 else f" {len(failed)} endpoints are Failed: {', '.join(failed)}."
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from backend.api import (
     VARIANT_NAME, AccessDenied, CaptureConfig, Endpoint, EndpointConfig, Prediction, ResourceInUse,
-    ResourceLimitExceeded, ResourceNotFound, SconesError, StepStatus, ValidationError,
+    ResourceLimitExceeded, ResourceNotFound, SconesError, StepStatus, ValidationError, failed_endpoints_note,
 )
 from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
@@ -290,9 +290,11 @@ class AwsDeploymentMixin:
             return StepStatus("deploy", "not_started", "No endpoint yet.")
         serving = [e for e in endpoints if e.status == "InService"]
         if serving:
-            return StepStatus("deploy", "done", f"{serving[0].endpoint_name} is InService on SageMaker.")
+            return StepStatus("deploy", "done", f"{serving[0].endpoint_name} is InService on SageMaker."
+                              + failed_endpoints_note(endpoints, serving[0].endpoint_name))
         busy = [e for e in endpoints if e.status in BUSY]
         if busy:
-            return StepStatus("deploy", "in_progress", f"{busy[0].endpoint_name} is {busy[0].status}.")
+            return StepStatus("deploy", "in_progress", f"{busy[0].endpoint_name} is {busy[0].status}."
+                              + failed_endpoints_note(endpoints, busy[0].endpoint_name))
         e = endpoints[0]
         return StepStatus("deploy", "failed", f"{e.endpoint_name} is {e.status}: {e.failure_reason}")

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from backend.api import (
     ENDPOINT_STATUSES, VARIANT_NAME, CaptureConfig, Endpoint, EndpointConfig, Model, Prediction,
-    ResourceInUse, ResourceNotFound, SconesError, StepStatus, ValidationError,
+    ResourceInUse, ResourceNotFound, SconesError, StepStatus, ValidationError, failed_endpoints_note,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import process_alive, process_start_time, utcnow
@@ -344,10 +344,11 @@ class DeploymentService:
         serving = [e for e in endpoints if e.status == IN_SERVICE]
         busy = [e for e in endpoints if e.status in BUSY]
         if busy:
-            return StepStatus("deploy", "in_progress", f"Endpoint {busy[0].endpoint_name} is {busy[0].status}.")
+            return StepStatus("deploy", "in_progress", f"Endpoint {busy[0].endpoint_name} is {busy[0].status}."
+                              + failed_endpoints_note(endpoints, busy[0].endpoint_name))
         if serving:
             return StepStatus("deploy", "done", f"Endpoint {serving[0].endpoint_name} is InService "
-                              f"({serving[0].model_name}).")
+                              f"({serving[0].model_name})." + failed_endpoints_note(endpoints, serving[0].endpoint_name))
         if endpoints:
             e = endpoints[0]
             return StepStatus("deploy", "failed", f"Endpoint {e.endpoint_name} is {e.status}: {e.failure_reason}".rstrip(": "))
