@@ -122,18 +122,25 @@ def settings_ui() -> dict:
     endpoint = next((e for e in endpoints if e.endpoint_name == name), None)
     existing = endpoint.capture if endpoint is not None else None
     first = "deploy_capture" not in st.session_state
-    if first or (st.session_state.get("deploy_settings_for") != name and existing is not None):
-        # An update starts from the endpoint's own instance type and capture (a new name keeps what was
-        # typed): deploying again must not move them back to the defaults unasked.
+    loaded_from = st.session_state.get("deploy_settings_for")
+    from_endpoint = any(e.endpoint_name == loaded_from for e in endpoints)
+    if first or (loaded_from != name and (existing is not None or from_endpoint)):
+        # An update starts from the endpoint's own instance type and capture: deploying again must not move
+        # them back to the defaults unasked. A new name starts from the defaults when the form held another
+        # endpoint's settings (it silently took that endpoint's 50%), and keeps what was typed otherwise.
         st.session_state["deploy_settings_for"] = name
         if endpoint is not None and (instance_type := endpoint_instance_type(endpoint)) in INSTANCE_TYPES:
             st.session_state["deploy_instance"] = instance_type
+        elif endpoint is None and not first:
+            st.session_state["deploy_instance"] = INSTANCE_TYPES[0]
         cap = existing or CaptureConfig()
         st.session_state["deploy_capture"] = cap.enabled
         st.session_state["deploy_percent"] = int(cap.sampling_percent) if cap.enabled else 100
         st.session_state["deploy_options"] = [o for o, on in (("Input", cap.capture_input),
                                                               ("Output", cap.capture_output)) if on]
         st.session_state["deploy_destination"] = cap.destination or b.default_capture_destination()
+    left.caption(f"Updates {name}: its instance type and capture settings below." if endpoint is not None else
+                 "A new endpoint: the default settings below.")
     instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
     enabled = st.toggle("Data capture", key="deploy_capture")
     percent = st.slider("Sampling percentage", 0, 100, key="deploy_percent", disabled=not enabled)
@@ -208,10 +215,12 @@ def confirm_delete(endpoint: str) -> None:
                    "their executions fail at the step that invokes it until the workflow is pointed at another "
                    "endpoint (Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
     else:
-        st.info(f"No state machine calls {endpoint} now. Delete it?")
+        st.info(f"No state machine calls {endpoint} now. Delete it? It stops serving, and its endpoint "
+                "configuration goes with it; the model and the captured data stay.")
     yes, no, _ = st.columns([2, 1, 5])
-    if yes.button("Delete anyway", key=f"delete_confirm_{endpoint}", type="primary"):
+    if yes.button("Delete anyway" if callers else "Delete", key=f"delete_confirm_{endpoint}", type="primary"):
         st.session_state.pop("deploy_delete:question", None)
+        st.session_state["deploy_deleted"] = endpoint  # said on the redraw, where its card is gone
         act(b.delete_endpoint, endpoint)
     if no.button("Keep it", key=f"delete_keep_{endpoint}"):
         st.session_state.pop("deploy_delete:question", None)
@@ -227,6 +236,8 @@ def endpoints_view() -> None:
         show_error(exc)
         return
     st.subheader("Endpoints")
+    if (deleted := st.session_state.pop("deploy_deleted", None)) is not None:
+        st.toast(f"Deleted endpoint {deleted}.", icon=":material/delete:")
     if not current:
         st.info("No endpoint yet: choose a model and Deploy.")
         return
@@ -247,9 +258,9 @@ def endpoints_view() -> None:
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             asked = (e.endpoint_name, e.created)  # a question about this endpoint, not a later one of its name
             if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
-                if machines_calling(e.endpoint_name) == []:
-                    act(b.delete_endpoint, e.endpoint_name)
-                else:  # a workflow would fail at its classify step from now on, or none could be read: ask first
+                if e.status == "Failed" and machines_calling(e.endpoint_name) == []:
+                    act(b.delete_endpoint, e.endpoint_name)  # serves nothing and nothing calls it
+                else:  # it serves, or a workflow would fail at its classify step from now on: ask first
                     st.session_state["deploy_delete:question"] = asked
             if st.session_state.get("deploy_delete:question") == asked:
                 confirm_delete(e.endpoint_name)
@@ -308,7 +319,9 @@ def images_ui(local: bool) -> list[tuple[str, bytes, str]]:
     if source == "Upload":
         files = st.file_uploader(
             f"PNG or JPEG images, {limits_text(local)} each", type=["png", "jpg", "jpeg"],
-            accept_multiple_files=True, key="try_upload", max_upload_size=MAX_BODY_BYTES // MB,
+            # Streamlit's limit counts decimal megabytes (6 would refuse files InvokeEndpoint takes): one above,
+            # and too_large() below holds each file to the exact 6,291,456 bytes, with a card of its own.
+            accept_multiple_files=True, key="try_upload", max_upload_size=MAX_BODY_BYTES // 1_000_000 + 1,
             help=f"SageMaker's InvokeEndpoint takes at most {MAX_BODY_BYTES // MB} MB per request"
                  + (f"; the endpoint refuses an image over {MAX_PIXELS:,} pixels" if local else "")
                  + ". The endpoint resizes each image to the model's input, so a smaller one loses nothing.",
@@ -342,7 +355,13 @@ def show_results(results: list[dict]) -> None:
 st.subheader("Try it")
 serving = {e.endpoint_name: e for e in endpoints if e.status in SERVING_STATUSES}
 if not serving:
-    st.info("No endpoint is InService yet: deploy a model, then try it here.")
+    failed = [e.endpoint_name for e in endpoints if e.status == "Failed"]
+    if len(failed) == 1:
+        st.info(f"{failed[0]} is Failed: press Start on its card above, then try it here.")
+    elif failed:
+        st.info(f"{', '.join(failed)} are Failed: press Start on their cards above, then try it here.")
+    else:
+        st.info("No endpoint is InService yet: deploy a model, then try it here.")
 else:
     kept("try_endpoint", next(iter(serving)))
     if st.session_state["try_endpoint"] not in serving:  # the one tried last is gone or not serving now

@@ -107,7 +107,7 @@ def import_ui() -> None:
         if imported:
             st.success(imported)
         up = st.file_uploader("Definition (JSON)", type=["json", "asl"], key="wf_import_file",
-                              max_upload_size=1)  # MiB: Step Functions takes definitions of at most 1,048,576 bytes
+                              max_upload_size=2)  # decimal MB; DEFINITION_LIMIT (1,048,576 bytes) is checked below
         mapping_text = st.text_area("Function → handler (one `FUNCTION=handler` a line; the workflow's three names map "
                                     "by themselves)", key="wf_import_map", placeholder="my-classify-fn=classify_image")
         name = st.text_input("State machine name", value="imported-workflow", key="wf_import_name")

@@ -132,8 +132,10 @@ def test_updating_an_endpoint_starts_from_its_own_capture_settings(page_backend)
     assert at.slider(key="deploy_percent").value == 30
     assert at.multiselect(key="deploy_options").value == ["Input"]
     assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/elsewhere"
-    at.text_input(key="deploy_endpoint_name").set_value("fresh-ep").run()  # a new name keeps what is shown
-    assert at.slider(key="deploy_percent").value == 30
+    # A new name starts from the defaults, and says so: it took this endpoint's settings without a word (audit)
+    at.text_input(key="deploy_endpoint_name").set_value("fresh-ep").run()
+    assert at.slider(key="deploy_percent").value == 100 and at.multiselect(key="deploy_options").value == ["Input", "Output"]
+    assert at.selectbox(key="deploy_instance").value != "ml.c5.large"
     assert not at.exception
 
 
@@ -160,10 +162,47 @@ def test_delete_and_start_from_the_list(page_backend):
     at.button(key="start_ep").click().run()
     assert not at.exception
     assert page_backend.describe_endpoint("ep").status in ("Creating", "InService")
-    at.button(key="delete_ep").click().run()
+    at.button(key="delete_ep").click().run()  # it serves: asked first, even with no workflow calling it (audit)
+    assert not at.exception and page_backend.describe_endpoint("ep").status in ("Creating", "InService")
+    assert any("No state machine calls ep now. Delete it?" in i for i in texts(at.info))
+    at.button(key="delete_confirm_ep").click().run()
     assert not at.exception
     assert page_backend.list_endpoints() == []
     assert any("No endpoint yet" in i for i in texts(at.info))
+    assert [t.value for t in at.toast] == ["Deleted endpoint ep."]
+
+
+def test_a_new_endpoint_name_starts_from_the_default_settings_not_the_endpoint_shown_first(page_backend):
+    """The form showed another endpoint's 50% capture; typing a new name deployed with it, unsaid (audit)."""
+    page_backend.deploy("model-a", "cli-endpoint", 50)
+    assert page_backend.wait_endpoint("cli-endpoint", timeout=30).status == "InService"
+    at = run_page()
+    assert at.text_input(key="deploy_endpoint_name").value == "cli-endpoint" and at.slider(key="deploy_percent").value == 50
+    assert "Updates cli-endpoint: its instance type and capture settings below." in texts(at.caption)
+    at.text_input(key="deploy_endpoint_name").set_value("fresh-endpoint").run()
+    assert at.slider(key="deploy_percent").value == 100
+    assert "A new endpoint: the default settings below." in texts(at.caption)
+    at.slider(key="deploy_percent").set_value(30).run()  # typed for the new name: kept when the name is edited
+    at.text_input(key="deploy_endpoint_name").set_value("fresh-endpoint-2").run()
+    assert at.slider(key="deploy_percent").value == 30
+    at.text_input(key="deploy_endpoint_name").set_value("cli-endpoint").run()
+    assert at.slider(key="deploy_percent").value == 50
+
+
+def test_try_it_names_a_failed_endpoint_and_how_to_start_it(page_backend):
+    import os
+    import signal
+
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    from tests.deploy.test_lifecycle import process_of, wait_dead
+
+    pid, start = process_of(page_backend, "ep")
+    os.kill(pid, signal.SIGKILL)
+    wait_dead(pid, start)
+    assert page_backend.describe_endpoint("ep").status == "Failed"
+    at = run_page()
+    assert "ep is Failed: press Start on its card above, then try it here." in texts(at.info)
 
 
 def test_deleting_an_endpoint_the_workflow_calls_asks_first(page_backend, monkeypatch):
@@ -309,7 +348,9 @@ def test_uploads_over_the_endpoints_limits_are_refused_with_what_to_do(page_back
     at = run_page()
     uploader = at.get("file_uploader")[0]
     assert uploader.proto.label == "PNG or JPEG images, up to 6 MB and 40 megapixels each"
-    assert uploader.proto.max_upload_size_mb == 6  # the browser refuses a bigger file (Streamlit said 1GB)
+    # The browser refuses a bigger file (Streamlit said 1GB). Streamlit counts decimal megabytes: at 6 it refused
+    # a 6,144,684-byte PNG that InvokeEndpoint and `scones invoke` take (browser audit); the page checks the bytes.
+    assert uploader.proto.max_upload_size_mb == 7 and 6 * 1_000_000 < 6 * 2**20 <= 7 * 1_000_000
     small = (sample_pngs[0].name, sample_pngs[0].read_bytes(), "image/png")
     at.file_uploader(key="try_upload").set_value([("heavy.png", noise.getvalue(), "image/png"),
                                                   ("wide.png", wide.getvalue(), "image/png"), small]).run()

@@ -261,7 +261,7 @@ def test_a_definition_over_step_functions_1_mib_is_refused_on_the_page_as_by_the
     assert len(text) > 1024 * 1024
     at = wf_page.run()
     # the browser refuses it first (Step Functions' 1 MiB; the box said "1GB"), the page again if it gets one
-    assert at.file_uploader(key="wf_import_file").proto.max_upload_size_mb == 1
+    assert at.file_uploader(key="wf_import_file").proto.max_upload_size_mb == 2  # decimal MB: 1 refused 1,000,001 B
     at.file_uploader(key="wf_import_file").set_value(("huge.json", text, "application/json"))
     at.text_input(key="wf_import_name").set_value("too-big")
     at.run()
