@@ -299,6 +299,8 @@ def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     if args.epochs is not None:
         hps["epochs"] = str(args.epochs)
     name = backend.create_training_job(hps)
+    for note in backend.training_advisories(hps):  # allowed, but not what the values seem to ask for
+        print(f"scones: note: {note}", file=sys.stderr)
     job = backend.describe_training_job(name)
     while args.wait and job.status not in ("Completed", "Failed", "Stopped"):
         last = job.epochs[-1] if job.epochs else {}

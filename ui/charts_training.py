@@ -49,14 +49,16 @@ def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> 
     if training and seconds_per_epoch and done:
         left = seconds_per_epoch * max(planned - done, 0)
         return f"{text} · about {left / 60:.0f} min left" if left >= 90 else f"{text} · about {left:.0f} s left"
-    doing = "training the first epoch" if training and not done else (job.secondary_status or "").lower()
+    if training and not done:  # a ResNet-152 epoch on the CPU takes minutes: say the job is alive
+        elapsed = getattr(job, "seconds", 0) or 0
+        return f"{text} · training the first epoch" + (f" ({elapsed:.0f} s since the job started)" if elapsed >= 10 else "")
+    doing = (job.secondary_status or "").lower()
     return f"{text} · {doing}" if doing else text
 
 
 VALIDATED_ON = {"test": "test split", "holdout": "20% hold-out"}  # what validation accuracy was measured on
 
 
-PANEL_WIDTH = 270  # px, each of the two per-epoch panels
 
 
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
@@ -109,20 +111,17 @@ def _panel(df: pd.DataFrame, title: str, y_title: str, domain: Sequence[float] |
     )
 
 
-def metrics_chart(df: pd.DataFrame, epochs_planned: int | None = None) -> alt.Chart:
-    """Accuracy per epoch (train and validation); beside it the loss, when the backend reports one
-    (AWS's algorithm logs no loss, so its jobs show accuracy only)."""
+def metrics_charts(df: pd.DataFrame, epochs_planned: int | None = None) -> list[alt.Chart]:
+    """Accuracy per epoch (train and validation), then the loss when the backend reports one (AWS's
+    algorithm logs no loss, so its jobs show accuracy only): one chart each, for the page to draw side by
+    side at its columns' width (a concatenation has a fixed width, and ran past a narrow page)."""
     max_epoch = max(int(df["epoch"].max()) if len(df) else 1, epochs_planned or 1)
     accuracy = df[df["metric"].isin(ACCURACY_METRICS) | df["metric"].str.contains("accuracy")]
     loss = df[df["metric"].isin(LOSS_METRICS) | df["metric"].str.endswith(":loss")]
     charts = [_panel(accuracy, "Accuracy per epoch", "accuracy", (0.0, 1.0), max_epoch)]
     if len(loss):
         charts.append(_panel(loss, "Loss per epoch", "cross-entropy loss", None, max_epoch))
-    if len(charts) == 1:
-        return charts[0]
-    # Side by side, each at Vega-Lite's default 300 px the pair ran a few pixels past the page's centred column
-    # (about 730 px at its narrowest with the legends); a concatenation cannot take the container's width.
-    return alt.hconcat(*(c.properties(width=PANEL_WIDTH) for c in charts))
+    return charts
 
 
 def confusion_frame(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> pd.DataFrame:

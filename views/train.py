@@ -9,7 +9,7 @@ import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
-    confusion_chart, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame, planned_epochs,
+    confusion_chart, confusion_frame, jobs_frame, metrics_charts, metrics_frame, per_class_frame, planned_epochs,
     progress_text, status_text,
 )
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
@@ -204,9 +204,16 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
         kept("train_job_name", "")
         job_name = c2.text_input("Job name (optional)", key="train_job_name", on_change=remember,
                                  args=("train_job_name",), placeholder="image-classification-<date-time>")
+        values = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in specs}
+        set_values = {n: v for n, v in values.items() if v}
+        try:
+            notes = b.training_advisories(set_values)
+        except SconesError:
+            notes = []
+        for note in notes:  # allowed, but not what the values seem to ask for (browser audit)
+            st.warning(note, icon=":material/info:")
         start = st.button("Start training", type="primary", key="train_start", disabled=not confirmed)
-    values = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in specs}
-    return {n: v for n, v in values.items() if v}, validation, job_name.strip(), start
+    return set_values, validation, job_name.strip(), start
 
 
 def epoch_pace(job: TrainingJob) -> float | None:
@@ -262,7 +269,9 @@ def job_view(name: str) -> None:
         st.error(f"{job.status}: {job.failure_reason}", icon=":material/error:")
     df = metrics_frame(job.epochs)
     if len(df):
-        st.altair_chart(metrics_chart(df, planned), width="stretch")
+        panels = metrics_charts(df, planned)
+        for column, chart in zip(st.columns(len(panels)), panels):
+            column.altair_chart(chart, width="stretch")
     elif running:
         st.info(f"{job.secondary_status}: the chart fills in as each epoch ends.")
     st.caption(f"{len(job.epochs)} of {planned} epochs recorded · {job.seconds:.0f} s"
@@ -286,12 +295,14 @@ def evaluation_view(job: TrainingJob) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    c1, c2 = st.columns([1, 2])
+    # The table beside the accuracy and the matrix below at its own size: at 1,000 px the table lost its recall
+    # column and the matrix, squeezed into a third of the page, ran its class labels together (browser audit).
+    c1, c2 = st.columns([1, 3])
     c1.metric("Test accuracy", f"{ev.accuracy:.3f}")
-    c1.dataframe(per_class_frame(ev.per_class), column_config={
+    c2.dataframe(per_class_frame(ev.per_class), column_config={
         "precision": st.column_config.NumberColumn(format="%.3f"),
         "recall": st.column_config.NumberColumn(format="%.3f")})
-    c2.altair_chart(confusion_chart(confusion_frame(ev.classes, ev.confusion_matrix)))
+    st.altair_chart(confusion_chart(confusion_frame(ev.classes, ev.confusion_matrix)), width="content")
     st.markdown(f"**Most confidently wrong** ({len(ev.worst)} shown)")
     if not ev.worst:
         st.success("No test image is misclassified.")

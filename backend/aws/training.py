@@ -90,6 +90,9 @@ class AwsTrainingMixin:
         specs = TrainingService.hyperparameter_specs(self)  # type: ignore[arg-type]  # uses no state
         return [s for s in specs if s["name"] not in hps.LOCAL_ONLY]  # the algorithm's own, no local options
 
+    def training_advisories(self, hyperparameters: dict[str, str]) -> list[str]:
+        return hps.advisories(hyperparameters, local=False)
+
     def default_training_hyperparameters(self, preset: str = "sagemaker") -> dict[str, str]:
         if preset not in hps.PRESETS:
             raise ValidationError(f"Unknown preset {preset!r}: choose one of {', '.join(hps.PRESETS)}.")

@@ -216,3 +216,21 @@ def test_help_text_comes_from_the_documentation():
     assert "default 152" in H.help_text("num_layers")
     assert "required" in H.help_text("num_classes")
     assert "Locally:" in H.help_text("kv_store")
+
+
+def test_advisories_name_valid_values_that_cannot_do_what_they_seem_to():
+    """A form cut from 80 to 8 epochs kept its steps at 55 and 73, and a batch of 100,000 over 1,000 images
+    ran, both without a word (browser audit): allowed, but said."""
+    from backend.local.training.hyperparameters import LOCAL_CPU_PRESET, advisories
+
+    assert advisories(LOCAL_CPU_PRESET) == []
+    cut = advisories({**LOCAL_CPU_PRESET, "epochs": "8"})
+    assert cut == ["lr_scheduler_step=55,73: steps at or after epoch 8, the last, never come, so the learning rate "
+                   "never drops; set the steps below epochs."]
+    half = advisories({**LOCAL_CPU_PRESET, "epochs": "60"})
+    assert half == ["lr_scheduler_step=55,73: a step at or after epoch 60, the last, never comes, so the learning "
+                    "rate drops only 1 time(s); set the steps below epochs."]
+    big = advisories({**LOCAL_CPU_PRESET, "mini_batch_size": "100000"})
+    assert big == ["mini_batch_size=100000 is more than the 1,000 training images: each epoch is one step over all "
+                   "of them (a batch of 1,000)."]
+    assert advisories({**LOCAL_CPU_PRESET, "epochs": "abc"}) == []  # refused by Start with its own message

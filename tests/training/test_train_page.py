@@ -1,6 +1,8 @@
 """The training page under AppTest, against a real local backend and real worker processes."""
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,20 @@ def test_the_data_fields_follow_a_staging_made_on_the_stage_page(backend, tmp_pa
     assert not at.exception
     assert (at.text_input(key="hp_num_training_samples").value, at.text_input(key="hp_num_classes").value) == ("21", "3")
     assert any("filled in from the staged data" in m.value for m in at.markdown)
+
+
+def test_values_that_cannot_do_what_they_seem_to_are_said_beside_start(staged):
+    at = train_page().run()
+    assert not [w for w in at.warning if "lr_scheduler_step" in w.value]
+    set_fields(at, epochs="8")
+    at.run()
+    assert any(w.value.startswith("lr_scheduler_step=55,73: steps at or after epoch 8, the last, never come")
+               for w in at.warning), [w.value for w in at.warning]
+    at.button(key="train_start").click().run()  # said, not refused
+    assert not at.exception and len(staged.list_training_jobs()) == 1
+    name = staged.list_training_jobs()[0].job_name
+    deadline = time.monotonic() + 60
+    while "Note: lr_scheduler_step=55,73" not in staged.training_log(name) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the worker's log says it too
+    staged.stop_training_job(name)
+    assert "Note: lr_scheduler_step=55,73" in staged.training_log(name)

@@ -101,6 +101,8 @@ def test_train_jobs_evaluate(tmp_path):
     assert scones("stage", "--source", "sample", home=tmp_path).returncode == 0
     r = scones("train", "--epochs", "1", "--hp", "mini_batch_size=128", "--wait", "--json", home=tmp_path)
     assert r.returncode == 0, r.stderr
+    # the preset's learning-rate steps (55, 73) never come in one epoch: allowed, and said on stderr
+    assert "scones: note: lr_scheduler_step=55,73: steps at or after epoch 1, the last, never come" in r.stderr
     doc = json.loads(r.stdout)
     assert doc["status"] == "Completed"
     assert {"train:accuracy", "validation:accuracy"} <= set(doc["metrics"])

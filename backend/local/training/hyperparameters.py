@@ -391,6 +391,29 @@ def _cross_checks(v: dict[str, Any], raw: Raw, local: bool = True) -> list[str]:
     return problems
 
 
+def advisories(raw: Raw, local: bool = True) -> list[str]:
+    """Valid values that cannot do what they seem to, one sentence each, said beside Start without refusing
+    it (a form filled for 80 epochs and cut to 8 kept its learning-rate steps at 55 and 73). Nothing for
+    values that do not validate: Start refuses those, with their own message."""
+    try:
+        hp = validate(raw, local)
+    except ValidationError:
+        return []
+    notes = []
+    late = [s for s in hp.lr_scheduler_step if s >= hp.epochs]
+    if late:
+        steps = ",".join(map(str, hp.lr_scheduler_step))
+        effect = ("so the learning rate never drops" if len(late) == len(hp.lr_scheduler_step)
+                  else f"so the learning rate drops only {len(hp.lr_scheduler_step) - len(late)} time(s)")
+        notes.append(f"lr_scheduler_step={steps}: {'a step' if len(late) == 1 else 'steps'} at or after epoch "
+                     f"{hp.epochs}, the last, never come{'s' if len(late) == 1 else ''}, {effect}; set the steps "
+                     "below epochs.")
+    if hp.mini_batch_size > hp.num_training_samples:
+        notes.append(f"mini_batch_size={hp.mini_batch_size} is more than the {hp.num_training_samples:,} training "
+                     f"images: each epoch is one step over all of them (a batch of {hp.num_training_samples:,}).")
+    return notes
+
+
 def help_text(name: str) -> str:
     """The page's help for one parameter: the algorithm's description, valid values, default, local note."""
     spec = SPEC_BY_NAME[name]

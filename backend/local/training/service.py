@@ -386,6 +386,8 @@ class TrainingService:
         log = _printer()
         started = time.perf_counter()
         log(f"Training job {name} (worker pid {os.getpid()}); hyperparameters: {loads(row['hyperparameters'])}")
+        for note in hps.advisories(loads(row["hyperparameters"])):
+            log(f"Note: {note}")
 
         self._transition(name, "Downloading", "Reading the train and validation channels from the bucket.")
         progress(0.02, "Downloading")
@@ -546,6 +548,10 @@ class TrainingBackendMixin:
 
     def training_hyperparameter_specs(self) -> list[dict[str, Any]]:
         return self.training.hyperparameter_specs()
+
+    def training_advisories(self, hyperparameters: dict[str, str]) -> list[str]:
+        """Valid values that cannot do what they seem to (hyperparameters.advisories), for the page and the CLI."""
+        return hps.advisories(hyperparameters)
 
     def default_training_hyperparameters(self, preset: str = "local") -> dict[str, str]:
         return self.training.default_hyperparameters(preset)
