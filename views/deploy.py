@@ -310,9 +310,10 @@ def too_large(name: str, data: bytes, local: bool) -> str:
     return ""
 
 
-def images_ui(local: bool) -> list[tuple[str, bytes, str]]:
-    """(name, bytes, content type) of the images to classify: uploads, or staged test images. The choice is
-    kept while another page is shown (an upload cannot be: the browser drops the file)."""
+def images_ui(local: bool) -> list[tuple[str, bytes, str, str | None]]:
+    """(name, bytes, content type, true class or None) of the images to classify: uploads, or staged test
+    images (whose class is known). The choice is kept while another page is shown (an upload cannot be: the
+    browser drops the file)."""
     kept("try_source", "Upload")
     source = st.segmented_control("Images", ["Upload", "Staged test images"], key="try_source",
                                   on_change=remember, args=("try_source",)) or "Upload"
@@ -326,8 +327,8 @@ def images_ui(local: bool) -> list[tuple[str, bytes, str]]:
                  + (f"; the endpoint refuses an image over {MAX_PIXELS:,} pixels" if local else "")
                  + ". The endpoint resizes each image to the model's input, so a smaller one loses nothing.",
         ) or []
-        return [(f.name, f.getvalue(), CONTENT_TYPES.get(f.name.rsplit(".", 1)[-1].lower(), "application/x-image"))
-                for f in files]
+        return [(f.name, f.getvalue(), CONTENT_TYPES.get(f.name.rsplit(".", 1)[-1].lower(), "application/x-image"),
+                 None) for f in files]
     samples = b.staged_samples("test", per_class=4)
     if not samples:
         st.info("No staged test images: stage data first, or upload images.")
@@ -335,7 +336,7 @@ def images_ui(local: bool) -> list[tuple[str, bytes, str]]:
     names = [s.key.rsplit("/", 1)[-1] for s in samples]
     kept("try_staged", names[:2], follow=tuple(names))  # the picks start over when the staged images change
     picked = st.multiselect("Staged test images", names, key="try_staged", on_change=remember, args=("try_staged",))
-    return [(n, s.data, "image/png") for n, s in zip(names, samples) if n in picked]
+    return [(n, s.data, "image/png", s.label) for n, s in zip(names, samples) if n in picked]
 
 
 def show_results(results: list[dict]) -> None:
@@ -372,7 +373,7 @@ else:
     images = images_ui(local)
     if st.button("Classify", type="primary", disabled=not images, key="try_go"):
         results = []
-        for name, data, content_type in images:
+        for name, data, content_type, truth in images:
             refused = too_large(name, data, local)  # said here, with what to do, before anything is sent
             if refused:
                 results.append({"name": name, "data": data, "error": refused})
@@ -383,7 +384,7 @@ else:
                 results.append({"name": name, "data": data, "error": str(exc)})
             else:
                 results.append({"name": name, "data": data, "error": "", "label": p.label, "confidence": p.confidence,
-                                "classes": list(p.classes), "probabilities": list(p.probabilities)})
+                                "classes": list(p.classes), "probabilities": list(p.probabilities), "truth": truth})
         st.session_state["try_results"] = {"endpoint": target, "model": serves, "results": results}
     shown = st.session_state.get("try_results")
     if shown and shown["endpoint"] == target and shown.get("model") != serves:
@@ -394,6 +395,10 @@ else:
         st.caption(f"Answers of model `{serves}` on endpoint {target}.")
         show_results(shown["results"])
         ok = [r for r in shown["results"] if not r["error"]]
-        if ok:
-            st.dataframe(pd.DataFrame([{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"]}
-                                       for r in ok]), hide_index=True)
+        if ok:  # confidence as the cards write it; for staged test images, their class and whether it was right
+            known = any(r.get("truth") for r in ok)
+            rows = [{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"],
+                     **({"true class": r.get("truth") or "", "right": ("✓" if r["label"] == r["truth"] else "✗")
+                         if r.get("truth") else ""} if known else {})} for r in ok]
+            st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+                "confidence": st.column_config.NumberColumn(format="percent")})

@@ -36,10 +36,17 @@ def label_names(source: str) -> tuple[str, ...]:
     return backend().label_names(source)
 
 
+@st.cache_data(show_spinner=False)
+def sample_class_names() -> tuple[str, ...]:
+    from backend.workspace import sample_classes
+
+    return sample_classes()
+
+
 def source_text(source: str) -> tuple[str, str]:
     """What a staging was read from: a short name for the metric, and the whole of it (URL or path)."""
     if source == "sample":
-        return "Bundled sample", "the bundled sample"
+        return "Sample", "the bundled sample"
     if source == "official":
         return "Official download", "the official CIFAR-100 download"
     if source.startswith(("http://", "https://")):
@@ -104,9 +111,13 @@ tab_stage, tab_explore = st.tabs(["Stage", "Explore archive"])
 with tab_stage:
     with st.container(border=True):
         source, data, filename = source_ui()
-        names = label_names("sample")
+        # The bundled sample offers the classes it has images of: it offered all 100 and refused the rest only
+        # after Start (browser audit). Any other source may hold every fine label.
+        names = sample_class_names() if source == "sample" else label_names("sample")
+        if "stage_classes" in st.session_state:  # picks the new source lacks are dropped, not an error
+            st.session_state["stage_classes"] = [c for c in st.session_state["stage_classes"] if c in names]
         classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
-                                 default=list(DEFAULT_CLASSES), key="stage_classes")
+                                 default=[c for c in DEFAULT_CLASSES if c in names], key="stage_classes")
         refused = False  # this press was refused, with its own message: no older failure under it
         # Enabled while a staging runs: a disabled button's click is dropped by Streamlit, so a press that met
         # a staging started just before (another tab, the CLI) was lost without a word; the backend refuses it.

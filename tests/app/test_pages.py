@@ -44,7 +44,13 @@ def test_stage_page_defaults_and_empty_state(home):
     at = page("stage.py").run()
     assert not at.exception
     assert at.multiselect(key="stage_classes").value == ["bicycle", "motorcycle"]
+    # the bundled sample (the default source) offers what it has images of: it offered all 100 (browser audit)
+    assert at.multiselect(key="stage_classes").options == ["bicycle", "motorcycle"]
+    at.radio(key="stage_source").set_value("Official download (169 MB, falls back to the sample offline)").run()
     assert len(at.multiselect(key="stage_classes").options) == 100
+    at.multiselect(key="stage_classes").set_value(["bicycle", "motorcycle", "lawn_mower"]).run()
+    at.radio(key="stage_source").set_value("Bundled sample (offline, 1,200 real images)").run()
+    assert not at.exception and at.multiselect(key="stage_classes").value == ["bicycle", "motorcycle"]
     assert any("No data staged yet" in i.value for i in at.info)
 
 
@@ -58,7 +64,7 @@ def test_stage_page_starts_a_job_and_shows_the_report(home, backend):
     at.run()
     assert not at.exception
     assert [m.value for m in at.metric][:2] == ["1,200", "2"]
-    assert at.metric[3].value == "Bundled sample"
+    assert at.metric[3].value == "Sample"  # "Bundled sample" was cut to "Bund…" at 1,000 px (browser audit)
     table = at.dataframe[0].value
     assert table.loc["bicycle", "train"] == 500 and table.loc["motorcycle", "test"] == 100
     assert any(m.value == "**bicycle**" for m in at.markdown)

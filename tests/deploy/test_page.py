@@ -150,7 +150,12 @@ def test_try_it_on_staged_test_images(page_backend):
     at.button(key="try_go").click().run()
     assert not at.exception
     assert len([m for m in texts(at.markdown) if " · confidence " in m]) == 2
-    assert len(at.dataframe[0].value) == 2
+    table = at.dataframe[0].value
+    assert len(table) == 2
+    # each staged image's own class beside the answer, and whether it was right (browser audit: not shown)
+    truth = {s.key.rsplit("/", 1)[-1]: s.label for s in page_backend.staged_samples("test", per_class=4)}
+    assert list(table["true class"]) == [truth[n] for n in table["image"]]
+    assert list(table["right"]) == ["✓" if p == t else "✗" for p, t in zip(table["predicted"], table["true class"])]
 
 
 def test_delete_and_start_from_the_list(page_backend):
