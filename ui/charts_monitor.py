@@ -111,6 +111,12 @@ def stacked(frame: pd.DataFrame, value: str, group: str, order: list[str] | None
     return df
 
 
+def per_bucket_title(text: str, bucket_label: str) -> alt.TitleParams:
+    """The bucket on a line of its own (the same on charts side by side, so their plots line up): one line
+    was cut to "Share below threshold per se…" at 1,000 px (browser audit)."""
+    return alt.TitleParams(text, subtitle=f"per {bucket_label}" if bucket_label else "")
+
+
 def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
     """Share of inferences below the threshold in each time bucket."""
     df = with_when(buckets.assign(zero=0.0), "start")
@@ -120,7 +126,7 @@ def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tup
                             title="below threshold"), y2="zero:Q",
                     tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("below:Q", format=","), alt.Tooltip("share_below:Q", format=".1%")])
-            .properties(title=f"Share below threshold{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
+            .properties(title=per_bucket_title("Share below threshold", bucket_label), height=HEIGHT))
 
 
 def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
@@ -133,7 +139,7 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tup
                     color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("share:Q", format=".1%")])
-            .properties(title=f"Class mix{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
+            .properties(title=per_bucket_title("Class mix", bucket_label), height=HEIGHT))
 
 
 def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
@@ -144,7 +150,7 @@ def outcomes_chart(outcomes: pd.DataFrame, bucket_label: str = "", domain: tuple
                     y=alt.Y("y1:Q", title="executions"), y2="y0:Q",
                     color=alt.Color("outcome:N", scale=OUTCOME_SCALE, title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "outcome:N", "executions:Q"])
-            .properties(title=f"Workflow outcomes{' per ' + bucket_label if bucket_label else ''}", height=HEIGHT))
+            .properties(title=per_bucket_title("Workflow outcomes", bucket_label), height=HEIGHT))
 
 
 def bucket_label(seconds: int) -> str:

@@ -48,7 +48,7 @@ def show_error(exc: SconesError) -> None:
     st.error(str(exc), icon=":material/error:")
 
 
-def show_image(where: Any, data: bytes, caption: str, width: int) -> None:
+def show_image(where: Any, data: bytes, caption: str, width: int | str) -> None:
     """st.image for any image someone sent: 16-bit ones scaled, one that cannot be drawn named instead."""
     shown = displayable(data)
     if shown is None:
@@ -57,9 +57,10 @@ def show_image(where: Any, data: bytes, caption: str, width: int) -> None:
         where.image(shown, caption=caption, width=width)
 
 
-def image_grid(items: list[tuple[bytes, str]], columns: int = 8, width: int = 72) -> None:
-    """items: (image bytes, caption); images are shown pixelated at a readable size."""
+def image_grid(items: list[tuple[bytes, str]], columns: int = 8) -> None:
+    """items: (image bytes, caption); each image as wide as its column: a fixed width ran the grid past the
+    page's right edge at 1,000 px (browser audit)."""
     for start in range(0, len(items), columns):
         cols = st.columns(columns)
         for col, (data, caption) in zip(cols, items[start:start + columns]):
-            show_image(col, data, caption, width)
+            show_image(col, data, caption, "stretch")

@@ -243,7 +243,7 @@ def endpoints_view() -> None:
         return
     for e in current:
         with st.container(border=True):
-            c1, c2, c3, c4 = st.columns([3, 3, 3, 2])
+            c1, c2, c3 = st.columns([3, 3, 4])
             c1.markdown(f"**{e.endpoint_name}** {badge(e.status)}")
             c2.markdown(f"model `{e.model_name}`")
             capture = f"capture {e.capture.sampling_percent}% to {e.capture.destination}" if e.capture.enabled \
@@ -257,15 +257,18 @@ def endpoints_view() -> None:
                 where = f"`{e.url}/invocations`" if e.status in SERVING_STATUSES else f"`{e.url}` not serving"
             c3.caption(f"{capture} · {where} · updated {utc_time(e.updated)}")
             asked = (e.endpoint_name, e.created)  # a question about this endpoint, not a later one of its name
-            if c4.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
+            # The buttons in a row of their own, each as wide as its label: a narrow fourth column cut "Delete"
+            # to "De…" at 1,000 px (browser audit).
+            actions = st.container(horizontal=True)
+            if actions.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 if e.status == "Failed" and machines_calling(e.endpoint_name) == []:
                     act(b.delete_endpoint, e.endpoint_name)  # serves nothing and nothing calls it
                 else:  # it serves, or a workflow would fail at its classify step from now on: ask first
                     st.session_state["deploy_delete:question"] = asked
             if st.session_state.get("deploy_delete:question") == asked:
                 confirm_delete(e.endpoint_name)
-            if e.status in b.restartable_statuses and c4.button("Start", key=f"start_{e.endpoint_name}",
-                                                                icon=":material/play_arrow:"):
+            if e.status in b.restartable_statuses and actions.button("Start", key=f"start_{e.endpoint_name}",
+                                                                     icon=":material/play_arrow:"):
                 act(b.start_endpoint, e.endpoint_name)
             if e.failure_reason:
                 (st.error if e.status == "Failed" else st.warning)(e.failure_reason)

@@ -52,7 +52,7 @@ if not_listed:
 
 def controls_ui() -> tuple[str, int | None, float]:
     """The endpoint, the window (seconds back from now; None: everything) and the threshold to try."""
-    c1, c2, c3 = st.columns([2, 1.3, 2.2])
+    c1, c2, c3 = st.columns([2, 1.6, 2])  # "Last 24 hours" whole at 1,000 px (it read "Last 24 hou")
     for key, options in (("mon_endpoint", endpoints), ("mon_window", list(WINDOWS))):
         if st.session_state.get(f"_kept:{key}", options[0]) not in options:  # an endpoint since deleted
             st.session_state.pop(f"_kept:{key}")
@@ -95,7 +95,7 @@ def status_ui(status) -> None:
 
 
 def metrics_ui(charts, threshold: float) -> None:
-    c = st.columns(4)
+    c = st.columns([1, 1.1, 1.1, 1.5])  # the longest label the most room: it read "Executions pas…" at 1,000 px
     c[0].metric("Inferences", f"{charts.records:,}",
                 help="Inferences in the endpoint's data capture in this window (a sample when capture takes less than "
                      "100% of requests). Executions are read from the workflow's history: they count even when "
@@ -148,7 +148,7 @@ def lowest_ui(endpoint: str, since: float | None) -> None:
     with_image = [(im.image, f"{im.label} {im.confidence:.1%} · " + ", ".join(f"{k} {p:.2f}" for k, p in im.probabilities.items()))
                   for im in images if im.image]
     if with_image:
-        image_grid(with_image, columns=6, width=96)
+        image_grid(with_image, columns=6)
     if len(with_image) < len(images):
         st.caption(f"{len(images) - len(with_image)} of these have no captured input (capture of Output only).")
 

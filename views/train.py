@@ -16,6 +16,7 @@ from ui.state import backend, kept, press_refused, pressed, remember, second_pre
 from ui.widgets import image_grid, show_error
 
 POLL_SECONDS = 1.5
+FIELDS_PER_ROW = 3
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
         "augmentation_type", "cutmix", "test_time_flip", "lr_scheduler_step", "lr_scheduler_factor",
@@ -180,23 +181,24 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     # Not an st.form: a form sends its values only with its submit button, so an edit typed before going to
     # another page was lost; each field's value is kept (kept/remember) as soon as it is entered.
     with st.container(border=True):
-        cols = st.columns(4)
+        # Three to a row: with four, names such as augmentation_type broke mid-word at 1,000 px (browser audit).
+        cols = st.columns(FIELDS_PER_ROW)
         for i, name in enumerate(n for n in MAIN if n in specs):
-            field(name, cols[i % 4])
+            field(name, cols[i % FIELDS_PER_ROW])
         follow_staging(report)
         st.markdown(data_label(staged_data_values(report)))
-        cols = st.columns(4)
+        cols = st.columns(FIELDS_PER_ROW)
         for i, name in enumerate(DATA):
-            field(name, cols[i])
+            field(name, cols[i % FIELDS_PER_ROW])
         with st.expander("Early stopping"):
-            cols = st.columns(4)
+            cols = st.columns(2)
             for i, name in enumerate(EARLY):
-                field(name, cols[i])
+                field(name, cols[i % 2])
         with st.expander("More hyperparameters"):
             rest = [n for n in specs if n not in MAIN + DATA + EARLY]
-            cols = st.columns(4)
+            cols = st.columns(FIELDS_PER_ROW)
             for i, name in enumerate(rest):
-                field(name, cols[i % 4])
+                field(name, cols[i % FIELDS_PER_ROW])
         c1, c2 = st.columns(2)
         kept("train_validation", "test")
         validation = c1.radio("Validation channel", list(VALIDATION), format_func=VALIDATION.get,
@@ -236,8 +238,10 @@ def jobs_table_view(polled: bool) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",
-                 column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
+    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",  # status and created read whole (audit)
+                 column_config={"seconds": st.column_config.NumberColumn(format="%.1f"),
+                                "status": st.column_config.TextColumn(width=170),
+                                "created": st.column_config.TextColumn(width=150)})
     if polled and not any(j.status in ACTIVE for j in jobs):
         st.rerun()  # the last running job ended: redraw the page, which stops this polling
 
@@ -312,7 +316,7 @@ def evaluation_view(job: TrainingJob) -> None:
             items.append((b.get_object(w["key"]), f"{w['label']} → {w['predicted']} {w['confidence']:.2f}"))
         except SconesError:
             continue
-    image_grid(items, columns=6, width=96)
+    image_grid(items, columns=6)
 
 
 def still_running(name: str) -> bool:

@@ -39,7 +39,7 @@ def test_buckets_are_stacked_rectangles_that_add_up():
         assert spec["mark"]["type"] == "rect" and spec["encoding"]["y2"]["field"] == "y0"
     buckets = pd.DataFrame({"start": [t(0)], "end": [t(5)], "records": [4], "below": [1], "share_below": [0.25]})
     share = share_below_chart(buckets, "5 minutes").to_dict()
-    assert share["title"] == "Share below threshold per 5 minutes"
+    assert (share["title"]["text"], share["title"]["subtitle"]) == ("Share below threshold", "per 5 minutes")
     # 0% and 100% sit at their gridlines: the theme's flush end labels drew 100% below its line
     over_time = confidence_over_time_chart(pd.DataFrame({"time": [t(0)], "confidence": [0.998], "label": ["a"],
                                                          "side": ["passes"]}), 0.9).to_dict()["layer"][0]
