@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.api import ResourceInUse, StateRun, ValidationError
+from backend.api import ResourceInUse, ResourceNotFound, StateRun, ValidationError
 from backend.images import eight_bit, refuse_decompression_bombs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -347,6 +347,22 @@ def shared_function_target(machines: list[Any], handlers_of: Callable[[str], dic
                 f"{resolved[fn]} would change that machine too: map it to {handlers[fn]}, or name another "
                 "function in the definition.")
     return endpoint_name, threshold
+
+
+def import_target(machines: list[Any], handlers_of: Callable[[str], dict[str, str]], name: str,
+                  resolved: dict[str, str], endpoint_name: str | None, threshold: float | None,
+                  target: Callable[[str | None, float | None], tuple[str, float]]) -> tuple[str, float]:
+    """The endpoint and threshold an import runs with: shared_function_target's, checked by the backend's
+    `target` (the newest InService endpoint when none; ResourceNotFound for one that does not exist). An
+    endpoint inherited from a machine the import shares functions with, and since deleted, is named as such."""
+    given = endpoint_name
+    endpoint_name, threshold = shared_function_target(machines, handlers_of, name, resolved, endpoint_name, threshold)
+    try:
+        return target(endpoint_name, threshold)
+    except ResourceNotFound:
+        if given is None and endpoint_name:
+            raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
+        raise
 
 
 def inherited_endpoint_gone(machines: list[Any], name: str, resolved: dict[str, str], endpoint: str) -> str:

@@ -34,9 +34,9 @@ from backend.function_classes import FunctionClasses
 from backend.inventory import running_executions
 from backend.workflow_defs import (
     LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
-    deployed_not_replaced, encode_upload, inherited_endpoint_gone,
+    deployed_not_replaced, encode_upload, import_target,
     find_inferences, inferences_from_history, parse_definition, parse_json, resolve_import, rewrite_function_arns,
-    shared_function_target, state_runs, workflow_definition,
+    state_runs, workflow_definition,
 )
 
 RUNTIME = "python3.12"
@@ -316,15 +316,8 @@ class AwsWorkflowMixin:
         if diagnostics:
             raise DefinitionInvalid(diagnostics)
         resolved = resolve_import(definition, mapping)  # refused before anything is created
-        machines, given = self.list_state_machines(), endpoint_name
-        endpoint_name, threshold = shared_function_target(machines, self.workflow_mapping, name, resolved,
-                                                          endpoint_name, threshold)
-        try:
-            endpoint, threshold = self._workflow_target(endpoint_name, threshold)
-        except ResourceNotFound:
-            if given is None and endpoint_name:  # taken from a machine the import shares functions with
-                raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
-            raise
+        endpoint, threshold = import_target(self.list_state_machines(), self.workflow_mapping, name, resolved,
+                                            endpoint_name, threshold, self._workflow_target)
         self.role_arn("states")
         exists = self._check_machine_is_ours(name, importing=True)
         self.allow_for_workflow(endpoint, tuple(resolved))

@@ -32,9 +32,9 @@ from backend.local.states.errors import ExecutionDoesNotExist
 from backend.local.states.machine import canonical_text
 from backend.workflow_defs import (
     PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
-    check_state_machine_name, check_threshold, deployed_not_replaced, inherited_endpoint_gone,
+    check_state_machine_name, check_threshold, deployed_not_replaced, import_target,
     encode_upload, fill_placeholders, inferences_from_history, find_inferences, parse_definition, resolve_import,
-    rewrite_function_arns, shared_function_target, state_runs,
+    rewrite_function_arns, state_runs,
 )
 
 DEFAULT_MACHINE = DEFAULT_STATE_MACHINE
@@ -241,15 +241,8 @@ class WorkflowService:
         existing = self.db.query_one("SELECT imported FROM state_machines WHERE name=?", (name,))
         if existing is not None and not existing["imported"]:
             raise ValidationError(deployed_not_replaced(name))
-        machines, given = self.list_state_machines(), endpoint_name
-        endpoint_name, threshold = shared_function_target(machines, self.mapping, name, resolved, endpoint_name,
-                                                          threshold)
-        try:
-            endpoint, threshold = self._endpoint_and_threshold(endpoint_name, threshold)
-        except ResourceNotFound:
-            if given is None and endpoint_name:  # taken from a machine the import shares functions with
-                raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
-            raise
+        endpoint, threshold = import_target(self.list_state_machines(), self.mapping, name, resolved, endpoint_name,
+                                            threshold, self._endpoint_and_threshold)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
     def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:
