@@ -136,7 +136,9 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tup
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y, title="share"),
                     y2="y0:Q",
-                    color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
+                    # On the right: below, it took height from the plot, whose axis then sat above the share
+                    # chart's beside it (browser audit).
+                    color=alt.Color("label:N", title=None, legend=alt.Legend(orient="right")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("share:Q", format=".1%")])
             .properties(title=per_bucket_title("Class mix", bucket_label), height=HEIGHT))

@@ -95,33 +95,26 @@ def metrics_frame(epochs: Iterable[Mapping[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
-def _panel(df: pd.DataFrame, title: str, y_title: str, domain: Sequence[float] | None, max_epoch: int) -> alt.Chart:
-    x_scale = alt.Scale(domain=[1, max(max_epoch, 2)], nice=False)
-    y_scale = alt.Scale(domain=list(domain)) if domain else alt.Scale(zero=False)
-    return (
-        alt.Chart(df, title=title)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", title="epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("value:Q", title=y_title, scale=y_scale),
-            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom")),
-            tooltip=["epoch:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")],
-        )
-        .properties(height=260)
-    )
-
-
-def metrics_charts(df: pd.DataFrame, epochs_planned: int | None = None) -> list[alt.Chart]:
-    """Accuracy per epoch (train and validation), then the loss when the backend reports one (AWS's
-    algorithm logs no loss, so its jobs show accuracy only): one chart each, for the page to draw side by
-    side at its columns' width (a concatenation has a fixed width, and ran past a narrow page)."""
+def metrics_chart(df: pd.DataFrame, epochs_planned: int | None = None) -> alt.Chart:
+    """Accuracy per epoch (train and validation) on the left axis and, when the backend reports one, the loss
+    (dashed) on the right axis: one view, so it takes the page's width at any size. Two charts side by side
+    cut their titles and legends at 1,000 px, and a concatenation has a fixed width (browser audits). AWS's
+    algorithm logs no loss, so its jobs show accuracy only."""
     max_epoch = max(int(df["epoch"].max()) if len(df) else 1, epochs_planned or 1)
     accuracy = df[df["metric"].isin(ACCURACY_METRICS) | df["metric"].str.contains("accuracy")]
     loss = df[df["metric"].isin(LOSS_METRICS) | df["metric"].str.endswith(":loss")]
-    charts = [_panel(accuracy, "Accuracy per epoch", "accuracy", (0.0, 1.0), max_epoch)]
-    if len(loss):
-        charts.append(_panel(loss, "Loss per epoch", "cross-entropy loss", None, max_epoch))
-    return charts
+    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(max_epoch, 2)], nice=False),
+              axis=alt.Axis(tickMinStep=1, format="d"))
+    color = alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom"))
+    tooltip = ["epoch:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")]
+    acc = alt.Chart(accuracy).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title="accuracy", scale=alt.Scale(domain=[0.0, 1.0])), color=color, tooltip=tooltip)
+    if not len(loss):
+        return acc.properties(title="Accuracy per epoch")
+    lossy = alt.Chart(loss).mark_line(point=True, strokeDash=[5, 3]).encode(
+        x=x, y=alt.Y("value:Q", title="loss (dashed)", scale=alt.Scale(zero=False),
+                     axis=alt.Axis(orient="right")), color=color, tooltip=tooltip)
+    return alt.layer(acc, lossy).resolve_scale(y="independent").properties(title="Accuracy and loss per epoch")
 
 
 def confusion_frame(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> pd.DataFrame:
@@ -138,19 +131,25 @@ def confusion_frame(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> 
 def confusion_chart(df: pd.DataFrame) -> alt.Chart:
     """Heat map: true class down, predicted class across, colour = share of the true class, count written in."""
     order = list(dict.fromkeys(df["true"]))
-    base = alt.Chart(df, title="Confusion matrix (rows: true class)").encode(
+    base = alt.Chart(df, title=alt.TitleParams("Confusion matrix", subtitle="rows: true class")).encode(
         x=alt.X("predicted:N", title="predicted", sort=order, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("true:N", title="true", sort=order),
     )
     cells = base.mark_rect().encode(
-        color=alt.Color("share:Q", title="share of true class", scale=alt.Scale(domain=[0, 1], scheme="blues")),
+        color=alt.Color("share:Q", title="share of true class", scale=alt.Scale(domain=[0, 1], scheme="blues"),
+                        legend=alt.Legend(orient="bottom")),  # below: the plot keeps the column's width
         tooltip=["true:N", "predicted:N", "images:Q", alt.Tooltip("share:Q", format=".1%")],
     )
     text = base.mark_text(fontSize=16).encode(
         text="images:Q",
         color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")),
     )
-    return (cells + text).properties(width=110 * max(len(order), 2), height=90 * max(len(order), 2))
+    return cells + text  # as wide and as tall as the page gives it (confusion_chart_height)
+
+
+def confusion_chart_height(classes: int) -> int:
+    """Pixels for the whole confusion chart: rows of 70 px, plus the title, the axis and the legend below."""
+    return 70 * max(classes, 2) + 170
 
 
 def per_class_frame(per_class: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:

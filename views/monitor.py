@@ -104,7 +104,8 @@ def metrics_ui(charts, threshold: float) -> None:
     c[1].metric("Below threshold", f"{charts.below:,}", f"{share:.1%} of them", delta_color="off", delta_arrow="off")
     at = threshold_text(threshold)
     c[2].metric(f"Would pass at {at}", f"{charts.passing:,}")
-    c[3].metric(f"Executions passing at {at}", f"{charts.executions_passing:,} of {charts.executions:,}",
+    c[3].metric("Executions passing", f"{charts.executions_passing:,} of {charts.executions:,}", f"at {at}",
+                delta_color="off", delta_arrow="off",  # the threshold below: in the label it was cut at 1,000 px
                 help="Workflow executions that would pass at this threshold, of those whose classify step ran (they "
                      "carry a confidence); executions that failed "
                      f"for other reasons ({charts.executions_failed_other:,}) fail at any threshold.")

@@ -9,14 +9,15 @@ import streamlit as st
 
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
-    confusion_chart, confusion_frame, jobs_frame, metrics_charts, metrics_frame, per_class_frame, planned_epochs,
-    progress_text, status_text,
+    confusion_chart, confusion_chart_height, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
+    planned_epochs, progress_text, status_text,
 )
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
 
 POLL_SECONDS = 1.5
 FIELDS_PER_ROW = 3
+METRICS_CHART_PX = 360  # the whole chart: plot, axes, legend
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
         "augmentation_type", "cutmix", "test_time_flip", "lr_scheduler_step", "lr_scheduler_factor",
@@ -238,10 +239,9 @@ def jobs_table_view(polled: bool) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",  # status and created read whole (audit)
+    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",  # the status reads whole (audit)
                  column_config={"seconds": st.column_config.NumberColumn(format="%.1f"),
-                                "status": st.column_config.TextColumn(width=170),
-                                "created": st.column_config.TextColumn(width=150)})
+                                "status": st.column_config.TextColumn(width=170)})
     if polled and not any(j.status in ACTIVE for j in jobs):
         st.rerun()  # the last running job ended: redraw the page, which stops this polling
 
@@ -273,9 +273,8 @@ def job_view(name: str) -> None:
         st.error(f"{job.status}: {job.failure_reason}", icon=":material/error:")
     df = metrics_frame(job.epochs)
     if len(df):
-        panels = metrics_charts(df, planned)
-        for column, chart in zip(st.columns(len(panels)), panels):
-            column.altair_chart(chart, width="stretch")
+        # The height given here: left to the spec ("content"), a layered chart's plot came out a few pixels tall
+        st.altair_chart(metrics_chart(df, planned), width="stretch", height=METRICS_CHART_PX)
     elif running:
         st.info(f"{job.secondary_status}: the chart fills in as each epoch ends.")
     st.caption(f"{len(job.epochs)} of {planned} epochs recorded · {job.seconds:.0f} s"
@@ -306,7 +305,9 @@ def evaluation_view(job: TrainingJob) -> None:
     c2.dataframe(per_class_frame(ev.per_class), column_config={
         "precision": st.column_config.NumberColumn(format="%.3f"),
         "recall": st.column_config.NumberColumn(format="%.3f")})
-    st.altair_chart(confusion_chart(confusion_frame(ev.classes, ev.confusion_matrix)), width="content")
+    left, _ = st.columns(2)  # half the page, as wide as the column and as tall as given (not squeezed to a line)
+    left.altair_chart(confusion_chart(confusion_frame(ev.classes, ev.confusion_matrix)), width="stretch",
+                      height=confusion_chart_height(len(ev.classes)))
     st.markdown(f"**Most confidently wrong** ({len(ev.worst)} shown)")
     if not ev.worst:
         st.success("No test image is misclassified.")

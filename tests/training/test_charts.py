@@ -4,7 +4,7 @@ from __future__ import annotations
 import altair as alt
 
 from ui.charts_training import (
-    confusion_chart, confusion_frame, metrics_charts, metrics_frame, per_class_frame, progress_text,
+    confusion_chart, confusion_frame, metrics_chart, metrics_frame, per_class_frame, progress_text,
 )
 
 EPOCHS = [
@@ -20,18 +20,24 @@ def test_metrics_frame_is_long_and_keeps_only_given_metrics():
     assert metrics_frame([]).empty
 
 
-def test_metrics_charts_are_an_accuracy_and_a_loss_panel_that_take_the_pages_width():
-    specs = [c.to_dict() for c in metrics_charts(metrics_frame(EPOCHS), epochs_planned=10)]
-    assert [p["title"] for p in specs] == ["Accuracy per epoch", "Loss per epoch"]
-    assert specs[0]["encoding"]["x"]["scale"]["domain"] == [1, 10]
-    assert all("width" not in p for p in specs)  # a fixed width ran past the page at 1,000 px (browser audit)
+def test_the_metrics_chart_is_one_view_with_accuracy_left_and_loss_right_that_takes_the_pages_width():
+    spec = metrics_chart(metrics_frame(EPOCHS), epochs_planned=10).to_dict()
+    assert spec["title"] == "Accuracy and loss per epoch" and "width" not in spec  # fixed widths ran past 1,000 px
+    accuracy, loss = spec["layer"]
+    assert spec["resolve"]["scale"]["y"] == "independent"
+    assert accuracy["encoding"]["y"]["scale"]["domain"] == [0.0, 1.0]
+    assert loss["encoding"]["y"]["axis"]["orient"] == "right" and loss["mark"]["strokeDash"] == [5, 3]
+    assert accuracy["encoding"]["x"]["scale"]["domain"] == [1, 10]
+    data = spec["datasets"]
+    metrics = {name: {r["metric"] for r in data[layer["data"]["name"]]} for name, layer in (("acc", accuracy), ("loss", loss))}
+    assert metrics == {"acc": {"train:accuracy", "validation:accuracy"}, "loss": {"train:loss"}}
 
 
 def test_without_loss_only_accuracy_is_drawn():
     """AWS's algorithm logs no loss: the chart shows what the backend gives."""
     no_loss = [{k: v for k, v in e.items() if k != "train:loss"} for e in EPOCHS]
-    charts = metrics_charts(metrics_frame(no_loss))
-    assert len(charts) == 1 and isinstance(charts[0], alt.Chart) and charts[0].to_dict()["title"] == "Accuracy per epoch"
+    chart = metrics_chart(metrics_frame(no_loss))
+    assert isinstance(chart, alt.Chart) and chart.to_dict()["title"] == "Accuracy per epoch"
 
 
 def test_confusion_chart_and_frames():
