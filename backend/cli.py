@@ -758,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     out = Output("--json" in (sys.argv[1:] if argv is None else argv))  # errors before parsing know no more
     home = "the workspace"
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         out = Output(bool(args.json))
@@ -779,8 +780,9 @@ def main(argv: list[str] | None = None) -> int:
     except SconesError as exc:
         extra = diagnostics_doc(exc)
         message = str(exc)
-        if extra and len(extra["diagnostics"]) > 1 and not out.as_json:
-            message = message.rstrip(".") + "; 'scones asl validate FILE' lists them all."
+        file = getattr(args, "file", None)  # the definition's file, where the command took one
+        if extra and len(extra["diagnostics"]) > 1 and not out.as_json and file:
+            message = message.rstrip(".") + f"; 'scones asl validate {file}' lists them all."
         out.error(exc.code, message, extra)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -43,9 +43,22 @@ def fill_placeholders(text: str, values: dict[str, str]) -> str:
     if missing:
         raise ValidationError(f"The definition has placeholder(s) {', '.join('${' + m + '}' for m in missing)} "
                               "with no value: pass --param KEY=VALUE for each.")
-    # Escaped as inside a JSON string (where placeholders stand), so a value holding a quote or a backslash
-    # stays that value instead of breaking the definition or adding JSON of its own.
-    return _PLACEHOLDER_RE.sub(lambda m: json.dumps(str(values[m.group(1)]))[1:-1], text)
+    # Inside a JSON string a value is escaped, so one holding a quote or a backslash stays that value instead
+    # of breaking the definition or adding JSON of its own; outside one (`"Items": ${ITEMS}`) it is JSON text.
+    out, last, in_string, escaped, scanned = [], 0, False, False, 0
+    for m in _PLACEHOLDER_RE.finditer(text):
+        for ch in text[scanned:m.start()]:  # the quoting state at the placeholder
+            if escaped:
+                escaped = False
+            elif ch == "\\" and in_string:
+                escaped = True
+            elif ch == '"':
+                in_string = not in_string
+        scanned = m.end()
+        value = str(values[m.group(1)])
+        out += [text[last:m.start()], json.dumps(value)[1:-1] if in_string else value]
+        last = m.end()
+    return "".join(out) + text[last:]
 
 
 def workflow_definition(arn_of: Callable[[str], str], template: str | None = None) -> str:
@@ -351,16 +364,18 @@ def shared_function_target(machines: list[Any], handlers_of: Callable[[str], dic
 
 def import_target(machines: list[Any], handlers_of: Callable[[str], dict[str, str]], name: str,
                   resolved: dict[str, str], endpoint_name: str | None, threshold: float | None,
-                  target: Callable[[str | None, float | None], tuple[str, float]]) -> tuple[str, float]:
+                  target: Callable[[str | None, float | None], tuple[str, float]],
+                  endpoint_exists: Callable[[str], bool]) -> tuple[str, float]:
     """The endpoint and threshold an import runs with: shared_function_target's, checked by the backend's
     `target` (the newest InService endpoint when none; ResourceNotFound for one that does not exist). An
-    endpoint inherited from a machine the import shares functions with, and since deleted, is named as such."""
+    endpoint inherited from a machine the import shares functions with, and since deleted, is named as such
+    (only when the endpoint itself is gone: a deleted model behind it keeps the target's own message)."""
     given = endpoint_name
     endpoint_name, threshold = shared_function_target(machines, handlers_of, name, resolved, endpoint_name, threshold)
     try:
         return target(endpoint_name, threshold)
     except ResourceNotFound:
-        if given is None and endpoint_name:
+        if given is None and endpoint_name and not endpoint_exists(endpoint_name):
             raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
         raise
 

@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                     help="a training hyperparameter of the served model (default: the page's defaults)")
     args = ap.parse_args()
+    if any("=" not in item for item in args.hp):
+        ap.error("--hp takes NAME=VALUE, for example --hp test_time_flip=1")
     overrides = dict(item.split("=", 1) for item in args.hp)
     with tempfile.TemporaryDirectory() as home:
         b = get_backend(replace(load_settings({}), home=Path(home)))

@@ -202,6 +202,18 @@ def machines_calling(endpoint: str) -> list[str] | SconesError:
         return exc
 
 
+def delete_endpoint(endpoint: str) -> None:
+    """Delete, then redraw with a toast that says so; a refused delete (permissions, already gone) is its
+    one sentence, and no toast follows on a later redraw."""
+    try:
+        b.delete_endpoint(endpoint)
+    except SconesError as exc:
+        show_error(exc)
+        return
+    st.session_state["deploy_deleted"] = endpoint  # said on the redraw, where its card is gone
+    st.rerun()
+
+
 def confirm_delete(endpoint: str) -> None:
     """Deleting an endpoint a workflow calls (or may call): say what breaks, then Delete anyway or Keep it. Only
     a press of Delete anyway deletes: never a rerun (a poll, another widget) that finds the question open."""
@@ -215,13 +227,12 @@ def confirm_delete(endpoint: str) -> None:
                    "their executions fail at the step that invokes it until the workflow is pointed at another "
                    "endpoint (Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
     else:
-        st.info(f"No state machine calls {endpoint} now. Delete it? It stops serving, and its endpoint "
-                "configuration goes with it; the model and the captured data stay.")
+        st.info(f"No state machine calls {endpoint} now. Delete it? Its endpoint configuration goes with it; the "
+                "model and the captured data stay.")
     yes, no, _ = st.columns([2, 1, 5])
     if yes.button("Delete anyway" if callers else "Delete", key=f"delete_confirm_{endpoint}", type="primary"):
         st.session_state.pop("deploy_delete:question", None)
-        st.session_state["deploy_deleted"] = endpoint  # said on the redraw, where its card is gone
-        act(b.delete_endpoint, endpoint)
+        delete_endpoint(endpoint)
     if no.button("Keep it", key=f"delete_keep_{endpoint}"):
         st.session_state.pop("deploy_delete:question", None)
         st.rerun()
@@ -262,7 +273,7 @@ def endpoints_view() -> None:
             actions = st.container(horizontal=True)
             if actions.button("Delete", key=f"delete_{e.endpoint_name}", icon=":material/delete:"):
                 if e.status == "Failed" and machines_calling(e.endpoint_name) == []:
-                    act(b.delete_endpoint, e.endpoint_name)  # serves nothing and nothing calls it
+                    delete_endpoint(e.endpoint_name)  # serves nothing and nothing calls it
                 else:  # it serves, or a workflow would fail at its classify step from now on: ask first
                     st.session_state["deploy_delete:question"] = asked
             if st.session_state.get("deploy_delete:question") == asked:
@@ -359,11 +370,12 @@ def show_results(results: list[dict]) -> None:
 st.subheader("Try it")
 serving = {e.endpoint_name: e for e in endpoints if e.status in SERVING_STATUSES}
 if not serving:
-    failed = [e.endpoint_name for e in endpoints if e.status == "Failed"]
-    if len(failed) == 1:
-        st.info(f"{failed[0]} is Failed: press Start on its card above, then try it here.")
-    elif failed:
-        st.info(f"{', '.join(failed)} are Failed: press Start on their cards above, then try it here.")
+    stopped = [e for e in endpoints if e.status in b.restartable_statuses]  # Failed; locally OutOfService too
+    if len(stopped) == 1:
+        st.info(f"{stopped[0].endpoint_name} is {stopped[0].status}: press Start on its card above, then try it here.")
+    elif stopped:
+        st.info(f"{', '.join(e.endpoint_name for e in stopped)} are not serving ("
+                f"{', '.join(sorted({e.status for e in stopped}))}): press Start on their cards above, then try it here.")
     else:
         st.info("No endpoint is InService yet: deploy a model, then try it here.")
 else:

@@ -114,8 +114,6 @@ with tab_stage:
         # The bundled sample offers the classes it has images of: it offered all 100 and refused the rest only
         # after Start (browser audit). Any other source may hold every fine label.
         names = sample_class_names() if source == "sample" else label_names("sample")
-        if "stage_classes" in st.session_state:  # picks the new source lacks are dropped, not an error
-            st.session_state["stage_classes"] = [c for c in st.session_state["stage_classes"] if c in names]
         classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
                                  default=[c for c in DEFAULT_CLASSES if c in names], key="stage_classes")
         refused = False  # this press was refused, with its own message: no older failure under it

@@ -241,8 +241,10 @@ class WorkflowService:
         existing = self.db.query_one("SELECT imported FROM state_machines WHERE name=?", (name,))
         if existing is not None and not existing["imported"]:
             raise ValidationError(deployed_not_replaced(name))
-        endpoint, threshold = import_target(self.list_state_machines(), self.mapping, name, resolved, endpoint_name,
-                                            threshold, self._endpoint_and_threshold)
+        endpoint, threshold = import_target(
+            self.list_state_machines(), self.mapping, name, resolved, endpoint_name, threshold,
+            self._endpoint_and_threshold,
+            lambda e: self.db.query_one("SELECT 1 FROM endpoints WHERE endpoint_name=?", (e,)) is not None)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
     def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:

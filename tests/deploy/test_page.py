@@ -177,6 +177,25 @@ def test_delete_and_start_from_the_list(page_backend):
     assert [t.value for t in at.toast] == ["Deleted endpoint ep."]
 
 
+def test_a_refused_delete_says_why_and_no_deleted_toast_follows(page_backend, monkeypatch):
+    from backend.api import AccessDenied
+
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+
+    def refused(name):
+        raise AccessDenied("AccessDeniedException: not allowed to delete endpoints.")
+
+    monkeypatch.setattr(page_backend, "delete_endpoint", refused)
+    at = run_page()
+    at.button(key="delete_ep").click().run()
+    at.button(key="delete_confirm_ep").click().run()
+    assert any("not allowed to delete endpoints" in e for e in texts(at.error))
+    at.run()  # a later redraw: the failed delete is not announced as done
+    assert not at.exception and not at.toast
+    assert page_backend.describe_endpoint("ep").status == "InService"
+
+
 def test_a_new_endpoint_name_starts_from_the_default_settings_not_the_endpoint_shown_first(page_backend):
     """The form showed another endpoint's 50% capture; typing a new name deployed with it, unsaid (audit)."""
     page_backend.deploy("model-a", "cli-endpoint", 50)

@@ -335,6 +335,11 @@ def test_asl_run_takes_the_input_as_typed_and_a_param_as_a_plain_value(tmp_path)
         r = scones("asl", "run", str(param), "--param", f"Foo={value}", "--json", home=home)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["output"] == {"v": value}
+    bare = tmp_path / "bare.json"  # a placeholder outside a string takes JSON text, as before
+    bare.write_text('{"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": ${Items}, "End": true}}}')
+    r = scones("asl", "run", str(bare), "--param", 'Items=["a", "b"]', "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"] == ["a", "b"]
 
 
 def test_an_invalid_definition_on_import_gives_every_diagnostic(tmp_path):
@@ -348,7 +353,7 @@ def test_an_invalid_definition_on_import_gives_every_diagnostic(tmp_path):
     assert doc["valid"] is False and len(doc["diagnostics"]) >= 2
     assert {"Nowhere", "Elsewhere"} <= {w for d in doc["diagnostics"] for w in d["message"].replace("'", " ").split()}
     r = scones("workflow", "import", str(broken), home=tmp_path / "ws")
-    assert r.returncode == 2 and "'scones asl validate FILE' lists them all" in r.stderr
+    assert r.returncode == 2 and f"'scones asl validate {broken}' lists them all" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

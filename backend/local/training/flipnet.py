@@ -94,6 +94,8 @@ class FlipResNet(nn.Module):
 
     def __init__(self, arch: Architecture, num_classes: int, in_channels: int = 3):
         super().__init__()
+        if not arch.small_stem:
+            raise ValueError("the mirror-symmetric network exists for the small-image depths (20, 32, 44, 56, 110)")
         self.arch = arch
         pairs = [f // 2 for f in arch.filters]
         self.stem = FlipConv(in_channels, pairs[0], 3, image_input=True)

@@ -408,7 +408,7 @@ def advisories(raw: Raw, local: bool = True) -> list[str]:
         notes.append(f"lr_scheduler_step={steps}: {'a step' if len(late) == 1 else 'steps'} at or after epoch "
                      f"{hp.epochs}, the last, never come{'s' if len(late) == 1 else ''}, {effect}; set the steps "
                      "below epochs.")
-    if hp.mini_batch_size > hp.num_training_samples:
+    if local and hp.mini_batch_size > hp.num_training_samples:  # what the local trainer does with it
         notes.append(f"mini_batch_size={hp.mini_batch_size} is more than the {hp.num_training_samples:,} training "
                      f"images: each epoch is one step over all of them (a batch of {hp.num_training_samples:,}).")
     return notes

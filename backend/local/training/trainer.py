@@ -448,6 +448,10 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         y_val = torch.from_numpy(validation.labels)
 
     if recipe.flip_equivariant:
+        if recipe.swa_start or recipe.whiten_stem or hp.image_shape[1] % 4 or hp.image_shape[2] % 4:
+            # its pair-shared batch norm is not one the SWA recompute finds, its stem is not a plain conv, and
+            # 2x2 pooling of an odd size drops a column, which breaks the symmetry
+            raise ValueError("flip_equivariant needs image sides divisible by 4 and no swa_start or whiten_stem")
         from backend.local.training.architectures import architecture
         from backend.local.training.flipnet import FlipResNet
 
