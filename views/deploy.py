@@ -139,8 +139,10 @@ def settings_ui() -> dict:
         st.session_state["deploy_options"] = [o for o, on in (("Input", cap.capture_input),
                                                               ("Output", cap.capture_output)) if on]
         st.session_state["deploy_destination"] = cap.destination or b.default_capture_destination()
-    left.caption(f"Updates {name}: its instance type and capture settings below." if endpoint is not None else
-                 "A new endpoint: the default settings below.")
+    if endpoint is not None:
+        left.caption(f"Updates {name}: it starts from its own instance type and capture settings.")
+    elif name:
+        left.caption(f"A new endpoint {name}: it starts from the default settings (kept as you edit them).")
     instance = right.selectbox("Instance type", INSTANCE_TYPES, key="deploy_instance", help=b.endpoint_cost_notice())
     enabled = st.toggle("Data capture", key="deploy_capture")
     percent = st.slider("Sampling percentage", 0, 100, key="deploy_percent", disabled=not enabled)

@@ -202,10 +202,10 @@ def test_a_new_endpoint_name_starts_from_the_default_settings_not_the_endpoint_s
     assert page_backend.wait_endpoint("cli-endpoint", timeout=30).status == "InService"
     at = run_page()
     assert at.text_input(key="deploy_endpoint_name").value == "cli-endpoint" and at.slider(key="deploy_percent").value == 50
-    assert "Updates cli-endpoint: its instance type and capture settings below." in texts(at.caption)
+    assert "Updates cli-endpoint: it starts from its own instance type and capture settings." in texts(at.caption)
     at.text_input(key="deploy_endpoint_name").set_value("fresh-endpoint").run()
     assert at.slider(key="deploy_percent").value == 100
-    assert "A new endpoint: the default settings below." in texts(at.caption)
+    assert "A new endpoint fresh-endpoint: it starts from the default settings (kept as you edit them)." in texts(at.caption)
     at.slider(key="deploy_percent").set_value(30).run()  # typed for the new name: kept when the name is edited
     at.text_input(key="deploy_endpoint_name").set_value("fresh-endpoint-2").run()
     assert at.slider(key="deploy_percent").value == 30
