@@ -7,7 +7,6 @@ needs to know which backend answered.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -280,6 +279,8 @@ class Backend(Protocol):
     def archive_info(self, source: str) -> ArchiveInfo: ...
 
     def label_names(self, source: str = "sample") -> tuple[str, ...]: ...
+
+    def stageable_classes(self, source: str) -> tuple[str, ...]: ...
 
     def staged_samples(self, split: str = "train", per_class: int = 8) -> list[StagedImage]: ...
 

@@ -466,10 +466,11 @@ def cmd_asl_validate(backend: Any, args: argparse.Namespace, out: Output) -> int
 def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     from backend.local.states import DefinitionInvalid
 
-    try:
-        json.loads(args.input) if args.input is not None else None
-    except ValueError as exc:
-        raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
+    if args.input is not None:
+        try:
+            json.loads(args.input)
+        except ValueError as exc:
+            raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
     inp = args.input if args.input is not None else {}  # the text itself: the engine parses it, once
     text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
     try:

@@ -365,7 +365,7 @@ def shared_function_target(machines: list[Any], handlers_of: Callable[[str], dic
 def import_target(machines: list[Any], handlers_of: Callable[[str], dict[str, str]], name: str,
                   resolved: dict[str, str], endpoint_name: str | None, threshold: float | None,
                   target: Callable[[str | None, float | None], tuple[str, float]],
-                  endpoint_exists: Callable[[str], bool]) -> tuple[str, float]:
+                  describe_endpoint: Callable[[str], Any]) -> tuple[str, float]:
     """The endpoint and threshold an import runs with: shared_function_target's, checked by the backend's
     `target` (the newest InService endpoint when none; ResourceNotFound for one that does not exist). An
     endpoint inherited from a machine the import shares functions with, and since deleted, is named as such
@@ -375,8 +375,11 @@ def import_target(machines: list[Any], handlers_of: Callable[[str], dict[str, st
     try:
         return target(endpoint_name, threshold)
     except ResourceNotFound:
-        if given is None and endpoint_name and not endpoint_exists(endpoint_name):
-            raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
+        if given is None and endpoint_name:
+            try:
+                describe_endpoint(endpoint_name)
+            except ResourceNotFound:
+                raise ResourceNotFound(inherited_endpoint_gone(machines, name, resolved, endpoint_name)) from None
         raise
 
 

@@ -298,6 +298,11 @@ class WorkspaceBackend:
             return cifar.describe_archive(cached, "official download")
         return cifar.describe_archive(Path(source), source)
 
+    def stageable_classes(self, source: str) -> tuple[str, ...]:
+        """The classes a staging of `source` may choose: the bundled sample's own two for the sample (start_staging
+        refuses the others), every fine label otherwise."""
+        return sample_classes() if source == "sample" else self.label_names("sample")
+
     def label_names(self, source: str = "sample") -> tuple[str, ...]:
         """The 100 fine names (official order) of a local archive; the sample's for a URL."""
         source = self.resolve_source(source)

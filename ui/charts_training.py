@@ -59,8 +59,6 @@ def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> 
 VALIDATED_ON = {"test": "test split", "holdout": "20% hold-out"}  # what validation accuracy was measured on
 
 
-
-
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
     has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss). `seconds` stays a

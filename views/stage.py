@@ -32,15 +32,8 @@ except SconesError as exc:
 
 
 @st.cache_data(show_spinner=False)
-def label_names(source: str) -> tuple[str, ...]:
-    return backend().label_names(source)
-
-
-@st.cache_data(show_spinner=False)
-def sample_class_names() -> tuple[str, ...]:
-    from backend.workspace import sample_classes
-
-    return sample_classes()
+def stageable_classes(source: str) -> tuple[str, ...]:
+    return backend().stageable_classes(source)
 
 
 def source_text(source: str) -> tuple[str, str]:
@@ -113,7 +106,7 @@ with tab_stage:
         source, data, filename = source_ui()
         # The bundled sample offers the classes it has images of: it offered all 100 and refused the rest only
         # after Start (browser audit). Any other source may hold every fine label.
-        names = sample_class_names() if source == "sample" else label_names("sample")
+        names = stageable_classes(source or "official")
         classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
                                  default=[c for c in DEFAULT_CLASSES if c in names], key="stage_classes")
         refused = False  # this press was refused, with its own message: no older failure under it

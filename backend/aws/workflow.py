@@ -212,13 +212,6 @@ class AwsWorkflowMixin:
 
     # -- state machines ------------------------------------------------------------------------
 
-    def _endpoint_exists(self, endpoint_name: str) -> bool:
-        try:
-            self.describe_endpoint(endpoint_name)
-        except ResourceNotFound:
-            return False
-        return True
-
     def _workflow_target(self, endpoint_name: str | None, threshold: float | None) -> tuple[str, float]:
         if endpoint_name:
             self.describe_endpoint(endpoint_name)  # ResourceNotFound names it
@@ -324,7 +317,7 @@ class AwsWorkflowMixin:
             raise DefinitionInvalid(diagnostics)
         resolved = resolve_import(definition, mapping)  # refused before anything is created
         endpoint, threshold = import_target(self.list_state_machines(), self.workflow_mapping, name, resolved,
-                                            endpoint_name, threshold, self._workflow_target, self._endpoint_exists)
+                                            endpoint_name, threshold, self._workflow_target, self.describe_endpoint)
         self.role_arn("states")
         exists = self._check_machine_is_ours(name, importing=True)
         self.allow_for_workflow(endpoint, tuple(resolved))

@@ -33,6 +33,7 @@ class LocalBackend(MonitoringBackendMixin, TrainingBackendMixin, DeploymentBacke
         return WorkflowService(
             self.db, self.store, self.objects.bucket, self.settings,
             invoke_endpoint=self.deployment.invoke_endpoint,
+            describe_endpoint=self.deployment.describe_endpoint,
             endpoint_classes=lambda name: self.training.describe_model(
                 self.deployment.describe_endpoint(name).model_name).classes,
             newest_endpoint=self._newest_endpoint,

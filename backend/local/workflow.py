@@ -59,11 +59,13 @@ WORKFLOW_MIGRATIONS: tuple[str, ...] = (
 
 class WorkflowService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, settings: Any,
-                 invoke_endpoint: Callable[[str, bytes, str], Any], endpoint_classes: Callable[[str], tuple[str, ...]],
+                 invoke_endpoint: Callable[[str, bytes, str], Any], describe_endpoint: Callable[[str], Any],
+                 endpoint_classes: Callable[[str], tuple[str, ...]],
                  newest_endpoint: Callable[[], str | None], test_keys: Callable[[], list[str]],
                  model_size: Callable[[str], tuple[int, int]], staged_classes: Callable[[], tuple[str, ...]]):
         self.db, self.store, self.bucket, self.settings = db, store, bucket, settings
         self._invoke_endpoint = invoke_endpoint
+        self._describe_endpoint = describe_endpoint
         self._endpoint_classes = endpoint_classes
         self._newest_endpoint = newest_endpoint
         self._test_keys = test_keys
@@ -243,8 +245,7 @@ class WorkflowService:
             raise ValidationError(deployed_not_replaced(name))
         endpoint, threshold = import_target(
             self.list_state_machines(), self.mapping, name, resolved, endpoint_name, threshold,
-            self._endpoint_and_threshold,
-            lambda e: self.db.query_one("SELECT 1 FROM endpoints WHERE endpoint_name=?", (e,)) is not None)
+            self._endpoint_and_threshold, self._describe_endpoint)
         return self._save(name, rewritten, resolved, endpoint, threshold, imported=True)
 
     def mapping(self, name: str = DEFAULT_MACHINE) -> dict[str, str]:
