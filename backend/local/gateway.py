@@ -13,7 +13,9 @@ answers and errors as it would from AWS:
 
 Anything else answers 501 `NotImplemented`. The server binds 127.0.0.1 only, speaks HTTP/1.1
 keep-alive with TCP_NODELAY, and refuses requests whose Host is not its own address (a web page
-cannot reach it through DNS rebinding) or that carry no SigV4 signature.
+cannot reach it through DNS rebinding) or that carry no SigV4 signature. The answers are made
+apart from the socket (`respond`), so a Lambda worker gives the same bytes without the hop
+(direct_route.py).
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from backend.api import InvalidKey, ResourceNotFound, Throttling, ValidationError
+from backend.api import InvalidKey, Prediction, ResourceNotFound, Throttling, ValidationError
 from backend.local import LOCAL_ACCOUNT
 from backend.local.store import LocalStore, check_bucket
 
@@ -120,6 +123,9 @@ class Gateway:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def respond(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        return respond(self.store, self.invoke_endpoint, method, target, headers, body)
 
     def environment(self) -> dict[str, str]:
         """boto3's standard per-service endpoint variables, pointed at this gateway."""
@@ -216,104 +222,12 @@ class _Handler:
 
     def _route(self) -> None:
         body = self._read_body()
-        if body is None or not self._allowed():
+        if body is None or not self._host_allowed():
             return
-        service, method, parts = self._service(), self.command, self._path().split("/")
-        if service == "s3" and method in ("GET", "HEAD"):
-            self._s3_object(with_body=method == "GET")
-        elif (service == "sagemaker" and method == "POST" and len(parts) == 4 and parts[:2] == ["", "endpoints"]
-              and parts[2] and parts[3] == "invocations"):
-            self._invoke_endpoint(unquote(parts[2]), body)
-        else:
-            self._not_implemented()
-
-    # --- S3 --------------------------------------------------------------------------------
-
-    def _s3_object(self, with_body: bool) -> None:
-        bucket, _, key = self._path().lstrip("/").partition("/")
-        bucket, key = unquote(bucket), unquote(key)
-        if not bucket or not key:
-            self._not_implemented()
-            return
-        store = self.server.gateway.store
-        try:
-            check_bucket(bucket)
-        except InvalidKey as exc:
-            self._s3_error(400, "InvalidBucketName", str(exc), with_body, BucketName=bucket)
-            return
-        try:
-            data, modified = store.get_with_mtime(bucket, key)
-        except InvalidKey as exc:
-            self._s3_error(400, "InvalidArgument", str(exc), with_body, ArgumentName="key", ArgumentValue=key)
-            return
-        except (ResourceNotFound, OSError):
-            if not store.bucket_dir(bucket).is_dir():
-                self._s3_error(404, "NoSuchBucket", "The specified bucket does not exist", with_body, BucketName=bucket)
-            else:
-                self._s3_error(404, "NoSuchKey", "The specified key does not exist.", with_body, Key=key)
-            return
-        headers = {
-            "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
-            "ETag": f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"',
-            "Last-Modified": formatdate(modified, usegmt=True),
-            "Accept-Ranges": "bytes",
-        }
-        self._answer(200, data, headers, with_body=with_body)
-
-    def _s3_error(self, status: int, code: str, message: str, with_body: bool = True, **fields: str) -> None:
-        request_id = _request_id()
-        extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields.items())
-        xml = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{extra}"
-            f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
-        ).encode()
-        self._answer(status, xml, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, with_body=with_body)
-
-    # --- SageMaker Runtime -----------------------------------------------------------------
-
-    def _invoke_endpoint(self, name: str, body: bytes) -> None:
-        content_type = self.headers.get("Content-Type", "application/octet-stream")
-        if len(body) > MAX_INVOKE_BYTES:
-            self._json_error(400, "ValidationError", f"Request payload of {len(body):,} bytes exceeds the {MAX_INVOKE_BYTES:,}-byte limit.")
-            return
-        try:
-            answer = self.server.gateway.invoke_endpoint(name, body, content_type)
-        except ResourceNotFound as exc:
-            self._json_error(400, "ValidationError", f"Endpoint {name} of account {LOCAL_ACCOUNT} not found.")  # SageMaker's words
-        except ValidationError as exc:
-            self._json_error(400, "ValidationError", str(exc))
-        except Throttling as exc:
-            self._json_error(429, "ThrottlingException", str(exc))
-        except Exception as exc:  # the model failed: SageMaker wraps it as ModelError
-            message = str(exc) or type(exc).__name__
-            self._json_error(424, "ModelError", (
-                f'Received server error (500) from primary with message "{message}". '
-                f"See the endpoint's log in the local workspace for more information."
-            ), OriginalStatusCode=500, OriginalMessage=message)
-        else:
-            self._answer(200, answer, {
-                "Content-Type": "application/json",
-                "x-Amzn-Invoked-Production-Variant": "AllTraffic",
-                "x-amzn-RequestId": _request_id(),
-            })
-
-    def _json_error(self, status: int, code: str, message: str, **fields: object) -> None:
-        body = json.dumps({"message": message, **fields}).encode()
-        self._answer(status, body, {
-            "Content-Type": "application/json", "x-amzn-ErrorType": code, "x-amzn-RequestId": _request_id(),
-        }, with_body=self.command != "HEAD")  # a HEAD answer carries no body
+        answer = self.server.gateway.respond(self.command, self.path, self.headers, body)
+        self._answer(answer.status, answer.body, answer.headers, with_body=self.command != "HEAD")
 
     # --- plumbing --------------------------------------------------------------------------
-
-    def _path(self) -> str:
-        return urlsplit(self.path).path
-
-    def _service(self) -> str:
-        """The signing name in the SigV4 credential scope: `Credential=<key>/<date>/<region>/<service>/aws4_request`."""
-        scope = (self.headers.get("Authorization") or "").partition("Credential=")[2].split(",", 1)[0]
-        parts = scope.split("/")
-        return parts[3] if len(parts) == 5 else ""
 
     def _read_body(self) -> bytes | None:
         """Read the whole request body so the connection stays usable; None after an error answer."""
@@ -327,30 +241,19 @@ class _Handler:
             length = -1
         if length < 0 or length > MAX_INVOKE_BYTES + 1:
             self.close_connection = True
-            self._json_error(413, "ValidationError", "The request body is too large or its Content-Length is invalid.")
+            answer = _json_error(413, "ValidationError", "The request body is too large or its Content-Length is invalid.")
+            self._answer(answer.status, answer.body, answer.headers)
             return None
         return self.rfile.read(length) if length else b""
 
-    def _allowed(self) -> bool:
+    def _host_allowed(self) -> bool:
         port = self.server.server_address[1]
         host = (self.headers.get("Host") or "").lower()
         if host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
             self.close_connection = True
             self._answer(403, b"", {})
             return False
-        if not (self.headers.get("Authorization") or "").startswith("AWS4-HMAC-SHA256 "):
-            self._json_error(403, "AccessDenied", "Unsigned request: the local gateway serves AWS SDK clients only.")
-            return False
         return True
-
-    def _not_implemented(self) -> None:
-        message = (f"{self.command} {self._path()} is not served here: the local gateway answers only "
-                   "S3 GetObject and SageMaker Runtime InvokeEndpoint, the calls the Lambda handlers make.")
-        if self._service() == "s3":
-            self._s3_error(501, "NotImplemented", message, self.command != "HEAD")
-        else:
-            # "__type" names the error for JSON-protocol services (DynamoDB, Step Functions...)
-            self._json_error(501, "NotImplemented", message, **{"__type": "NotImplemented"})
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str], with_body: bool = True) -> None:
         """Status line, headers and body in one write (Content-Length always: the connection stays usable)."""
@@ -361,6 +264,130 @@ class _Handler:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.connection.sendall(head + body if with_body and body else head)
+
+
+# ---------------------------------------------------------------------------------------------
+# The answers, apart from any transport: the HTTP server above and the in-worker route
+# (local_route.py) both give these, so a handler's boto3 sees the same bytes either way.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response: status, headers (Content-Length is the transport's) and the full body. A HEAD
+    request's answer carries the body a GET would get; the transport sends its length only."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+class Fallback(Exception):
+    """Raised by an in-worker invoke function that cannot answer alone (no such endpoint in its
+    view, a connection refused): the request goes to the gateway process instead, which answers
+    it with the whole deployment service behind it."""
+
+
+def respond(store: LocalStore, invoke_endpoint: InvokeEndpoint, method: str, target: str,
+            headers: Mapping[str, str], body: bytes) -> Answer:
+    """The answer to one signed request. `headers` are looked up by lower-case name."""
+    path = urlsplit(target).path
+    authorization = headers.get("authorization") or ""
+    service = _service(authorization)
+    if not authorization.startswith("AWS4-HMAC-SHA256 "):
+        return _json_error(403, "AccessDenied", "Unsigned request: the local gateway serves AWS SDK clients only.")
+    parts = path.split("/")
+    if service == "s3" and method in ("GET", "HEAD"):
+        bucket, _, key = path.lstrip("/").partition("/")
+        if bucket and key:
+            return s3_object(store, unquote(bucket), unquote(key))
+    elif (service == "sagemaker" and method == "POST" and len(parts) == 4 and parts[:2] == ["", "endpoints"]
+          and parts[2] and parts[3] == "invocations"):
+        return invoke(invoke_endpoint, unquote(parts[2]), body, headers.get("content-type") or "application/octet-stream")
+    message = (f"{method} {path} is not served here: the local gateway answers only "
+               "S3 GetObject and SageMaker Runtime InvokeEndpoint, the calls the Lambda handlers make.")
+    if service == "s3":
+        return _s3_error(501, "NotImplemented", message)
+    # "__type" names the error for JSON-protocol services (DynamoDB, Step Functions...)
+    return _json_error(501, "NotImplemented", message, **{"__type": "NotImplemented"})
+
+
+def s3_object(store: LocalStore, bucket: str, key: str) -> Answer:
+    """S3 GetObject (HeadObject: the same without the body) from the local store, or S3's error."""
+    try:
+        check_bucket(bucket)
+    except InvalidKey as exc:
+        return _s3_error(400, "InvalidBucketName", str(exc), BucketName=bucket)
+    try:
+        data, modified = store.get_with_mtime(bucket, key)
+    except InvalidKey as exc:
+        return _s3_error(400, "InvalidArgument", str(exc), ArgumentName="key", ArgumentValue=key)
+    except (ResourceNotFound, OSError):
+        if not store.bucket_dir(bucket).is_dir():
+            return _s3_error(404, "NoSuchBucket", "The specified bucket does not exist", BucketName=bucket)
+        return _s3_error(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+    return Answer(200, {
+        "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
+        "ETag": f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"',
+        "Last-Modified": formatdate(modified, usegmt=True),
+        "Accept-Ranges": "bytes",
+    }, data)
+
+
+def invoke(invoke_endpoint: InvokeEndpoint, name: str, body: bytes, content_type: str) -> Answer:
+    """SageMaker Runtime InvokeEndpoint through `invoke_endpoint`, its errors in SageMaker's shapes.
+    `Fallback` passes through: the caller sends the request on to the gateway process."""
+    if len(body) > MAX_INVOKE_BYTES:
+        return _json_error(400, "ValidationError", f"Request payload of {len(body):,} bytes exceeds the {MAX_INVOKE_BYTES:,}-byte limit.")
+    try:
+        answer = invoke_endpoint(name, body, content_type)
+    except Fallback:
+        raise
+    except ResourceNotFound:
+        return _json_error(400, "ValidationError", f"Endpoint {name} of account {LOCAL_ACCOUNT} not found.")  # SageMaker's words
+    except ValidationError as exc:
+        return _json_error(400, "ValidationError", str(exc))
+    except Throttling as exc:
+        return _json_error(429, "ThrottlingException", str(exc))
+    except Exception as exc:  # the model failed: SageMaker wraps it as ModelError
+        message = str(exc) or type(exc).__name__
+        return _json_error(424, "ModelError", (
+            f'Received server error (500) from primary with message "{message}". '
+            f"See the endpoint's log in the local workspace for more information."
+        ), OriginalStatusCode=500, OriginalMessage=message)
+    return Answer(200, {
+        "Content-Type": "application/json",
+        "x-Amzn-Invoked-Production-Variant": "AllTraffic",
+        "x-amzn-RequestId": _request_id(),
+    }, answer)
+
+
+def probabilities_json(prediction: Prediction) -> bytes:
+    """InvokeEndpoint's body for a prediction: the probabilities as a JSON list."""
+    return json.dumps(list(prediction.probabilities)).encode()
+
+
+def _s3_error(status: int, code: str, message: str, **fields: str) -> Answer:
+    request_id = _request_id()
+    extra = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields.items())
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>{extra}"
+        f"<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
+    ).encode()
+    return Answer(status, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, xml)
+
+
+def _json_error(status: int, code: str, message: str, **fields: object) -> Answer:
+    return Answer(status, {"Content-Type": "application/json", "x-amzn-ErrorType": code,
+                           "x-amzn-RequestId": _request_id()}, json.dumps({"message": message, **fields}).encode())
+
+
+def _service(authorization: str) -> str:
+    """The signing name in the SigV4 credential scope: `Credential=<key>/<date>/<region>/<service>/aws4_request`."""
+    scope = authorization.partition("Credential=")[2].split(",", 1)[0]
+    parts = scope.split("/")
+    return parts[3] if len(parts) == 5 else ""
 
 
 def _reason(status: int) -> str:

@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from backend import get_backend
-    from backend.local.gateway import Gateway
+    from backend.local.gateway import Gateway, probabilities_json
     from backend.settings import load_settings
 
     backend = get_backend(load_settings().with_overrides(home=args.home, backend="local"))
 
     def invoke_bytes(name: str, body: bytes, content_type: str) -> bytes:
-        return json.dumps(list(backend.invoke_endpoint(name, body, content_type).probabilities)).encode()
+        return probabilities_json(backend.invoke_endpoint(name, body, content_type))
 
     gateway = Gateway(backend.store, invoke_bytes).start()
     ready = Path(args.ready)

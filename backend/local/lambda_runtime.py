@@ -16,7 +16,9 @@ REPORT) in `log_result` as plain text (AWS sends its last 4 KB base64-encoded: `
 
 Workers never hold real credentials: their environment is built from scratch (PATH and locale
 only are inherited), with obviously fake keys, the function's variables, Lambda's reserved
-variables, and boto3's endpoint variables pointed at the local gateway.
+variables, and boto3's endpoint variables pointed at the local gateway. Given the workspace
+(`direct_route`), a worker answers the gateway's calls itself where it can: the gateway's answer
+code runs in the worker behind botocore's before-send hook (direct_route.py), saving the HTTP hop.
 """
 from __future__ import annotations
 
@@ -176,8 +178,14 @@ class LambdaRuntime:
     """A registry of functions and their warm workers. Close it (or use `with`) to stop them all."""
 
     def __init__(self, functions: Iterable[FunctionConfig] = (), gateway_url: str | None = None,
-                 region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT):
+                 region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT,
+                 direct_route: tuple[Path, Path] | None = None):
+        """`direct_route`: (store root, database) of the workspace behind the gateway; workers then
+        answer the gateway's calls themselves where they can (direct_route.py), else over HTTP."""
         self.gateway_url = gateway_url
+        self.direct_route = (json.dumps({"gateway_url": gateway_url, "store_root": str(direct_route[0]),
+                                         "db_path": str(direct_route[1])})
+                             if gateway_url and direct_route else "")
         self.region = region
         self.account = account
         self._pools: dict[str, _Pool] = {}
@@ -192,7 +200,7 @@ class LambdaRuntime:
     def register(self, config: FunctionConfig) -> FunctionConfig:
         """Add or replace a function. Replacing retires the old workers, as a configuration update
         does on AWS: invocations in flight finish on the old configuration, new ones start fresh."""
-        pool = _Pool(config, self._worker_environment(config), self._arn_of(config))
+        pool = _Pool(config, self._worker_environment(config), self._arn_of(config), self.direct_route)
         with self._lock:
             if self._closed:
                 raise RuntimeClosed("The Lambda runtime is closed; create a new one.")
@@ -356,8 +364,8 @@ class _Pool:
     """The warm workers of one function. Idle ones are reused last-in first-out, so the warmest
     serves; a worker is owned by one invoking thread at a time, which alone touches its pipes."""
 
-    def __init__(self, config: FunctionConfig, env: dict[str, str], arn: str):
-        self.config, self.env, self.arn = config, env, arn
+    def __init__(self, config: FunctionConfig, env: dict[str, str], arn: str, direct_route: str = ""):
+        self.config, self.env, self.arn, self.direct_route = config, env, arn, direct_route
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._starting = 0
@@ -395,7 +403,7 @@ class _Pool:
                 self._cond.wait()
         worker: _Worker | None = None
         try:
-            worker = _Worker(self.config, self.env)
+            worker = _Worker(self.config, self.env, self.direct_route)
         finally:
             with self._cond:
                 self._starting -= 1
@@ -461,11 +469,12 @@ class _WorkerGone(Exception):
 class _Worker:
     """One execution environment: a process that imported the handler and waits for invocations."""
 
-    def __init__(self, config: FunctionConfig, env: dict[str, str]):
+    def __init__(self, config: FunctionConfig, env: dict[str, str], direct_route: str = ""):
         self.config = config
         stream = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{LATEST}]{uuid.uuid4().hex}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOTSTRAP, str(REPO_ROOT), str(config.code_dir), config.handler],
+            [sys.executable, "-I", "-c", _BOOTSTRAP, str(REPO_ROOT), str(config.code_dir), config.handler,
+             direct_route],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
             env={**env, "AWS_LAMBDA_LOG_STREAM_NAME": stream}, cwd=str(config.code_dir),
             bufsize=0, close_fds=True, start_new_session=True,
@@ -705,7 +714,7 @@ class _RequestIdFilter(logging.Filter):
 class _WorkerProcess:
     """The worker's side: owns the protocol pipes, imports the handler, serves invocations."""
 
-    def __init__(self, repo_root: str, code_dir: str, handler_name: str):
+    def __init__(self, repo_root: str, code_dir: str, handler_name: str, direct_route: str = ""):
         # The protocol keeps its own copies of the pipes; the handler's stdin and fd-level
         # stdout are moved off them so nothing a handler does can corrupt a frame.
         self.in_fd, self.out_fd = os.dup(0), os.dup(1)
@@ -713,6 +722,10 @@ class _WorkerProcess:
         os.dup2(null, 0)
         os.dup2(2, 1)
         os.close(null)
+        if direct_route:  # installed while the project is still importable; the handler cannot import it
+            from backend.local.direct_route import DirectRoute
+
+            DirectRoute(**json.loads(direct_route)).install()
         _hide_project(repo_root, code_dir)
         self.handler_name = handler_name
         self.env = dict(os.environ)
@@ -832,9 +845,9 @@ def _hide_project(repo_root: str, code_dir: str) -> None:
 
 
 def _worker_main() -> None:
-    """Entry point of a worker: `python -I -c <bootstrap> <repo root> <code dir> <handler>`."""
+    """Entry point of a worker: `python -I -c <bootstrap> <repo root> <code dir> <handler> <direct route or ''>`."""
     try:
-        _WorkerProcess(*sys.argv[1:4]).run()
+        _WorkerProcess(*sys.argv[1:5]).run()
     except BrokenPipeError:  # the runtime went away mid-answer: nothing left to tell it
         os._exit(0)
 

@@ -1,7 +1,7 @@
 """The Step Functions workflow, run locally: the `asl/` definition on the States engine, its Lambda
 tasks on the local Lambda runtime (the real `lambdas/` files, unchanged), and their boto3 calls
 answered by a loopback gateway (S3 GetObject from the local store, InvokeEndpoint to the local
-endpoint).
+endpoint), inside the worker where it can be (direct_route.py) and by the gateway process otherwise.
 
 The runtime and the gateway start on first use in the process that runs executions (the
 dashboard or the CLI). Executions and their history live in SQLite through the engine; an
@@ -118,7 +118,8 @@ class WorkflowService:
                 from backend.local.gateway_process import GatewayProcess
 
                 self._gateway = GatewayProcess(self.settings.home, self.settings.logs_dir)
-                self._runtime = LambdaRuntime(gateway_url=self._gateway.url)
+                self._runtime = LambdaRuntime(gateway_url=self._gateway.url,
+                                              direct_route=(self.store.root, self.db.path))
             return self._runtime
 
     def close(self) -> None:

@@ -377,17 +377,7 @@ class DeploymentService:
                 self._targets.pop(endpoint_name, None)
                 endpoint = self.describe_endpoint(endpoint_name)
                 raise EndpointUnavailable(_unavailable(endpoint)) from None
-        if status != 200:
-            raise _model_error(endpoint_name, status, data)
-        try:
-            probabilities = tuple(float(p) for p in json.loads(data))
-        except (ValueError, TypeError):
-            raise ModelError(f"Endpoint {endpoint_name} answered something that is not a list of probabilities.",
-                             502) from None
-        if len(probabilities) != len(target.classes):
-            raise ModelError(f"Endpoint {endpoint_name} answered {len(probabilities)} probabilities for "
-                             f"{len(target.classes)} classes.", 502)
-        return Prediction(probabilities, target.classes)
+        return prediction(endpoint_name, target.classes, status, data)
 
     def _target(self, endpoint_name: str, refresh: bool = False) -> _Target:
         target = self._targets.get(endpoint_name)
@@ -673,6 +663,22 @@ def _unavailable(endpoint: Endpoint) -> str:
     if endpoint.status == OUT_OF_SERVICE:
         return f"Endpoint {endpoint.endpoint_name} is OutOfService: start it again to invoke it."
     return f"Endpoint {endpoint.endpoint_name} is {endpoint.status}: wait until it is InService, then invoke it."
+
+
+def prediction(endpoint_name: str, classes: tuple[str, ...], status: int, data: bytes) -> Prediction:
+    """An endpoint's HTTP answer read as InvokeEndpoint's result, or the ModelError it amounts to
+    (also used by the Lambda workers' direct route, backend/local/direct_route.py)."""
+    if status != 200:
+        raise _model_error(endpoint_name, status, data)
+    try:
+        probabilities = tuple(float(p) for p in json.loads(data))
+    except (ValueError, TypeError):
+        raise ModelError(f"Endpoint {endpoint_name} answered something that is not a list of probabilities.",
+                         502) from None
+    if len(probabilities) != len(classes):
+        raise ModelError(f"Endpoint {endpoint_name} answered {len(probabilities)} probabilities for "
+                         f"{len(classes)} classes.", 502)
+    return Prediction(probabilities, classes)
 
 
 def _model_error(endpoint_name: str, status: int, data: bytes) -> ModelError:
