@@ -10,28 +10,35 @@ the prepared request here instead of to urllib3, and the answer is made by the g
   workspace database (read-only, kept a second, as the deployment service keeps it).
 
 Whatever this route cannot answer alone goes on over HTTP to the gateway process, which has the
-whole deployment service behind it: an endpoint not InService in this worker's view, a connection
-refused (a deleted, updated or killed endpoint: the service reconciles it and says which), a
-request body that is a stream, or anything unexpected here. An S3 GetObject of a test image costs
-the handler about 0.46 ms this way against 0.77-0.86 ms over HTTP, and the gateway process does no
-work for it.
+whole deployment service behind it: an endpoint neither InService nor Updating in this worker's
+view, a connection refused or closed before an answer (a deleted, updated or killed endpoint: the
+service reconciles it and says which), a body that is a stream or over InvokeEndpoint's limit, or
+anything unexpected here, including a route that could not be installed. An endpoint that does not
+answer within the client's 60 s is not asked again (SageMaker's ModelError for a timed-out
+container): the model never runs twice for one call. The boto3 client's own read timeout does not
+apply to this hop; the function's Lambda timeout bounds it.
+
+The answers carry the gateway's headers, Date and Server included. An S3 GetObject of a test image
+costs the handler about 0.46 ms this way against 0.77-0.86 ms over HTTP, and the gateway process
+does no work for it. The worker imports botocore before the handler does (the hook must be in place
+first), so a handler that bundles its own botocore in its code folder gets the runtime's copy.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import threading
 import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from urllib3 import HTTPHeaderDict
-
-from backend.local.gateway import Fallback, probabilities_json, respond
+from backend.local.gateway import MAX_INVOKE_BYTES, SERVER_NAME, Fallback, probabilities_json, respond
 from backend.local.serving.client import ConnectionFailed, EndpointClient
-from backend.local.serving.service import IN_SERVICE, TARGET_TTL_SECONDS, UPDATING, prediction
+from backend.local.serving.service import IN_SERVICE, TARGET_TTL_SECONDS, UPDATING, ModelError, prediction
 from backend.local.store import LocalStore
 
 SERVING_STATUSES = (IN_SERVICE, UPDATING)  # an update keeps the old process serving until the switch
@@ -74,6 +81,8 @@ class DirectRoute:
             body = (body or "").encode()
         elif not isinstance(body, (bytes, bytearray)):
             return None  # a stream (an upload): HTTP reads it as botocore means it to be read
+        if len(body) > MAX_INVOKE_BYTES + 1:
+            return None  # the gateway refuses it as it reads it (413), before any routing
         headers = {k.lower(): v.decode("latin-1") if isinstance(v, bytes) else v for k, v in request.headers.items()}
         try:
             answer = respond(self.store, self.invoke, request.method, url[len(self.prefix) - 1:], headers, bytes(body))
@@ -84,19 +93,26 @@ class DirectRoute:
         from botocore.awsrequest import AWSResponse
 
         payload = b"" if request.method == "HEAD" else answer.body
-        response_headers = HTTPHeaderDict(answer.headers)
-        response_headers["Content-Length"] = str(len(answer.body))
+        response_headers = {"Server": SERVER_NAME, "Date": formatdate(usegmt=True), **answer.headers,
+                            "Content-Length": str(len(answer.body))}
         return AWSResponse(url, answer.status, response_headers, _Body(payload))
 
     # --- InvokeEndpoint ----------------------------------------------------------------------
 
     def invoke(self, name: str, body: bytes, content_type: str) -> bytes:
-        port, classes = self._target(name)
         try:
+            port, classes = self._target(name)
             status, data = self.client.invoke(port, body, content_type)
-        except ConnectionFailed:
+        except ConnectionFailed as exc:
             self._targets.pop(name, None)
+            if isinstance(exc.__cause__, TimeoutError):  # it may still be working on it: not sent again
+                raise ModelError(f"Your invocation timed out while waiting for a response from container primary "
+                                 f"of endpoint {name} ({self.client.timeout:g} s).", 408) from None
             raise Fallback(f"endpoint {name} did not answer on port {port}") from None
+        except Fallback:
+            raise
+        except Exception as exc:  # a database or record this route cannot read: the gateway's service can
+            raise Fallback(f"{type(exc).__name__}: {exc}") from None
         return probabilities_json(prediction(name, classes, status, data))
 
     def _target(self, name: str) -> tuple[int, tuple[str, ...]]:
@@ -107,7 +123,7 @@ class DirectRoute:
         try:
             with self._lock:
                 if self._conn is None:
-                    self._conn = sqlite3.connect(f"file:{quote(str(self.db_path))}?mode=ro", uri=True,
+                    self._conn = sqlite3.connect(f"file:{quote(os.fsencode(self.db_path))}?mode=ro", uri=True,
                                                  timeout=1.0, isolation_level=None, check_same_thread=False)
                 row = self._conn.execute("SELECT status, port, classes FROM endpoints WHERE endpoint_name=?",
                                          (name,)).fetchone()
@@ -118,3 +134,12 @@ class DirectRoute:
         classes = tuple(json.loads(row[2]) or ()) if row[2] else ()
         self._targets[name] = (now + TARGET_TTL_SECONDS, int(row[1]), classes)
         return int(row[1]), classes
+
+
+def install(config_json: str) -> None:
+    """In a worker: install the route `LambdaRuntime` describes; a route that cannot be installed leaves
+    every call to HTTP and the gateway process (said once on the worker's stderr)."""
+    try:
+        DirectRoute(**json.loads(config_json)).install()
+    except Exception as exc:  # noqa: BLE001 - the handlers must run either way
+        os.write(2, f"scones: the in-worker route is off, calls go over HTTP ({type(exc).__name__}: {exc})\n".encode())

@@ -40,6 +40,7 @@ from backend.local.store import LocalStore, check_bucket
 InvokeEndpoint = Callable[[str, bytes, str], bytes]
 
 MAX_INVOKE_BYTES = 6 * 1024 * 1024  # SageMaker Runtime's request payload limit
+SERVER_NAME = "SconesLocalGateway"
 IDLE_CONNECTION_SECONDS = 120.0
 MAX_LINE = 65536  # a request line or header line longer than this is refused
 MAX_HEADERS = 100
@@ -156,7 +157,7 @@ class Gateway:
 class _Handler:
     """One connection: requests read and answered in turn until the client closes or idles out."""
 
-    server_version = "SconesLocalGateway"
+    server_version = SERVER_NAME
 
     def __init__(self, conn: socket.socket, server: _Server):
         self.connection, self.server = conn, server
@@ -242,7 +243,7 @@ class _Handler:
         if length < 0 or length > MAX_INVOKE_BYTES + 1:
             self.close_connection = True
             answer = _json_error(413, "ValidationError", "The request body is too large or its Content-Length is invalid.")
-            self._answer(answer.status, answer.body, answer.headers)
+            self._answer(answer.status, answer.body, answer.headers, with_body=self.command != "HEAD")
             return None
         return self.rfile.read(length) if length else b""
 
@@ -268,7 +269,7 @@ class _Handler:
 
 # ---------------------------------------------------------------------------------------------
 # The answers, apart from any transport: the HTTP server above and the in-worker route
-# (local_route.py) both give these, so a handler's boto3 sees the same bytes either way.
+# (direct_route.py) both give these, so a handler's boto3 sees the same bytes either way.
 # ---------------------------------------------------------------------------------------------
 
 

@@ -722,10 +722,11 @@ class _WorkerProcess:
         os.dup2(null, 0)
         os.dup2(2, 1)
         os.close(null)
+        self.started = time.monotonic()  # Lambda's init phase: from here to the handler's import
         if direct_route:  # installed while the project is still importable; the handler cannot import it
-            from backend.local.direct_route import DirectRoute
+            from backend.local.direct_route import install
 
-            DirectRoute(**json.loads(direct_route)).install()
+            install(direct_route)
         _hide_project(repo_root, code_dir)
         self.handler_name = handler_name
         self.env = dict(os.environ)
@@ -793,7 +794,7 @@ class _WorkerProcess:
         return handler, None
 
     def run(self) -> None:
-        started = time.monotonic()
+        started = self.started
         handler, init_error = self.load_handler()
         if init_error is not None:
             print(f"[ERROR] {init_error['errorType']}: {init_error['errorMessage']}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -16,8 +19,9 @@ from backend.api import ResourceNotFound
 from backend.local.db import Database, dumps
 from backend.local.direct_route import DirectRoute
 from backend.local.gateway import Gateway, probabilities_json
-from backend.local.lambda_runtime import LAMBDAS_DIR, FunctionConfig, LambdaRuntime
-from backend.local.serving.service import SERVING_MIGRATIONS, prediction
+from backend.local.lambda_runtime import LAMBDAS_DIR, REPO_ROOT, FunctionConfig, LambdaRuntime
+from backend.local.serving.client import EndpointClient
+from backend.local.serving.service import SERVING_MIGRATIONS, TARGET_TTL_SECONDS, prediction
 from backend.local.store import LocalStore
 
 from .conftest import FUNCTIONS_DIR, image_bytes
@@ -28,11 +32,14 @@ CLASSES = ["bicycle", "motorcycle"]
 
 
 class FakeModel(BaseHTTPRequestHandler):
-    """An endpoint's /invocations: 500 for a body that is not a PNG, else two probabilities."""
+    """An endpoint's /invocations: 500 for a body that is not a PNG, a slow answer to b"slow", else two
+    probabilities. Each request's content type is kept."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append(self.headers["Content-Type"])  # type: ignore[attr-defined]
+        if body == b"slow":
+            time.sleep(1.0)
         status, answer = (200, b"[0.25, 0.75]") if body.startswith(b"\x89PNG") else (
             500, json.dumps({"message": "cannot identify image file", "error": "NotAnImage"}).encode())
         self.send_response(status)
@@ -73,7 +80,9 @@ def workspace(tmp_path_factory, model):
     db.migrate("serving", SERVING_MIGRATIONS)
     with db.transaction() as conn:
         for name, status, port in (("ep", "InService", model.server_address[1]),
-                                   ("killed", "InService", closed_port()), ("broken", "Failed", None)):
+                                   ("updating", "Updating", model.server_address[1]),
+                                   ("killed", "InService", closed_port()), ("broken", "Failed", None),
+                                   ("moved", "InService", closed_port())):
             conn.execute("INSERT INTO endpoints(endpoint_name, status, config_name, created, updated, port, classes) "
                          "VALUES(?,?,?,?,?,?,?)", (name, status, name, "2026-11-30T00:00:00Z",
                                                      "2026-11-30T00:00:00Z", port, dumps(CLASSES)))
@@ -81,7 +90,7 @@ def workspace(tmp_path_factory, model):
 
     def service_invoke(name: str, body: bytes, content_type: str) -> bytes:
         calls.append(name)
-        if name == "ep":
+        if name in ("ep", "moved"):
             from backend.local.serving.client import EndpointClient
             status, data = EndpointClient().invoke(model.server_address[1], body, content_type)
             return probabilities_json(prediction(name, tuple(CLASSES), status, data))
@@ -134,6 +143,10 @@ def test_s3_answers_are_made_in_process_and_equal_the_gateways(workspace):
 
 def test_an_upload_goes_over_http_and_is_refused_as_the_gateway_refuses_it(workspace):
     """botocore streams an upload's body; the route leaves streams to HTTP (the gateway serves no PutObject)."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    s3, _ = clients(dead, DirectRoute(dead, workspace["store"].root, workspace["db"].path))
+    with pytest.raises(EndpointConnectionError):  # not answered in process: sent to the (absent) gateway
+        s3.put_object(Bucket=BUCKET, Key="test/new.png", Body=b"x")
     route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
     s3, _ = clients(workspace["gateway"].url, route)
     error = error_of(lambda: s3.put_object(Bucket=BUCKET, Key="test/new.png", Body=b"x"))
@@ -141,11 +154,22 @@ def test_an_upload_goes_over_http_and_is_refused_as_the_gateway_refuses_it(works
     assert not workspace["store"].exists(BUCKET, "test/new.png")
 
 
-def test_invoke_goes_straight_to_the_endpoint(workspace, model):
+def test_errors_to_head_requests_are_answered_in_process_without_a_body(workspace):
+    dead = f"http://127.0.0.1:{closed_port()}"
+    s3, _ = clients(dead, DirectRoute(dead, workspace["store"].root, workspace["db"].path))
+    error = error_of(lambda: s3.head_object(Bucket=BUCKET, Key="test/missing.png"))
+    assert (error["Code"], error["HTTPStatusCode"]) == ("404", 404)  # botocore names a bodiless 404 by its status
+    answer = s3.get_object(Bucket=BUCKET, Key="test/bike.png")
+    headers = answer["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["server"] == "SconesLocalGateway" and headers["date"].endswith("GMT")
+
+
+@pytest.mark.parametrize("name", ["ep", "updating"])  # an update keeps the old process serving
+def test_invoke_goes_straight_to_the_endpoint(workspace, model, name):
     route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
     _, runtime = clients(workspace["gateway"].url, route)
     before = len(workspace["gateway_calls"])
-    answer = runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=PNG)
+    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="image/png", Body=PNG)
     assert json.loads(answer["Body"].read()) == [0.25, 0.75]
     assert answer["ContentType"] == "application/json" and answer["InvokedProductionVariant"] == "AllTraffic"
     assert model.seen[-1] == "image/png"
@@ -156,8 +180,12 @@ def test_a_model_error_reads_as_it_does_through_the_gateway(workspace):
     route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
     _, direct = clients(workspace["gateway"].url, route)
     _, http = clients(workspace["gateway"].url)
+    calls = workspace["gateway_calls"]
+    before = len(calls)
     got = error_of(lambda: direct.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=b"junk"))
+    assert len(calls) == before  # made in process, not by the gateway
     want = error_of(lambda: http.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=b"junk"))
+    assert calls[before:] == ["ep"]
     assert got == want
     assert got["Code"] == "ModelError" and "cannot identify image file" in got["Message"]
 
@@ -209,3 +237,55 @@ def test_workers_answer_in_process_and_the_handler_still_cannot_import_the_proje
                                        environment={"S3_BUCKET": BUCKET})], gateway_url=dead) as rt:
         # without the route the same call needs the gateway, and there is none
         assert rt.invoke("serializeImageData", {"s3_key": "test/bike.png"}).function_error == "Unhandled"
+
+
+def test_a_moved_endpoint_is_found_at_its_new_port_once_the_record_is_read_again(workspace, model):
+    route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
+    _, runtime = clients(workspace["gateway"].url, route)
+    calls = workspace["gateway_calls"]
+    before = len(calls)
+    runtime.invoke_endpoint(EndpointName="moved", ContentType="image/png", Body=PNG)  # its old port refuses
+    assert calls[before:] == ["moved"]
+    workspace["db"].execute("UPDATE endpoints SET port=? WHERE endpoint_name='moved'", (model.server_address[1],))
+    time.sleep(TARGET_TTL_SECONDS + 0.1)
+    runtime.invoke_endpoint(EndpointName="moved", ContentType="image/png", Body=PNG)
+    assert calls[before:] == ["moved"]  # the second call went straight to the new port
+
+
+def test_an_unreadable_database_or_record_leaves_the_call_to_the_gateway(workspace, tmp_path):
+    for db_path in (tmp_path / "missing.db", tmp_path):  # no file; a folder
+        route = DirectRoute(workspace["gateway"].url, workspace["store"].root, db_path)
+        _, runtime = clients(workspace["gateway"].url, route)
+        before = len(workspace["gateway_calls"])
+        answer = runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=PNG)
+        assert json.loads(answer["Body"].read()) == [0.25, 0.75]
+        assert workspace["gateway_calls"][before:] == ["ep"]
+    workspace["db"].execute("UPDATE endpoints SET classes='not json' WHERE endpoint_name='updating'")
+    try:
+        route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
+        _, runtime = clients(workspace["gateway"].url, route)
+        before = len(workspace["gateway_calls"])
+        error = error_of(lambda: runtime.invoke_endpoint(EndpointName="updating", ContentType="image/png", Body=PNG))
+        assert workspace["gateway_calls"][before:] == ["updating"] and error["Code"] == "ValidationError"
+    finally:
+        workspace["db"].execute("UPDATE endpoints SET classes=? WHERE endpoint_name='updating'", (dumps(CLASSES),))
+
+
+def test_an_endpoint_that_does_not_answer_in_time_is_not_asked_twice(workspace, model):
+    route = DirectRoute(workspace["gateway"].url, workspace["store"].root, workspace["db"].path)
+    route.client = EndpointClient(timeout=0.3)
+    _, runtime = clients(workspace["gateway"].url, route)
+    calls, seen = workspace["gateway_calls"], len(model.seen)
+    before = len(calls)
+    error = error_of(lambda: runtime.invoke_endpoint(EndpointName="ep", ContentType="image/png", Body=b"slow"))
+    assert error["Code"] == "ModelError" and "timed out" in error["Message"]
+    assert calls[before:] == [] and len(model.seen) == seen + 1
+
+
+def test_a_route_that_cannot_be_installed_leaves_calls_to_http():
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from backend.local.direct_route import install; "
+             "from botocore import handlers; n = len(handlers.BUILTIN_HANDLERS); install('{not json'); "
+             "print(len(handlers.BUILTIN_HANDLERS) - n)")
+    done = subprocess.run([sys.executable, "-c", probe, str(REPO_ROOT)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "0"
+    assert "the in-worker route is off, calls go over HTTP (JSONDecodeError" in done.stderr
