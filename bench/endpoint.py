@@ -59,18 +59,28 @@ class BenchModels:
 
 
 def resnet_artifact(num_layers: int) -> bytes:
-    """What local training writes, for the local CPU preset's network (random weights) and test_time_flip
-    (1: each request runs the image and its mirror image)."""
+    """What local training writes, for the local CPU preset's network (random weights), test_time_flip
+    (1: each request runs the image and its mirror image) and int8_serving (1: the graph in 8 bits,
+    calibrated on training images)."""
+    import numpy as np
+
+    from backend import cifar
     from backend.local.training.hyperparameters import LOCAL_CPU_PRESET
     from backend.local.training.model import build_resnet
 
     flip = LOCAL_CPU_PRESET.get("test_time_flip") == "1"
+    int8 = LOCAL_CPU_PRESET.get("int8_serving") == "1"
     net = build_resnet(num_layers, 2, (3, 32, 32)).eval()
     mean, std = [0.507, 0.487, 0.441], [0.267, 0.256, 0.276]
     onnx_bytes = artifact.export_onnx(net, mean, std, (3, 32, 32), flip)
+    if int8:
+        train = cifar.load_split_arrays(SAMPLE_ARCHIVE, ["bicycle", "motorcycle"])["train"].images
+        calibration = train[:artifact.CALIBRATION_IMAGES].transpose(0, 3, 1, 2).astype(np.float32) / 255
+        onnx_bytes = artifact.quantize_onnx(onnx_bytes, calibration)
     return artifact.build_artifact(onnx_bytes, classes=("bicycle", "motorcycle"), image_shape=(3, 32, 32), mean=mean,
-                                   std=std, hyperparameters={"num_layers": str(num_layers), "test_time_flip": str(int(flip))},
-                                   network=f"ResNet-{num_layers}")
+                                   std=std, hyperparameters={"num_layers": str(num_layers), "test_time_flip": str(int(flip)),
+                                                             "int8_serving": str(int(int8))},
+                                   network=f"ResNet-{num_layers}", precision="int8" if int8 else "float32")
 
 
 def cifar_pngs(n: int = 64) -> list[bytes]:

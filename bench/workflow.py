@@ -117,7 +117,7 @@ def main() -> None:
             while b.describe_training_job(job).status == "InProgress":
                 time.sleep(0.5)
             model = b.create_model(job)
-            served = {k: b.describe_training_job(job).hyperparameters.get(k) for k in ("num_layers", "test_time_flip")}
+            served = {k: b.describe_training_job(job).hyperparameters.get(k) for k in ("num_layers", "test_time_flip", "int8_serving")}
             b.deploy(model.model_name, "bench-endpoint", capture_percent=100)
             assert b.wait_endpoint("bench-endpoint", timeout=60).status == "InService"
             b.deploy_workflow("bench-endpoint", threshold=0.0)

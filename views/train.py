@@ -20,8 +20,8 @@ FIELDS_PER_ROW = 3
 METRICS_CHART_PX = 360  # the whole chart: plot, axes, legend
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
 MAIN = ["num_layers", "epochs", "mini_batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
-        "augmentation_type", "cutmix", "test_time_flip", "lr_scheduler_step", "lr_scheduler_factor",
-        "precision_dtype", "use_pretrained_model"]  # cutmix, test_time_flip: local options (AWS lists no such fields)
+        "augmentation_type", "cutmix", "test_time_flip", "int8_serving", "lr_scheduler_step", "lr_scheduler_factor",
+        "precision_dtype", "use_pretrained_model"]  # cutmix, test_time_flip, int8_serving: local options (not on AWS)
 DATA = ["image_shape", "num_classes", "num_training_samples"]
 EARLY = ["early_stopping", "early_stopping_patience", "early_stopping_min_epochs", "early_stopping_tolerance"]
 PRESETS = {"local": "Local CPU defaults", "sagemaker": "SageMaker workflow (AWS values)"}
@@ -36,8 +36,9 @@ try:
     where = ("as a SageMaker training job" if b.name == "aws" else "locally in a worker process")
     st.caption(f"SageMaker's built-in image-classification algorithm (a ResNet), run {where} on the staged "
                "`train/` + `train.lst`, validated on `test/` + `test.lst`. Hyperparameters keep the algorithm's "
-               "names; a bad value is refused before anything starts. Two fields are not the algorithm's: `cutmix` "
-               "and `test_time_flip`, local training options (the AWS backend has no such fields).")
+               "names; a bad value is refused before anything starts. Three fields are not the algorithm's: "
+               "`cutmix`, `test_time_flip` and `int8_serving`, local training options (the AWS backend has no "
+               "such fields).")
     specs = {s["name"]: s for s in b.training_hyperparameter_specs()}
 except SconesError as exc:
     show_error(exc)

@@ -138,7 +138,7 @@ def test_the_train_page_on_aws_has_no_local_only_field(aws_pages):
     at = app_page("train").run()
     assert not at.exception, at.exception
     keys = {w.key for w in at.text_input}
-    assert "hp_epochs" in keys and "hp_cutmix" not in keys and "hp_test_time_flip" not in keys
+    assert "hp_epochs" in keys and "hp_cutmix" not in keys and "hp_test_time_flip" not in keys and "hp_int8_serving" not in keys
     assert any("as a SageMaker training job" in c.value for c in at.caption)
 
 

@@ -92,8 +92,8 @@ def test_validation_as_the_local_backend(staged):
 
 def test_the_local_only_cutmix_option_never_reaches_sagemaker(staged):
     b = staged
-    assert not {"cutmix", "test_time_flip"} & {s["name"] for s in b.training_hyperparameter_specs()}
-    assert not {"cutmix", "test_time_flip"} & set(b.default_training_hyperparameters("local"))  # less its local options
+    assert not {"cutmix", "test_time_flip", "int8_serving"} & {s["name"] for s in b.training_hyperparameter_specs()}
+    assert not {"cutmix", "test_time_flip", "int8_serving"} & set(b.default_training_hyperparameters("local"))  # less its local options
     hps = b.default_training_hyperparameters("sagemaker")
     with pytest.raises(ValidationError, match="cutmix is a local training option that SageMaker's image-classification "
                                               "algorithm does not have: remove it"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from backend.local.training.artifact import (
-    ArtifactError, build_artifact, export_onnx, load_artifact, read_members,
+    ArtifactError, build_artifact, export_onnx, load_artifact, quantize_onnx, read_members,
 )
 from backend.local.training.model import build_resnet
 
@@ -137,3 +137,32 @@ def test_decode_prepares_images_as_training_validated(model_and_artifact):
     cropped = load_artifact(with_resize).decode(buf.getvalue())
     expected = np.asarray(Image.fromarray(rgb).resize((27, 20), Image.BILINEAR))[2:18, 5:21]
     assert np.array_equal(cropped, expected)
+
+
+def test_an_int8_graph_computes_in_8_bits_and_answers_as_the_float_one_does(model_and_artifact):
+    import onnx
+
+    model, plain = model_and_artifact
+    rng = np.random.default_rng(2)
+    float_graph = export_onnx(model, MEAN, STD, (3, 16, 16), test_time_flip=True)
+    calibration = rng.random((64, 3, 16, 16), dtype=np.float32)
+    int8_graph = quantize_onnx(float_graph, calibration)
+    ops = {n.op_type for n in onnx.load_from_string(int8_graph).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    initializers = {i.data_type for i in onnx.load_from_string(int8_graph).graph.initializer}
+    assert onnx.TensorProto.INT8 in initializers  # the weights are stored as 8-bit integers
+    kw = dict(classes=["bicycle", "motorcycle"], image_shape=(3, 16, 16), mean=MEAN, std=STD, hyperparameters={})
+    exact = load_artifact(build_artifact(float_graph, **kw))
+    served = load_artifact(build_artifact(int8_graph, precision="int8", **kw))
+    assert served.meta["precision"] == "int8" and exact.meta["precision"] == "float32"
+    images = (rng.random((40, 16, 16, 3)) * 255).astype(np.uint8)
+    a, b = exact.predict(images), served.predict(images)
+    assert np.abs(a - b).max() < 0.1  # close, not equal: 8-bit arithmetic
+    assert not np.array_equal(a, b)
+    np.testing.assert_allclose(b.sum(1), 1.0, atol=1e-5)
+
+
+def test_quantizing_without_calibration_images_is_refused(model_and_artifact):
+    model, _ = model_and_artifact
+    with pytest.raises(ValueError, match="calibration images"):
+        quantize_onnx(export_onnx(model, MEAN, STD, (3, 16, 16)), np.zeros((0, 3, 16, 16), dtype=np.float32))

@@ -36,6 +36,7 @@ GOOD = {
     "precision_dtype": [("float32", "float32"), ("float16", "float16")],
     "resize": [("32", 32), ("40", 40)],
     "test_time_flip": [("1", 1), ("0", 0), (1, 1)],
+    "int8_serving": [("1", 1), ("0", 0), (0, 0)],
     "top_k": [("2", 2)],
     "use_pretrained_model": [("0", 0), (0, 0)],
     "use_weighted_loss": [("0", 0), ("1", 1)],
@@ -70,6 +71,7 @@ BAD = {
     "precision_dtype": ["float64", "bfloat16", "half"],
     "resize": ["0", "16", "-32"],
     "test_time_flip": ["2", "yes", "-1"],
+    "int8_serving": ["2", "int8", "-1"],
     "top_k": ["1", "0", "3"],
     "use_pretrained_model": ["2", "-1", "yes"],
     "use_weighted_loss": ["2", "x"],
@@ -86,11 +88,12 @@ def test_the_tables_cover_every_documented_hyperparameter():
         "precision_dtype", "resize", "top_k", "use_pretrained_model", "use_weighted_loss", "weight_decay",
     }
     assert set(H.SPEC_BY_NAME) == documented | set(H.LOCAL_ONLY) == set(GOOD) == set(BAD)
-    assert H.LOCAL_ONLY == ("cutmix", "test_time_flip")  # the local training options, marked as not the algorithm's
+    assert H.LOCAL_ONLY == ("cutmix", "int8_serving", "test_time_flip")  # the local training options, marked as not the algorithm's
 
 
 def test_the_local_options_are_named_as_such_and_refused_for_sagemaker():
-    assert H.validate(BASE).cutmix == 0.0 and H.validate(BASE).test_time_flip == 0  # off unless asked for
+    plain = H.validate(BASE)
+    assert (plain.cutmix, plain.test_time_flip, plain.int8_serving) == (0.0, 0, 0)  # off unless asked for
     for name in H.LOCAL_ONLY:
         assert "Not one of the algorithm's hyperparameters" in H.help_text(name)
         assert "Local only: the AWS backend refuses it" in H.help_text(name)
@@ -197,7 +200,8 @@ def test_several_problems_are_reported_together():
 def test_presets_are_valid_and_named_as_the_algorithms():
     local = H.validate(H.LOCAL_CPU_PRESET)
     assert local.num_layers == 20 and local.image_shape == (3, 32, 32)
-    assert (local.epochs, local.lr_scheduler_step, local.cutmix, local.test_time_flip) == (80, (55, 73), 0.5, 0)
+    assert (local.epochs, local.lr_scheduler_step, local.cutmix, local.test_time_flip, local.int8_serving) == (
+        80, (55, 73), 0.5, 1, 1)
     aws = H.validate(H.SAGEMAKER_WORKFLOW_PRESET)
     assert (aws.num_layers, aws.epochs, aws.learning_rate, aws.mini_batch_size, aws.optimizer) == (152, 30, 0.1, 32, "sgd")
     assert set(H.LOCAL_CPU_PRESET) <= set(H.SPEC_BY_NAME) and set(H.SAGEMAKER_WORKFLOW_PRESET) <= set(H.SPEC_BY_NAME)

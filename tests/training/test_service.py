@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
 
 from backend import get_backend
 from backend.api import ResourceInUse, ResourceLimitExceeded, ResourceNotFound, ValidationError
-from backend.local.training.artifact import load_artifact
+from backend.local.training.artifact import load_artifact, read_members
 from backend.settings import load_settings
 from tests.training import synthetic
 from tests.training.conftest import wait_done, wait_for
@@ -100,6 +101,47 @@ def test_a_job_with_test_time_flip_serves_what_it_validated_on(staged):
     np.testing.assert_allclose(model.predict(images), model.predict(images[:, :, ::-1]), atol=1e-6)  # the flip is in the graph
     ev = staged.evaluate_training_job(name)  # through the artifact: the same answers validation counted
     assert ev.accuracy == pytest.approx(job.final_metrics["validation:accuracy"], abs=1 / 32)
+
+
+def test_a_job_with_int8_serving_serves_an_8_bit_graph_and_says_how_it_validates(staged):
+    import numpy as np
+    import onnx
+
+    name = staged.create_training_job(synthetic.hyperparameters(epochs=2, test_time_flip="1", int8_serving="1"),
+                                      job_name="tiny-int8", seed=1)
+    job = wait_done(staged, name)
+    assert job.status == "Completed" and job.hyperparameters["int8_serving"] == "1"
+    data = staged.store.get(staged.objects.bucket, "output/tiny-int8/output/model.tar.gz")
+    meta, graph = read_members(data)
+    assert meta["precision"] == "int8"
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    log = staged.training_log(name)
+    said = re.search(r"Quantized the served graph to 8-bit integers \(calibrated on (\d+) training images\).*"
+                     r"Validation accuracy of the graph the endpoint serves: ([0-9.]+) \(float: ([0-9.]+)\)", log)
+    assert said, log
+    assert int(said[1]) == min(128, int(job.hyperparameters["num_training_samples"]))
+    assert float(said[3]) == pytest.approx(job.final_metrics["validation:accuracy"], abs=1e-4)
+    ev = staged.evaluate_training_job(name)  # evaluation runs the served graph: the accuracy the log gave
+    assert ev.accuracy == pytest.approx(float(said[2]), abs=1e-4)
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    model = load_artifact(data)
+    np.testing.assert_allclose(model.predict(images), model.predict(images[:, :, ::-1]), atol=0.02)  # flip kept
+
+
+def test_a_graph_that_cannot_be_quantized_is_served_in_float_and_the_log_says_so():
+    import numpy as np
+
+    from backend.local.training import hyperparameters as H
+    from backend.local.training.data import ImageSet
+    from backend.local.training.service import _quantized
+
+    hp = H.validate({**synthetic.hyperparameters(epochs=1), "int8_serving": "1"})
+    images = np.zeros((4, *hp.image_shape[1:], 3), dtype=np.uint8)
+    lines: list[str] = []
+    graph, precision = _quantized(b"not an onnx graph", hp, ImageSet(images, np.zeros(4, dtype=np.int64)),
+                                  ImageSet(images, np.zeros(4, dtype=np.int64)), 0, 0.5, lines.append)
+    assert (graph, precision) == (b"not an onnx graph", "float32")
+    assert len(lines) == 1 and "quantizing the graph failed" in lines[0] and "serve the float graph" in lines[0]
 
 
 def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):

@@ -41,7 +41,8 @@ def test_empty_workspace_shows_the_form_with_cpu_defaults(home):
     assert at.text_input(key="hp_epochs").value == "80"
     assert at.text_input(key="hp_lr_scheduler_step").value == "55,73"
     assert at.text_input(key="hp_cutmix").value == "0.5"
-    assert at.selectbox(key="hp_test_time_flip").value == "0"
+    assert at.selectbox(key="hp_test_time_flip").value == "1"
+    assert at.selectbox(key="hp_int8_serving").value == "1"
     assert "20, 32, 44, 56, 110" in at.selectbox(key="hp_num_layers").help
     assert any("No training job yet" in i.value for i in at.info)
 

@@ -113,6 +113,13 @@ def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[:, :, top:top + height, left:left + width]
 
 
+def served_inputs(images: np.ndarray, hp: Hyperparameters) -> torch.Tensor:
+    """uint8 NHWC images as validation sees them and the exported graph takes them: float NCHW in 0..1
+    at image_shape (with `resize`, the centre crop)."""
+    _, height, width = hp.image_shape
+    return center_crop(to_tensor(fit_images(images, hp)), height, width)
+
+
 # -- augmentation (batched, on tensors) ----------------------------------------------------------
 
 
@@ -444,7 +451,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
     std = x_train.std((0, 2, 3), keepdim=True).clamp_min(1e-3)
     x_val = y_val = None
     if validation is not None and len(validation):
-        x_val = center_crop(to_tensor(fit_images(validation.images, hp)), height, width)
+        x_val = served_inputs(validation.images, hp)
         y_val = torch.from_numpy(validation.labels)
 
     if recipe.flip_equivariant:
