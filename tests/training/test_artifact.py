@@ -166,3 +166,14 @@ def test_quantizing_without_calibration_images_is_refused(model_and_artifact):
     model, _ = model_and_artifact
     with pytest.raises(ValueError, match="calibration images"):
         quantize_onnx(export_onnx(model, MEAN, STD, (3, 16, 16)), np.zeros((0, 3, 16, 16), dtype=np.float32))
+
+
+def test_quantizing_leaves_the_logging_setup_as_it_found_it(model_and_artifact):
+    import logging
+
+    model, _ = model_and_artifact
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quantize_onnx(export_onnx(model, MEAN, STD, (3, 16, 16)), np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32))
+    assert root.handlers == handlers and root.level == level
+    assert logging.root.manager.disable == logging.NOTSET

@@ -103,6 +103,9 @@ def test_the_local_options_are_named_as_such_and_refused_for_sagemaker():
                                               r"--hp cutmix=\.\.\. --hp test_time_flip=\.\.\."):
         H.check_for_sagemaker({**BASE, "cutmix": "0.5", "test_time_flip": "1"})
     H.check_for_sagemaker({**BASE, "test_time_flip": "0"})
+    with pytest.raises(ValidationError, match="int8_serving is a local training option"):
+        H.check_for_sagemaker({**BASE, "int8_serving": "1"})
+    H.check_for_sagemaker({**BASE, "int8_serving": "0"})
     with pytest.raises(ValidationError, match="cutmix is a local training option"):
         H.check_for_sagemaker({**BASE, "cutmix": "0.5"})
     for off in ("0", "0.00", "0e0", "", 0):  # off, however written, is harmless

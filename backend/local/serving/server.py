@@ -33,6 +33,7 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,11 +98,14 @@ class Predictor:
         self.model, self.max_pixels = model, max_pixels
         self.channels, self.height, self.width = model.image_shape
         self.mode = "L" if self.channels == 1 else "RGB"
+        # Trained with `resize`: validation saw the shortest side at `resize`, then the centre crop; so does this.
+        self.resize = int(model.meta.get("hyperparameters", {}).get("resize") or 0)
         Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check agrees with ours
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with a 413
 
     def decode(self, body: bytes) -> np.ndarray:
-        """uint8 (H, W, C) at the model's image_shape."""
+        """uint8 (H, W, C) at the model's image_shape, prepared as training validated (LoadedModel.decode):
+        resized to image_shape, or with `resize` the shortest side to it and then the centre crop."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -119,6 +123,8 @@ class Predictor:
                 raise RequestError(413, "ImageTooLarge", f"The image is {w}x{h} pixels; the limit is "
                                    f"{self.max_pixels:,} pixels.")
             try:
+                if self.resize:
+                    return self._resized_and_cropped(im)
                 if im.format == "JPEG" and (w, h) != (self.width, self.height):
                     im.draft(self.mode, (self.width, self.height))  # decode a big JPEG at a reduced scale
                 if im.mode in WIDE_MODES:  # 16-bit PNGs: convert() would clip them to white
@@ -134,6 +140,25 @@ class Predictor:
                 raise RequestError(400, "UnreadableImage", f"The image data is truncated or corrupt "
                                    f"({type(exc).__name__}).") from None
         return arr.reshape(self.height, self.width, self.channels)
+
+    def _resized_and_cropped(self, im: Any) -> np.ndarray:
+        from PIL import Image
+
+        def target(w: int, h: int) -> tuple[int, int]:
+            scale = self.resize / min(w, h)
+            return max(self.width, round(w * scale)), max(self.height, round(h * scale))
+
+        if im.format == "JPEG":
+            im.draft(self.mode, target(*im.size))  # never below the size it is resized to
+        if im.mode in WIDE_MODES:
+            im = eight_bit(im)
+        out = im.convert(self.mode) if im.mode != self.mode else im
+        size = target(*out.size)
+        if out.size != size:
+            out = out.resize(size, Image.BILINEAR)
+        left, top = (size[0] - self.width) // 2, (size[1] - self.height) // 2
+        out = out.crop((left, top, left + self.width, top + self.height))
+        return np.asarray(out, dtype=np.uint8).reshape(self.height, self.width, self.channels)
 
     def __call__(self, body: bytes) -> bytes:
         x = self.decode(body).transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 255)

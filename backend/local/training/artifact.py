@@ -106,8 +106,9 @@ def quantize_onnx(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
             item = next(self.items, None)
             return None if item is None else {INPUT_NAME: item}
 
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs its progress at INFO/WARNING
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    logging.disable(logging.WARNING)  # the quantizer logs its progress at INFO/WARNING (and adds a handler)
     try:
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             src, pre, out = (Path(tmp) / n for n in ("float.onnx", "prepared.onnx", "int8.onnx"))
@@ -118,7 +119,8 @@ def quantize_onnx(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
                             nodes_to_exclude=_from_softmax_on(pre))
             return out.read_bytes()
     finally:
-        logging.getLogger().setLevel(quiet)
+        logging.disable(logging.NOTSET)
+        root.handlers[:] = handlers
 
 
 def _from_softmax_on(path: Any) -> list[str]:

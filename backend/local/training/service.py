@@ -609,30 +609,37 @@ def _quantized(onnx_bytes: bytes, hp: hps.Hyperparameters, train_set: ImageSet, 
                float_accuracy: float | None, log: Callable[[str], None]) -> tuple[bytes, str]:
     """(graph, precision) for int8_serving=1: the graph quantized on a sample of the training images, its
     own validation accuracy said in the log beside the float one; the float graph, said so, if it fails."""
-    import onnxruntime as ort
-
     from backend.local.training import trainer
-    from backend.local.training.artifact import CALIBRATION_IMAGES, INPUT_NAME, quantize_onnx
+    from backend.local.training.artifact import CALIBRATION_IMAGES, quantize_onnx
 
     began = time.perf_counter()
     pick = np.sort(np.random.default_rng(seed).permutation(len(train_set))[:CALIBRATION_IMAGES])
     try:
         quantized = quantize_onnx(onnx_bytes, trainer.served_inputs(train_set.images[pick], hp).numpy())
+        said = (f"Quantized the served graph to 8-bit integers (calibrated on {len(pick)} training "
+                f"image{'s' if len(pick) != 1 else ''}) in {time.perf_counter() - began:.1f} s.")
+        accuracy = served_accuracy(quantized, trainer.served_inputs(validation_set.images, hp).numpy(),
+                                   validation_set.labels) if len(validation_set) else None
     except Exception as exc:  # noqa: BLE001 - the float graph still serves
         log(f"Note: int8_serving=1, but quantizing the graph failed ({type(exc).__name__}: {exc}); "
             "the endpoint will serve the float graph.")
         return onnx_bytes, "float32"
-    said = f"Quantized the served graph to 8-bit integers (calibrated on {len(pick)} training images) in " \
-           f"{time.perf_counter() - began:.1f} s."
-    if len(validation_set):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(quantized, options, providers=["CPUExecutionProvider"])
-        x = trainer.served_inputs(validation_set.images, hp).numpy()
-        predicted = np.concatenate([session.run(None, {INPUT_NAME: x[i:i + 256]})[0].argmax(1)
-                                    for i in range(0, len(x), 256)])
-        accuracy = float((predicted == validation_set.labels).mean())
+    if accuracy is not None:
         said += f" Validation accuracy of the graph the endpoint serves: {accuracy:.4f}"
-        said += f" (float: {float_accuracy:.4f})." if float_accuracy is not None else "."
+        said += f" (PyTorch at the last epoch: {float_accuracy:.4f})." if float_accuracy is not None else "."
     log(said)
     return quantized, "int8"
+
+
+def served_accuracy(graph: bytes, x: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of an ONNX graph (as model.onnx: float NCHW in, probabilities out) on prepared images."""
+    import onnxruntime as ort
+
+    from backend.local.training.artifact import INPUT_NAME
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)))
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    predicted = np.concatenate([session.run(None, {INPUT_NAME: x[i:i + 256]})[0].argmax(1)
+                                for i in range(0, len(x), 256)])
+    return float((predicted == np.asarray(labels)).mean())
