@@ -413,11 +413,11 @@ else:
         show_results(shown["results"])
         ok = [r for r in shown["results"] if not r["error"]]
         if ok:  # confidence as the cards write it; for staged test images, their class and whether it was right
-            table = pd.DataFrame([{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"]}
+            table = pd.DataFrame([{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"] * 100}
                                   for r in ok])
             truths = [r.get("truth") for r in ok]
             if any(truths):
                 table["true class"] = [t or "" for t in truths]
                 table["right"] = ["" if not t else "✓" if r["label"] == t else "✗" for r, t in zip(ok, truths)]
             st.dataframe(table, hide_index=True, column_config={
-                "confidence": st.column_config.NumberColumn(format="percent")})
+                "confidence": st.column_config.NumberColumn(format="%.1f%%")})

@@ -288,7 +288,7 @@ def job_view(name: str) -> None:
             st.rerun()  # redraw the whole page: the form is outside this fragment
     with st.expander("Log"):
         try:
-            st.code(b.training_log(name)[-20000:] or "(empty)", language="text")
+            st.code(b.training_log(name)[-20000:] or "(empty)", language="text", wrap_lines=True)
         except SconesError as exc:  # on AWS: no permission to read CloudWatch Logs, or throttled
             st.warning(f"{exc} Without the log, the chart has no per-epoch metrics.", icon=":material/warning:")
 

@@ -433,6 +433,7 @@ class TrainingService:
         onnx_bytes = export_onnx(result.model, result.mean, result.std, hp.image_shape, bool(hp.test_time_flip))
         precision = "float32"
         if hp.int8_serving:
+            progress(0.98, "Uploading: quantizing the served graph to 8 bits and checking it on the validation images")
             onnx_bytes, precision = _quantized(onnx_bytes, hp, train_set, validation_set, int(row["seed"]),
                                                final.get("validation:accuracy"), log)
         data = build_artifact(onnx_bytes, classes=classes, image_shape=hp.image_shape, mean=result.mean,

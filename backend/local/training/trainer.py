@@ -65,6 +65,7 @@ class Recipe:
     # batch-norm statistics on training batches augmented as in training, and validate and export the average
     whiten_eps: float = 5e-4
     flip_equivariant: bool = False  # the mirror-symmetric network of flipnet.py (same depth and cost)
+    zero_init_residual: bool = False  # each residual branch's last convolution starts at zero (blocks start as identity)
 
 
 DEFAULT_RECIPE = Recipe()
@@ -465,6 +466,11 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
         model = FlipResNet(architecture(hp.num_layers, min(hp.image_shape[1:])), hp.num_classes, hp.image_shape[0])
     else:
         model = build_resnet(hp.num_layers, hp.num_classes, hp.image_shape)
+        if recipe.zero_init_residual:
+            for block in model.modules():
+                last = getattr(block, "conv3", None) or getattr(block, "conv2", None) if hasattr(block, "conv1") else None
+                if isinstance(last, torch.nn.Conv2d):
+                    torch.nn.init.zeros_(last.weight)
     if recipe.whiten_stem:
         whiten_stem(model, (x_train - mean) / std, recipe, gen)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -485,7 +491,7 @@ def train(hp: Hyperparameters, train_set: ImageSet, validation: ImageSet | None 
     n = len(x_train)
     batch = min(hp.mini_batch_size, n)
     log(f"Network: {model.arch.description}; {sum(p.numel() for p in model.parameters()):,} parameters; "
-        f"device {device.type}; precision {hp.precision_dtype}; {n} training images, "
+        f"device {device.type}; training precision {hp.precision_dtype}; {n} training images, "
         f"{0 if x_val is None else len(x_val)} validation images.")
 
     history: list[dict[str, float]] = []
