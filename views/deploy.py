@@ -57,8 +57,14 @@ def badge(status: str) -> str:
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
 
 
+SERVED_ACCURACY = "validation:accuracy_served"  # local models whose artifact is the 8-bit graph (int8_serving)
+
+
 def model_label(name: str) -> str:
     model = next(m for m in models if m.model_name == name)
+    served = model.metrics.get(SERVED_ACCURACY)
+    if served is not None:  # what the endpoint will answer with
+        return f"{name} · validation accuracy {served:.3f} (8-bit graph)"
     acc = model.metrics.get("validation:accuracy")
     return f"{name} · validation accuracy {acc:.3f}" if acc is not None else name
 
@@ -97,8 +103,10 @@ def model_ui() -> str | None:
     for col, (metric, value) in zip(cols, metrics):
         col.metric(metric, f"{value:.3f}")
     cols[len(metrics)].metric("Classes", len(model.classes))
+    served = (" · served as an 8-bit graph: validation:accuracy_served is its accuracy, validation:accuracy "
+              "PyTorch's at the last epoch" if SERVED_ACCURACY in model.metrics else "")
     st.caption(f"Classes in order: {', '.join(model.classes)} · image shape {'x'.join(map(str, model.image_shape))} "
-               f"· training job {model.job_name} · backend {model.backend}")
+               f"· training job {model.job_name} · backend {model.backend}{served}")
     if model.backend != workspace["backend"]:
         st.warning(f"This model belongs to the {model.backend} backend: the {workspace['backend']} backend cannot "
                    "serve it (models do not cross backends).")

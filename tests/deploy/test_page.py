@@ -417,3 +417,16 @@ def test_try_it_keeps_its_image_source_and_drops_results_of_a_model_the_endpoint
     assert not at.exception
     assert not [m for m in texts(at.markdown) if " · confidence " in m]
     assert any("serves model model-b now" in i for i in texts(at.info))
+
+
+def test_a_model_served_as_an_8_bit_graph_is_labelled_with_that_graphs_accuracy(page_backend, artifact_a):
+    page_backend.fake_models.add("model-int8", artifact_a, metrics={
+        "train:accuracy": 0.91, "validation:accuracy": 0.87, "validation:accuracy_served": 0.865})
+    at = run_page()
+    at.selectbox(key="deploy_model").set_value("model-int8").run()
+    assert not at.exception
+    box = at.selectbox(key="deploy_model")
+    assert box.format_func("model-int8") == "model-int8 · validation accuracy 0.865 (8-bit graph)"
+    assert box.format_func("model-a") == "model-a · validation accuracy 0.870"
+    assert [m.value for m in at.metric] == ["0.910", "0.870", "0.865", "2"]
+    assert any("served as an 8-bit graph: validation:accuracy_served is its accuracy" in c for c in texts(at.caption))

@@ -77,6 +77,7 @@ def test_a_job_runs_to_completed_with_metrics_artifact_model_and_evaluation(stag
 
     model = staged.create_model(name)
     assert (model.model_name, model.job_name, model.image_shape) == ("tiny-1", "tiny-1", (3, 16, 16))
+    assert "validation:accuracy_served" not in model.metrics  # a float graph: PyTorch's figure is the served one
     assert [m.model_name for m in staged.list_models()] == ["tiny-1"]
     with pytest.raises(ValidationError, match="Cannot create already existing model 'tiny-1'"):
         staged.create_model(name)
@@ -125,6 +126,9 @@ def test_a_job_with_int8_serving_serves_an_8_bit_graph_and_says_how_it_validates
     assert float(said[3]) == pytest.approx(job.final_metrics["validation:accuracy"], abs=1e-4)
     ev = staged.evaluate_training_job(name)  # evaluation runs the served graph: the accuracy the log gave
     assert ev.accuracy == pytest.approx(float(said[2]), abs=1e-4)
+    model_record = staged.create_model(name)  # the model carries the served graph's accuracy beside PyTorch's
+    assert model_record.metrics["validation:accuracy_served"] == pytest.approx(float(said[2]), abs=1e-4)
+    assert model_record.metrics["validation:accuracy"] == job.final_metrics["validation:accuracy"]
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     model = load_artifact(data)
     # the flip is kept: an image and its mirror image make the same pair, so the same answer, bit for bit
@@ -156,13 +160,13 @@ def test_quantizing_calibrates_on_served_inputs_and_validates_the_graph_it_serve
     monkeypatch.setattr(service, "served_accuracy",
                         lambda graph, x, labels: seen.setdefault("score", (graph, x, real_score(graph, x, labels)))[2])
     lines: list[str] = []
-    graph, precision = service._quantized(float_graph, hp, train, validation, 7, 0.5, lines.append)
+    graph, precision, served = service._quantized(float_graph, hp, train, validation, 7, 0.5, lines.append)
     assert precision == "int8" and graph == seen["int8"] != float_graph
     assert seen["cal"].shape == (128, 3, 16, 16) and 0.0 <= seen["cal"].min() and seen["cal"].max() <= 1.0
     pick = np.sort(np.random.default_rng(7).permutation(200)[:128])
     np.testing.assert_array_equal(seen["cal"], trainer.served_inputs(train.images[pick], hp).numpy())
     scored_graph, x, accuracy = seen["score"]
-    assert scored_graph == graph  # the served graph is the one scored
+    assert scored_graph == graph and served == accuracy  # the served graph is the one scored
     np.testing.assert_array_equal(x, trainer.served_inputs(validation.images, hp).numpy())
     assert f"Validation accuracy of the graph the endpoint serves: {accuracy:.4f} (PyTorch at the last epoch: 0.5000)" in lines[0]
     assert "calibrated on 128 training images" in lines[0]
@@ -178,9 +182,9 @@ def test_a_graph_that_cannot_be_quantized_is_served_in_float_and_the_log_says_so
     hp = H.validate({**synthetic.hyperparameters(epochs=1), "int8_serving": "1"})
     images = np.zeros((4, *hp.image_shape[1:], 3), dtype=np.uint8)
     lines: list[str] = []
-    graph, precision = _quantized(b"not an onnx graph", hp, ImageSet(images, np.zeros(4, dtype=np.int64)),
-                                  ImageSet(images, np.zeros(4, dtype=np.int64)), 0, 0.5, lines.append)
-    assert (graph, precision) == (b"not an onnx graph", "float32")
+    result = _quantized(b"not an onnx graph", hp, ImageSet(images, np.zeros(4, dtype=np.int64)),
+                        ImageSet(images, np.zeros(4, dtype=np.int64)), 0, 0.5, lines.append)
+    assert result == (b"not an onnx graph", "float32", None)
     assert len(lines) == 1 and "quantizing the graph failed" in lines[0] and "serve the float graph" in lines[0]
 
 

@@ -107,6 +107,10 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
+# A model's metric when its artifact is the 8-bit graph (int8_serving): that graph's validation accuracy, which
+# is what the endpoint answers with; validation:accuracy stays PyTorch's at the last epoch, as the chart shows it.
+SERVED_ACCURACY = "validation:accuracy_served"
+
 class TrainingService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, jobs: JobRunner, settings: Any = None):
         self.db, self.store, self.bucket, self.jobs, self.settings = db, store, bucket, jobs, settings
@@ -273,11 +277,15 @@ class TrainingService:
         if self.db.query_one("SELECT 1 FROM models WHERE model_name=?", (model_name,)):
             raise ValidationError(f"Cannot create already existing model {model_name!r}: choose another name.")
         meta, _ = read_members(self.store.get(self.bucket, self.artifact_key(job_name)))
+        metrics = dict(job.final_metrics)
+        served = (meta.get("metrics") or {}).get(SERVED_ACCURACY)
+        if meta.get("precision") == "int8" and isinstance(served, (int, float)):
+            metrics[SERVED_ACCURACY] = float(served)  # what the endpoint's graph scored, beside PyTorch's
         self.db.execute(
             "INSERT INTO models(model_name, job_name, model_artifact, classes, image_shape, metrics, created) "
             "VALUES(?,?,?,?,?,?,?)",
             (model_name, job_name, job.model_artifact, dumps(meta["classes"]), dumps(meta["image_shape"]),
-             dumps(job.final_metrics), utcnow()),
+             dumps(metrics), utcnow()),
         )
         return self.describe_model(model_name)
 
@@ -431,13 +439,15 @@ class TrainingService:
         classes = self._class_names(loads(row["classes"]), hp.num_classes)
         final = {k: v for k, v in result.epochs[-1].items() if k != "epoch"} if result.epochs else {}
         onnx_bytes = export_onnx(result.model, result.mean, result.std, hp.image_shape, bool(hp.test_time_flip))
-        precision = "float32"
+        precision, artifact_metrics = "float32", dict(final)
         if hp.int8_serving:
             progress(0.98, "Uploading: quantizing the served graph to 8 bits and checking it on the validation images")
-            onnx_bytes, precision = _quantized(onnx_bytes, hp, train_set, validation_set, int(row["seed"]),
-                                               final.get("validation:accuracy"), log)
+            onnx_bytes, precision, served = _quantized(onnx_bytes, hp, train_set, validation_set, int(row["seed"]),
+                                                       final.get("validation:accuracy"), log)
+            if served is not None:
+                artifact_metrics[SERVED_ACCURACY] = served
         data = build_artifact(onnx_bytes, classes=classes, image_shape=hp.image_shape, mean=result.mean,
-                              std=result.std, hyperparameters=loads(row["hyperparameters"]), metrics=final,
+                              std=result.std, hyperparameters=loads(row["hyperparameters"]), metrics=artifact_metrics,
                               job_name=name, network=result.model.arch.description, precision=precision)
         key = self.artifact_key(name)
         self.store.put(self.bucket, key, data)  # atomic: a reader never sees half an archive
@@ -607,9 +617,10 @@ __all__ = ["TrainingService", "TrainingBackendMixin", "TRAINING_MIGRATIONS", "JO
 
 
 def _quantized(onnx_bytes: bytes, hp: hps.Hyperparameters, train_set: ImageSet, validation_set: ImageSet, seed: int,
-               float_accuracy: float | None, log: Callable[[str], None]) -> tuple[bytes, str]:
-    """(graph, precision) for int8_serving=1: the graph quantized on a sample of the training images, its
-    own validation accuracy said in the log beside the float one; the float graph, said so, if it fails."""
+               float_accuracy: float | None, log: Callable[[str], None]) -> tuple[bytes, str, float | None]:
+    """(graph, precision, its validation accuracy) for int8_serving=1: the graph quantized on a sample of the
+    training images, its own validation accuracy said in the log beside PyTorch's; the float graph, said so,
+    if it fails."""
     from backend.local.training import trainer
     from backend.local.training.artifact import CALIBRATION_IMAGES, quantize_onnx
 
@@ -624,12 +635,12 @@ def _quantized(onnx_bytes: bytes, hp: hps.Hyperparameters, train_set: ImageSet, 
     except Exception as exc:  # noqa: BLE001 - the float graph still serves
         log(f"Note: int8_serving=1, but quantizing the graph failed ({type(exc).__name__}: {exc}); "
             "the endpoint will serve the float graph.")
-        return onnx_bytes, "float32"
+        return onnx_bytes, "float32", None
     if accuracy is not None:
         said += f" Validation accuracy of the graph the endpoint serves: {accuracy:.4f}"
         said += f" (PyTorch at the last epoch: {float_accuracy:.4f})." if float_accuracy is not None else "."
     log(said)
-    return quantized, "int8"
+    return quantized, "int8", accuracy
 
 
 def served_accuracy(graph: bytes, x: np.ndarray, labels: np.ndarray) -> float:
