@@ -184,10 +184,15 @@ with st.container(border=True):
                 else:
                     st.session_state["deploy_notice"] = (f"Deploying {chosen} to endpoint {endpoint.endpoint_name}: "
                                                          "its status below follows it until it is InService.")
+                    if settings["capture_enabled"]:  # on AWS: why the capture got no S3 lifecycle rule, if it did not
+                        st.session_state["deploy_retention_note"] = getattr(b, "capture_retention_note", "")
                     st.rerun()
     notice = st.session_state.pop("deploy_notice", None)
     if notice:
         st.success(notice, icon=":material/rocket_launch:")
+    retention_note = st.session_state.pop("deploy_retention_note", "")
+    if retention_note:
+        st.warning(retention_note)
 
 
 busy_now = any(e.status in BUSY for e in endpoints)

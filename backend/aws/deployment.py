@@ -21,6 +21,7 @@ from backend.aws.errors import aws_errors
 from backend.aws.s3 import PROJECT_TAG
 
 DEFAULT_CAPTURE_PREFIX = "data_capture"
+RETENTION_RULE_ID = "scones-capture-retention"  # the lifecycle rule this project sets on its capture prefix
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
@@ -88,8 +89,47 @@ class AwsDeploymentMixin:
             request["DataCaptureConfig"] = data_capture_config(capture)
         with aws_errors(f"creating endpoint config {config_name}"):
             self.client("sagemaker").create_endpoint_config(**request)
+        if capture.enabled:
+            self.capture_retention_note = self._expire_capture(capture.destination)
         self._record_resource("endpoint-config", config_name)
         return self.describe_endpoint_config(config_name)
+
+    capture_retention_note = ""  # why the last capture destination got no lifecycle rule ("" when it did)
+
+    def _expire_capture(self, destination: str) -> str:
+        """Captured files expire on S3 itself after the retention (SCONES_CAPTURE_RETENTION_DAYS, whole days):
+        one lifecycle rule on the capture prefix of the workspace bucket, so old capture goes even when no
+        Monitor page runs; the bucket's other rules stay as they are. '' when set, else why not (a bucket that
+        is not this workspace's is left alone; a role that may not set lifecycle rules leaves the trimming to
+        Monitor)."""
+        import math
+
+        from botocore.exceptions import ClientError
+
+        from backend.monitoring import capture_limits
+
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        if bucket != self.objects.bucket:
+            return f"{destination} is not in this workspace's bucket: its capture gets no lifecycle rule from here."
+        days = max(1, math.ceil(capture_limits()[0]))
+        rule = {"ID": f"{RETENTION_RULE_ID}:{prefix.rstrip('/')}"[:255], "Status": "Enabled", "Filter": {"Prefix": prefix.rstrip("/") + "/"},
+                "Expiration": {"Days": days}}
+        s3 = self.client("s3")
+        try:
+            with aws_errors(f"setting the capture retention on bucket {bucket}"):
+                try:
+                    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+                        raise
+                    rules = []
+                kept = [r for r in rules if r.get("ID") != rule["ID"]]
+                if rule in rules:
+                    return ""
+                s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": kept + [rule]})
+        except SconesError as exc:
+            return f"Capture in {destination} has no lifecycle rule ({exc}); the Monitor page trims it when it runs."
+        return ""
 
     def describe_endpoint_config(self, config_name: str) -> EndpointConfig:
         return self._once("endpoint-config", config_name, self._describe_endpoint_config)

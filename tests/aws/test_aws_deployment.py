@@ -149,3 +149,51 @@ def test_the_log_of_an_endpoint_not_there_is_resource_not_found_as_locally(model
         b.endpoint_log("nosuch")
     b.deploy(m.model_name, "scones-endpoint")
     assert b.endpoint_log("scones-endpoint") == ""
+
+
+def test_capture_expires_on_s3_by_a_lifecycle_rule_beside_the_buckets_own_rules(model, monkeypatch):
+    b, m = model
+    s3 = boto3.client("s3", region_name="us-east-1")
+    own = {"ID": "keep-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 400}}
+    s3.put_bucket_lifecycle_configuration(Bucket=b.objects.bucket, LifecycleConfiguration={"Rules": [own]})
+    monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "7.5")
+    b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
+    assert rules["keep-logs"]["Expiration"] == {"Days": 400}  # the bucket's own rule stays
+    ours = rules["scones-capture-retention:data_capture"]
+    assert ours["Filter"] == {"Prefix": "data_capture/"} and ours["Expiration"] == {"Days": 8}  # whole days, up
+    assert b.capture_retention_note == ""
+
+    monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "30")
+    b.deploy(m.model_name, "second-endpoint", capture_percent=50, destination=f"s3://{b.objects.bucket}/other/capture")
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
+    assert set(rules) == {"keep-logs", "scones-capture-retention:data_capture", "scones-capture-retention:other/capture"}
+    assert rules["scones-capture-retention:other/capture"]["Expiration"] == {"Days": 30}
+
+    b.deploy(m.model_name, "third-endpoint", capture_percent=50, destination="s3://someone-elses-bucket/capture")
+    assert "not in this workspace's bucket" in b.capture_retention_note
+
+
+def test_a_role_that_may_not_set_lifecycle_rules_still_deploys_and_says_so(model):
+    b, m = model
+    real = b.client("s3")
+
+    class Refusing:
+        exceptions = real.exceptions
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def put_bucket_lifecycle_configuration(self, **kwargs):
+            raise real.exceptions.ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "not allowed: s3:PutLifecycleConfiguration"}},
+                "PutBucketLifecycleConfiguration")
+
+    original = b.client
+    b.client = lambda service: Refusing() if service == "s3" else original(service)
+    try:
+        endpoint = b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
+    finally:
+        b.client = original
+    assert endpoint.endpoint_name == "scones-endpoint"
+    assert "has no lifecycle rule" in b.capture_retention_note and "Monitor page trims it" in b.capture_retention_note

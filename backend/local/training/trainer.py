@@ -52,6 +52,8 @@ class Recipe:
     A mirror-symmetric network (flipnet.py: each filter has a mirrored twin, so the answer is the same for an
     image and its mirror image, what test_time_flip buys, at one forward pass; 2026-11-29, five folds each):
     0.918 against 0.907 (seed 1) but 0.892 against about 0.897 (seed 0), noise again. Off.
+    Each residual branch's last convolution started at zero (zero_init_residual; 2026-11-30, with the flip
+    defaults, five folds each): 0.903 against 0.919 (seed 1) and 0.914 against 0.904 (seed 0). Noise. Off.
     CutMix did beat it and is therefore not hidden here: it is the named local option `cutmix`
     (hyperparameters.py), shown on the page and stored with each job.
     """
