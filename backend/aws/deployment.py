@@ -111,11 +111,14 @@ class AwsDeploymentMixin:
         bucket, _, prefix = destination.removeprefix("s3://").partition("/")
         if bucket != self.objects.bucket:
             return f"{destination} is not in this workspace's bucket: its capture gets no lifecycle rule from here."
-        days = max(1, math.ceil(capture_limits()[0]))
-        rule = {"ID": f"{RETENTION_RULE_ID}:{prefix.rstrip('/')}"[:255], "Status": "Enabled", "Filter": {"Prefix": prefix.rstrip("/") + "/"},
-                "Expiration": {"Days": days}}
+        if not prefix.strip("/"):
+            return (f"{destination} is the bucket's root: a lifecycle rule there would expire the whole bucket, so "
+                    "none is set; the Monitor page trims the capture when it runs.")
         s3 = self.client("s3")
         try:
+            days = max(1, math.ceil(capture_limits()[0]))  # a bad SCONES_CAPTURE_RETENTION_DAYS is said, not fatal here
+            rule = {"ID": f"{RETENTION_RULE_ID}:{prefix.rstrip('/')}"[:255], "Status": "Enabled",
+                    "Filter": {"Prefix": prefix.rstrip("/") + "/"}, "Expiration": {"Days": days}}
             with aws_errors(f"setting the capture retention on bucket {bucket}"):
                 try:
                     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])

@@ -172,6 +172,13 @@ def test_capture_expires_on_s3_by_a_lifecycle_rule_beside_the_buckets_own_rules(
 
     b.deploy(m.model_name, "third-endpoint", capture_percent=50, destination="s3://someone-elses-bucket/capture")
     assert "not in this workspace's bucket" in b.capture_retention_note
+    b.deploy(m.model_name, "fourth-endpoint", capture_percent=50, destination=f"s3://{b.objects.bucket}")
+    assert "would expire the whole bucket" in b.capture_retention_note
+    monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "soon")
+    b.deploy(m.model_name, "fifth-endpoint", capture_percent=50)  # deploys; the note names the bad setting
+    assert "SCONES_CAPTURE_RETENTION_DAYS='soon' is not a number" in b.capture_retention_note
+    rules = {r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
+    assert rules == {"keep-logs", "scones-capture-retention:data_capture", "scones-capture-retention:other/capture"}
 
 
 def test_a_role_that_may_not_set_lifecycle_rules_still_deploys_and_says_so(model):
