@@ -415,6 +415,9 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
     taken = " and ".join(n for n, on in (("input", c.capture_input), ("output", c.capture_output)) if on)
     out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {serving}, " + (
         f"capture {c.sampling_percent}% of {taken or 'nothing'} to {c.destination})" if c.enabled else "capture off)"))
+    note = backend.capture_retention_note(endpoint) if c.enabled and hasattr(backend, "capture_retention_note") else ""
+    if note:  # AWS: the capture got no S3 lifecycle rule, and why
+        print(f"scones: note: {note}", file=sys.stderr)
     if args.wait and endpoint.status == "Failed":
         print(f"scones: endpoint {endpoint.endpoint_name} failed: {endpoint.failure_reason or 'no reason given'}",
               file=sys.stderr)

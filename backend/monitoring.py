@@ -62,8 +62,8 @@ def capture_limits(env: dict[str, str] | None = None) -> tuple[float, int]:
             value = float(raw)
         except ValueError:
             raise ValidationError(f"{name}={raw!r} is not a number; set it to a number or unset it.") from None
-        if value <= 0:
-            raise ValidationError(f"{name}={raw!r} must be above 0.")
+        if not math.isfinite(value) or value <= 0:
+            raise ValidationError(f"{name}={raw!r} must be a finite number above 0.")
         return value
 
     return number("SCONES_CAPTURE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS), int(number("SCONES_CAPTURE_MAX_BYTES", DEFAULT_MAX_BYTES))

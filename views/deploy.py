@@ -184,8 +184,9 @@ with st.container(border=True):
                 else:
                     st.session_state["deploy_notice"] = (f"Deploying {chosen} to endpoint {endpoint.endpoint_name}: "
                                                          "its status below follows it until it is InService.")
-                    if settings["capture_enabled"]:  # on AWS: why the capture got no S3 lifecycle rule, if it did not
-                        st.session_state["deploy_retention_note"] = getattr(b, "capture_retention_note", "")
+                    if settings["capture_enabled"] and hasattr(b, "capture_retention_note"):
+                        # on AWS: why the capture got no S3 lifecycle rule, if it did not
+                        st.session_state["deploy_retention_note"] = b.capture_retention_note(endpoint)
                     st.rerun()
     notice = st.session_state.pop("deploy_notice", None)
     if notice:

@@ -90,18 +90,32 @@ class AwsDeploymentMixin:
         with aws_errors(f"creating endpoint config {config_name}"):
             self.client("sagemaker").create_endpoint_config(**request)
         if capture.enabled:
-            self.capture_retention_note = self._expire_capture(capture.destination)
+            self.capture_retention_notes[config_name] = self._expire_capture(capture.destination)
         self._record_resource("endpoint-config", config_name)
         return self.describe_endpoint_config(config_name)
 
-    capture_retention_note = ""  # why the last capture destination got no lifecycle rule ("" when it did)
+    @property
+    def capture_retention_notes(self) -> dict[str, str]:
+        """Endpoint config, and endpoint deployed with it -> why its capture destination got no lifecycle rule
+        ("" when it did)."""
+        notes = self.__dict__.get("_capture_retention_notes")
+        if notes is None:
+            notes = self.__dict__["_capture_retention_notes"] = {}
+        return notes
+
+    def capture_retention_note(self, endpoint: Endpoint) -> str:
+        """Why the capture of the config an endpoint was last deployed with here got no S3 lifecycle rule ('' when
+        it did, or when this process did not deploy it). By name: during an update the endpoint still names its
+        old config."""
+        notes = self.capture_retention_notes
+        return notes.get(endpoint.endpoint_name, notes.get(endpoint.config_name, ""))
 
     def _expire_capture(self, destination: str) -> str:
         """Captured files expire on S3 itself after the retention (SCONES_CAPTURE_RETENTION_DAYS, whole days):
         one lifecycle rule on the capture prefix of the workspace bucket, so old capture goes even when no
         Monitor page runs; the bucket's other rules stay as they are. '' when set, else why not (a bucket that
-        is not this workspace's is left alone; a role that may not set lifecycle rules leaves the trimming to
-        Monitor)."""
+        is not this workspace's, or a prefix outside data_capture/ that may hold other data, is left alone; a role
+        that may not set lifecycle rules leaves the trimming to Monitor)."""
         import math
 
         from botocore.exceptions import ClientError
@@ -109,27 +123,37 @@ class AwsDeploymentMixin:
         from backend.monitoring import capture_limits
 
         bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
         if bucket != self.objects.bucket:
             return f"{destination} is not in this workspace's bucket: its capture gets no lifecycle rule from here."
-        if not prefix.strip("/"):
-            return (f"{destination} is the bucket's root: a lifecycle rule there would expire the whole bucket, so "
-                    "none is set; the Monitor page trims the capture when it runs.")
+        if prefix != DEFAULT_CAPTURE_PREFIX and not prefix.startswith(DEFAULT_CAPTURE_PREFIX + "/"):
+            # another prefix may hold what is not capture (output/, train/...): an expiry there could delete it
+            return (f"{destination} is not under {DEFAULT_CAPTURE_PREFIX}/, so no lifecycle rule is set on it (one "
+                    "could expire other data there); the Monitor page trims the capture when it runs.")
         s3 = self.client("s3")
         try:
             days = max(1, math.ceil(capture_limits()[0]))  # a bad SCONES_CAPTURE_RETENTION_DAYS is said, not fatal here
-            rule = {"ID": f"{RETENTION_RULE_ID}:{prefix.rstrip('/')}"[:255], "Status": "Enabled",
-                    "Filter": {"Prefix": prefix.rstrip("/") + "/"}, "Expiration": {"Days": days}}
             with aws_errors(f"setting the capture retention on bucket {bucket}"):
                 try:
-                    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+                    current = s3.get_bucket_lifecycle_configuration(Bucket=bucket)
                 except ClientError as exc:
                     if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
                         raise
-                    rules = []
-                kept = [r for r in rules if r.get("ID") != rule["ID"]]
+                    current = {}
+                rules = current.get("Rules", [])
+                rule: dict[str, Any] = {"ID": f"{RETENTION_RULE_ID}:{prefix}"[:255], "Status": "Enabled",
+                                        "Expiration": {"Days": days}}
+                if any("Prefix" in r for r in rules):  # the bucket's rules use the older form: S3 refuses a mix
+                    rule["Prefix"] = prefix + "/"
+                else:
+                    rule["Filter"] = {"Prefix": prefix + "/"}
                 if rule in rules:
                     return ""
-                s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": kept + [rule]})
+                request: dict[str, Any] = {"Bucket": bucket, "LifecycleConfiguration": {
+                    "Rules": [r for r in rules if r.get("ID") != rule["ID"]] + [rule]}}
+                if current.get("TransitionDefaultMinimumObjectSize"):  # the bucket's setting, kept as it is
+                    request["TransitionDefaultMinimumObjectSize"] = current["TransitionDefaultMinimumObjectSize"]
+                s3.put_bucket_lifecycle_configuration(**request)
         except SconesError as exc:
             return f"Capture in {destination} has no lifecycle rule ({exc}); the Monitor page trims it when it runs."
         return ""
@@ -274,6 +298,7 @@ class AwsDeploymentMixin:
         if existing and existing.status in BUSY:
             raise ResourceInUse(f"Endpoint {endpoint_name} is {existing.status}: wait until it is InService.")
         self.create_endpoint_config(config_name, model_name, instance_type, capture)
+        self.capture_retention_notes[endpoint_name] = self.capture_retention_notes.get(config_name, "")
         try:
             if existing is None:
                 self.create_endpoint(endpoint_name, config_name)

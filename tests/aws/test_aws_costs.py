@@ -77,8 +77,16 @@ def test_cli_train_and_deploy_on_aws_start_nothing_without_yes(staged, capsys):
     assert sagemaker().list_models()["Models"] == [] and sagemaker().list_endpoints()["Endpoints"] == []
 
     assert cli.main(["deploy", "--yes", "--json"]) == 0
-    capsys.readouterr()
+    _, err = capsys.readouterr()
+    assert "lifecycle rule" not in err  # the default capture prefix got its S3 lifecycle rule
     assert [e["EndpointName"] for e in sagemaker().list_endpoints()["Endpoints"]] == ["scones-endpoint"]
+    os.environ["SCONES_CAPTURE_RETENTION_DAYS"] = "soon"  # no rule can be set: the deploy goes on and says why
+    try:
+        assert cli.main(["deploy", "--yes", "--json", "--endpoint", "elsewhere"]) == 0
+    finally:
+        del os.environ["SCONES_CAPTURE_RETENTION_DAYS"]
+    _, err = capsys.readouterr()
+    assert "scones: note: Capture in s3://" in err and "has no lifecycle rule" in err
 
 
 def test_cli_train_in_a_real_process_against_a_moto_server(moto_server, monkeypatch, small_archive):

@@ -157,28 +157,47 @@ def test_capture_expires_on_s3_by_a_lifecycle_rule_beside_the_buckets_own_rules(
     own = {"ID": "keep-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 400}}
     s3.put_bucket_lifecycle_configuration(Bucket=b.objects.bucket, LifecycleConfiguration={"Rules": [own]})
     monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "7.5")
-    b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
+    first = b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
     assert rules["keep-logs"]["Expiration"] == {"Days": 400}  # the bucket's own rule stays
     ours = rules["scones-capture-retention:data_capture"]
     assert ours["Filter"] == {"Prefix": "data_capture/"} and ours["Expiration"] == {"Days": 8}  # whole days, up
-    assert b.capture_retention_note == ""
+    assert b.capture_retention_note(first) == ""
 
     monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "30")
-    b.deploy(m.model_name, "second-endpoint", capture_percent=50, destination=f"s3://{b.objects.bucket}/other/capture")
+    second = b.deploy(m.model_name, "second-endpoint", capture_percent=50,
+                      destination=f"s3://{b.objects.bucket}/data_capture/team-b")
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
-    assert set(rules) == {"keep-logs", "scones-capture-retention:data_capture", "scones-capture-retention:other/capture"}
-    assert rules["scones-capture-retention:other/capture"]["Expiration"] == {"Days": 30}
+    assert set(rules) == {"keep-logs", "scones-capture-retention:data_capture",
+                          "scones-capture-retention:data_capture/team-b"}
+    assert rules["scones-capture-retention:data_capture/team-b"]["Expiration"] == {"Days": 30}
+    assert b.capture_retention_note(second) == "" and b.capture_retention_note(first) == ""
 
-    b.deploy(m.model_name, "third-endpoint", capture_percent=50, destination="s3://someone-elses-bucket/capture")
-    assert "not in this workspace's bucket" in b.capture_retention_note
-    b.deploy(m.model_name, "fourth-endpoint", capture_percent=50, destination=f"s3://{b.objects.bucket}")
-    assert "would expire the whole bucket" in b.capture_retention_note
-    monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", "soon")
-    b.deploy(m.model_name, "fifth-endpoint", capture_percent=50)  # deploys; the note names the bad setting
-    assert "SCONES_CAPTURE_RETENTION_DAYS='soon' is not a number" in b.capture_retention_note
+    for name, destination, words in (
+            ("third-endpoint", "s3://someone-elses-bucket/capture", "not in this workspace's bucket"),
+            ("fourth-endpoint", f"s3://{b.objects.bucket}", "is not under data_capture/"),
+            ("fifth-endpoint", f"s3://{b.objects.bucket}/output", "could expire other data there"),
+            ("sixth-endpoint", f"s3://{b.objects.bucket}/data_capture_old", "is not under data_capture/")):
+        endpoint = b.deploy(m.model_name, name, capture_percent=50, destination=destination)
+        assert words in b.capture_retention_note(endpoint)
+    for bad in ("soon", "inf", "nan"):
+        monkeypatch.setenv("SCONES_CAPTURE_RETENTION_DAYS", bad)
+        endpoint = b.deploy(m.model_name, f"bad-{bad}", capture_percent=50)  # deploys; the note names the setting
+        assert f"SCONES_CAPTURE_RETENTION_DAYS='{bad}'" in b.capture_retention_note(endpoint)
     rules = {r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
-    assert rules == {"keep-logs", "scones-capture-retention:data_capture", "scones-capture-retention:other/capture"}
+    assert rules == {"keep-logs", "scones-capture-retention:data_capture", "scones-capture-retention:data_capture/team-b"}
+
+
+def test_a_bucket_with_rules_in_the_older_prefix_form_gets_ours_in_that_form(model):
+    b, m = model
+    s3 = boto3.client("s3", region_name="us-east-1")
+    old = {"ID": "old-style", "Status": "Enabled", "Prefix": "logs/", "Expiration": {"Days": 90}}
+    s3.put_bucket_lifecycle_configuration(Bucket=b.objects.bucket, LifecycleConfiguration={"Rules": [old]})
+    endpoint = b.deploy(m.model_name, "scones-endpoint", capture_percent=50)
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=b.objects.bucket)["Rules"]}
+    assert rules["scones-capture-retention:data_capture"]["Prefix"] == "data_capture/"
+    assert "Filter" not in rules["scones-capture-retention:data_capture"] and rules["old-style"]["Prefix"] == "logs/"
+    assert b.capture_retention_note(endpoint) == "" 
 
 
 def test_a_role_that_may_not_set_lifecycle_rules_still_deploys_and_says_so(model):
@@ -203,4 +222,5 @@ def test_a_role_that_may_not_set_lifecycle_rules_still_deploys_and_says_so(model
     finally:
         b.client = original
     assert endpoint.endpoint_name == "scones-endpoint"
-    assert "has no lifecycle rule" in b.capture_retention_note and "Monitor page trims it" in b.capture_retention_note
+    note = b.capture_retention_note(endpoint)
+    assert "has no lifecycle rule" in note and "Monitor page trims it" in note

@@ -166,7 +166,11 @@ def test_interleaved_histories_hold_the_same_events_as_motos(case, moto_results,
     finally:
         engine.close()
     theirs = moto_results[case["name"]]["events"]
-    assert Counter(t for _, _, t in events) == Counter(t for _, _, t in theirs)
+    if mine.status == "SUCCEEDED":
+        assert Counter(t for _, _, t in events) == Counter(t for _, _, t in theirs)
+    else:  # how many side-by-side iterations start or end before the failure stops them is chance too
+        failures = {t for _, _, t in events if t.endswith("Failed") or t.endswith("Aborted")}
+        assert failures == {t for _, _, t in theirs if t.endswith("Failed") or t.endswith("Aborted")}
     assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
     assert all(0 <= prev < i for i, prev, _ in events)
     assert events[0][2] == "ExecutionStarted" and events[-1][2] == theirs[-1][2]

@@ -4,7 +4,8 @@
 
 - `GET /ping`: 200 once the model is loaded.
 - `POST /invocations`: a PNG or JPEG body (`image/png`, `image/jpeg`, `application/x-image`) of
-  any size, resized to the model's image_shape; answers `application/json`, the list of class
+  any size, resized to the model's image_shape (trained with `resize`: the shortest side to it, then the
+  centre crop, as validation did); answers `application/json`, the list of class
   probabilities in the training's class order. A bad request gets a 4xx with
   `{"error": <code>, "message": <one sentence>}` and the server goes on serving.
 
@@ -148,12 +149,12 @@ class Predictor:
             scale = self.resize / min(w, h)
             return max(self.width, round(w * scale)), max(self.height, round(h * scale))
 
+        size = target(*im.size)  # from the image's own size, as validation computes it
         if im.format == "JPEG":
-            im.draft(self.mode, target(*im.size))  # never below the size it is resized to
+            im.draft(self.mode, size)  # decoded at a reduced scale, never below the size it is resized to
         if im.mode in WIDE_MODES:
             im = eight_bit(im)
         out = im.convert(self.mode) if im.mode != self.mode else im
-        size = target(*out.size)
         if out.size != size:
             out = out.resize(size, Image.BILINEAR)
         left, top = (size[0] - self.width) // 2, (size[1] - self.height) // 2

@@ -107,8 +107,8 @@ def quantize_onnx(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
             return None if item is None else {INPUT_NAME: item}
 
     root = logging.getLogger()
-    handlers = root.handlers[:]
-    logging.disable(logging.WARNING)  # the quantizer logs its progress at INFO/WARNING (and adds a handler)
+    handlers, disabled = root.handlers[:], logging.root.manager.disable
+    logging.disable(max(disabled, logging.WARNING))  # the quantizer logs its progress at INFO/WARNING (and adds a handler)
     try:
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             src, pre, out = (Path(tmp) / n for n in ("float.onnx", "prepared.onnx", "int8.onnx"))
@@ -119,7 +119,7 @@ def quantize_onnx(onnx_bytes: bytes, calibration: np.ndarray) -> bytes:
                             nodes_to_exclude=_from_softmax_on(pre))
             return out.read_bytes()
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)
         root.handlers[:] = handlers
 
 
