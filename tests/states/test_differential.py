@@ -168,9 +168,8 @@ def test_interleaved_histories_hold_the_same_events_as_motos(case, moto_results,
     theirs = moto_results[case["name"]]["events"]
     if mine.status == "SUCCEEDED":
         assert Counter(t for _, _, t in events) == Counter(t for _, _, t in theirs)
-    else:  # how many side-by-side iterations start or end before the failure stops them is chance too
-        failures = {t for _, _, t in events if t.endswith("Failed") or t.endswith("Aborted")}
-        assert failures == {t for _, _, t in theirs if t.endswith("Failed") or t.endswith("Aborted")}
+    else:  # how many side-by-side iterations start, end or are aborted before the failure stops them is chance too
+        assert {t for _, _, t in events if t.endswith("Failed")} == {t for _, _, t in theirs if t.endswith("Failed")}
     assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
     assert all(0 <= prev < i for i, prev, _ in events)
     assert events[0][2] == "ExecutionStarted" and events[-1][2] == theirs[-1][2]
