@@ -172,4 +172,6 @@ def test_interleaved_histories_hold_the_same_events_as_motos(case, moto_results,
         assert {t for _, _, t in events if t.endswith("Failed")} == {t for _, _, t in theirs if t.endswith("Failed")}
     assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
     assert all(0 <= prev < i for i, prev, _ in events)
-    assert events[0][2] == "ExecutionStarted" and events[-1][2] == theirs[-1][2]
+    # this engine ends with the execution's end; moto's concurrent iterations may append events after it
+    assert events[0][2] == "ExecutionStarted" and events[-1][2] == f"Execution{mine.status.title()}"
+    assert events[-1][2] in {t for _, _, t in theirs}
