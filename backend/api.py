@@ -132,6 +132,11 @@ def stopped_or_failed(job: "TrainingJob", newest_completed: Callable[[], "Traini
     return StepStatus("train", "failed", f"{job.job_name} {job.status.lower()}{reason}.")
 
 
+# A model's metric when its artifact is the 8-bit graph (local int8_serving): that graph's validation accuracy, what
+# the endpoint answers with; validation:accuracy stays PyTorch's at the last epoch, as the training chart shows it.
+SERVED_ACCURACY = "validation:accuracy_served"
+
+
 def failed_endpoints_note(endpoints: list[Any], shown: str) -> str:
     """' X is Failed.' for endpoints other than the one a deploy step names (`shown`): a step that reads done
     because one endpoint serves must not hide that another one died."""

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SERVING_STATUSES, CaptureConfig, SconesError
+from backend.api import DEFAULT_ENDPOINT, JOB_COMPLETED, SERVED_ACCURACY, SERVING_STATUSES, CaptureConfig, SconesError
 from backend.images import refuse_decompression_bombs
 from backend.local.serving.server import MAX_BODY_BYTES, MAX_PIXELS
 from ui.charts_deploy import probabilities_frame, probability_chart, probability_chart_height
@@ -55,9 +55,6 @@ def act(call, *args) -> None:
 
 def badge(status: str) -> str:
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
-
-
-SERVED_ACCURACY = "validation:accuracy_served"  # local models whose artifact is the 8-bit graph (int8_serving)
 
 
 def model_label(name: str) -> str:

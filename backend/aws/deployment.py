@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from backend.api import (
@@ -94,14 +95,11 @@ class AwsDeploymentMixin:
         self._record_resource("endpoint-config", config_name)
         return self.describe_endpoint_config(config_name)
 
-    @property
+    @cached_property
     def capture_retention_notes(self) -> dict[str, str]:
         """Endpoint config, and endpoint deployed with it -> why its capture destination got no lifecycle rule
         ("" when it did)."""
-        notes = self.__dict__.get("_capture_retention_notes")
-        if notes is None:
-            notes = self.__dict__["_capture_retention_notes"] = {}
-        return notes
+        return {}
 
     def capture_retention_note(self, endpoint: Endpoint) -> str:
         """Why the capture of the config an endpoint was last deployed with here got no S3 lifecycle rule ('' when

@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from backend.api import SERVING_STATUSES  # an update keeps the old process serving until the switch
 from backend.local.gateway import MAX_INVOKE_BYTES, SERVER_NAME, Fallback, probabilities_json, respond
 from backend.local.serving.client import ConnectionFailed, EndpointClient
-from backend.local.serving.service import IN_SERVICE, TARGET_TTL_SECONDS, UPDATING, ModelError, prediction
+from backend.local.serving.service import TARGET_TTL_SECONDS, ModelError, prediction
 from backend.local.store import LocalStore
-
-SERVING_STATUSES = (IN_SERVICE, UPDATING)  # an update keeps the old process serving until the switch
 
 
 class _Body(io.BytesIO):
@@ -86,9 +85,7 @@ class DirectRoute:
         headers = {k.lower(): v.decode("latin-1") if isinstance(v, bytes) else v for k, v in request.headers.items()}
         try:
             answer = respond(self.store, self.invoke, request.method, url[len(self.prefix) - 1:], headers, bytes(body))
-        except Fallback:
-            return None
-        except Exception:  # anything unexpected here: the gateway process answers instead
+        except Exception:  # Fallback, or anything unexpected here: the gateway process answers instead
             return None
         from botocore.awsrequest import AWSResponse
 

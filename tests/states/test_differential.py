@@ -102,14 +102,19 @@ def test_enough_histories_are_compared():
 def test_same_history_as_moto(case, moto_results, shared_db):
     """Event by event: AWS's first state entry points back to 0, not to ExecutionStarted (AWS's own history
     example, and moto's interpreter, whose expectations are recorded against AWS)."""
-    engine = StatesEngine(shared_db, lambda_resolver, clock=FakeClock())
+    _, events = run_with_history(case, shared_db, "hist-")
+    assert events == moto_results[case["name"]]["events"]
+
+
+def run_with_history(case, db, prefix: str):
+    """(the execution record, its history as (id, previousEventId, type)) of one case run on this engine."""
+    engine = StatesEngine(db, lambda_resolver, clock=FakeClock())
     try:
         mine = engine.run_execution(case["definition"], json.dumps(case["input"]), name="exec",
-                                    state_machine_name="hist-" + machine_name(case)[:70])
-        events = [(e["id"], e["previousEventId"], e["type"]) for e in engine.get_execution_history(mine.arn)]
+                                    state_machine_name=prefix + machine_name(case)[:70])
+        return mine, [(e["id"], e["previousEventId"], e["type"]) for e in engine.get_execution_history(mine.arn)]
     finally:
         engine.close()
-    assert events == moto_results[case["name"]]["events"]
 
 
 def _moto_output(text: str | None):
@@ -158,13 +163,7 @@ def test_interleaved_histories_hold_the_same_events_as_motos(case, moto_results,
     that exists earlier in the history (ids are 1..n, previousEventId < id)."""
     from collections import Counter
 
-    engine = StatesEngine(shared_db, lambda_resolver, clock=FakeClock())
-    try:
-        mine = engine.run_execution(case["definition"], json.dumps(case["input"]), name="exec",
-                                    state_machine_name="mix-" + machine_name(case)[:70])
-        events = [(e["id"], e["previousEventId"], e["type"]) for e in engine.get_execution_history(mine.arn)]
-    finally:
-        engine.close()
+    mine, events = run_with_history(case, shared_db, "mix-")
     theirs = moto_results[case["name"]]["events"]
     if mine.status == "SUCCEEDED":
         assert Counter(t for _, _, t in events) == Counter(t for _, _, t in theirs)

@@ -40,7 +40,7 @@ import numpy as np
 
 from backend.images import WIDE_MODES, eight_bit
 from backend.local.serving.capture import CaptureGuard, CaptureWriter, Sampler, capture_line, media_type
-from backend.local.training.artifact import INPUT_NAME, OUTPUT_NAME, LoadedModel, read_members
+from backend.local.training.artifact import INPUT_NAME, OUTPUT_NAME, LoadedModel, centre_box, read_members, resized_size
 
 ACCEPTED_TYPES = ("image/png", "image/jpeg", "application/x-image")
 OUTPUT_TYPE = "application/json"
@@ -145,11 +145,8 @@ class Predictor:
     def _resized_and_cropped(self, im: Any) -> np.ndarray:
         from PIL import Image
 
-        def target(w: int, h: int) -> tuple[int, int]:
-            scale = self.resize / min(w, h)
-            return max(self.width, round(w * scale)), max(self.height, round(h * scale))
-
-        size = target(*im.size)  # from the image's own size, as validation computes it
+        shape = (self.width, self.height)
+        size = resized_size(im.size, self.resize, shape)  # from the image's own size, as validation computes it
         if im.format == "JPEG":
             im.draft(self.mode, size)  # decoded at a reduced scale, never below the size it is resized to
         if im.mode in WIDE_MODES:
@@ -157,8 +154,7 @@ class Predictor:
         out = im.convert(self.mode) if im.mode != self.mode else im
         if out.size != size:
             out = out.resize(size, Image.BILINEAR)
-        left, top = (size[0] - self.width) // 2, (size[1] - self.height) // 2
-        out = out.crop((left, top, left + self.width, top + self.height))
+        out = out.crop(centre_box(size, shape))
         return np.asarray(out, dtype=np.uint8).reshape(self.height, self.width, self.channels)
 
     def __call__(self, body: bytes) -> bytes:

@@ -178,6 +178,20 @@ def build_artifact(onnx_bytes: bytes, *, classes: Sequence[str], image_shape: tu
 # -- reading (serving side: numpy, Pillow, onnxruntime; no torch) --------------------------------
 
 
+def resized_size(size: tuple[int, int], resize: int, shape: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) an image of `size` is resized to when trained with `resize`: its shortest side to
+    `resize`, never below the (width, height) `shape` it is then centre-cropped to. Training, validation,
+    evaluation and the endpoint all use it."""
+    scale = resize / min(size)
+    return max(shape[0], round(size[0] * scale)), max(shape[1], round(size[1] * scale))
+
+
+def centre_box(size: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) of the centre crop of (width, height) `shape` from an image of `size`."""
+    left, top = (size[0] - shape[0]) // 2, (size[1] - shape[1]) // 2
+    return left, top, left + shape[0], top + shape[1]
+
+
 def read_members(data: bytes) -> tuple[dict[str, Any], bytes]:
     """(metadata, onnx bytes) from model.tar.gz bytes; ArtifactError when it is not a complete artifact."""
     wanted: dict[str, bytes] = {}
@@ -248,12 +262,10 @@ class LoadedModel:
             with Image.open(io.BytesIO(image_bytes)) as im:
                 im = im.convert("L" if channels == 1 else "RGB")
                 if resize:
-                    scale = resize / min(im.size)
-                    size = (max(width, round(im.size[0] * scale)), max(height, round(im.size[1] * scale)))
+                    size = resized_size(im.size, resize, (width, height))
                     if im.size != size:
                         im = im.resize(size, Image.BILINEAR)
-                    left, top = (im.size[0] - width) // 2, (im.size[1] - height) // 2
-                    im = im.crop((left, top, left + width, top + height))
+                    im = im.crop(centre_box(size, (width, height)))
                 elif im.size != (width, height):
                     im = im.resize((width, height), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)

@@ -26,7 +26,7 @@ import numpy as np
 
 from backend.api import (
     JOB_COMPLETED, JOB_FAILED, JOB_IN_PROGRESS, JOB_STOPPED, Evaluation, Job, Model, ResourceInUse,
-    ResourceLimitExceeded, ResourceNotFound, StepStatus, TrainingJob, ValidationError, stopped_or_failed,
+    ResourceLimitExceeded, ResourceNotFound, SERVED_ACCURACY, StepStatus, TrainingJob, ValidationError, stopped_or_failed,
 )
 from backend.local.db import Database, dumps, loads
 from backend.local.jobs import JobRunner, utcnow
@@ -106,10 +106,6 @@ def _check_name(name: str, what: str) -> str:
             f"{what} {name!r} is not valid: use 1 to 63 letters, digits and hyphens, starting with a letter or digit.")
     return name
 
-
-# A model's metric when its artifact is the 8-bit graph (int8_serving): that graph's validation accuracy, which
-# is what the endpoint answers with; validation:accuracy stays PyTorch's at the last epoch, as the chart shows it.
-SERVED_ACCURACY = "validation:accuracy_served"
 
 class TrainingService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, jobs: JobRunner, settings: Any = None):

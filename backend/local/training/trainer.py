@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from backend.local.training.artifact import resized_size
 from backend.local.training.data import ImageSet
 from backend.local.training.hyperparameters import Hyperparameters
 from backend.local.training.model import ResNet, build_resnet
@@ -92,8 +93,7 @@ def fit_images(images: np.ndarray, hp: Hyperparameters) -> np.ndarray:
     channels, height, width = hp.image_shape
     n, h, w, c = images.shape
     if hp.resize:
-        scale = hp.resize / min(h, w)
-        size = (max(width, round(w * scale)), max(height, round(h * scale)))
+        size = resized_size((w, h), hp.resize, (width, height))
     else:
         size = (width, height)
     if (w, h) != size:
