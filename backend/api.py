@@ -327,6 +327,10 @@ class TrainingJob:
     # What validation:accuracy was measured on: "test" (the test split, as the workflow's validation
     # channel) or "holdout" (20% of the training data, kept out of training; local only).
     validation: str = "test"
+    # Local jobs with int8_serving=1: the served 8-bit graph's accuracy on the same validation images
+    # (SERVED_ACCURACY in the model's metrics). None when the endpoint serves the float graph, whose
+    # accuracy is validation:accuracy itself, and on AWS.
+    served_accuracy: float | None = None
 
     @property
     def final_metrics(self) -> dict[str, float]:

@@ -279,7 +279,13 @@ def job_doc(job: Any) -> dict[str, Any]:
     return {"job_name": job.job_name, "status": job.status, "secondary_status": job.secondary_status,
             "created": job.created, "seconds": round(job.seconds, 1), "metrics": job.final_metrics,
             "failure_reason": job.failure_reason, "model_artifact": job.model_artifact,
-            "validation": job.validation}  # what metrics' validation:accuracy was measured on: test | holdout
+            "validation": job.validation,  # what metrics' validation:accuracy was measured on: test | holdout
+            "served_accuracy": job.served_accuracy}  # the served 8-bit graph's, on the same images; null: float
+
+
+def served_text(job: Any, digits: int) -> str:
+    """' · served 8-bit graph 0.905' for a job whose endpoint serves an 8-bit graph, else ''."""
+    return "" if job.served_accuracy is None else f" · served 8-bit graph {job.served_accuracy:.{digits}f}"
 
 
 def confirm_billing(backend: Any, kind: str, yes: bool) -> None:
@@ -311,7 +317,7 @@ def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
     doc = job_doc(job) if args.wait else {"job_name": job.job_name, "status": job.status}
     text = f"{job.job_name}: {job.status}"
     if args.wait and job.final_metrics:
-        text += " · " + ", ".join(f"{k} {v:.4f}" for k, v in job.final_metrics.items())
+        text += " · " + ", ".join(f"{k} {v:.4f}" for k, v in job.final_metrics.items()) + served_text(job, 4)
     if job.failure_reason:
         text += f" · {job.failure_reason}"
     out.done(doc, text)
@@ -322,7 +328,7 @@ def cmd_jobs(backend: Any, args: argparse.Namespace, out: Output) -> int:
     jobs = backend.list_training_jobs()
     doc = {"jobs": [job_doc(j) for j in jobs]}
     lines = [f"{j.job_name:40} {j.status:11} {j.seconds:7.1f}s  "
-             + " ".join(f"{k}={v:.3f}" for k, v in j.final_metrics.items()) for j in jobs]
+             + " ".join(f"{k}={v:.3f}" for k, v in j.final_metrics.items()) + served_text(j, 3) for j in jobs]
     out.done(doc, "\n".join(lines) or "No training jobs yet.")
     return EXIT_OK
 

@@ -62,10 +62,14 @@ VALIDATED_ON = {"test": "test split", "holdout": "20% hold-out"}  # what validat
 def jobs_frame(jobs: Iterable) -> pd.DataFrame:
     """The jobs table: one row per TrainingJob; metrics are the last recorded epoch's, "—" where a backend
     has none yet (a job still starting) or none at all (SageMaker's algorithm logs no loss). `seconds` stays a
-    number: the page writes it with one decimal."""
+    number: the page writes it with one decimal. Where some job's endpoint serves an 8-bit graph, "served
+    accuracy" gives what the graph the endpoint would run scored on the same validation images (for a float
+    graph that is the validation accuracy itself)."""
     def metric(value: float | None) -> str:
         return NO_VALUE if value is None else f"{value:.3f}"
 
+    jobs = list(jobs)
+    served = any(j.served_accuracy is not None for j in jobs)  # a column only where some job serves 8 bits
     rows = []
     for j in jobs:
         m = j.final_metrics
@@ -74,6 +78,9 @@ def jobs_frame(jobs: Iterable) -> pd.DataFrame:
         rows.append({  # what an operator compares first comes first: the page's column shows about seven
             "job name": j.job_name, "status": status,
             "validation accuracy": metric(m.get("validation:accuracy")),
+            **({"served accuracy": metric(j.served_accuracy if j.served_accuracy is not None
+                                          else m.get("validation:accuracy") if j.model_artifact else None)}
+               if served else {}),
             "train accuracy": metric(m.get("train:accuracy")),
             "train loss": metric(m.get("train:loss")),
             "epochs": f"{len(j.epochs)}/{planned}" + (" (stopped early)" if stopped_early(j, planned) else ""),

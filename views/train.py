@@ -240,9 +240,15 @@ def jobs_table_view(polled: bool) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",  # the status reads whole (audit)
-                 column_config={"seconds": st.column_config.NumberColumn(format="%.1f"),
-                                "status": st.column_config.TextColumn(width=170)})
+    # The name stays in view when the table scrolls sideways (at 1,000 px it shows about three columns);
+    # the status reads whole (audit).
+    st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",
+                 column_config={"job name": st.column_config.TextColumn(pinned=True),
+                                "seconds": st.column_config.NumberColumn(format="%.1f"),
+                                "status": st.column_config.TextColumn(width=170),
+                                "served accuracy": st.column_config.TextColumn(
+                                    help="What the graph the endpoint serves scored on the same validation images: "
+                                         "the 8-bit graph's with int8_serving=1, else the validation accuracy.")})
     if polled and not any(j.status in ACTIVE for j in jobs):
         st.rerun()  # the last running job ended: redraw the page, which stops this polling
 

@@ -171,7 +171,9 @@ def run_ui() -> None:
                             args=(count_key,))
     count_problem = None if 1 <= count <= 500 else f"Executions must be 1 to 500 a start, not {count:,}."
     kept("wf_override", False)
-    override = c4.checkbox("Another threshold for this run only", key="wf_override")
+    override = c4.checkbox("Another threshold", key="wf_override",  # a longer label is cut at 1,000 px (audit)
+                           help="For this run only: the threshold travels in these executions' input, and the "
+                                "workflow's own threshold stays as it is.")
     current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
     if not override:
         st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
@@ -368,7 +370,7 @@ if machines:
         executions = executions[:SHOWN]
         df = executions_frame(executions)
         cards = execution_cards(executions)
-        cols = st.columns(5)
+        cols = st.columns([0.9, 0.9, 1.4, 1.4, 0.8])  # the two long labels read whole at 1,000 px (audit)
         cols[0].metric("Executions", cards["executions"])
         cols[1].metric("Succeeded", cards["succeeded"])
         cols[2].metric("Below threshold", cards["below_threshold"], help=f"Executions that failed with "
@@ -387,7 +389,7 @@ if machines:
         st.dataframe(df, hide_index=True, height=min(260, 38 + 35 * len(df)),  # no empty rows under a short list
                      column_config={"threshold": st.column_config.TextColumn(
                                         width=80, help="The threshold the execution was judged against: its own "
-                                                       "(Another threshold for this run only) or the workflow's "
+                                                       "(Another threshold, for one run) or the workflow's "
                                                        "when it started; blank when not known"),
                                     "name": st.column_config.TextColumn(width=120),
                                     "status": st.column_config.TextColumn(width=100),

@@ -69,6 +69,24 @@ def test_jobs_frame_shows_a_dash_where_a_metric_is_missing_and_the_secondary_sta
     assert df.loc[0, "seconds"] == 3.0
 
 
+def test_jobs_frame_gives_the_served_graphs_accuracy_beside_pytorchs_where_some_job_serves_8_bits():
+    from backend.api import TrainingJob
+    from ui.charts_training import jobs_frame
+
+    last = ({"epoch": 1, "train:accuracy": 0.9, "validation:accuracy": 0.915},)
+    int8 = TrainingJob("int8", "Completed", "Completed", {"epochs": "1"}, "2026-11-27T10:00:00Z", epochs=last,
+                       model_artifact="s3://b/int8/model.tar.gz", served_accuracy=0.91)
+    float_graph = TrainingJob("float", "Completed", "Completed", {"epochs": "1"}, "2026-11-27T09:00:00Z", epochs=last,
+                              model_artifact="s3://b/float/model.tar.gz")
+    running = TrainingJob("running", "InProgress", "Training", {"epochs": "9"}, "2026-11-27T11:00:00Z", epochs=last)
+    df = jobs_frame([running, int8, float_graph])
+    assert list(df.columns[:4]) == ["job name", "status", "validation accuracy", "served accuracy"]
+    # the 8-bit graph's own score; a float graph serves what validation measured; no artifact yet: nothing served
+    assert df["served accuracy"].tolist() == ["—", "0.910", "0.915"]
+    assert df["validation accuracy"].tolist() == ["0.915"] * 3
+    assert "served accuracy" not in jobs_frame([float_graph, running]).columns  # no 8-bit graph: no column
+
+
 def test_progress_text_says_what_a_job_is_doing_and_about_how_long_is_left():
     from types import SimpleNamespace
 

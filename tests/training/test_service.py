@@ -97,6 +97,7 @@ def test_a_job_with_test_time_flip_serves_what_it_validated_on(staged):
                                       job_name="tiny-flip", seed=1)  # hardly trained: answers far from 0 and 1
     job = wait_done(staged, name)
     assert job.status == "Completed" and job.hyperparameters["test_time_flip"] == "1"
+    assert job.served_accuracy is None  # a float graph: what it serves scored validation:accuracy
     model = load_artifact(staged.store.get(staged.objects.bucket, "output/tiny-flip/output/model.tar.gz"))
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.predict(images), model.predict(images[:, :, ::-1]), atol=1e-6)  # the flip is in the graph
@@ -129,6 +130,24 @@ def test_a_job_with_int8_serving_serves_an_8_bit_graph_and_says_how_it_validates
     model_record = staged.create_model(name)  # the model carries the served graph's accuracy beside PyTorch's
     assert model_record.metrics["validation:accuracy_served"] == pytest.approx(float(said[2]), abs=1e-4)
     assert model_record.metrics["validation:accuracy"] == job.final_metrics["validation:accuracy"]
+    # the job itself carries it too (the jobs table, Home, `scones jobs`), and a restart reads it back
+    assert job.served_accuracy == pytest.approx(float(said[2]), abs=1e-4)
+    assert get_backend(load_settings()).describe_training_job(name).served_accuracy == job.served_accuracy
+    assert f"(served 8-bit graph {job.served_accuracy:.3f})" in staged.training.step_status().detail
+    # a job completed before the column existed reads it from its artifact once, then keeps it in its row
+    db = staged.training.db
+    db.execute("UPDATE training_jobs SET served_accuracy=NULL WHERE job_name=?", (name,))
+    assert staged.describe_training_job(name).served_accuracy == job.served_accuracy
+    assert db.query_one("SELECT served_accuracy FROM training_jobs WHERE job_name=?", (name,))[0] == job.served_accuracy
+    # ... and one whose quantizing failed (its artifact serves the float graph) has none to show
+    from backend.local.training.artifact import build_artifact
+    float_artifact = build_artifact(graph, classes=meta["classes"], image_shape=tuple(meta["image_shape"]),
+                                    **meta["normalization"], hyperparameters=job.hyperparameters,
+                                    metrics=job.final_metrics, job_name=name)
+    staged.store.put(staged.objects.bucket, "output/tiny-int8/output/model.tar.gz", float_artifact)
+    db.execute("UPDATE training_jobs SET served_accuracy=NULL WHERE job_name=?", (name,))
+    assert staged.describe_training_job(name).served_accuracy is None
+    staged.store.put(staged.objects.bucket, "output/tiny-int8/output/model.tar.gz", data)  # as trained, for below
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     model = load_artifact(data)
     # the flip is kept: an image and its mirror image make the same pair, so the same answer, bit for bit

@@ -116,6 +116,9 @@ def test_train_jobs_evaluate(tmp_path):
     assert ev["classes"] == ["bicycle", "motorcycle"]
     assert sum(map(sum, ev["confusion_matrix"])) == 200
     assert abs(ev["accuracy"] - doc["metrics"]["validation:accuracy"]) < 0.01
+    # the defaults serve an 8-bit graph: its accuracy is what evaluation (which runs that graph) measures
+    assert doc["served_accuracy"] == jobs[0]["served_accuracy"] and abs(ev["accuracy"] - doc["served_accuracy"]) < 1e-4
+    assert f"served 8-bit graph {doc['served_accuracy']:.3f}" in scones("jobs", home=tmp_path).stdout
     assert set(ev["per_class"]["bicycle"]) >= {"precision", "recall"}
     assert all(set(w) >= {"key", "label", "predicted", "confidence"} for w in ev["worst"])
     started = json.loads(scones("train", "--epochs", "1", "--json", home=tmp_path).stdout)

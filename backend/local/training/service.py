@@ -87,6 +87,9 @@ TRAINING_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_name, data_digest)
     );
     """,
+    # The accuracy of the 8-bit graph the artifact serves (int8_serving=1) on the validation images, set with
+    # model_artifact; NULL when the artifact serves the float graph, whose accuracy is validation:accuracy.
+    "ALTER TABLE training_jobs ADD COLUMN served_accuracy REAL;",
 )
 
 
@@ -111,6 +114,7 @@ class TrainingService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, jobs: JobRunner, settings: Any = None):
         self.db, self.store, self.bucket, self.jobs, self.settings = db, store, bucket, jobs, settings
         self.backend_name = getattr(jobs, "backend_name", "local")
+        self._float_served: set[str] = set()  # int8_serving jobs whose artifact serves the float graph
         db.migrate("training", TRAINING_MIGRATIONS)
 
     # -- what the form needs -------------------------------------------------------------------
@@ -252,6 +256,8 @@ class TrainingService:
         if job.status == JOB_COMPLETED:
             acc = job.final_metrics.get("validation:accuracy")
             tail = f", validation accuracy {acc:.3f}" if acc is not None else ""
+            if job.served_accuracy is not None:
+                tail += f" (served 8-bit graph {job.served_accuracy:.3f})"
             return StepStatus("train", "done", f"{job.job_name} completed{tail}.")
         return stopped_or_failed(job, self._newest_completed)
 
@@ -448,7 +454,8 @@ class TrainingService:
         key = self.artifact_key(name)
         self.store.put(self.bucket, key, data)  # atomic: a reader never sees half an archive
         uri = f"s3://{self.bucket}/{key}"
-        self.db.execute("UPDATE training_jobs SET model_artifact=? WHERE job_name=?", (uri, name))
+        self.db.execute("UPDATE training_jobs SET model_artifact=?, served_accuracy=? WHERE job_name=?",
+                        (uri, artifact_metrics.get(SERVED_ACCURACY) if precision == "int8" else None, name))
         self._transition(name, "Completed", "Training job completed.")
         log(f"Wrote {uri} ({len(data):,} bytes). Total {time.perf_counter() - started:.1f} s.")
         return {
@@ -546,7 +553,27 @@ class TrainingService:
             seconds=seconds, failure_reason=job.failure_reason if job.status == JOB_FAILED else "",
             epochs=epochs, model_artifact=row["model_artifact"] if job.status == JOB_COMPLETED else None,
             backend=self.backend_name, validation=row["validation"],
+            served_accuracy=self._served_accuracy(row) if job.status == JOB_COMPLETED else None,
         )
+
+    def _served_accuracy(self, row: Any) -> float | None:
+        """The row's served_accuracy. A job that completed with int8_serving=1 before the column existed has
+        NULL there: its artifact says (read once, then kept in the row; a float fallback is read once per process)."""
+        if row["served_accuracy"] is not None or not row["model_artifact"]:
+            return row["served_accuracy"]
+        name = row["job_name"]
+        if loads(row["hyperparameters"]).get("int8_serving", "0").strip() != "1" or name in self._float_served:
+            return None
+        try:
+            meta, _ = read_members(self.store.get(self.bucket, self.artifact_key(name)))
+        except Exception:  # noqa: BLE001 - a deleted or unreadable artifact: nothing to say
+            return None
+        served = (meta.get("metrics") or {}).get(SERVED_ACCURACY)
+        if meta.get("precision") != "int8" or not isinstance(served, (int, float)):
+            self._float_served.add(name)  # quantizing failed then, and the float graph serves
+            return None
+        self.db.execute("UPDATE training_jobs SET served_accuracy=? WHERE job_name=?", (float(served), name))
+        return float(served)
 
 
 class TrainingBackendMixin:
