@@ -218,13 +218,14 @@ def test_kill_9_of_the_worker_reads_failed_with_a_reason(staged):
     pid = worker_pid(staged, name)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 10)
-    job = staged.describe_training_job(name)  # the first look after the kill
-    assert (job.status, job.secondary_status) == ("Failed", "Failed")
+    listed = staged.list_training_jobs()  # the first look after the kill: the page's job list (read in one go)
+    assert [(j.job_name, j.status, j.secondary_status) for j in listed] == [(name, "Failed", "Failed")]
+    job = staged.describe_training_job(name)
+    assert listed == [job]  # the list reads each job as describing it alone does
     assert "worker process exited unexpectedly" in job.failure_reason
     log = staged.training_log(name)  # the log says how it ended, once, though the worker could not
     assert log.count("Failed: The worker process exited unexpectedly") == 1 and "Epoch[0]" in log
     assert len(job.epochs) >= 1 and job.model_artifact is None
-    assert staged.list_training_jobs()[0].status == "Failed"
     with pytest.raises(ValidationError, match="only a Completed job has a model artifact"):
         staged.create_model(name)
     assert staged.step_statuses()["train"].state == "failed"
@@ -257,6 +258,9 @@ def test_stopping_a_newer_job_leaves_the_train_step_done(staged):
     staged.stop_training_job(name)
     step = staged.step_statuses()["train"]
     assert step.state == "done" and step.detail == f"{done} completed; the newer job {name} was stopped."
+    listed = staged.list_training_jobs()  # several jobs read in one go: each as describing it alone reads it
+    assert [j.job_name for j in listed] == [name, done] and [j.status for j in listed] == ["Stopped", "Completed"]
+    assert listed == [staged.describe_training_job(j.job_name) for j in listed] and len(listed[1].epochs) == 2
 
 
 def test_a_half_written_artifact_is_never_a_model(staged):

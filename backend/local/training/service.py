@@ -211,8 +211,22 @@ class TrainingService:
         return self._record(row)
 
     def list_training_jobs(self, limit: int = 100) -> list[TrainingJob]:
+        """Newest first. Three queries in all, however many jobs: the page polls this while a job runs, and a
+        query a job (two connections each) took 70 ms a poll for 60 jobs."""
         rows = self.db.query("SELECT * FROM training_jobs ORDER BY created DESC LIMIT ?", (limit,))
-        return [self._record(r) for r in rows]
+        if not rows:
+            return []
+        jobs = self.jobs.describe_many([r["job_id"] for r in rows])
+        names = [r["job_name"] for r in rows]
+        epochs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        with self.db.connect() as conn:
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                for name, metrics in conn.execute(
+                        f"SELECT job_name, metrics FROM training_metrics WHERE job_name IN ({','.join('?' * len(chunk))}) "
+                        "ORDER BY job_name, epoch", chunk):
+                    epochs[name].append(loads(metrics))
+        return [self._record(r, jobs.get(r["job_id"]), tuple(epochs[r["job_name"]])) for r in rows]
 
     def stop_training_job(self, name: str) -> TrainingJob:
         """Stop a running job (its worker gets SIGTERM); a job that has already ended is returned as it is."""
@@ -530,8 +544,10 @@ class TrainingService:
             conn.execute("UPDATE training_jobs SET secondary_status=?, transitions=? WHERE job_name=?",
                          (status, dumps(transitions), name))
 
-    def _record(self, row: Any) -> TrainingJob:
-        job = self.jobs.describe(row["job_id"])  # reconciles a dead worker to Failed
+    def _record(self, row: Any, job: Any = None, epochs: tuple[dict[str, float], ...] | None = None) -> TrainingJob:
+        """The TrainingJob of a training_jobs row; `job` (its JobRunner job) and `epochs` when already read."""
+        if job is None:
+            job = self.jobs.describe(row["job_id"])  # reconciles a dead worker to Failed
         name = row["job_name"]
         secondary = row["secondary_status"]
         if job.status == JOB_FAILED:
@@ -543,10 +559,11 @@ class TrainingService:
         ended = job.updated if job.done else None
         end_time = _parse_time(ended) if ended else datetime.now(timezone.utc)
         seconds = max(0.0, (end_time - _parse_time(row["created"])).total_seconds())
-        epochs = tuple(
-            loads(r["metrics"]) for r in
-            self.db.query("SELECT metrics FROM training_metrics WHERE job_name=? ORDER BY epoch", (name,))
-        )
+        if epochs is None:
+            epochs = tuple(
+                loads(r["metrics"]) for r in
+                self.db.query("SELECT metrics FROM training_metrics WHERE job_name=? ORDER BY epoch", (name,))
+            )
         return TrainingJob(
             job_name=name, status=job.status, secondary_status=secondary,
             hyperparameters=loads(row["hyperparameters"]), created=row["created"], ended=ended,
