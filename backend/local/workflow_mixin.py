@@ -68,8 +68,8 @@ class WorkflowBackendMixin:
         self.workflow.delete_state_machine(name)
 
     def execution_counts(self, state_machine: str) -> tuple[int, int]:
-        runs = self.workflow.engine.list_executions(state_machine)
-        return len(runs), sum(r.status == "RUNNING" for r in runs)
+        counts = self.workflow.engine.count_executions([state_machine])
+        return sum(counts.values()), sum(n for (status, _), n in counts.items() if status == "RUNNING")
 
     def kept_execution_groups(self) -> list[str]:
         return self.workflow.engine.execution_machine_names()

@@ -147,6 +147,18 @@ def test_list_filters_and_order(engine, clock):
     assert [r.name for r in engine.list_executions("alpha")] == ["a2", "a1"]
     assert [r.name for r in engine.list_executions(status="FAILED")] == ["a2"]
     assert [r.name for r in engine.list_executions("beta", "FAILED")] == []
+    # several machines, and only the newest few read (a page of 10,000 executions reads its 500)
+    assert [r.name for r in engine.list_executions(state_machine_names=["alpha", "gamma"])] == ["a2", "a1"]
+    assert [r.name for r in engine.list_executions(limit=2)] == ["b1", "a2"]
+    assert [r.name for r in engine.list_executions(state_machine_names=["alpha"], limit=1)] == ["a2"]
+    assert engine.list_executions(state_machine_names=[]) == [] and engine.list_executions(limit=0) == []
+    assert [r.name for r in engine.list_executions("beta", state_machine_names=["alpha", "beta"])] == ["b1"]
+    assert engine.list_executions("beta", state_machine_names=["alpha"]) == []  # in both, or nothing
+    assert engine.count_executions() == {("SUCCEEDED", None): 2, ("FAILED", "E"): 1}
+    assert engine.count_executions(["alpha"]) == {("SUCCEEDED", None): 1, ("FAILED", "E"): 1}
+    assert engine.count_executions([]) == {}
+    assert engine.arns_named("a2") == [engine.list_executions("alpha", "FAILED")[0].arn]
+    assert engine.arns_named("nobody") == []
     with pytest.raises(ValidationError):
         engine.list_executions(status="DONE")
 

@@ -21,7 +21,7 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from backend.local import LOCAL_ACCOUNT, LOCAL_REGION
 from backend.local.db import Database
@@ -647,15 +647,33 @@ class StatesEngine:
             raise errors.ExecutionDoesNotExist(f"Execution does not exist: '{arn}'.")
         return active.machine.text  # running, row not written yet
 
-    def list_executions(self, state_machine_name: str | None = None, status: str | None = None) -> list[ExecutionRecord]:
-        """Executions newest first, optionally of one state machine and/or in one status."""
+    def list_executions(self, state_machine_name: str | None = None, status: str | None = None, *,
+                        state_machine_names: Iterable[str] | None = None, limit: int | None = None) -> list[ExecutionRecord]:
+        """Executions newest first, optionally of one state machine (or of several: `state_machine_names`)
+        and/or in one status, the newest `limit` of them (the database reads no more)."""
         if status is not None and status not in STATUSES:
             raise errors.ValidationError(f"Status filter must be one of {', '.join(STATUSES)}, got '{status}'.")
+        self._read_ready()
+        names = [state_machine_name] if state_machine_name is not None else state_machine_names
+        if state_machine_name is not None and state_machine_names is not None:
+            names = [state_machine_name] if state_machine_name in set(state_machine_names) else []
+        rows = store.list_executions(connections.connection(self.db), names, status, limit)
+        return [_record(r) for r in rows]
+
+    def count_executions(self, state_machine_names: Iterable[str] | None = None) -> dict[tuple[str, str | None], int]:
+        """{(status, error): how many} of the named state machines' executions (None: all), counted by SQLite."""
+        self._read_ready()
+        return store.count_executions(connections.connection(self.db), state_machine_names)
+
+    def arns_named(self, name: str) -> list[str]:
+        """The ARNs of the executions of that name, newest first."""
+        self._read_ready()
+        return store.arns_named(connections.connection(self.db), name)
+
+    def _read_ready(self) -> None:
+        """Before a listing: lost executions ended, and every pending event and row written."""
         self.recover_lost_executions()
         self.flush()
-        conn = connections.connection(self.db)
-        rows = store.list_executions(conn, state_machine_name, status)
-        return [_record(r) for r in rows]
 
     def execution_machine_names(self) -> list[str]:
         """The state machine names executions are kept under (their machines may be gone since)."""

@@ -100,18 +100,40 @@ def get_execution(conn: sqlite3.Connection, arn: str) -> sqlite3.Row | None:
     return conn.execute(f"SELECT {_EXEC_COLUMNS}, definition FROM sf_executions WHERE arn=?", (arn,)).fetchone()
 
 
-def list_executions(conn: sqlite3.Connection, state_machine_name: str | None, status: str | None) -> list[sqlite3.Row]:
-    sql = f"SELECT {_EXEC_COLUMNS} FROM sf_executions"
+def _where(state_machine_names: Iterable[str] | None, status: str | None) -> tuple[str, list[Any]]:
     where, params = [], []
-    if state_machine_name is not None:
-        where.append("state_machine_name=?")
-        params.append(state_machine_name)
+    if state_machine_names is not None:
+        names = list(state_machine_names)
+        where.append(f"state_machine_name IN ({','.join('?' * len(names))})" if names else "0")
+        params += names
     if status is not None:
         where.append("status=?")
         params.append(status)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return conn.execute(sql + " ORDER BY start_date DESC, rowid DESC", params).fetchall()
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def list_executions(conn: sqlite3.Connection, state_machine_names: Iterable[str] | None, status: str | None,
+                    limit: int | None = None) -> list[sqlite3.Row]:
+    """Newest first; of the named state machines only (None: all), the newest `limit` (None: all)."""
+    where, params = _where(state_machine_names, status)
+    sql = f"SELECT {_EXEC_COLUMNS} FROM sf_executions{where} ORDER BY start_date DESC, rowid DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(0, int(limit)))
+    return conn.execute(sql, params).fetchall()
+
+
+def count_executions(conn: sqlite3.Connection, state_machine_names: Iterable[str] | None) -> dict[tuple[str, str | None], int]:
+    """{(status, error): executions} of the named state machines (None: all)."""
+    where, params = _where(state_machine_names, None)
+    return {(r[0], r[1]): r[2] for r in conn.execute(
+        f"SELECT status, error, COUNT(*) FROM sf_executions{where} GROUP BY status, error", params)}
+
+
+def arns_named(conn: sqlite3.Connection, name: str) -> list[str]:
+    """The ARNs of the executions with this name (one per state machine at most), newest first."""
+    return [r[0] for r in conn.execute(
+        "SELECT arn FROM sf_executions WHERE name=? ORDER BY start_date DESC, rowid DESC", (name,))]
 
 
 def running(conn: sqlite3.Connection) -> list[sqlite3.Row]:
