@@ -13,8 +13,10 @@ import os
 import pickle
 import tarfile
 import time
+import http.client
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit, urlunsplit
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -268,6 +270,28 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def redact_url(url: str) -> str:
+    """An address as it may be shown or logged: no user name or password, no query (a presigned URL's
+    signature and credential live there), no fragment. https://u:p@host/a.tgz?X-Amz-Signature=s ->
+    https://***@host/a.tgz?..."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an address that cannot be read)"
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "..." if parts.query else "", ""))
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error's words, which may quote the address) without the address's secret parts."""
+    userinfo = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
+    query = url.partition("?")[2]
+    for secret in sorted({userinfo, query, *userinfo.split(":"), *query.split("&")} - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progress,
              timeout: float = 30.0, span: tuple[float, float] = (0.0, 1.0)) -> Path:
     """Download to a temp file, check md5, then move into place; a verified copy is reused."""
@@ -278,15 +302,16 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
         return final
     tmp = dest_dir / f".part-{uuid.uuid4().hex}"
     lo, hi = span
+    shown = redact_url(url)  # what messages say: never a password or a presigned signature
     try:
         try:
             response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "scones"}), timeout=timeout)
         except urllib.error.HTTPError as exc:
-            raise DownloadError(f"{url} answered HTTP {exc.code}: check the address (--source, or SCONES_CIFAR_URL "
+            raise DownloadError(f"{shown} answered HTTP {exc.code}: check the address (--source, or SCONES_CIFAR_URL "
                                 "for the default), or stage the bundled sample.") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(f"Could not reach {url} ({reason}); check the network, or stage the bundled sample.") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL is neither
+            reason = scrub(str(getattr(exc, "reason", exc)), url)
+            raise DownloadError(f"Could not reach {shown} ({reason}); check the network, or stage the bundled sample.") from None
         total = int(response.headers.get("Content-Length") or 0)
         h = hashlib.md5()
         done = 0
@@ -296,7 +321,7 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
                 try:
                     chunk = response.read(1 << 20)
                 except OSError as exc:
-                    raise DownloadError(f"The download from {url} broke off ({exc}); try again.") from None
+                    raise DownloadError(f"The download from {shown} broke off ({scrub(str(exc), url)}); try again.") from None
                 if not chunk:
                     break
                 out.write(chunk)
@@ -308,7 +333,7 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
                     frac = done / total if total else 0.0
                     progress(lo + (hi - lo) * frac, f"Downloading: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
         if total and done != total:
-            raise DownloadError(f"The download from {url} stopped at {done:,} of {total:,} bytes; try again.")
+            raise DownloadError(f"The download from {shown} stopped at {done:,} of {total:,} bytes; try again.")
         got = h.hexdigest()
         if got != md5:
             raise ChecksumMismatch(

@@ -162,8 +162,19 @@ class WorkspaceBackend:
         url = re.match(r"^(https?)://", source, re.IGNORECASE)
         if url:  # a scheme is case-insensitive; the rest of the backend reads it lower-case
             source = url[1].lower() + source[len(url[1]):]
-            if not urlsplit(source).hostname:
-                raise ValidationError(f"{source} names no host: enter the whole address, such as "
+            shown = cifar.redact_url(source)  # never a password or a presigned signature in a message
+            try:
+                parts = urlsplit(source)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            except ValueError:
+                raise ValidationError(f"{shown} is not a valid address (its host or port cannot be read): enter "
+                                      "the whole address, such as https://mirror.example.com/cifar-100-python.tar.gz.") from None
+            if parts.username is not None or parts.password is not None:
+                raise ValidationError("Addresses with a user name or password are not supported (they would not be "
+                                      "sent, and could be shown): use an address without them, such as a presigned "
+                                      "URL, or download the archive and give its path.")
+            if not parts.hostname:
+                raise ValidationError(f"{shown} names no host: enter the whole address, such as "
                                       "https://mirror.example.com/cifar-100-python.tar.gz.")
             return source
         scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
@@ -245,7 +256,8 @@ class WorkspaceBackend:
                     raise
                 note = f"{exc} Staged the bundled sample (1,200 real CIFAR-100 images) instead."
                 source, path = "sample", SAMPLE_ARCHIVE
-            report = staging.stage_archive(path, classes, self.objects, progress, source)
+            shown = cifar.redact_url(source) if re.match(r"^https?://", source) else source  # the report is shown
+            report = staging.stage_archive(path, classes, self.objects, progress, shown)
             report["seconds"] = time.perf_counter() - started
             report["note"] = note
             result = StageReport.from_dict(report)

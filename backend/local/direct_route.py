@@ -39,7 +39,7 @@ from urllib.parse import quote
 from backend.api import SERVING_STATUSES  # an update keeps the old process serving until the switch
 from backend.local.gateway import MAX_INVOKE_BYTES, SERVER_NAME, Fallback, probabilities_json, respond
 from backend.local.serving.client import ConnectionFailed, EndpointClient
-from backend.local.serving.service import TARGET_TTL_SECONDS, ModelError, prediction
+from backend.local.serving.service import TARGET_TTL_SECONDS, prediction, timed_out
 from backend.local.store import LocalStore
 
 
@@ -103,8 +103,7 @@ class DirectRoute:
         except ConnectionFailed as exc:
             self._targets.pop(name, None)
             if isinstance(exc.__cause__, TimeoutError):  # it may still be working on it: not sent again
-                raise ModelError(f"Your invocation timed out while waiting for a response from container primary "
-                                 f"of endpoint {name} ({self.client.timeout:g} s).", 408) from None
+                raise timed_out(name, self.client.timeout) from None
             raise Fallback(f"endpoint {name} did not answer on port {port}") from None
         except Fallback:
             raise

@@ -36,6 +36,30 @@ def wait_dead(pid: int, start: str, timeout: float = 10.0) -> None:
     assert not process_alive(pid, start)
 
 
+def test_a_stuck_endpoint_times_out_once_with_what_to_do_and_is_not_asked_again(service):
+    """A frozen process (SIGSTOP) takes the connection and never answers: one wait of the client's timeout,
+    then SageMaker's timed-out ModelError, not a second wait and a message that it is InService (audit)."""
+    from backend.local.serving.client import EndpointClient
+    from backend.local.serving.service import ModelError
+
+    deployed(service)
+    pid, start = process_of(service, "ep")
+    service.client = EndpointClient(timeout=0.5)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(ModelError) as err:
+            service.invoke_endpoint("ep", png_bytes())
+        assert time.monotonic() - began < 1.4  # one timeout, not two
+        assert err.value.status == 408
+        assert str(err.value) == ("Your invocation timed out while waiting for a response from container primary of "
+                                  "endpoint ep (0.5 s): its process may be stuck; redeploy it (Deploy on the Deploy page, "
+                                  "or scones deploy --model model-a --wait).")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert len(service.invoke_endpoint("ep", png_bytes()).probabilities) == 2  # it answers again once thawed
+
+
 def test_kill_9_reads_failed_never_in_service_and_start_brings_it_back(service):
     deployed(service)
     pid, start = process_of(service, "ep")
@@ -44,13 +68,12 @@ def test_kill_9_reads_failed_never_in_service_and_start_brings_it_back(service):
     wait_dead(pid, start)
     endpoint = service.describe_endpoint("ep")
     assert endpoint.status == "Failed"
-    assert endpoint.failure_reason == ("The endpoint process exited unexpectedly (killed or crashed); "
-                                       "start the endpoint again.")
+    hint = "start the endpoint again (Start on the Deploy page, or scones deploy --model model-a --wait)."
+    assert endpoint.failure_reason == f"The endpoint process exited unexpectedly (killed or crashed); {hint}"
     assert [e.status for e in service.list_endpoints()] == ["Failed"]
     with pytest.raises(EndpointUnavailable) as err:
         service.invoke_endpoint("ep", png_bytes())
-    assert str(err.value) == ("Endpoint ep is Failed: the endpoint process exited unexpectedly (killed or crashed); "
-                              "start the endpoint again.")
+    assert str(err.value) == f"Endpoint ep is Failed: the endpoint process exited unexpectedly (killed or crashed); {hint}"
     assert service.step_status().state == "failed"
     assert service.start_endpoint("ep").status == "Creating"
     assert service.wait_endpoint("ep", timeout=30).status == "InService"

@@ -368,16 +368,29 @@ class DeploymentService:
         target = self._target(endpoint_name)
         try:
             status, data = self.client.invoke(target.port, bytes(body), content_type)
-        except ConnectionFailed:
+        except ConnectionFailed as exc:
+            self._timed_out(endpoint_name, exc)
             # Switched by an update, or gone: read the record again (and reconcile it) before giving up.
             target = self._target(endpoint_name, refresh=True)
             try:
                 status, data = self.client.invoke(target.port, bytes(body), content_type)
-            except ConnectionFailed:
+            except ConnectionFailed as exc:
+                self._timed_out(endpoint_name, exc)
                 self._targets.pop(endpoint_name, None)
                 endpoint = self.describe_endpoint(endpoint_name)
                 raise EndpointUnavailable(_unavailable(endpoint)) from None
         return prediction(endpoint_name, target.classes, status, data)
+
+    def _timed_out(self, endpoint_name: str, exc: ConnectionFailed) -> None:
+        """A request the endpoint took and did not answer in time is not sent again (the model would run
+        twice, and a stuck process would keep the caller twice as long): SageMaker's timed-out ModelError."""
+        if isinstance(exc.__cause__, TimeoutError):
+            self._targets.pop(endpoint_name, None)
+            try:
+                model = self._row(endpoint_name)["model_name"]
+            except SconesError:  # deleted meanwhile
+                model = ""
+            raise timed_out(endpoint_name, self.client.timeout, model) from None
 
     def _target(self, endpoint_name: str, refresh: bool = False) -> _Target:
         target = self._targets.get(endpoint_name)
@@ -501,7 +514,7 @@ class DeploymentService:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def _failure_reason(self, endpoint_name: str, instance: str | None, what: str) -> str:
+    def _failure_reason(self, endpoint_name: str, instance: str | None, what: str, model: str = "") -> str:
         tail = _tail(self._log_file(endpoint_name, instance), 16 * 1024) if instance else ""
         lines = [line.strip() for line in tail.splitlines() if line.strip()]
         for line in reversed(lines):
@@ -509,7 +522,7 @@ class DeploymentService:
                 return line[len("FailureReason: "):]
         error = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), "")
         cause = f" with {error[:300]}" if error else " (killed or crashed)"
-        return f"The endpoint process {what}{cause}; start the endpoint again."
+        return f"The endpoint process {what}{cause}; {restart_hint(model)}"
 
     # -- reconciliation ------------------------------------------------------------------------
 
@@ -520,9 +533,10 @@ class DeploymentService:
         if status == CREATING:
             if not row["pid"]:  # between the insert and the spawn, or the creator died there
                 if _age(row) > START_TIMEOUT_SECONDS:
-                    self._set_failed(row, "The endpoint process was never started; start the endpoint again.")
+                    self._set_failed(row, f"The endpoint process was never started; {restart_hint(row['model_name'])}")
             elif not process_alive(row["pid"], row["pid_start"]):
-                self._set_failed(row, self._failure_reason(name, row["instance"], "exited during start-up"))
+                self._set_failed(row, self._failure_reason(name, row["instance"], "exited during start-up",
+                                                           row["model_name"]))
             elif self._came_up(row, ""):
                 self._transition(row, IN_SERVICE, port=self._ready_port(name, row["instance"]))
             elif time.time() - (row["started"] or 0) > START_TIMEOUT_SECONDS:
@@ -530,7 +544,7 @@ class DeploymentService:
                 self._set_failed(row, f"The endpoint did not answer /ping within {START_TIMEOUT_SECONDS:.0f} s.")
         elif status == IN_SERVICE:
             if not process_alive(row["pid"], row["pid_start"]):
-                self._set_failed(row, self._failure_reason(name, row["instance"], "exited unexpectedly"))
+                self._set_failed(row, self._failure_reason(name, row["instance"], "exited unexpectedly", row["model_name"]))
         elif status == UPDATING:
             self._reconcile_update(row)
         else:
@@ -654,6 +668,23 @@ def _age(row: Any) -> float:
         return time.time() - datetime.fromisoformat(row["updated"].replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError):
         return 0.0
+
+
+def _deploy_command(model: str | None) -> str:
+    return f"scones deploy --model {model} --wait" if model else "scones deploy --wait"
+
+
+def restart_hint(model: str | None) -> str:
+    """What to do about a dead endpoint process, on the page and on the command line."""
+    return f"start the endpoint again (Start on the Deploy page, or {_deploy_command(model)})."
+
+
+def timed_out(endpoint_name: str, seconds: float, model: str | None = None) -> ModelError:
+    """SageMaker's ModelError for a container that did not answer in time, with what to do here: the
+    process still looks alive, so it is replaced by a deployment (Start is for a dead one)."""
+    return ModelError(f"Your invocation timed out while waiting for a response from container primary of endpoint "
+                      f"{endpoint_name} ({seconds:g} s): its process may be stuck; redeploy it (Deploy on the "
+                      f"Deploy page, or {_deploy_command(model)}).", 408)
 
 
 def _unavailable(endpoint: Endpoint) -> str:
