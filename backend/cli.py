@@ -11,6 +11,7 @@ import os
 import sqlite3
 import stat
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -482,16 +483,30 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
             raise UsageError(f"--input is not valid JSON ({exc.msg}).") from None
     inp = args.input if args.input is not None else {}  # the text itself: the engine parses it, once
     text = read_file(args.file, "definition", DEFINITION_FILE_LIMIT).decode("utf-8", "replace")
+    ended = threading.Event()
+    threading.Thread(target=say_still_running, args=(ended,), daemon=True).start()
     try:
         record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
     except DefinitionInvalid as exc:
         out.error(exc.code, str(exc), diagnostics_doc(exc) or {"valid": False, "diagnostics": []})
         return EXIT_ERROR
+    finally:
+        ended.set()
     doc = {"execution": record.arn, "status": record.status, "output": record.output_value,
            "error": record.error, "cause": record.cause, "events": [_event(e) for e in events]}
     out.done(doc, f"{record.status}" + (f": {record.error}: {record.cause}" if record.error else
                                        f": {short_json(record.output_value)}"))
     return EXIT_OK
+
+
+def say_still_running(ended: threading.Event, first: float = 5.0, every: float = 60.0) -> None:
+    """`asl run` runs the execution to its end, and a Wait state may last hours: after `first` seconds, and
+    then every `every`, say on stderr that it is still running and how to stop it (it printed nothing)."""
+    began, wait = time.monotonic(), first
+    while not ended.wait(wait):
+        print(f"scones: note: the execution is still running after {time.monotonic() - began:,.0f} s (a Wait state "
+              "or a slow task); Ctrl-C stops it.", file=sys.stderr, flush=True)
+        wait = every
 
 
 def short_json(value: Any, limit: int = 400) -> str:

@@ -376,3 +376,27 @@ def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):
     assert cli.main(["deploy", "--model", "new-model", "--endpoint", "ep", "--capture-percent", "100", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "Updating" and doc["model_name"] == "new-model"
+
+
+def test_asl_run_says_on_stderr_that_a_long_execution_still_runs_and_how_to_stop_it(capsys):
+    """`asl run` of a definition with a long Wait printed nothing until it ended (audit)."""
+    import threading
+    import time
+
+    from backend.cli import say_still_running
+
+    ended = threading.Event()
+    watcher = threading.Thread(target=say_still_running, args=(ended, 0.1, 0.1))
+    watcher.start()
+    time.sleep(0.35)
+    ended.set()
+    watcher.join(2)
+    lines = capsys.readouterr().err.splitlines()
+    assert 2 <= len(lines) <= 4 and not watcher.is_alive()
+    assert all(line.startswith("scones: note: the execution is still running after ") and line.endswith(
+        " s (a Wait state or a slow task); Ctrl-C stops it.") for line in lines)
+    capsys.readouterr()
+    ended = threading.Event()
+    ended.set()  # a quick run says nothing
+    say_still_running(ended, 0.1, 0.1)
+    assert capsys.readouterr().err == ""
