@@ -422,6 +422,14 @@ class Prediction:
     def confidence(self) -> float:
         return self.probabilities[self.index]
 
+    @property
+    def tied(self) -> tuple[str, ...]:
+        """The classes sharing the highest probability when two or more do (label is then only the first of
+        them, as argmax picks it); () when one class leads."""
+        top = self.confidence
+        names = tuple(c for c, p in zip(self.classes, self.probabilities) if p == top)
+        return names if len(names) > 1 else ()
+
 
 # ---------------------------------------------------------------------------------------------
 # Workflow (Step Functions state machines and executions, as records)

@@ -147,8 +147,12 @@ class InventoryMixin:
         out: list[Resource] = []
         endpoints = self.list_endpoints()
         for e in endpoints:
+            # The port, not the URL: pages write details as markdown, which made the URL a link to the endpoint's
+            # root, a 404 (audit); its routes are /ping and /invocations.
+            where = (f"local process on port {e.url.rsplit(':', 1)[-1]}" if e.url else "process gone") \
+                if e.backend == "local" else e.backend
             out.append(Resource("endpoint", e.endpoint_name, e.status, hourly_usd=self.hourly_usd("endpoint", e.status, e),
-                                detail=f"model {e.model_name}; {e.url or ('process gone' if e.backend == 'local' else e.backend)}"))
+                                detail=f"model {e.model_name}; {where}"))
         for c in self.list_endpoint_configs():
             out.append(Resource("endpoint-config", c.config_name, "Active", detail=f"model {c.model_name}"))
         for m in self.list_models():
@@ -229,7 +233,7 @@ class InventoryMixin:
             if callers:
                 one = len(callers) == 1
                 out.append(f"endpoint:{endpoint} is called by {', '.join(callers)}, which stay{'s' if one else ''}: "
-                           "their executions will fail at the classify step once it is gone. Tick "
+                           f"{'its' if one else 'their'} executions will fail at the classify step once it is gone. Tick "
                            f"{'it' if one else 'them'} too, or point the workflow at another endpoint first.")
         return out
 

@@ -39,4 +39,4 @@ def lost_endpoint_text(endpoint: str, machines: list[str], status: str | None, s
            if serving else "No endpoint is InService: deploy a model on the Deploy page, then come back and press "
                            "*Update the workflow* with its endpoint.")
     return (f"The endpoint {endpoint} that {', '.join(machines)} call{'s' if len(machines) == 1 else ''} {why}: "
-            f"their executions will fail at the step that invokes it. {fix}")
+            f"{'its' if len(machines) == 1 else 'their'} executions will fail at the step that invokes it. {fix}")

@@ -117,8 +117,10 @@ def metrics_chart(df: pd.DataFrame, epochs_planned: int | None = None) -> alt.Ch
     if not len(loss):
         return acc.properties(title="Accuracy per epoch")
     lossy = alt.Chart(loss).mark_line(point=True, strokeDash=[5, 3]).encode(
-        x=x, y=alt.Y("value:Q", title="loss (dashed)", scale=alt.Scale(zero=False),
-                     axis=alt.Axis(orient="right")), color=color, tooltip=tooltip)
+        # From zero, like accuracy's axis: scaled to its own range (0.45-0.65, say) a small drop looked like a fall
+        # to nothing across the accuracy grid, and one epoch's value made a raw "0.648670" tick (audit).
+        x=x, y=alt.Y("value:Q", title="loss (dashed)", scale=alt.Scale(zero=True),
+                     axis=alt.Axis(orient="right", format=".2f", tickCount=5)), color=color, tooltip=tooltip)
     return alt.layer(acc, lossy).resolve_scale(y="independent").properties(title="Accuracy and loss per epoch")
 
 

@@ -53,6 +53,15 @@ def act(call, *args) -> None:
         st.rerun()
 
 
+CARD_METRICS = ((SERVED_ACCURACY, "served accuracy"), ("validation:accuracy", "validation accuracy"),
+                ("train:accuracy", "train accuracy"))
+METRIC_HELP = {
+    SERVED_ACCURACY: "the accuracy of the 8-bit graph the endpoint serves, on the job's validation images",
+    "validation:accuracy": "PyTorch's at the last epoch, as the training chart shows it",
+    "train:accuracy": "on the augmented training batches of the last epoch",
+}
+
+
 def badge(status: str) -> str:
     return f":{STATUS_COLORS.get(status, 'gray')}-badge[{status}]"
 
@@ -60,8 +69,8 @@ def badge(status: str) -> str:
 def model_label(name: str) -> str:
     model = next(m for m in models if m.model_name == name)
     served = model.metrics.get(SERVED_ACCURACY)
-    if served is not None:  # what the endpoint will answer with
-        return f"{name} · validation accuracy {served:.3f} (8-bit graph)"
+    if served is not None:  # what the endpoint will answer with (the card below gives PyTorch's beside it)
+        return f"{name} · served accuracy {served:.3f} (8-bit graph)"
     acc = model.metrics.get("validation:accuracy")
     return f"{name} · validation accuracy {acc:.3f}" if acc is not None else name
 
@@ -95,15 +104,16 @@ def model_ui() -> str | None:
             create_model_ui()
     name = st.selectbox("Model", [m.model_name for m in models], format_func=model_label, key="deploy_model")
     model = next(m for m in models if m.model_name == name)
-    metrics = sorted(model.metrics.items())
-    cols = st.columns(max(2, len(metrics) + 1))
-    for col, (metric, value) in zip(cols, metrics):
-        col.metric(metric, f"{value:.3f}")
-    cols[len(metrics)].metric("Classes", len(model.classes))
-    served = (" · served as an 8-bit graph: validation:accuracy_served is its accuracy, validation:accuracy "
-              "PyTorch's at the last epoch" if SERVED_ACCURACY in model.metrics else "")
+    # Plain labels, at most four cards: the raw names (validation:accuracy_served...) were cut to
+    # "validation:ac..." at 1,000 px, and the served and PyTorch figures could not be told apart (audit).
+    shown = [(metric, label) for metric, label in CARD_METRICS if metric in model.metrics]
+    cols = st.columns(len(shown) + 1)
+    for col, (metric, label) in zip(cols, shown):
+        col.metric(label, f"{model.metrics[metric]:.3f}", help=f"{metric}: {METRIC_HELP[metric]}")
+    cols[len(shown)].metric("Classes", len(model.classes))
+    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(model.metrics.items()) if k not in dict(CARD_METRICS))
     st.caption(f"Classes in order: {', '.join(model.classes)} · image shape {'x'.join(map(str, model.image_shape))} "
-               f"· training job {model.job_name} · backend {model.backend}{served}")
+               f"· training job {model.job_name} · backend {model.backend}" + (f" · {others}" if others else ""))
     if model.backend != workspace["backend"]:
         st.warning(f"This model belongs to the {model.backend} backend: the {workspace['backend']} backend cannot "
                    "serve it (models do not cross backends).")
@@ -237,12 +247,13 @@ def confirm_delete(endpoint: str) -> None:
                    icon=":material/warning:")
     elif callers:
         st.warning(f"{', '.join(callers)} call{'s' if len(callers) == 1 else ''} {endpoint}: once it is deleted, "
-                   "their executions fail at the step that invokes it until the workflow is pointed at another "
+                   f"{'its' if len(callers) == 1 else 'their'} executions fail at the step that invokes it until the "
+                   "workflow is pointed at another "
                    "endpoint (Workflow page, Update the workflow). Delete it anyway?", icon=":material/warning:")
     else:
         st.info(f"No state machine calls {endpoint} now. Delete it? Its endpoint configuration goes with it; the "
                 "model and the captured data stay.")
-    yes, no, _ = st.columns([2, 1, 5])
+    yes, no, _ = st.columns([2, 2, 4])  # "Keep it" read "K..." at 1,000 px in a narrower column (audit)
     if yes.button("Delete anyway" if callers else "Delete", key=f"delete_confirm_{endpoint}", type="primary"):
         st.session_state.pop("deploy_delete:question", None)
         delete_endpoint(endpoint)
@@ -375,7 +386,10 @@ def show_results(results: list[dict]) -> None:
                 c2.error(r["error"])
                 continue
             show_image(c1, r["data"], r["name"], 96)
-            c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
+            if r.get("tied"):  # a 50/50 answer is no prediction: shown as such, never marked right (audit)
+                c2.markdown(f"**Undecided**: {' and '.join(r['tied'])} tie at {r['confidence']:.1%} each")
+            else:
+                c2.markdown(f"**{r['label']}** · confidence {r['confidence']:.1%}")
             df = probabilities_frame(r["classes"], r["probabilities"])
             c2.altair_chart(probability_chart(df), width="stretch", height=probability_chart_height(df))
 
@@ -412,7 +426,8 @@ else:
                 results.append({"name": name, "data": data, "error": str(exc)})
             else:
                 results.append({"name": name, "data": data, "error": "", "label": p.label, "confidence": p.confidence,
-                                "classes": list(p.classes), "probabilities": list(p.probabilities), "truth": truth})
+                                "classes": list(p.classes), "probabilities": list(p.probabilities), "truth": truth,
+                                "tied": list(p.tied)})
         st.session_state["try_results"] = {"endpoint": target, "model": serves, "results": results}
     shown = st.session_state.get("try_results")
     if shown and shown["endpoint"] == target and shown.get("model") != serves:
@@ -424,11 +439,13 @@ else:
         show_results(shown["results"])
         ok = [r for r in shown["results"] if not r["error"]]
         if ok:  # confidence as the cards write it; for staged test images, their class and whether it was right
-            table = pd.DataFrame([{"image": r["name"], "predicted": r["label"], "confidence": r["confidence"] * 100}
-                                  for r in ok])
+            table = pd.DataFrame([{"image": r["name"], "confidence": r["confidence"] * 100,
+                                   "predicted": f"tie: {', '.join(r['tied'])}" if r.get("tied") else r["label"]}
+                                  for r in ok])[["image", "predicted", "confidence"]]
             truths = [r.get("truth") for r in ok]
             if any(truths):
                 table["true class"] = [t or "" for t in truths]
-                table["right"] = ["" if not t else "✓" if r["label"] == t else "✗" for r, t in zip(ok, truths)]
+                table["right"] = ["" if not t or r.get("tied") else "✓" if r["label"] == t else "✗"
+                                  for r, t in zip(ok, truths)]
             st.dataframe(table, hide_index=True, column_config={
                 "confidence": st.column_config.NumberColumn(format="%.1f%%")})

@@ -156,7 +156,7 @@ def run_ui() -> None:
         kept("wf_key", keys[0] if keys else None)
         key = st.selectbox("Test image", keys, key="wf_key")
     elif source == "Upload an image":
-        upload = st.file_uploader("PNG or JPEG up to 50 million pixels (stored as a PNG at the model's size)",
+        upload = st.file_uploader("PNG or JPEG up to 50 megapixels (stored as a PNG at the model's size)",
                                   type=["png", "jpg", "jpeg"], key="wf_upload")
         upload_problem = checked_upload(upload)
         if upload_problem:

@@ -42,7 +42,7 @@ def test_deploy_from_the_page_then_classify_an_uploaded_png(page: Page, dashboar
     page.goto(f"{dashboard_url}/deploy")
     expect(page.get_by_role("heading", name="Deploy a model")).to_be_visible(timeout=30_000)
     expect(page.get_by_role("combobox", name="Model")).to_have_value(
-        re.compile(r"^browser-model · validation accuracy \d\.\d{3} \(8-bit graph\)$"))  # the defaults serve 8 bits
+        re.compile(r"^browser-model · served accuracy \d\.\d{3} \(8-bit graph\)$"))  # the defaults serve 8 bits
     expect(page.get_by_text("Classes in order: bicycle, motorcycle")).to_be_visible()  # the model's metrics and classes
     name = page.get_by_label("Endpoint name (an existing endpoint is updated)")
     name.fill("browser-endpoint")

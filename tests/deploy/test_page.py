@@ -91,7 +91,8 @@ def test_deploy_from_the_page_then_try_it_on_uploads(page_backend, sample_pngs):
     at = run_page()
     assert not at.exception
     assert at.selectbox(key="deploy_model").value == "model-a"
-    assert [m.value for m in at.metric] == ["0.910", "0.870", "2"]  # train, validation accuracy; classes
+    assert [(m.label, m.value) for m in at.metric] == [("validation accuracy", "0.870"), ("train accuracy", "0.910"),
+                                                         ("Classes", "2")]
     assert at.text_input(key="deploy_destination").value == "s3://scones-unlimited/data_capture"
     assert any("A local endpoint is one process on this machine" in c for c in texts(at.caption))
     assert at.text_input(key="deploy_endpoint_name").value == "scones-endpoint"  # the CLI's default too
@@ -156,6 +157,26 @@ def test_try_it_on_staged_test_images(page_backend):
     truth = {s.key.rsplit("/", 1)[-1]: s.label for s in page_backend.staged_samples("test", per_class=4)}
     assert list(table["true class"]) == [truth[n] for n in table["image"]]
     assert list(table["right"]) == ["✓" if p == t else "✗" for p, t in zip(table["predicted"], table["true class"])]
+
+
+def test_a_tie_is_shown_as_undecided_and_never_marked_right(page_backend, monkeypatch):
+    """An answer of [0.5, 0.5] read 'bicycle · confidence 50.0%' with a tick under right (audit)."""
+    from backend.api import Prediction
+
+    page_backend.stage_data("sample")
+    page_backend.deploy("model-a", "ep", 100)
+    assert page_backend.wait_endpoint("ep", timeout=30).status == "InService"
+    monkeypatch.setattr(type(page_backend), "invoke_endpoint",
+                        lambda self, name, data, content_type: Prediction((0.5, 0.5), ("bicycle", "motorcycle")))
+    at = run_page()
+    at.segmented_control(key="try_source").set_value("Staged test images").run()
+    at.button(key="try_go").click().run()
+    assert not at.exception
+    assert [m for m in texts(at.markdown) if "Undecided" in m] == [
+        "**Undecided**: bicycle and motorcycle tie at 50.0% each"] * 2
+    table = at.dataframe[0].value
+    assert list(table["predicted"]) == ["tie: bicycle, motorcycle"] * 2 and list(table["right"]) == ["", ""]
+    assert Prediction((0.2, 0.8), ("a", "b")).tied == () and Prediction((0.4, 0.4, 0.2), ("a", "b", "c")).tied == ("a", "b")
 
 
 def test_delete_and_start_from_the_list(page_backend):
@@ -245,7 +266,7 @@ def test_deleting_an_endpoint_the_workflow_calls_asks_first(page_backend, monkey
     assert not at.exception
     assert page_backend.describe_endpoint("ep").status == "InService"  # nothing deleted yet
     warning = " ".join(texts(at.warning))
-    assert "scones-workflow calls ep: once it is deleted, their executions fail" in warning
+    assert "scones-workflow calls ep: once it is deleted, its executions fail" in warning
     at.button(key="delete_keep_ep").click().run()
     assert not at.warning and page_backend.describe_endpoint("ep").status == "InService"
     # The question stays a question: a rerun that finds the machines gone, or unreadable, deletes nothing
@@ -426,7 +447,10 @@ def test_a_model_served_as_an_8_bit_graph_is_labelled_with_that_graphs_accuracy(
     at.selectbox(key="deploy_model").set_value("model-int8").run()
     assert not at.exception
     box = at.selectbox(key="deploy_model")
-    assert box.format_func("model-int8") == "model-int8 · validation accuracy 0.865 (8-bit graph)"
+    assert box.format_func("model-int8") == "model-int8 · served accuracy 0.865 (8-bit graph)"
     assert box.format_func("model-a") == "model-a · validation accuracy 0.870"
-    assert [m.value for m in at.metric] == ["0.910", "0.870", "0.865", "2"]
-    assert any("served as an 8-bit graph: validation:accuracy_served is its accuracy" in c for c in texts(at.caption))
+    # plain labels, the served one first, each saying in its help which metric it is (the raw names were cut)
+    assert [(m.label, m.value) for m in at.metric] == [("served accuracy", "0.865"), ("validation accuracy", "0.870"),
+                                                         ("train accuracy", "0.910"), ("Classes", "2")]
+    assert at.metric[0].help.startswith("validation:accuracy_served: the accuracy of the 8-bit graph the endpoint serves")
+    assert at.metric[1].help == "validation:accuracy: PyTorch's at the last epoch, as the training chart shows it"

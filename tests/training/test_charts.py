@@ -27,6 +27,8 @@ def test_the_metrics_chart_is_one_view_with_accuracy_left_and_loss_right_that_ta
     assert spec["resolve"]["scale"]["y"] == "independent"
     assert accuracy["encoding"]["y"]["scale"]["domain"] == [0.0, 1.0]
     assert loss["encoding"]["y"]["axis"]["orient"] == "right" and loss["mark"]["strokeDash"] == [5, 3]
+    # loss from zero with two-decimal ticks: on its own range a small drop looked like a fall to nothing (audit)
+    assert loss["encoding"]["y"]["scale"] == {"zero": True} and loss["encoding"]["y"]["axis"]["format"] == ".2f"
     assert accuracy["encoding"]["x"]["scale"]["domain"] == [1, 10]
     data = spec["datasets"]
     metrics = {name: {r["metric"] for r in data[layer["data"]["name"]]} for name, layer in (("acc", accuracy), ("loss", loss))}

@@ -58,6 +58,9 @@ def test_cli_inventory_then_cleanup_all_leaves_nothing(full):
     assert all(set(r) >= {"kind", "name", "status", "size_bytes", "hourly_usd"} for r in doc["resources"])
     job = next(r for r in doc["resources"] if r["kind"] == "training-job")
     assert job["size_bytes"] > 0
+    endpoint = next(r for r in doc["resources"] if r["kind"] == "endpoint")  # a port, not a URL a page would link
+    port = b.list_endpoints()[0].url.rsplit(":", 1)[-1]
+    assert endpoint["detail"].endswith(f"; local process on port {port}") and "http" not in endpoint["detail"]
 
     dry = scones(home, "cleanup", "--all", "--json")
     assert dry.returncode == 2 and "nothing was deleted" in dry.stderr
@@ -207,7 +210,7 @@ def test_cleanup_page_warns_when_a_kept_state_machine_calls_an_endpoint_going(fu
 
     assert broken() == []  # everything ticked: the state machine goes too
     at.checkbox(key="cleanup_tick:state-machine:scones-workflow").uncheck().run()
-    assert broken() == ["endpoint:scones-endpoint is called by scones-workflow, which stays: their executions will "
+    assert broken() == ["endpoint:scones-endpoint is called by scones-workflow, which stays: its executions will "
                         "fail at the classify step once it is gone. Tick it too, or point the workflow at another "
                         "endpoint first."]
     at.checkbox(key="cleanup_tick:endpoint:scones-endpoint").uncheck().run()
@@ -216,7 +219,7 @@ def test_cleanup_page_warns_when_a_kept_state_machine_calls_an_endpoint_going(fu
     r = scones(home, "cleanup", "endpoint:scones-endpoint", "--json")
     doc = json.loads(r.stdout)
     assert doc["would_delete"] == [{"kind": "endpoint", "name": "scones-endpoint"}]
-    assert doc["warnings"] == ["endpoint:scones-endpoint is called by scones-workflow, which stays: their executions "
+    assert doc["warnings"] == ["endpoint:scones-endpoint is called by scones-workflow, which stays: its executions "
                                "will fail at the classify step once it is gone. Tick it too, or point the workflow at "
                                "another endpoint first."]
     text = scones(home, "cleanup", "endpoint:scones-endpoint", "state-machine:scones-workflow").stdout

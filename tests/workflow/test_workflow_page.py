@@ -196,10 +196,11 @@ def test_the_lost_endpoint_warning_offers_the_fix_there_is():
     from ui.cards import lost_endpoint_text
 
     gone = lost_endpoint_text("ep", ["flow"], None, serving=False)
-    assert gone.startswith("The endpoint ep that flow calls no longer exists: their executions will fail")
+    assert gone.startswith("The endpoint ep that flow calls no longer exists: its executions will fail")
     assert "deploy a model on the Deploy page, then come back" in gone and "below" not in gone
     other = lost_endpoint_text("ep", ["a", "b"], "Failed", serving=True)
-    assert other.startswith("The endpoint ep that a, b call is Failed") and "Choose an InService endpoint below" in other
+    assert other.startswith("The endpoint ep that a, b call is Failed: their executions")
+    assert "Choose an InService endpoint below" in other
 
 
 def test_a_count_outside_1_to_500_is_refused_not_replaced_by_the_last_valid_one(wf_page, wf):
