@@ -42,7 +42,7 @@ DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_MAX_BYTES = 10 * 1024 ** 3
 ENFORCE_EVERY_SECONDS = 60.0
 EXECUTIONS_LIMIT = 5000
-HIST_BINS = 50
+HIST_BINS = 20  # 5% bins: 50 drew hairlines at 1,000 px (audit); each bin is split at the threshold anyway
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                 172800, 604800, 2592000)
 PASSES, BELOW = "passes", "below threshold"

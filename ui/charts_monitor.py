@@ -119,9 +119,13 @@ def per_bucket_title(text: str, bucket_label: str) -> alt.TitleParams:
 
 def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
     """Share of inferences below the threshold in each time bucket."""
-    df = with_when(buckets.assign(zero=0.0), "start")
-    return (alt.Chart(df).mark_rect(color="#d62728")
+    df = with_when(buckets.assign(zero=0.0, side="below threshold"), "start")
+    return (alt.Chart(df).mark_rect()
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
+                    # A legend below, as the class mix beside it has: both plots then take the same width and
+                    # height, and their time axes line up (audit: a legend on the right narrowed one of them).
+                    color=alt.Color("side:N", scale=alt.Scale(domain=["below threshold"], range=["#d62728"]),
+                                    title=None, legend=alt.Legend(orient="bottom")),
                     y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y,
                             title="below threshold"), y2="zero:Q",
                     tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
@@ -136,9 +140,8 @@ def class_mix_chart(class_mix: pd.DataFrame, bucket_label: str = "", domain: tup
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y, title="share"),
                     y2="y0:Q",
-                    # On the right: below, it took height from the plot, whose axis then sat above the share
-                    # chart's beside it (browser audit).
-                    color=alt.Color("label:N", title=None, legend=alt.Legend(orient="right")),
+                    # Below, as the share chart beside it has one (see share_below_chart).
+                    color=alt.Color("label:N", title=None, legend=alt.Legend(orient="bottom")),
                     tooltip=[WHEN, "label:N", alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("share:Q", format=".1%")])
             .properties(title=per_bucket_title("Class mix", bucket_label), height=HEIGHT))

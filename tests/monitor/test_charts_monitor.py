@@ -47,6 +47,12 @@ def test_buckets_are_stacked_rectangles_that_add_up():
                                         "share": [1.0]})).to_dict()["encoding"]["y"]
     for y in (share["encoding"]["y"], over_time["encoding"]["y"], mix):
         assert y["axis"] == {"format": ".0%", "labelFlush": False} and y["scale"] == {"domain": [0, 1]}
+    # the two charts side by side both have their legend below: the same plot size, time axes that line up
+    mix_spec = class_mix_chart(pd.DataFrame({"start": [t(0)], "end": [t(5)], "label": ["a"], "records": [1],
+                                             "share": [1.0]})).to_dict()
+    for spec in (share, mix_spec):
+        assert spec["encoding"]["color"]["legend"] == {"orient": "bottom"}
+    assert share["encoding"]["color"]["scale"] == {"domain": ["below threshold"], "range": ["#d62728"]}
 
 
 def test_bucket_labels():

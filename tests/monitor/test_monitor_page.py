@@ -54,6 +54,9 @@ def test_counts_charts_slider_images_and_table(monitor_page, mb):
     assert any("The endpoint was deleted" in i.value for i in at.info)
     table = at.dataframe[0].value
     assert len(table) == 120 and table["inference_time"].is_monotonic_decreasing  # newest first
+    # what an operator reads first comes first (at 1,000 px only three columns show)
+    assert list(table.columns[:4]) == ["inference_time", "predicted", "confidence", "passes"]
+    assert table.columns[4].startswith("p_") and list(table.columns[-2:]) == ["event_id", "image_ref"]
     assert len(at.get("image")) == 12  # the lowest-confidence grid, decoded from the captured input
 
     for t, shown in ((0.0, "0.00"), (0.5, "0.50"), (0.935, "0.935"), (1.0, "1.00")):  # what-if: the counts follow

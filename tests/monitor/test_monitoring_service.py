@@ -139,6 +139,8 @@ def test_chart_frames_stay_small_at_a_million_records():
     assert (charts.points["side"] == "below threshold").sum() >= 1000  # the doubtful ones are all kept when they fit
     assert len(charts.buckets) <= 122 and int(charts.buckets["records"].sum()) == n
     assert int(charts.class_mix["records"].sum()) == n and int(charts.histogram["records"].sum()) == n
+    widths = (charts.histogram["bin_end"] - charts.histogram["bin_start"]).round(9)
+    assert set(widths) == {0.05}  # 5% bins: 2% ones drew hairlines at 1,000 px
     from ui.charts_monitor import (class_mix_chart, confidence_histogram_chart, confidence_over_time_chart,
                                    share_below_chart)
     for chart in (confidence_over_time_chart(charts.points, 0.93), confidence_histogram_chart(charts.histogram, 0.93),
