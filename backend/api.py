@@ -161,6 +161,7 @@ class StageReport:
     source: str
     note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    staged_at: str = ""  # ISO 8601 UTC, when the run ended ("" for reports from before it was kept)
 
     def data_hyperparameters(self) -> dict[str, str]:
         """num_classes and num_training_samples as this staging decides them (SageMaker's strings)."""
@@ -180,6 +181,7 @@ class StageReport:
             "source": self.source,
             "note": self.note,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "staged_at": self.staged_at,
         }
 
     @classmethod
@@ -189,6 +191,7 @@ class StageReport:
             train_prefix=d["train_prefix"], test_prefix=d["test_prefix"],
             train_lst=d["train_lst"], test_lst=d["test_lst"], seconds=float(d["seconds"]),
             source=d.get("source", ""), note=d.get("note", ""), timings=d.get("timings", {}),
+            staged_at=d.get("staged_at", ""),
         )
 
 

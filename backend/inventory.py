@@ -22,7 +22,7 @@ from typing import Any
 
 from backend.api import RESOURCE_KINDS, CleanupReport, Resource, ResourceNotFound, SconesError, ValidationError
 from backend.staging import MANIFEST, STAGED_KEYS, TEST_LST, TRAIN_LST, previously_listed
-from backend.workflow_defs import UPLOAD_PREFIX
+from backend.workflow_defs import UPLOAD_KEY_RE
 
 CAPTURE_PREFIX = "data_capture/"
 NOT_CREATED_HERE = "found by the project tag, not created by this workspace"
@@ -130,7 +130,7 @@ class InventoryMixin:
             folders = tuple(f"{CAPTURE_PREFIX}{e}/" for e in self.captured_endpoints())
             return [o for o in objs if o.key.startswith(folders)] if folders else []
         if name == "workflow-uploads":
-            return [o for o in objs if re.fullmatch(rf"{UPLOAD_PREFIX}[0-9a-f]{{12}}\.png", o.key)]
+            return [o for o in objs if UPLOAD_KEY_RE.fullmatch(o.key)]
         return objs
 
     def captured_endpoints(self) -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 from backend.api import ResourceInUse, ResourceNotFound, StateRun, ValidationError
@@ -32,9 +33,20 @@ PLACEHOLDERS = {
     "FilterInferencesArn": "filterInferences",
 }
 UPLOAD_PREFIX = "uploads/"
+# uploads/<12 hex>-<the file's own name, made safe>.png: an execution that fails names the image the operator
+# chose (uploads/bdace0f6902d.png named nothing: audit); the hex keeps two uploads of one name apart.
+UPLOAD_KEY_RE = re.compile(rf"{UPLOAD_PREFIX}[0-9a-f]{{12}}(-[A-Za-z0-9_.-]{{1,40}})?\.png")
 MAX_UPLOAD_PIXELS = 50_000_000
 _PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:([^:]+)(:[^:]+)?$")
+
+
+def upload_key(filename: str) -> str:
+    """Where an uploaded image is stored (as a PNG): uploads/3f9c2a1b7d4e-my_photo.png for "My photo!.jpg"."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePath(filename or "").stem).strip("._-")[:40].strip("._-")
+    key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}" + (f"-{stem}" if stem else "") + ".png"
+    assert UPLOAD_KEY_RE.fullmatch(key), key
+    return key
 
 
 def fill_placeholders(text: str, values: dict[str, str]) -> str:

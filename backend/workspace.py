@@ -124,8 +124,9 @@ class WorkspaceBackend:
             refused = (f" The last clean up ({newest[0].replace('T', ' ')[:19]} UTC) deleted nothing: "
                        f"{len(newest[1].left)} left, with the reason on the Clean up page.")
         if last is None:
+            costs = " and what it costs an hour" if self.name == "aws" else " and its size"  # locally nothing bills
             return StepStatus("cleanup", "not_started", "Nothing cleaned up yet: the Clean up page lists what "
-                                                        "the project created and what it costs." + refused)
+                                                        f"the project created{costs}." + refused)
         at, report = last
         deleted, left = report.deleted, report.left
         detail = f"Last clean up {at.replace('T', ' ')[:19]} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
@@ -260,6 +261,7 @@ class WorkspaceBackend:
             report = staging.stage_archive(path, classes, self.objects, progress, shown)
             report["seconds"] = time.perf_counter() - started
             report["note"] = note
+            report["staged_at"] = utcnow()
             result = StageReport.from_dict(report)
         except BaseException:
             # Refused before the first image was written (the manifest is still there): the staged

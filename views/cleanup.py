@@ -88,7 +88,7 @@ for kind, title in KIND_TITLES.items():
         continue
     keys = [tick_key(r.kind, r.name) for r in group]
     with st.container(border=True):
-        head, all_on, all_off = st.columns([6, 1, 1], vertical_alignment="center")
+        head, all_on, all_off = st.columns([4, 1, 1], vertical_alignment="center")  # "None" read "N..." at [6, 1, 1]
         head.markdown(f"**{title}** ({len(group)})")
         all_on.button("All", key=f"cleanup_all:{kind}", on_click=set_ticks, args=(keys, True), width="stretch")
         all_off.button("None", key=f"cleanup_none:{kind}", on_click=set_ticks, args=(keys, False), width="stretch")

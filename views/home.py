@@ -100,7 +100,7 @@ def steps_view() -> None:
     for i, (name, (title, blurb)) in enumerate(STEP_TITLES.items()):
         status = steps[name]
         with cols[i % 3].container(border=True):
-            st.markdown(f"#### {title}")
+            st.markdown(f"##### {title}")  # "4 · Workflow" wrapped after the dot at 1,000 px as a ####
             st.markdown(status_badge(status), help=blurb)
             st.caption(status.detail or blurb)
             if name in STEP_PAGES:

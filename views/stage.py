@@ -168,11 +168,16 @@ with tab_stage:
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Images", f"{total:,}")
         m2.metric("Classes", len(report.classes))
-        m3.metric("Seconds", f"{report.seconds:.2f}")
+        # A re-run changed only "Seconds 0.50" to "0.62": when it ran, and what the figure is, are said (audit)
+        m3.metric("Staging time", f"{report.seconds:.2f} s",
+                  help=f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC" if report.staged_at else None)
         short, full = source_text(report.source)
         m4.metric("Source", short, help=full)
+        when = f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC" if report.staged_at else ""
         if full != short:
-            st.caption(f"Source: `{full}`")
+            st.caption(" · ".join(x for x in (when, f"Source: `{full}`") if x))
+        elif when:
+            st.caption(when)
         df = counts_frame(report.counts)
         left, right = st.columns([2, 3])
         with left:

@@ -213,8 +213,9 @@ def executions_frame(executions) -> pd.DataFrame:
     """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. The
     threshold each was judged against (its own, or the workflow's when it started), since the workflow's may
     have changed since: blank when unknown. What an operator reads first comes first: the page's centred
-    column shows about eight columns, the rest scroll."""
-    columns = ["name", "status", "class", "confidence", "threshold", "error", "seconds", "start", "image", "machine"]
+    column shows about five at 1,000 px (the error was cut to "THRESH" behind the threshold: audit), the rest
+    scroll."""
+    columns = ["name", "status", "class", "confidence", "error", "threshold", "seconds", "start", "image", "machine"]
     return pd.DataFrame([{
         "name": e.name, "machine": e.state_machine, "status": e.status,
         "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
@@ -257,7 +258,7 @@ def details_ui(name: str) -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    left, right = st.columns([2, 3])
+    left, right = st.columns(2)  # in two fifths of the page the graph's labels were 6 px tall at 1,000 px (audit)
     with left:
         if len(runs) <= MAX_DRAWN_STATES:
             st.graphviz_chart(state_machine_dot(definition, runs))

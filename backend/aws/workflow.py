@@ -33,7 +33,7 @@ from backend.aws.s3 import PROJECT_TAG
 from backend.function_classes import FunctionClasses
 from backend.inventory import running_executions
 from backend.workflow_defs import (
-    LAMBDAS_DIR, SEED_HANDLERS, UPLOAD_PREFIX, called_functions, check_batch, check_state_machine_name, check_threshold,
+    LAMBDAS_DIR, SEED_HANDLERS, upload_key, called_functions, check_batch, check_state_machine_name, check_threshold,
     deployed_not_replaced, encode_upload, import_target,
     find_inferences, inferences_from_history, parse_definition, parse_json, resolve_import, rewrite_function_arns,
     state_runs, workflow_definition,
@@ -402,7 +402,7 @@ class AwsWorkflowMixin:
                 size = self.describe_model(newest.model_name).image_shape[1:][::-1]
             except SconesError:
                 pass
-        key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}.png"
+        key = upload_key(filename)
         self.objects.put_many({key: encode_upload(filename, data, size)})
         return key
 

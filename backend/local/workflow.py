@@ -13,7 +13,6 @@ import json
 import random
 import threading
 import time
-import uuid
 from datetime import datetime
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ from backend.local.states import DefinitionInvalid, ExecutionRecord, StatesEngin
 from backend.local.states.errors import ExecutionDoesNotExist
 from backend.local.states.machine import canonical_text
 from backend.workflow_defs import (
-    PLACEHOLDERS, SEED_HANDLERS, UPLOAD_PREFIX, WORKFLOW_FILE, called_functions, check_batch,
+    PLACEHOLDERS, SEED_HANDLERS, WORKFLOW_FILE, upload_key, called_functions, check_batch,
     check_state_machine_name, check_threshold, deployed_not_replaced, import_target,
     encode_upload, fill_placeholders, inferences_from_history, find_inferences, parse_definition, resolve_import,
     rewrite_function_arns, state_runs,
@@ -282,7 +281,7 @@ class WorkflowService:
         """Any image file -> a PNG at the model's input size under uploads/; returns its key."""
         endpoint = endpoint_name or self._newest_endpoint()
         png = encode_upload(filename, data, self._model_size(endpoint) if endpoint else (32, 32))
-        key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}.png"
+        key = upload_key(filename)
         self.store.put(self.bucket, key, png)
         return key
 

@@ -26,9 +26,9 @@ def test_home_shows_six_steps_backend_and_workspace(home):
     assert not at.exception
     assert [m.value for m in at.metric] == ["local"]
     assert [c.value for c in at.code] == [str(home)]  # whole, however long (a metric cut it to one line)
-    titles = sorted(m.value for m in at.markdown if m.value.startswith("#### "))
-    assert titles == ["#### 1 · Stage", "#### 2 · Train", "#### 3 · Deploy", "#### 4 · Workflow",
-                      "#### 5 · Monitor", "#### 6 · Clean up"]
+    titles = sorted(m.value for m in at.markdown if m.value.startswith("##### "))
+    assert titles == ["##### 1 · Stage", "##### 2 · Train", "##### 3 · Deploy", "##### 4 · Workflow",
+                      "##### 5 · Monitor", "##### 6 · Clean up"]
     assert sum("not started" in m.value for m in at.markdown) == 6
 
 
@@ -65,6 +65,11 @@ def test_stage_page_starts_a_job_and_shows_the_report(home, backend):
     assert not at.exception
     assert [m.value for m in at.metric][:2] == ["1,200", "2"]
     assert at.metric[3].value == "Sample"  # "Bundled sample" was cut to "Bund…" at 1,000 px (browser audit)
+    # when it ran and what the figure is: a re-run changed only "Seconds 0.50" to "0.62" (audit)
+    report = backend.latest_stage_report()
+    assert at.metric[2].label == "Staging time" and at.metric[2].value == f"{report.seconds:.2f} s"
+    assert report.staged_at.endswith("Z") and report.staged_at[:10] == job.updated[:10]
+    assert any(c.value.startswith(f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC") for c in at.caption)
     table = at.dataframe[0].value
     assert table.loc["bicycle", "train"] == 500 and table.loc["motorcycle", "test"] == 100
     assert any(m.value == "**bicycle**" for m in at.markdown)
@@ -82,10 +87,10 @@ def test_the_stage_report_names_its_source_whole(home, backend, tmp_path):
     backend.stage_data(str(copy))
     at = page("stage.py").run()
     assert at.metric[3].value == "Local file"
-    assert any(c.value == f"Source: `{copy}`" for c in at.caption)
+    assert any(c.value.endswith(f" UTC · Source: `{copy}`") for c in at.caption)
     backend.stage_data(backend.save_upload("my archive.tar.gz", SAMPLE_ARCHIVE.read_bytes()))
     at.run()
-    assert at.metric[3].value == "Upload" and any(c.value == "Source: `my_archive.tar.gz`" for c in at.caption)
+    assert at.metric[3].value == "Upload" and any(c.value.endswith(" UTC · Source: `my_archive.tar.gz`") for c in at.caption)
     import json  # a download's report, without downloading: the URL is what the report keeps as its source
 
     row = backend.db.query_one("SELECT report FROM datasets WHERE bucket=? AND state='staged'", (backend.objects.bucket,))
@@ -93,7 +98,7 @@ def test_the_stage_report_names_its_source_whole(home, backend, tmp_path):
     backend.db.execute("UPDATE datasets SET report=? WHERE bucket=?", (json.dumps(report), backend.objects.bucket))
     at.run()
     assert at.metric[3].value == "URL"
-    assert any(c.value == f"Source: `{report['source']}`" for c in at.caption)
+    assert any(c.value.endswith(f" UTC · Source: `{report['source']}`") for c in at.caption)
     assert not at.exception
 
 

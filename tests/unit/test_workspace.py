@@ -157,6 +157,7 @@ def test_unknown_job_is_a_named_error(backend):
 def test_the_cleanup_step_shows_the_last_cleanup_that_deleted_something(backend):
     first = backend.step_statuses()["cleanup"]
     assert first.state == "not_started" and "Nothing cleaned up yet" in first.detail
+    assert first.detail.endswith("lists what the project created and its size.")  # locally nothing bills an hour
     backend.record_cleanup([], [])  # nothing to do: not a cleanup
     assert backend.last_cleanup() is None
     backend.record_cleanup([("endpoint", "a")], [])

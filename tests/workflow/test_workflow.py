@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,8 +103,10 @@ def test_bad_inputs_fail_with_named_errors(wf, event, error, words):
 def test_an_uploaded_image_of_any_size_flows_by_key(wf):
     buf = io.BytesIO()
     Image.new("RGB", (640, 480), (200, 30, 30)).save(buf, format="JPEG")
-    key = wf.upload_workflow_image("photo.jpg", buf.getvalue())
-    assert key.startswith("uploads/") and key.endswith(".png")
+    key = wf.upload_workflow_image("My photo!.jpg", buf.getvalue())
+    # the operator's own file name stays in the key, so a failed execution names the image they chose
+    assert re.fullmatch(r"uploads/[0-9a-f]{12}-My_photo\.png", key), key
+    assert wf.upload_workflow_image("../../etc/x.png", buf.getvalue()).rsplit("-", 1)[1] == "x.png"
     stored = Image.open(io.BytesIO(wf.get_object(key)))
     assert stored.format == "PNG" and stored.size == (32, 32)
     e = wf.wait_workflow_executions(wf.start_workflow_batch(1, key, threshold=0.0), timeout=60)[0]

@@ -58,7 +58,7 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     labels = [m.label for m in at.metric]
     assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
-    assert list(table.columns[:6]) == ["name", "status", "class", "confidence", "threshold", "error"]  # seen first
+    assert list(table.columns[:6]) == ["name", "status", "class", "confidence", "error", "threshold"]  # seen first
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
     # each event's details on one line; a long one (the base64 image) is cut and says so
