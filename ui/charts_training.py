@@ -34,6 +34,23 @@ def status_text(job, separator: str = " · ") -> str:
     return f"{job.status}{separator}{job.secondary_status}"
 
 
+POLL_SECONDS = 1.5
+# Each redraw of the live chart costs the browser about 0.2 s of CPU, and on this 2-core machine the
+# training beside it lost more than that (its two threads wait for each other): with epochs of 0.8 s the
+# chart changed at every poll, and watching the Train page made an 80-epoch job 21-30% slower at 1.5-3 s
+# polls, 5-10% at 6 s (measured 2026-11-30). Slower epochs keep the short poll, where most polls find
+# nothing new to draw.
+FAST_EPOCH_SECONDS = 2.0
+FAST_EPOCH_POLL_SECONDS = 6.0
+
+
+def training_poll_seconds(seconds_per_epoch: float | None, was_fast: bool = False) -> tuple[float, bool]:
+    """(how often the Train page polls a running job, whether its epochs count as fast). Once fast, for the
+    rest of the job: a pace near the line does not switch the interval back and forth."""
+    fast = was_fast or (seconds_per_epoch is not None and seconds_per_epoch < FAST_EPOCH_SECONDS)
+    return (FAST_EPOCH_POLL_SECONDS if fast else POLL_SECONDS), fast
+
+
 def progress_text(job, planned: int, seconds_per_epoch: float | None = None) -> str:
     """A job's progress bar text: epochs done and what the job is doing; while it trains, about how long
     is left at `seconds_per_epoch` (the pace epochs were seen to end at, startup not counted)."""

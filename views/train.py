@@ -10,12 +10,11 @@ import streamlit as st
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
     confusion_chart, confusion_chart_height, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
-    planned_epochs, progress_text, status_text,
+    planned_epochs, progress_text, status_text, training_poll_seconds,
 )
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
 
-POLL_SECONDS = 1.5
 FIELDS_PER_ROW = 3
 METRICS_CHART_PX = 360  # the whole chart: plot, axes, legend
 # The form's first rows; every other hyperparameter of the algorithm sits in "More hyperparameters".
@@ -253,8 +252,18 @@ def jobs_table_view(polled: bool) -> None:
         st.rerun()  # the last running job ended: redraw the page, which stops this polling
 
 
-def job_view(name: str) -> None:
-    """Status, live chart, Stop and log of one job; polled while it runs."""
+def poll_seconds(job: TrainingJob) -> float:
+    """How often the job panel polls a running job: less often once its epochs are seen to be fast (and then
+    for the rest of the job, so a pace near the line does not switch it back and forth)."""
+    fast = st.session_state.setdefault("train_fast_jobs", set())
+    seconds, is_fast = training_poll_seconds(epoch_pace(job), job.job_name in fast)
+    if is_fast:
+        fast.add(job.job_name)
+    return seconds
+
+
+def job_view(name: str, every: float | None = None) -> None:
+    """Status, live chart, Stop and log of one job; polled (every `every` s) while it runs."""
     try:
         job = b.describe_training_job(name)
     except SconesError as exc:
@@ -262,6 +271,8 @@ def job_view(name: str) -> None:
         return
     planned = planned_epochs(job)
     running = job.status in ACTIVE
+    if running and every is not None and poll_seconds(job) != every:
+        st.rerun()  # the pace is known now: the page sets the fragment's interval again
     if running:
         st.session_state["train_watching"] = name
     elif st.session_state.pop("train_watching", None) == name:
@@ -392,7 +403,9 @@ if not jobs:
     st.stop()
 
 any_running = any(j.status in ACTIVE for j in jobs)
-st.fragment(run_every=POLL_SECONDS if any_running else None)(jobs_table_view)(any_running)
+running_job = next((j for j in jobs if j.status in ACTIVE), None)
+table_every = 2 * poll_seconds(running_job) if running_job is not None else None  # its rows change per epoch too
+st.fragment(run_every=table_every)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:
     # Streamlit forgets a widget's value on another page: come back to the job last looked at (and so
@@ -403,7 +416,8 @@ selected = st.selectbox("Job", names, key="train_selected")
 st.session_state["train_last_selected"] = selected
 current = next(j for j in jobs if j.job_name == selected)
 
-st.fragment(run_every=POLL_SECONDS if current.status in ACTIVE else None)(job_view)(selected)
+every = poll_seconds(current) if current.status in ACTIVE else None
+st.fragment(run_every=every)(job_view)(selected, every)
 
 if current.status == JOB_COMPLETED:
     st.subheader("Evaluation on the test split")
