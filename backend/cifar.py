@@ -309,7 +309,10 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
         except urllib.error.HTTPError as exc:
             raise DownloadError(f"{shown} answered HTTP {exc.code}: check the address (--source, or SCONES_CIFAR_URL "
                                 "for the default), or stage the bundled sample.") from None
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL is neither
+        except (ValueError, http.client.HTTPException) as exc:  # InvalidURL and the like quote the address: not shown
+            raise DownloadError(f"Could not use {shown} as an address ({type(exc).__name__}); check it, or stage the "
+                                "bundled sample.") from None
+        except (urllib.error.URLError, OSError) as exc:
             reason = scrub(str(getattr(exc, "reason", exc)), url)
             raise DownloadError(f"Could not reach {shown} ({reason}); check the network, or stage the bundled sample.") from None
         total = int(response.headers.get("Content-Length") or 0)
@@ -320,8 +323,8 @@ def download(url: str, dest_dir: Path, md5: str, progress: Progress = _no_progre
             while True:
                 try:
                     chunk = response.read(1 << 20)
-                except OSError as exc:
-                    raise DownloadError(f"The download from {shown} broke off ({scrub(str(exc), url)}); try again.") from None
+                except (OSError, http.client.HTTPException) as exc:  # IncompleteRead: a chunked answer cut short
+                    raise DownloadError(f"The download from {shown} broke off ({type(exc).__name__}); try again.") from None
                 if not chunk:
                     break
                 out.write(chunk)

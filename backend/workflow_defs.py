@@ -42,7 +42,7 @@ FUNCTION_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function
 
 
 def upload_key(filename: str) -> str:
-    """Where an uploaded image is stored (as a PNG): uploads/3f9c2a1b7d4e-my_photo.png for "My photo!.jpg"."""
+    """Where an uploaded image is stored (as a PNG): uploads/3f9c2a1b7d4e-My_photo.png for "My photo!.jpg"."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePath(filename or "").stem).strip("._-")[:40].strip("._-")
     key = f"{UPLOAD_PREFIX}{uuid.uuid4().hex[:12]}" + (f"-{stem}" if stem else "") + ".png"
     assert UPLOAD_KEY_RE.fullmatch(key), key

@@ -163,6 +163,9 @@ class WorkspaceBackend:
         url = re.match(r"^(https?)://", source, re.IGNORECASE)
         if url:  # a scheme is case-insensitive; the rest of the backend reads it lower-case
             source = url[1].lower() + source[len(url[1]):]
+            if re.search(r"[\x00-\x20\x7f]", source):  # urlsplit drops tabs; http.client quotes the rest back
+                raise ValidationError("The address holds a space or a control character: enter it without them "
+                                      "(a space in a path is written %20).")
             shown = cifar.redact_url(source)  # never a password or a presigned signature in a message
             try:
                 parts = urlsplit(source)

@@ -10,7 +10,7 @@ import streamlit as st
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
     confusion_chart, confusion_chart_height, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
-    planned_epochs, progress_text, status_text, training_poll_seconds,
+    FAST_EPOCH_POLL_SECONDS, POLL_SECONDS, planned_epochs, progress_text, status_text, training_poll_seconds,
 )
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
@@ -256,7 +256,12 @@ def poll_seconds(job: TrainingJob) -> float:
     """How often the job panel polls a running job: less often once its epochs are seen to be fast (and then
     for the rest of the job, so a pace near the line does not switch it back and forth)."""
     fast = st.session_state.setdefault("train_fast_jobs", set())
-    seconds, is_fast = training_poll_seconds(epoch_pace(job), job.job_name in fast)
+    epoch_pace(job)  # notes the epoch count seen now
+    # Judged between epoch ends only: the first count seen is when the page looked, not when an epoch ended,
+    # and a slow job looked at just before an epoch ended would read fast (and stay so).
+    ends = sorted(st.session_state["train_epochs_seen"].get(job.job_name, {}).items())[1:]
+    pace = (ends[-1][1] - ends[0][1]) / (ends[-1][0] - ends[0][0]) if len(ends) >= 2 else None
+    seconds, is_fast = training_poll_seconds(pace, job.job_name in fast)
     if is_fast:
         fast.add(job.job_name)
     return seconds
@@ -404,7 +409,9 @@ if not jobs:
 
 any_running = any(j.status in ACTIVE for j in jobs)
 running_job = next((j for j in jobs if j.status in ACTIVE), None)
-table_every = 2 * poll_seconds(running_job) if running_job is not None else None  # its rows change per epoch too
+# Its rows change with each epoch too: as often as the job panel, half as often once epochs are fast.
+table_every = None if running_job is None else (
+    POLL_SECONDS if poll_seconds(running_job) == POLL_SECONDS else 2 * FAST_EPOCH_POLL_SECONDS)
 st.fragment(run_every=table_every)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:

@@ -167,7 +167,8 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
     proc.stdout.close()
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 0 and err == ""
+    said = [line for line in err.splitlines() if "the execution is still running after" not in line]  # a slow hour
+    assert proc.wait(timeout=120) == 0 and said == []
 
 
 def test_workflow_list_text_names_the_state_machine_when_there_are_several():
@@ -380,23 +381,21 @@ def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):
 
 def test_asl_run_says_on_stderr_that_a_long_execution_still_runs_and_how_to_stop_it(capsys):
     """`asl run` of a definition with a long Wait printed nothing until it ended (audit)."""
-    import threading
-    import time
-
     from backend.cli import say_still_running
 
-    ended = threading.Event()
-    watcher = threading.Thread(target=say_still_running, args=(ended, 0.1, 0.1))
-    watcher.start()
-    time.sleep(0.35)
-    ended.set()
-    watcher.join(2)
+    class Ended:  # ends after `polls` waits, without sleeping: the test does not hang on the clock
+        def __init__(self, polls: int):
+            self.polls, self.waits = polls, []
+
+        def wait(self, seconds: float) -> bool:
+            self.waits.append(seconds)
+            return len(self.waits) > self.polls
+
+    ended = Ended(3)
+    say_still_running(ended, 5.0, 60.0)
+    assert ended.waits == [5.0, 60.0, 60.0, 60.0]  # after 5 s, then each minute, until the run ends
     lines = capsys.readouterr().err.splitlines()
-    assert 2 <= len(lines) <= 4 and not watcher.is_alive()
-    assert all(line.startswith("scones: note: the execution is still running after ") and line.endswith(
-        " s (a Wait state or a slow task); Ctrl-C stops it.") for line in lines)
-    capsys.readouterr()
-    ended = threading.Event()
-    ended.set()  # a quick run says nothing
-    say_still_running(ended, 0.1, 0.1)
+    assert len(lines) == 3 and all(line.startswith("scones: note: the execution is still running after ") and
+                                   line.endswith(" s (a Wait state or a slow task); Ctrl-C stops it.") for line in lines)
+    say_still_running(Ended(0), 5.0, 60.0)  # a quick run says nothing
     assert capsys.readouterr().err == ""

@@ -247,6 +247,11 @@ def test_a_password_or_presigned_signature_in_a_source_address_is_never_shown(ho
     with pytest.raises(ValidationError, match="is not a valid address") as info:
         b.stage_data("http://127.0.0.1:port?X-Amz-Signature=fakesecret123/x")
     assert "fakesecret123" not in str(info.value)
+    for spaced in ("http://127.0.0.1:9/my file.tgz?X-Amz-Credential=AK&X-Amz-Signature=fakesecret123#x",
+                   "http://127.0.0.1:9/a.tgz?X-Amz-Signature=fake\tsecret123"):  # http.client quoted these back
+        with pytest.raises(ValidationError, match="a space or a control character") as info:
+            b.start_staging(spaced)
+        assert "secret123" not in str(info.value)
     presigned = "http://127.0.0.1:9/cifar.tar.gz?X-Amz-Credential=AKIAFAKE%2F20261130&X-Amz-Signature=fakesecret123"
     with pytest.raises(DownloadError, match=r"Could not reach http://127\.0\.0\.1:9/cifar\.tar\.gz\?\.\.\. ") as info:
         b.stage_data(presigned)

@@ -522,7 +522,7 @@ class DeploymentService:
                 return line[len("FailureReason: "):]
         error = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), "")
         cause = f" with {error[:300]}" if error else " (killed or crashed)"
-        return f"The endpoint process {what}{cause}; {restart_hint(model)}"
+        return f"The endpoint process {what}{cause}; {restart_hint(endpoint_name, model)}"
 
     # -- reconciliation ------------------------------------------------------------------------
 
@@ -533,7 +533,7 @@ class DeploymentService:
         if status == CREATING:
             if not row["pid"]:  # between the insert and the spawn, or the creator died there
                 if _age(row) > START_TIMEOUT_SECONDS:
-                    self._set_failed(row, f"The endpoint process was never started; {restart_hint(row['model_name'])}")
+                    self._set_failed(row, f"The endpoint process was never started; {restart_hint(name, row['model_name'])}")
             elif not process_alive(row["pid"], row["pid_start"]):
                 self._set_failed(row, self._failure_reason(name, row["instance"], "exited during start-up",
                                                            row["model_name"]))
@@ -670,13 +670,14 @@ def _age(row: Any) -> float:
         return 0.0
 
 
-def _deploy_command(model: str | None) -> str:
-    return f"scones deploy --model {model} --wait" if model else "scones deploy --wait"
+def _deploy_command(endpoint: str, model: str | None) -> str:
+    """The command that deploys the endpoint's model to it again (the CLI's --endpoint defaults to another)."""
+    return f"scones deploy{f' --model {model}' if model else ''} --endpoint {endpoint} --wait"
 
 
-def restart_hint(model: str | None) -> str:
+def restart_hint(endpoint: str, model: str | None) -> str:
     """What to do about a dead endpoint process, on the page and on the command line."""
-    return f"start the endpoint again (Start on the Deploy page, or {_deploy_command(model)})."
+    return f"start the endpoint again (Start on the Deploy page, or {_deploy_command(endpoint, model)})."
 
 
 def timed_out(endpoint_name: str, seconds: float, model: str | None = None) -> ModelError:
@@ -684,7 +685,7 @@ def timed_out(endpoint_name: str, seconds: float, model: str | None = None) -> M
     process still looks alive, so it is replaced by a deployment (Start is for a dead one)."""
     return ModelError(f"Your invocation timed out while waiting for a response from container primary of endpoint "
                       f"{endpoint_name} ({seconds:g} s): its process may be stuck; redeploy it (Deploy on the "
-                      f"Deploy page, or {_deploy_command(model)}).", 408)
+                      f"Deploy page, or {_deploy_command(endpoint_name, model)}).", 408)
 
 
 def _unavailable(endpoint: Endpoint) -> str:
