@@ -37,7 +37,7 @@ def status_text(job, separator: str = " · ") -> str:
 POLL_SECONDS = 1.5
 # Each redraw of the live chart costs the browser about 0.2 s of CPU, and on this 2-core machine the
 # training beside it lost more than that (its two threads wait for each other): with epochs of 0.8 s the
-# chart changed at every poll, and watching the Train page made an 80-epoch job 21-30% slower at 1.5-3 s
+# chart changed at every poll, and watching the Train page made an 80-epoch job 19-34% slower at 1.5-3 s
 # polls, 5-10% at 6 s (measured 2026-11-30). Slower epochs keep the short poll, where most polls find
 # nothing new to draw.
 FAST_EPOCH_SECONDS = 2.0
