@@ -8,20 +8,20 @@ extracted to disk, so nothing can land outside the workspace.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import pickle
 import tarfile
 import time
-import http.client
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit, urlunsplit
 import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from PIL import Image

@@ -169,11 +169,10 @@ with tab_stage:
         m1.metric("Images", f"{total:,}")
         m2.metric("Classes", len(report.classes))
         # A re-run changed only "Seconds 0.50" to "0.62": when it ran, and what the figure is, are said (audit)
-        m3.metric("Staging time", f"{report.seconds:.2f} s",
-                  help=f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC" if report.staged_at else None)
+        when = f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC" if report.staged_at else ""
+        m3.metric("Staging time", f"{report.seconds:.2f} s", help=when or None)
         short, full = source_text(report.source)
         m4.metric("Source", short, help=full)
-        when = f"Staged at {report.staged_at.replace('T', ' ')[:19]} UTC" if report.staged_at else ""
         if full != short:
             st.caption(" · ".join(x for x in (when, f"Source: `{full}`") if x))
         elif when:

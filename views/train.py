@@ -10,7 +10,7 @@ import streamlit as st
 from backend.api import JOB_COMPLETED, JOB_IN_PROGRESS, SconesError, TrainingJob
 from ui.charts_training import (
     confusion_chart, confusion_chart_height, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
-    FAST_EPOCH_POLL_SECONDS, POLL_SECONDS, planned_epochs, progress_text, status_text, training_poll_seconds,
+    POLL_SECONDS, planned_epochs, progress_text, status_text, training_poll_seconds,
 )
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
@@ -219,16 +219,18 @@ def form_ui() -> tuple[dict[str, str], str, str, bool]:
     return set_values, validation, job_name.strip(), start
 
 
-def epoch_pace(job: TrainingJob) -> float | None:
+def epoch_pace(job: TrainingJob, from_epoch_ends: bool = False) -> float | None:
     """Seconds per epoch as this page saw the job's epochs end (so startup is not counted), once it has
-    seen two epoch counts."""
+    seen two epoch counts. The first count seen is when the page looked, not when an epoch ended:
+    `from_epoch_ends` leaves it out (a slow job looked at just before an epoch ended would read fast)."""
     seen = st.session_state.setdefault("train_epochs_seen", {}).setdefault(job.job_name, {})
     done = len(job.epochs)
     if done and done not in seen:
         seen[done] = time.monotonic()
-    if len(seen) < 2:
+    counts = sorted(seen.items())[1 if from_epoch_ends else 0:]
+    if len(counts) < 2:
         return None
-    (first, t0), (last, t1) = min(seen.items()), max(seen.items())
+    (first, t0), (last, t1) = counts[0], counts[-1]
     return (t1 - t0) / (last - first)
 
 
@@ -256,12 +258,7 @@ def poll_seconds(job: TrainingJob) -> float:
     """How often the job panel polls a running job: less often once its epochs are seen to be fast (and then
     for the rest of the job, so a pace near the line does not switch it back and forth)."""
     fast = st.session_state.setdefault("train_fast_jobs", set())
-    epoch_pace(job)  # notes the epoch count seen now
-    # Judged between epoch ends only: the first count seen is when the page looked, not when an epoch ended,
-    # and a slow job looked at just before an epoch ended would read fast (and stay so).
-    ends = sorted(st.session_state["train_epochs_seen"].get(job.job_name, {}).items())[1:]
-    pace = (ends[-1][1] - ends[0][1]) / (ends[-1][0] - ends[0][0]) if len(ends) >= 2 else None
-    seconds, is_fast = training_poll_seconds(pace, job.job_name in fast)
+    seconds, is_fast = training_poll_seconds(epoch_pace(job, from_epoch_ends=True), job.job_name in fast)
     if is_fast:
         fast.add(job.job_name)
     return seconds
@@ -411,7 +408,7 @@ any_running = any(j.status in ACTIVE for j in jobs)
 running_job = next((j for j in jobs if j.status in ACTIVE), None)
 # Its rows change with each epoch too: as often as the job panel, half as often once epochs are fast.
 table_every = None if running_job is None else (
-    POLL_SECONDS if poll_seconds(running_job) == POLL_SECONDS else 2 * FAST_EPOCH_POLL_SECONDS)
+    POLL_SECONDS if (s := poll_seconds(running_job)) == POLL_SECONDS else 2 * s)
 st.fragment(run_every=table_every)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
 if st.session_state.get("train_selected") not in names:

@@ -56,6 +56,14 @@ WORKFLOW_MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def status_totals(counts: dict[tuple[str, str | None], int]) -> dict[str, int]:
+    """StatesEngine.count_executions' {(status, error): n} as {status: n}."""
+    totals: dict[str, int] = {}
+    for (status, _), n in counts.items():
+        totals[status] = totals.get(status, 0) + n
+    return totals
+
+
 class WorkflowService:
     def __init__(self, db: Database, store: LocalStore, bucket: str, settings: Any,
                  invoke_endpoint: Callable[[str, bytes, str], Any], describe_endpoint: Callable[[str], Any],
@@ -485,13 +493,14 @@ class WorkflowService:
         if not self.db.query_one("SELECT 1 FROM state_machines"):
             return StepStatus("workflow", "not_started", "No workflow deployed yet.")
         counts = self.engine.count_executions(self._machine_names())
-        total = sum(counts.values())
+        statuses = status_totals(counts)
+        total = sum(statuses.values())
         if not total:
             return StepStatus("workflow", "not_started", "Workflow deployed; no execution yet.")
-        running = sum(n for (status, _), n in counts.items() if status == "RUNNING")
+        running = statuses.get("RUNNING", 0)
         if running:
             return StepStatus("workflow", "in_progress", f"{running} execution(s) running.")
-        ok = sum(n for (status, _), n in counts.items() if status == "SUCCEEDED")
+        ok = statuses.get("SUCCEEDED", 0)
         low = sum(n for (_, error), n in counts.items() if error == THRESHOLD_ERROR)
         other = total - ok - low
         return StepStatus("workflow", "done", f"{total} executions: {ok} succeeded, {low} below the threshold, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.api import Execution, StateMachine, StateRun
-from backend.local.workflow import DEFAULT_MACHINE, WorkflowService
+from backend.local.workflow import DEFAULT_MACHINE, WorkflowService, status_totals
 
 
 class WorkflowBackendMixin:
@@ -68,8 +68,8 @@ class WorkflowBackendMixin:
         self.workflow.delete_state_machine(name)
 
     def execution_counts(self, state_machine: str) -> tuple[int, int]:
-        counts = self.workflow.engine.count_executions([state_machine])
-        return sum(counts.values()), sum(n for (status, _), n in counts.items() if status == "RUNNING")
+        statuses = status_totals(self.workflow.engine.count_executions([state_machine]))
+        return sum(statuses.values()), statuses.get("RUNNING", 0)
 
     def kept_execution_groups(self) -> list[str]:
         return self.workflow.engine.execution_machine_names()

@@ -294,9 +294,8 @@ class TrainingService:
             raise ValidationError(f"Cannot create already existing model {model_name!r}: choose another name.")
         meta, _ = read_members(self.store.get(self.bucket, self.artifact_key(job_name)))
         metrics = dict(job.final_metrics)
-        served = (meta.get("metrics") or {}).get(SERVED_ACCURACY)
-        if meta.get("precision") == "int8" and isinstance(served, (int, float)):
-            metrics[SERVED_ACCURACY] = float(served)  # what the endpoint's graph scored, beside PyTorch's
+        if job.served_accuracy is not None:
+            metrics[SERVED_ACCURACY] = job.served_accuracy  # what the endpoint's graph scored, beside PyTorch's
         self.db.execute(
             "INSERT INTO models(model_name, job_name, model_artifact, classes, image_shape, metrics, created) "
             "VALUES(?,?,?,?,?,?,?)",
