@@ -115,7 +115,9 @@ def test_train_jobs_evaluate(tmp_path):
     ev = json.loads(scones("evaluate", "--job", doc["job_name"], "--json", home=tmp_path).stdout)
     assert ev["classes"] == ["bicycle", "motorcycle"]
     assert sum(map(sum, ev["confusion_matrix"])) == 200
-    assert abs(ev["accuracy"] - doc["metrics"]["validation:accuracy"]) < 0.01
+    # evaluation runs the served 8-bit graph: after one epoch many answers sit near 50/50, and 8 bits turned
+    # 4 of the 200 (0.02) in a CI run, so PyTorch's figure is only near it; the served one is exact (below)
+    assert abs(ev["accuracy"] - doc["metrics"]["validation:accuracy"]) < 0.05
     # the defaults serve an 8-bit graph: its accuracy is what evaluation (which runs that graph) measures
     assert doc["served_accuracy"] == jobs[0]["served_accuracy"] and abs(ev["accuracy"] - doc["served_accuracy"]) < 1e-4
     assert f"served 8-bit graph {doc['served_accuracy']:.3f}" in scones("jobs", home=tmp_path).stdout
