@@ -234,13 +234,16 @@ def epoch_pace(job: TrainingJob, from_epoch_ends: bool = False) -> float | None:
     return (t1 - t0) / (last - first)
 
 
-def jobs_table_view(polled: bool) -> None:
-    """The job list; a fragment polled while any job runs, so it keeps up with the job panel below."""
+def jobs_table_view(polled: bool, drawn: frozenset[str] = frozenset()) -> None:
+    """The job list; a fragment polled while any job runs, so it keeps up with the job panel below. `drawn`: the
+    job names the page was drawn with (its Job selector)."""
     try:
         jobs = b.list_training_jobs()
     except SconesError as exc:
         show_error(exc)
         return
+    if polled and {j.job_name for j in jobs} != drawn:
+        st.rerun()  # a job started (or was deleted) elsewhere while one runs: the selector and the notice follow
     # The name stays in view when the table scrolls sideways (at 1,000 px it shows about three columns);
     # the status reads whole (audit).
     st.dataframe(jobs_frame(jobs), hide_index=True, width="stretch",
@@ -367,6 +370,7 @@ def start_training(hyperparameters: dict[str, str], validation: str, job_name: s
         return
     pressed("train_last_start", request, created)
     st.session_state["train_selected"] = created
+    st.session_state.setdefault("train_jobs_seen", set()).add(created)
     st.toast(f"Started {created}")
     st.rerun()
 
@@ -392,6 +396,33 @@ except SconesError as exc:
     st.stop()
 
 
+def new_elsewhere(jobs: list[TrainingJob]) -> None:
+    """Say so when a job started from the CLI or another tab runs while this page shows another one, with a
+    button to show it; the page does not switch by itself (the operator may be reading an evaluation). The
+    jobs the page has seen are kept: each starts as seen when the page first opens, or when started here."""
+    seen = st.session_state.setdefault("train_jobs_seen", None)
+    names = {j.job_name for j in jobs}
+    if seen is None:
+        st.session_state["train_jobs_seen"] = names
+        return
+    selected = st.session_state.get("train_selected")
+    seen |= {selected}
+    fresh = [j for j in jobs if j.job_name not in seen and j.status in ACTIVE]
+    seen |= names - {j.job_name for j in fresh}  # ended before anyone looked: the table shows it
+    if not fresh:
+        return
+    job = fresh[0]  # the newest
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.info(f"**{job.job_name}** started from the CLI or another tab and is {job.status}"
+            + (f" (and {len(fresh) - 1} more)" if len(fresh) > 1 else "") + ".", icon=":material/fiber_new:")
+    c2.button("Show it", key="train_show_new", on_click=show_job, args=(job.job_name,))
+
+
+def show_job(name: str) -> None:
+    st.session_state["train_selected"] = name
+    st.session_state.setdefault("train_jobs_seen", set()).add(name)
+
+
 def train_signature(jobs: list, staged) -> tuple:
     return tuple((j.job_name, j.status) for j in jobs), staged_data_values(staged)
 
@@ -409,13 +440,14 @@ running_job = next((j for j in jobs if j.status in ACTIVE), None)
 # Its rows change with each epoch too: as often as the job panel, half as often once epochs are fast.
 table_every = None if running_job is None else (
     POLL_SECONDS if (s := poll_seconds(running_job)) == POLL_SECONDS else 2 * s)
-st.fragment(run_every=table_every)(jobs_table_view)(any_running)
 names = [j.job_name for j in jobs]
+st.fragment(run_every=table_every)(jobs_table_view)(any_running, frozenset(names))
 if st.session_state.get("train_selected") not in names:
     # Streamlit forgets a widget's value on another page: come back to the job last looked at (and so
     # to its evaluation), else the newest.
     last = st.session_state.get("train_last_selected")
     st.session_state["train_selected"] = last if last in names else names[0]
+new_elsewhere(jobs)
 selected = st.selectbox("Job", names, key="train_selected")
 st.session_state["train_last_selected"] = selected
 current = next(j for j in jobs if j.job_name == selected)

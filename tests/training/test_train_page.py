@@ -288,3 +288,33 @@ def test_values_that_cannot_do_what_they_seem_to_are_said_beside_start(staged):
         time.sleep(0.1)  # the worker's log says it too
     staged.stop_training_job(name)
     assert "Note: lr_scheduler_step=55,73" in staged.training_log(name)
+
+
+def test_a_job_started_elsewhere_is_announced_with_a_button_to_show_it(staged):
+    older = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, older)
+    at = train_page().run()
+    at.button(key="train_evaluate").click().run()
+    assert at.selectbox(key="train_selected").value == older
+    newer = staged.create_training_job(synthetic.hyperparameters(epochs=400))  # as `scones train` would
+    try:
+        at.run()
+        assert not at.exception
+        # the operator's view stays put (they may be reading the evaluation), and is told of the new job
+        assert at.selectbox(key="train_selected").value == older
+        assert at.metric[0].label == "Test accuracy"
+        assert any(newer in i.value and "started from the CLI or another tab" in i.value for i in at.info)
+        at.button(key="train_show_new").click().run()
+        assert not at.exception
+        assert at.selectbox(key="train_selected").value == newer
+        assert not any("started from the CLI" in i.value for i in at.info)  # said once: it is shown now
+        at.selectbox(key="train_selected").select(older).run()
+        assert not any("started from the CLI" in i.value for i in at.info)  # seen, not announced again
+    finally:
+        staged.stop_training_job(newer)
+    # a job that started and ended elsewhere between two looks is in the table, not announced
+    quick = staged.create_training_job(synthetic.hyperparameters(epochs=1))
+    wait_done(staged, quick)
+    at.run()
+    assert not any("started from the CLI" in i.value for i in at.info)
+    assert quick in list(at.dataframe[0].value["job name"])
