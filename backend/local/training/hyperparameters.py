@@ -491,6 +491,8 @@ SAGEMAKER_WORKFLOW_PRESET: dict[str, str] = {
 # 0.910/0.915/0.925); calibrating on all 800 images, percentile or entropy ranges, or keeping the first
 # convolution and the classifier in float changed at most one answer more or less. With the endpoint's
 # hop gone from the workflow (direct_route.py), the flip's cost no longer shows in issue 6's figure.
+# 2026-11-30 later: ResNet-32 with these defaults (seed 1, four folds): 0.915/0.895/0.905/0.910, at or below
+# ResNet-20's 0.935/0.910/0.910/0.920 on every fold, in 90-110 s a fold (a full run would pass 120 s). Not taken.
 LOCAL_CPU_PRESET: dict[str, str] = {
     "image_shape": "3,32,32",
     "num_classes": "2",
