@@ -34,6 +34,12 @@ def kept(key: str, default: object, follow: object = None) -> None:
     st.session_state[shadow] = value
 
 
+def kept_value(key: str, default: object) -> object:
+    """The value of the widget `key` kept with `kept()`, before the widget is drawn again: on a page shown
+    again, Streamlit has dropped the widget's own, and the kept one is what it will show."""
+    return st.session_state[key] if key in st.session_state else st.session_state.get(f"_kept:{key}", default)
+
+
 def remember(key: str) -> None:
     """`on_change` of a widget kept with `kept()`: keep its new value at once, even when the page is left
     before it is drawn again (a field edited, then a page link clicked: the click's run is another page's)."""

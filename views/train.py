@@ -12,7 +12,7 @@ from ui.charts_training import (
     confusion_chart, confusion_chart_height, confusion_frame, jobs_frame, metrics_chart, metrics_frame, per_class_frame,
     POLL_SECONDS, planned_epochs, progress_text, status_text, training_poll_seconds,
 )
-from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
+from ui.state import backend, kept, kept_value, press_refused, pressed, remember, second_press, watch_for_changes
 from ui.widgets import image_grid, show_error
 
 FIELDS_PER_ROW = 3
@@ -75,7 +75,7 @@ def data_label(staged: dict[str, str] | None) -> str:
     """What the Data fields hold, truly: the staged data's counts, or how they differ from it."""
     if staged is None:
         return "**Data** (no staged data to read now: stage it first, or wait for the staging that runs)"
-    fields = {n: str(st.session_state.get(f"hp_{n}", "")).strip() for n in staged}
+    fields = {n: str(kept_value(f"hp_{n}", "")).strip() for n in staged}
     if fields == staged:
         return "**Data** (filled in from the staged data)"
     return (f"**Data** (the staged data has {int(staged['num_training_samples']):,} training images of "
@@ -144,7 +144,7 @@ def edited_fields() -> list[str]:
     if not isinstance(loaded, dict):
         return []
     return [n for n in specs if n not in DATA
-            and str(st.session_state.get(f"hp_{n}", "")).strip() != str(loaded.get(n, "")).strip()]
+            and str(kept_value(f"hp_{n}", "")).strip() != str(loaded.get(n, "")).strip()]
 
 
 def billing_ui() -> bool:

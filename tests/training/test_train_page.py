@@ -174,6 +174,8 @@ def test_the_form_keeps_its_values_and_edits_across_pages(staged):
         assert at.text_input(key="hp_num_training_samples").value == "64"
         assert at.radio(key="train_validation").value == "holdout"
         assert at.text_input(key="train_job_name").value == "my-variant"
+        # what was edited, read before the fields are drawn again: not every field (audit)
+        assert any(c.value == "Preset: **Local CPU defaults**; edited since: epochs, optimizer" for c in at.caption)
     at.button(key="train_preset_local").click().run()  # a preset still fills the form in
     assert at.text_input(key="hp_epochs").value == "80" and at.selectbox(key="hp_optimizer").value == "nag"
 
