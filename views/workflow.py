@@ -170,11 +170,15 @@ def run_ui() -> None:
     count = c3.number_input("Executions", step=1, help="1 to 500 a start", key=count_key, on_change=remember,
                             args=(count_key,))
     count_problem = None if 1 <= count <= 500 else f"Executions must be 1 to 500 a start, not {count:,}."
-    kept("wf_override", False)
+    chosen = next((m for m in machines if m.name == machine), None)
+    # A one-off threshold is for the state machine it was set against: another one, or this one deleted and
+    # deployed again, starts from its own threshold (after a clean up and a redeploy it stayed ticked, and new
+    # executions ran against it while the page's header gave the workflow's: audit). An update keeps it.
+    kept("wf_override", False, follow=(machine, chosen.created) if chosen else machine)
     override = c4.checkbox("Another threshold", key="wf_override",  # a longer label is cut at 1,000 px (audit)
                            help="For this run only: the threshold travels in these executions' input, and the "
                                 "workflow's own threshold stays as it is.")
-    current = next((m.threshold for m in machines if m.name == machine), b.default_threshold())
+    current = chosen.threshold if chosen else b.default_threshold()
     if not override:
         st.session_state["wf_threshold"] = float(current)  # follows the workflow's until asked for another
     kept("wf_threshold", float(current))
@@ -182,6 +186,9 @@ def run_ui() -> None:
                           disabled=not override)
     if count_problem:
         st.error(count_problem)
+    if override and threshold != current:
+        st.caption(f"These executions run with threshold **{threshold_text(threshold)}**, not the workflow's "
+                   f"{threshold_text(current)}: for this start only.")
     if st.button("Start", type="primary", key="wf_start",
                  disabled=bool(count_problem) or (source == "Upload an image" and (upload is None or bool(upload_problem)))):
         # A second press while the page reruns arrives as a second click: the same start within 2 s is one start.

@@ -83,10 +83,34 @@ def test_the_run_threshold_follows_the_workflow_until_another_is_asked_for(wf_pa
         wf.deploy_workflow(machine.endpoint_name, 0.6)
         at.run()
         assert at.slider(key="wf_threshold").value == pytest.approx(0.1)  # the one asked for stays
+        assert any("run with threshold **0.10**, not the workflow's 0.60" in c.value for c in at.caption)  # said
         at.checkbox(key="wf_override").uncheck().run()
         assert at.slider(key="wf_threshold").value == pytest.approx(0.6)
+        assert not any("not the workflow's" in c.value for c in at.caption)
     finally:
         wf.deploy_workflow(machine.endpoint_name, machine.threshold)
+
+
+def test_a_one_off_threshold_ends_with_the_state_machine_it_was_set_against(wf_page, wf):
+    """After a clean up and a redeploy, the ticked 'Another threshold' stayed on, and new executions ran
+    against it while the page's header gave the new workflow's threshold (audit)."""
+    at = wf_page.run()
+    machine = wf.describe_state_machine("scones-workflow")
+    at.checkbox(key="wf_override").check().run()
+    at.slider(key="wf_threshold").set_value(0.25).run()
+    at.switch_page("views/home.py").run()  # kept across pages
+    at.switch_page("views/workflow.py").run()
+    assert at.checkbox(key="wf_override").value and at.slider(key="wf_threshold").value == pytest.approx(0.25)
+    wf.delete_state_machine("scones-workflow")
+    try:
+        wf.deploy_workflow(machine.endpoint_name, machine.threshold)  # deployed anew: created again
+        at.run()
+        assert not at.exception
+        assert not at.checkbox(key="wf_override").value
+        assert at.slider(key="wf_threshold").value == pytest.approx(machine.threshold)
+    finally:
+        if not wf.list_state_machines():
+            wf.deploy_workflow(machine.endpoint_name, machine.threshold)
 
 
 def test_workflow_page_import_names_an_unknown_function(wf_page):
