@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import math
 
 import pandas as pd
 import streamlit as st
@@ -316,7 +315,7 @@ endpoints_view()
 
 def limits_text(local: bool) -> str:
     """What an endpoint takes per image: InvokeEndpoint's payload limit, and the local endpoint's pixel limit."""
-    return f"up to {MAX_BODY_BYTES // MB} MB" + (f" and {MAX_PIXELS // 1_000_000} megapixels" if local else "")
+    return f"up to {MAX_BODY_BYTES:,} bytes (6 MiB)" + (f" and {MAX_PIXELS // 1_000_000} megapixels" if local else "")
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -337,8 +336,10 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def too_large(name: str, data: bytes, local: bool) -> str:
     """Why the endpoint would refuse this image for its size, in one sentence; "" when it would not."""
     if len(data) > MAX_BODY_BYTES:
-        return (f"{name} is {math.ceil(len(data) / MB * 10) / 10:.1f} MB; the endpoint takes at most "
-                f"{MAX_BODY_BYTES // MB} MB (SageMaker's InvokeEndpoint limit): send a smaller image.")
+        # In bytes: the uploader writes decimal megabytes (6.7MB) and the limit is binary (6 MiB), so a size
+        # in either unit read as two sizes for one file (audit).
+        return (f"{name} is {len(data):,} bytes; the endpoint takes at most {MAX_BODY_BYTES:,} bytes (6 MiB, "
+                "SageMaker's InvokeEndpoint limit): send a smaller image.")
     size = image_size(data) if local else None
     if size is not None and (size == (0, 0) or size[0] * size[1] > MAX_PIXELS):
         # (0, 0): over Pillow's own limit (never below ours), so its size was not read
@@ -375,6 +376,11 @@ def images_ui(local: bool) -> list[tuple[str, bytes, str, str | None]]:
     kept("try_staged", names[:2], follow=tuple(names))  # the picks start over when the staged images change
     picked = st.multiselect("Staged test images", names, key="try_staged", on_change=remember, args=("try_staged",))
     return [(n, s.data, "image/png", s.label) for n, s in zip(names, samples) if n in picked]
+
+
+def images_signature(images: list[tuple[str, bytes, str, str | None]]) -> list[tuple[str, int]]:
+    """Which images were classified: their names and sizes."""
+    return [(name, len(data)) for name, data, _, _ in images]
 
 
 def show_results(results: list[dict]) -> None:
@@ -428,8 +434,13 @@ else:
                 results.append({"name": name, "data": data, "error": "", "label": p.label, "confidence": p.confidence,
                                 "classes": list(p.classes), "probabilities": list(p.probabilities), "truth": truth,
                                 "tied": list(p.tied)})
-        st.session_state["try_results"] = {"endpoint": target, "model": serves, "results": results}
+        st.session_state["try_results"] = {"endpoint": target, "model": serves, "results": results,
+                                           "images": images_signature(images)}
     shown = st.session_state.get("try_results")
+    if shown and images and shown.get("images") != images_signature(images):
+        # Answers under another selection read as its answers (audit): they go until Classify is pressed again.
+        st.caption("The images changed since the last Classify: press **Classify** to answer these.")
+        shown = None
     if shown and shown["endpoint"] == target and shown.get("model") != serves:
         st.info(f"Endpoint {target} serves model {serves} now: the results model {shown.get('model')} gave were "
                 "cleared; classify again.")

@@ -157,6 +157,12 @@ def test_try_it_on_staged_test_images(page_backend):
     truth = {s.key.rsplit("/", 1)[-1]: s.label for s in page_backend.staged_samples("test", per_class=4)}
     assert list(table["true class"]) == [truth[n] for n in table["image"]]
     assert list(table["right"]) == ["✓" if p == t else "✗" for p, t in zip(table["predicted"], table["true class"])]
+    # another selection: the answers above were not its answers, so they go until Classify (audit)
+    at.multiselect(key="try_staged").set_value(picked.options[4:6]).run()
+    assert not [m for m in texts(at.markdown) if " · confidence " in m] and not at.dataframe
+    assert any("The images changed since the last Classify" in c for c in texts(at.caption))
+    at.button(key="try_go").click().run()
+    assert list(at.dataframe[0].value["image"]) == picked.options[4:6]
 
 
 def test_a_tie_is_shown_as_undecided_and_never_marked_right(page_backend, monkeypatch):
@@ -389,10 +395,9 @@ def test_uploads_over_the_endpoints_limits_are_refused_with_what_to_do(page_back
     wide = io.BytesIO()  # 48 megapixels of one colour: a few kB
     Image.new("1", (8000, 6000)).save(wide, "PNG")
     assert len(noise.getvalue()) > 6 * 2**20
-    heavy_mb = f"{math.ceil(len(noise.getvalue()) / 2**20 * 10) / 10:.1f}"  # rounded up: never "6.0 MB"
     at = run_page()
     uploader = at.get("file_uploader")[0]
-    assert uploader.proto.label == "PNG or JPEG images, up to 6 MB and 40 megapixels each"
+    assert uploader.proto.label == "PNG or JPEG images, up to 6,291,456 bytes (6 MiB) and 40 megapixels each"
     # The browser refuses a bigger file (Streamlit said 1GB). Streamlit counts decimal megabytes: at 6 it refused
     # a 6,144,684-byte PNG that InvokeEndpoint and `scones invoke` take (browser audit); the page checks the bytes.
     assert uploader.proto.max_upload_size_mb == 7 and 6 * 1_000_000 < 6 * 2**20 <= 7 * 1_000_000
@@ -402,8 +407,8 @@ def test_uploads_over_the_endpoints_limits_are_refused_with_what_to_do(page_back
     at.button(key="try_go").click().run()
     assert not at.exception
     assert texts(at.error) == [
-        f"heavy.png is {heavy_mb} MB; the endpoint takes at most 6 MB (SageMaker's InvokeEndpoint limit): "
-        "send a smaller image.",
+        f"heavy.png is {len(noise.getvalue()):,} bytes; the endpoint takes at most 6,291,456 bytes (6 MiB, "
+        "SageMaker's InvokeEndpoint limit): send a smaller image.",
         "wide.png is 8000x6000 pixels; the endpoint takes at most 40 megapixels (40,000,000 pixels): "
         "send a smaller image."]
     assert sent == [sample_pngs[0].stat().st_size]  # only the image the endpoint takes was sent
