@@ -41,6 +41,10 @@ def sample_classes() -> tuple[str, ...]:
     return tuple(archive.fine_label_names[i] for i in ids)
 
 
+# What each step's resources are, as the Clean up step's detail names them when they are back (or left).
+HOLDING_WORDS = {"train": "training jobs", "deploy": "models and endpoints", "workflow": "the workflow"}
+
+
 class WorkspaceBackend:
     name = "workspace"
     objects: ObjectStore
@@ -132,10 +136,10 @@ class WorkspaceBackend:
         detail = f"Last clean up {at.replace('T', ' ')[:19]} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
         if left:
             detail += f"; {len(left)} left, with the reason on the Clean up page"
-        holding = [s for s in ("train", "deploy", "workflow") if s in steps and steps[s].state != "not_started"]
+        holding = [words for s, words in HOLDING_WORDS.items() if s in steps and steps[s].state != "not_started"]
         if holding:
-            return StepStatus("cleanup", "in_progress", f"{detail}. The workspace holds resources again (or still): "
-                                                        f"{', '.join(holding)}; the Clean up page lists them.{refused}")
+            return StepStatus("cleanup", "in_progress", f"{detail}. Made since or left: {', '.join(holding)}; "
+                                                        f"the Clean up page lists every resource.{refused}")
         return StepStatus("cleanup", "done", detail + "." + refused)
 
     def _stage_status(self) -> StepStatus:

@@ -96,15 +96,24 @@ def steps_view() -> None:
     except SconesError as exc:
         show_error(exc)
         return
-    cols = st.columns(3)
-    for i, (name, (title, blurb)) in enumerate(STEP_TITLES.items()):
-        status = steps[name]
-        with cols[i % 3].container(border=True):
-            st.markdown(f"##### {title}")  # "4 · Workflow" wrapped after the dot at 1,000 px as a ####
-            st.markdown(status_badge(status), help=blurb)
-            st.caption(status.detail or blurb)
-            if name in STEP_PAGES:
-                st.page_link(STEP_PAGES[name], label=f"Open {title.split('· ')[1]}", icon=":material/arrow_forward:")
+    items = list(STEP_TITLES.items())
+    for row in range(0, len(items), 3):  # a row at a time: the cards read 1 to 6 in order (column by column
+        cols = st.columns(3)            # they read 1, 4, 2, 5, 3, 6 to the keyboard and screen readers)
+        for col, (name, (title, blurb)) in zip(cols, items[row:row + 3]):
+            status = steps[name]
+            with col.container(border=True):
+                step_card(name, title, blurb, status)
+
+
+def step_card(name: str, title: str, blurb: str, status) -> None:
+    st.markdown(f"##### {title}")  # "4 · Workflow" wrapped after the dot at 1,000 px as a ####
+    if name == "cleanup" and status.state == "in_progress":  # resources made since the last one: nothing runs
+        st.markdown(":orange-badge[resources to clean up]", help=blurb)
+    else:
+        st.markdown(status_badge(status), help=blurb)
+    st.caption(status.detail or blurb)
+    if name in STEP_PAGES:
+        st.page_link(STEP_PAGES[name], label=f"Open {title.split('· ')[1]}", icon=":material/arrow_forward:")
 
 
 steps_view()

@@ -26,10 +26,26 @@ def test_home_shows_six_steps_backend_and_workspace(home):
     assert not at.exception
     assert [m.value for m in at.metric] == ["local"]
     assert [c.value for c in at.code] == [str(home)]  # whole, however long (a metric cut it to one line)
-    titles = sorted(m.value for m in at.markdown if m.value.startswith("##### "))
+    titles = [m.value for m in at.markdown if m.value.startswith("##### ")]  # in reading order (not 1, 4, 2, ...)
     assert titles == ["##### 1 · Stage", "##### 2 · Train", "##### 3 · Deploy", "##### 4 · Workflow",
                       "##### 5 · Monitor", "##### 6 · Clean up"]
     assert sum("not started" in m.value for m in at.markdown) == 6
+
+
+def test_home_says_resources_to_clean_up_rather_than_in_progress_after_a_clean_up(home, backend, monkeypatch):
+    """'6 · Clean up — in progress' after a clean up read as a deletion under way (audit)."""
+    from backend.api import StepStatus
+
+    backend.record_cleanup([("endpoint", "a")], [])
+    backend.stage_data("sample")
+    monkeypatch.setattr(type(backend), "resource_step_statuses",
+                        lambda self: {"train": StepStatus("train", "done", "a model")})
+    at = page("home.py").run()
+    assert not at.exception
+    assert any(m.value == ":orange-badge[resources to clean up]" for m in at.markdown)
+    assert not any("in progress" in m.value for m in at.markdown)
+    assert any("Made since or left: training jobs; the Clean up page lists every resource." in c.value
+               for c in at.caption)
 
 
 def test_home_reflects_a_staged_dataset(home, backend):

@@ -373,7 +373,6 @@ def test_only_a_serving_endpoint_shows_its_url_as_a_link_and_times_read_as_utc(p
 
 def test_uploads_over_the_endpoints_limits_are_refused_with_what_to_do(page_backend, sample_pngs, monkeypatch):
     import io
-    import math
 
     import numpy as np
     from PIL import Image

@@ -179,7 +179,7 @@ def test_the_cleanup_step_is_in_progress_while_steps_hold_resources(backend, mon
                         lambda: {"train": StepStatus("train", "done", "a model"),
                                  "deploy": StepStatus("deploy", "not_started")})
     step = backend.step_statuses()["cleanup"]
-    assert step.state == "in_progress" and "holds resources again (or still): train;" in step.detail
+    assert step.state == "in_progress" and "Made since or left: training jobs;" in step.detail
 
 
 def test_the_workflow_step_fails_while_its_endpoint_cannot_answer_but_not_while_it_updates(backend, monkeypatch):
