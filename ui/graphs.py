@@ -37,14 +37,34 @@ def _edges(name: str, state: dict[str, Any]) -> Iterable[tuple[str, str, str, bo
         yield name, "__end__", "", False
 
 
+EDGE = "#607d8b"  # a transition, with no execution selected
+TAKEN = "#263238"  # the path the selected execution took
+NOT_TAKEN = "#cfd8dc"
+
+
+def _taken(src: str, dst: str, dashed: bool, state: dict[str, Any], status: dict[str, str]) -> bool:
+    """Whether the selected execution went along this edge (an edge both of whose ends ran; a Catch only from
+    a state that caught; End from a state that succeeded, or from a Fail state)."""
+    if dashed:
+        return status.get(src) == "caught" and dst in status
+    if dst == "__end__":
+        return status.get(src) == "succeeded" or (state.get("Type") == "Fail" and status.get(src) == "failed")
+    return status.get(src) == "succeeded" and dst in status
+
+
 def state_machine_dot(definition: dict[str, Any], runs: list[StateRun] | None = None) -> str:
-    status = {r.name: r.status for r in runs or []}
+    """The graph; with `runs`, the selected execution's path is drawn dark and the rest pale. A Catch is dashed,
+    in the Caught error colour only when it was taken (orange on every Catch read as a caught error in an
+    execution that succeeded: audit)."""
+    status = {r.name: r.status for r in runs or [] if r.status != "not_run"}
+    start = definition.get("StartAt", "")
+    start_edge = "" if not runs else f' [color="{TAKEN}", penwidth=2]' if start in status else f' [color="{NOT_TAKEN}"]'
     lines = ["digraph workflow {", '  graph [rankdir=TB, bgcolor="transparent", nodesep=0.4, ranksep=0.45];',
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=2];',
-             '  edge [color="#607d8b", fontname="Helvetica", fontsize=9];',
+             f'  edge [color="{EDGE}", fontname="Helvetica", fontsize=9];',
              '  __start__ [label="Start", shape=circle, fillcolor="#eceff1", color="#607d8b", width=0.6];',
              '  __end__ [label="End", shape=circle, fillcolor="#eceff1", color="#607d8b", width=0.6];',
-             f'  __start__ -> {_q(definition.get("StartAt", ""))};']
+             f'  __start__ -> {_q(start)}{start_edge};']
     for name, state in (definition.get("States") or {}).items():
         border, fill = COLORS[status.get(name, "not_run")]
         label = f"{name}\n({state.get('Type', '?')})"
@@ -53,8 +73,13 @@ def state_machine_dot(definition: dict[str, Any], runs: list[StateRun] | None = 
             attrs = []
             if text:
                 attrs.append(f"label={_q(text)}")
+            taken = bool(runs) and _taken(src, dst, dashed, state, status)
             if dashed:
-                attrs.append('style=dashed, color="#ef6c00"')
+                attrs.append(f'style=dashed, color="{COLORS["caught"][0] if taken else EDGE if not runs else NOT_TAKEN}"')
+            elif runs:
+                attrs.append(f'color="{TAKEN if taken else NOT_TAKEN}"')
+            if taken:
+                attrs.append("penwidth=2")
             lines.append(f"  {_q(src)} -> {_q(dst) if dst != '__end__' else '__end__'}"
                          + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     lines.append("}")

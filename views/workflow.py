@@ -15,7 +15,7 @@ from backend.workflow_defs import encode_upload
 from ui.cards import execution_cards, lost_endpoint_text
 from ui.graphs import LEGEND, COLORS, state_machine_dot
 from ui.state import backend, kept, press_refused, pressed, remember, second_press, watch_for_changes
-from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, show_error, threshold_text
+from ui.widgets import THRESHOLD_FORMAT, THRESHOLD_STEP, show_error, threshold_text, utc_time
 
 st.title("Workflow")
 st.caption("serializeImageData → classifyImage → filterInferences, as Step Functions runs it: the real Lambda "
@@ -232,6 +232,12 @@ def executions_frame(executions) -> pd.DataFrame:
     } for e in executions], columns=columns)
 
 
+def pick_label(e) -> str:
+    """An execution as the Execution picker lists it: its name, status, answer or error, and start time."""
+    answer = e.error or (f"{e.label} {e.confidence:.2f}" if e.label and e.confidence is not None else "")
+    return " · ".join(part for part in (e.name, e.status, answer, utc_time(e.start) if e.start else "") if part)
+
+
 def history_time(value) -> str:
     """An event's time as the table writes an execution's start: 2026-11-29T02:27:11.418Z."""
     if hasattr(value, "isoformat"):
@@ -379,7 +385,9 @@ if machines:
         df = executions_frame(executions)
         cards = execution_cards(executions)
         cols = st.columns([0.9, 0.9, 1.4, 1.4, 0.8])  # the two long labels read whole at 1,000 px (audit)
-        cols[0].metric("Executions", cards["executions"])
+        cols[0].metric("Executions", cards["executions"],  # not this start's: every one listed below (audit)
+                       help="Every execution in the table below (all of this workspace's, up to the newest "
+                            f"{SHOWN}), not only the last start's.")
         cols[1].metric("Succeeded", cards["succeeded"])
         cols[2].metric("Below threshold", cards["below_threshold"], help=f"Executions that failed with "
                        f"{THRESHOLD_ERROR} at the threshold they ran with (Monitor counts inferences against its "
@@ -399,7 +407,7 @@ if machines:
                                         width=80, help="The threshold the execution was judged against: its own "
                                                        "(Another threshold, for one run) or the workflow's "
                                                        "when it started; blank when not known"),
-                                    "name": st.column_config.TextColumn(width=120),
+                                    "name": st.column_config.TextColumn(width=120, pinned=True),
                                     "status": st.column_config.TextColumn(width=100),
                                     "class": st.column_config.TextColumn(width=95),
                                     "confidence": st.column_config.TextColumn(width=90),
@@ -408,7 +416,8 @@ if machines:
         names = list(df["name"])
         if st.session_state.get("wf_pick") not in names:
             st.session_state["wf_pick"] = names[0]
-        details_ui(st.selectbox("Execution", names, key="wf_pick"))
+        labels = {e.name: pick_label(e) for e in executions}  # a bare name told nothing of which one it was (audit)
+        details_ui(st.selectbox("Execution", names, key="wf_pick", format_func=lambda n: labels.get(n, n)))
         if any(e.status == "RUNNING" or e.details_pending for e in executions) != running:
             st.rerun()  # poll fast while something runs (started here or elsewhere), stop when all have ended
 

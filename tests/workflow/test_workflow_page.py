@@ -58,6 +58,12 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     labels = [m.label for m in at.metric]
     assert labels == ["Executions", "Succeeded", "Below threshold", "Failed otherwise", "Running"]
     assert at.selectbox(key="wf_pick").value in set(table["name"])
+    # the picker says which execution each is: status, answer or error, start (a bare name told nothing: audit)
+    pick = at.selectbox(key="wf_pick")
+    row = table[table["name"] == pick.value].iloc[0]
+    shown = pick.format_func(pick.value)
+    assert shown.startswith(f"{pick.value} · {row['status']} · ") and shown.endswith(" UTC"), shown
+    assert (row["error"] or row["class"]) in shown
     assert list(table.columns[:6]) == ["name", "status", "class", "confidence", "error", "threshold"]  # seen first
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
