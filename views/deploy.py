@@ -273,7 +273,7 @@ def endpoints_view() -> None:
     if (deleted := st.session_state.pop("deploy_deleted", None)) is not None:
         st.toast(f"Deleted endpoint {deleted}.", icon=":material/delete:")
     if not current:
-        st.info("No endpoint yet: choose a model and Deploy.")
+        st.info("No endpoint: choose a model and Deploy.")
         return
     for e in current:
         with st.container(border=True):
@@ -410,7 +410,7 @@ if not serving:
         st.info(f"{', '.join(e.endpoint_name for e in stopped)} are not serving ("
                 f"{', '.join(sorted({e.status for e in stopped}))}): press Start on their cards above, then try it here.")
     else:
-        st.info("No endpoint is InService yet: deploy a model, then try it here.")
+        st.info("No endpoint is InService: deploy a model, then try it here.")
 else:
     kept("try_endpoint", next(iter(serving)))
     if st.session_state["try_endpoint"] not in serving:  # the one tried last is gone or not serving now

@@ -49,10 +49,12 @@ watch_for_changes("wf_signature", lambda: page_signature(b.list_endpoints(), b.l
                   page_signature(all_endpoints, machines), aws=b.name == "aws")
 
 
-def deploy_ui() -> None:
+def deploy_ui(said: bool = False) -> None:
+    """Deploy or update the workflow. `said`: a warning above already says no endpoint serves and what to do."""
     endpoints = [e.endpoint_name for e in all_endpoints if e.status == "InService"]
     if not endpoints:
-        st.info("No endpoint is InService: deploy a model on the Deploy page first.")
+        if not said:  # the same advice twice, one under the other (audit)
+            st.info("No endpoint is InService: deploy a model on the Deploy page first.")
         return
     current = next((m for m in machines if m.name == DEFAULT_MACHINE), None)
     if b.name == "aws":
@@ -186,6 +188,11 @@ def run_ui() -> None:
                           disabled=not override)
     if count_problem:
         st.error(count_problem)
+    lost = chosen is not None and chosen.functions and chosen.endpoint_name not in {
+        e.endpoint_name for e in all_endpoints if e.status in SERVING_STATUSES}
+    if lost:  # Start stays, as in the console: what runs then is what the table will show (audit: said at Start)
+        st.warning(f"{machine} calls endpoint {chosen.endpoint_name}, which does not serve now: these executions "
+                   "will fail at the step that invokes it.", icon=":material/link_off:")
     if override and threshold != current:
         st.caption(f"These executions run with threshold **{threshold_text(threshold)}**, not the workflow's "
                    f"{threshold_text(current)}: for this start only.")
@@ -353,7 +360,7 @@ with st.container(border=True):
     serving = any(s == "InService" for s in endpoint_status.values())
     for endpoint, names in flagged.items():
         st.warning(lost_endpoint_text(endpoint, names, endpoint_status.get(endpoint), serving))
-    deploy_ui()
+    deploy_ui(said=bool(flagged))
     import_ui()
 
 if machines:

@@ -35,7 +35,7 @@ def test_empty_workspace_says_what_to_do_first(page_backend):
     at = run_page()
     assert not at.exception
     infos = " ".join(texts(at.info))
-    assert "No model yet" in infos and "No endpoint yet" in infos and "No endpoint is InService yet" in infos
+    assert "No model yet" in infos and "No endpoint: choose a model" in infos and "No endpoint is InService: deploy" in infos
     assert not at.button  # nothing to deploy, nothing to classify
 
 
@@ -200,7 +200,7 @@ def test_delete_and_start_from_the_list(page_backend):
     at.button(key="delete_confirm_ep").click().run()
     assert not at.exception
     assert page_backend.list_endpoints() == []
-    assert any("No endpoint yet" in i for i in texts(at.info))
+    assert any("No endpoint: choose a model" in i for i in texts(at.info))
     assert [t.value for t in at.toast] == ["Deleted endpoint ep."]
 
 

@@ -205,6 +205,13 @@ def test_a_workflow_whose_endpoint_is_gone_is_flagged(wf_page, wf):
         assert any("short-lived that wf-orphan calls no longer exists" in w and "Choose an InService endpoint below" in w
                    for w in warnings), warnings  # scones-endpoint serves: the fix is to choose it
         assert not any("scones-workflow calls" in w for w in warnings)
+        # said again beside Start, for the machine chosen there: Start stays, as in the console
+        at.selectbox(key="wf_machine").select("wf-orphan").run()
+        assert any("wf-orphan calls endpoint short-lived, which does not serve now: these executions will fail"
+                   in w.value for w in at.warning)
+        assert not at.button(key="wf_start").disabled
+        at.selectbox(key="wf_machine").select("scones-workflow").run()
+        assert not any("which does not serve now" in w.value for w in at.warning)
         step = wf.step_statuses()["workflow"]  # Home says so too, rather than 'done' from past executions
         assert step.state == "failed" and "short-lived that wf-orphan calls no longer exists" in step.detail
         # An execution started anyway fails with the handler's words (Lambda's); the page adds its own fix.
