@@ -354,6 +354,14 @@ class WorkspaceBackend:
         rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
         return [report.test_prefix + rel for _, _, rel in rows]
 
+    def test_image_labels(self) -> dict[str, str]:
+        """The class of each staged test image, by key (what an execution's answer is checked against)."""
+        report = self.latest_stage_report()
+        if report is None:
+            return {}
+        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
+        return {report.test_prefix + rel: report.classes[cls] for _, cls, rel in rows if 0 <= cls < len(report.classes)}
+
     def default_threshold(self) -> float:
         return self.settings.threshold
 

@@ -223,19 +223,38 @@ def run_ui() -> None:
             st.toast(f"Started {len(arns)} execution(s).")
 
 
-def executions_frame(executions) -> pd.DataFrame:
+def test_labels() -> dict[str, str]:
+    """The staged test images' classes by key, read once a staging (the page polls every second)."""
+    try:
+        report = b.latest_stage_report()
+        stamp = None if report is None else (report.test_lst, report.staged_at)
+        kept_labels = st.session_state.get("wf_test_labels")
+        if kept_labels is None or kept_labels[0] != stamp:
+            kept_labels = (stamp, b.test_image_labels())
+            st.session_state["wf_test_labels"] = kept_labels
+        return kept_labels[1]
+    except SconesError:
+        return {}  # the table goes without them; the page's own sections say what failed
+
+
+def executions_frame(executions, truth: dict[str, str] | None = None) -> pd.DataFrame:
     """One row an execution. Seconds and confidence are text: blank while running or unread, not 'None'. The
     threshold each was judged against (its own, or the workflow's when it started), since the workflow's may
     have changed since: blank when unknown. What an operator reads first comes first: the page's centred
     column shows about five at 1,000 px (the error was cut to "THRESH" behind the threshold: audit), the rest
     scroll."""
-    columns = ["name", "status", "class", "confidence", "error", "threshold", "seconds", "start", "image", "machine"]
+    truth = truth or {}
+    columns = ["name", "status", "class", "right", "confidence", "error", "threshold", "seconds", "start", "image",
+               "true class", "machine"]
     return pd.DataFrame([{
         "name": e.name, "machine": e.state_machine, "status": e.status,
         "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
         "seconds": "" if e.seconds is None else f"{e.seconds:.3f}", "class": e.label or "",
         "confidence": "" if e.confidence is None else f"{e.confidence:.4f}", "image": e.s3_key or "",
         "threshold": "" if e.threshold is None else threshold_text(e.threshold),
+        # a staged test image's own class, and whether the answer was it (uploads have none: blank)
+        "true class": truth.get(e.s3_key or "", ""),
+        "right": "" if not e.label or not truth.get(e.s3_key or "") else "✓" if e.label == truth[e.s3_key] else "✗",
     } for e in executions], columns=columns)
 
 
@@ -389,7 +408,7 @@ if machines:
             return
         more = len(executions) > SHOWN
         executions = executions[:SHOWN]
-        df = executions_frame(executions)
+        df = executions_frame(executions, test_labels())
         cards = execution_cards(executions)
         cols = st.columns([0.9, 0.9, 1.4, 1.4, 0.8])  # the two long labels read whole at 1,000 px (audit)
         cols[0].metric("Executions", cards["executions"],  # not this start's: every one listed below (audit)
@@ -417,6 +436,9 @@ if machines:
                                     "name": st.column_config.TextColumn(width=120, pinned=True),
                                     "status": st.column_config.TextColumn(width=100),
                                     "class": st.column_config.TextColumn(width=95),
+                                    "right": st.column_config.TextColumn(
+                                        width=50, help="For a staged test image: ✓ when the class is the image's "
+                                                       "own (true class), ✗ when not; blank for uploads"),
                                     "confidence": st.column_config.TextColumn(width=90),
                                     "error": st.column_config.TextColumn(width=240),
                                     "seconds": st.column_config.TextColumn(width=70)})

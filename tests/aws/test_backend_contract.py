@@ -56,6 +56,9 @@ def test_the_same_calls_give_the_same_records_from_staging_to_cleanup(b):
     report = b.stage_data("sample")
     assert report.counts["test"] == {"bicycle": 100, "motorcycle": 100}
     assert len(b.test_image_keys()) == 200 and b.step_statuses()["stage"].state == "done"
+    labels = b.test_image_labels()  # each test image's class, as test.lst gives it
+    assert set(labels) == set(b.test_image_keys())
+    assert {c: list(labels.values()).count(c) for c in set(labels.values())} == {"bicycle": 100, "motorcycle": 100}
 
     # training
     job_name = b.create_training_job(_hyperparameters(b))

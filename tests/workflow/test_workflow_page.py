@@ -64,7 +64,12 @@ def test_workflow_page_runs_a_batch_and_shows_an_execution(wf_page, wf):
     shown = pick.format_func(pick.value)
     assert shown.startswith(f"{pick.value} · {row['status']} · ") and shown.endswith(" UTC"), shown
     assert (row["error"] or row["class"]) in shown
-    assert list(table.columns[:6]) == ["name", "status", "class", "confidence", "error", "threshold"]  # seen first
+    assert list(table.columns[:7]) == ["name", "status", "class", "right", "confidence", "error", "threshold"]  # seen first
+    # each staged test image's own class, and whether the answer was it (audit: right and wrong looked the same)
+    truth = backend().test_image_labels()
+    ours = table[table["name"].isin(names)]
+    assert len(ours) == 3 and all(t == truth[k] for t, k in zip(ours["true class"], ours["image"]))
+    assert list(ours["right"]) == ["✓" if c == t else "✗" for c, t in zip(ours["class"], ours["true class"])]
     history = at.dataframe[1].value
     assert history["type"].iloc[0] == "ExecutionStarted"
     # each event's details on one line; a long one (the base64 image) is cut and says so
