@@ -121,7 +121,12 @@ def main() -> None:
             b.deploy(model.model_name, "bench-endpoint", capture_percent=100)
             assert b.wait_endpoint("bench-endpoint", timeout=60).status == "InService"
             b.deploy_workflow("bench-endpoint", threshold=0.0)
-            b.wait_workflow_executions(b.start_workflow_batch(20), timeout=120)  # warm workers and connections
+            # Steady state: every function's environments started (a cold function shares its first one, so a
+            # warm-up batch alone leaves one each), then their connections opened by a batch.
+            b.wait_workflow_executions(b.start_workflow_batch(1), timeout=120)
+            for function in b.workflow.runtime.functions():
+                b.workflow.runtime.warm(function.name, function.max_workers)
+            b.wait_workflow_executions(b.start_workflow_batch(20), timeout=120)
 
             single, parts = [], []
             single_pids, single_before = processes(b), {}

@@ -318,6 +318,7 @@ class WorkflowService:
 
         machine, text = self._cached("machine", state_machine, load)
         self._register_functions(machine)
+        self.runtime.prewarm(machine["mapping"])  # cold functions start side by side, not one after another
         return machine, text
 
     def start_execution(self, input: dict[str, Any] | None = None, name: str | None = None,
@@ -361,6 +362,7 @@ class WorkflowService:
             machine["mapping"] = {fn: SEED_HANDLERS[fn] for fn in functions if fn in SEED_HANDLERS}
             self._ensure_gateway()
             self._register_functions(machine)
+            self.runtime.prewarm(machine["mapping"])
         record = self.engine.run_execution(definition, input, state_machine_name="asl-run")
         return record, self.engine.get_execution_history(record.arn)
 

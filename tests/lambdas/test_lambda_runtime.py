@@ -285,6 +285,42 @@ def test_concurrent_invocations_run_in_separate_warm_workers(runtime):
     assert max(r.payload["began"] for r in results) < min(r.payload["ended"] for r in results)
 
 
+def test_a_cold_function_shares_its_first_environment_then_scales_as_lambda_does():
+    """Five invocations of a cold function started five environments (each a few hundred ms of imports on two
+    cores, for a millisecond of work): they share the first one now. Once it has served, concurrency starts
+    more at once, as Lambda does."""
+    with LambdaRuntime([probe("f", "sleep", max_workers=4)]) as rt:
+        results, _ = run_together(rt, "f", [{"seconds": 0.01}] * 5)
+        assert [r.function_error for r in results] == [None] * 5
+        assert len({r.payload["pid"] for r in results}) == 1 and len(rt.worker_pids("f")) == 1
+        # warm now: slow invocations side by side each get an environment of their own, without waiting
+        results, _ = run_together(rt, "f", [{"seconds": 0.4}] * 3)
+        assert len({r.payload["pid"] for r in results}) == 3
+        assert max(r.payload["began"] for r in results) < min(r.payload["ended"] for r in results)
+
+
+def test_a_cold_function_whose_first_start_fails_does_not_hold_up_the_others():
+    with LambdaRuntime([FunctionConfig("b", "broken_import.handler", FUNCTIONS_DIR, max_workers=3)]) as rt:
+        results, _ = run_together(rt, "b", [None] * 3)
+        assert all(r.function_error == "Unhandled" for r in results)
+        assert all(r.payload["errorType"].startswith("Runtime.") for r in results), [r.payload for r in results]
+
+
+def test_prewarm_starts_cold_functions_side_by_side_and_an_invocation_takes_that_start():
+    with LambdaRuntime([probe("a", "echo"), probe("b", "echo")]) as rt:
+        rt.prewarm(["a", "b", "not-registered"])  # an unknown name is no error: nothing to start
+        rt.prewarm(["a"])  # already starting: not a second one
+        first = rt.invoke("a", {"x": 1})
+        assert first.payload == {"x": 1}
+        assert len(rt.worker_pids("a")) == 1
+        deadline = time.monotonic() + 10
+        while len(rt.worker_pids("b")) != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(rt.worker_pids("b")) == 1  # started without being invoked
+        assert rt.invoke("b", {"y": 2}).payload == {"y": 2} and len(rt.worker_pids("b")) == 1
+        assert "Init Duration" in first.log_result  # the environment's init is still reported on its first invocation
+
+
 def test_invocations_queue_at_the_worker_cap(runtime):
     results, elapsed = run_together(runtime, "single", [{"seconds": 0.25}, {"seconds": 0.25}])
     assert [r.function_error for r in results] == [None, None]
