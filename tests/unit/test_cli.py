@@ -156,6 +156,11 @@ def test_a_workspace_that_is_a_file_is_named(tmp_path):
     f.write_text("x")
     r = scones("status", "--home", str(f))
     assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr
+    # under a file: it cannot be created (was 'unexpected NotADirectoryError', its code the exception's name)
+    r = scones("status", "--json", "--home", str(f / "ws"))
+    assert r.returncode == 2 and json.loads(r.stdout)["error"] == {
+        "code": "SconesError", "message": f"The workspace {f / 'ws'} cannot be created (Not a directory): choose a "
+                                          "folder you can write to for --home or SCONES_HOME."}
 
 
 def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
