@@ -13,6 +13,7 @@ import stat
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from backend.api import (
@@ -403,8 +404,9 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
             model_name = created = backend.create_model(job_name).model_name
         else:
             model_name = existing[0].model_name
+    options = capture_options(backend, args)
     try:
-        endpoint = backend.deploy(model_name, args.endpoint, **capture_options(backend, args))
+        endpoint = backend.deploy(model_name, args.endpoint, **options)
     except Exception:
         if created is not None:  # a refused deploy leaves nothing behind
             try:
@@ -414,10 +416,15 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
         raise
     if args.wait:
         endpoint = backend.wait_endpoint(endpoint.endpoint_name)
-    doc = endpoint_doc(endpoint)
     serving = endpoint.model_name
-    if endpoint.status in ("Creating", "Updating"):  # DescribeEndpoint names the old model until the switch
-        doc["model_name"] = serving = model_name
+    if endpoint.status in ("Creating", "Updating"):  # DescribeEndpoint gives the old model and capture until the switch
+        serving = model_name
+        endpoint = replace(endpoint, model_name=model_name, capture=replace(
+            endpoint.capture, sampling_percent=options["capture_percent"],
+            enabled=options.get("capture_enabled", endpoint.capture.enabled),
+            capture_input=options.get("capture_input", endpoint.capture.capture_input),
+            capture_output=options.get("capture_output", endpoint.capture.capture_output)))
+    doc = endpoint_doc(endpoint)
     c = endpoint.capture
     taken = " and ".join(n for n, on in (("input", c.capture_input), ("output", c.capture_output)) if on)
     out.done(doc, f"{endpoint.endpoint_name}: {endpoint.status} (model {serving}, " + (

@@ -374,16 +374,18 @@ def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):
 
     import backend as backend_package
     from backend import cli
-    from backend.api import CaptureConfig
+    from backend.api import CaptureConfig, Endpoint
 
-    updating = SimpleNamespace(endpoint_name="ep", status="Updating", model_name="old-model", created="",
-                               capture=CaptureConfig(), failure_reason=None)
+    updating = Endpoint("ep", "Updating", "cfg", "old-model", "", "", CaptureConfig(sampling_percent=100))
     stub = SimpleNamespace(billing_notice=lambda *a: None, deploy=lambda *a, **k: updating,
                            describe_endpoint=lambda name: updating)
     monkeypatch.setattr(backend_package, "get_backend", lambda settings: stub)
-    assert cli.main(["deploy", "--model", "new-model", "--endpoint", "ep", "--capture-percent", "100", "--json"]) == 0
+    assert cli.main(["deploy", "--model", "new-model", "--endpoint", "ep", "--capture-percent", "50", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "Updating" and doc["model_name"] == "new-model"
+    assert doc["capture"]["percent"] == 50 and doc["capture"]["enabled"]  # what is being deployed, not the old 100
+    assert cli.main(["deploy", "--model", "new-model", "--endpoint", "ep", "--capture-percent", "50"]) == 0
+    assert "(model new-model, capture 50% of input and output" in capsys.readouterr().out
 
 
 def test_asl_run_says_on_stderr_that_a_long_execution_still_runs_and_how_to_stop_it(capsys):
