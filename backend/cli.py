@@ -197,6 +197,14 @@ class Output:
         print(f"scones: {message}", file=sys.stderr)
 
 
+def validate_pointer(message: str, extra: dict[str, Any] | None, file: str | None, as_json: bool) -> str:
+    """A definition's first problem of several, in text, points at `asl validate FILE` for the rest (--json lists
+    them all in `diagnostics`). `file`: the definition's file, where the command took one."""
+    if extra and len(extra["diagnostics"]) > 1 and not as_json and file:
+        return message.rstrip(".") + f"; 'scones asl validate {file}' lists them all."
+    return message
+
+
 def diagnostics_doc(exc: Any) -> dict[str, Any] | None:
     """`valid` and `diagnostics`, as `asl validate` gives them, for an error that carries diagnostics."""
     found = getattr(exc, "diagnostics", None)
@@ -495,7 +503,8 @@ def cmd_asl_run(backend: Any, args: argparse.Namespace, out: Output) -> int:
     try:
         record, events = backend.run_definition(text, inp, parse_pairs(args.param, "--param", "Name=value"))
     except DefinitionInvalid as exc:
-        out.error(exc.code, str(exc), diagnostics_doc(exc) or {"valid": False, "diagnostics": []})
+        extra = diagnostics_doc(exc) or {"valid": False, "diagnostics": []}
+        out.error(exc.code, validate_pointer(str(exc), extra, args.file, out.as_json), extra)
         return EXIT_ERROR
     finally:
         ended.set()
@@ -811,11 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except SconesError as exc:
         extra = diagnostics_doc(exc)
-        message = str(exc)
-        file = getattr(args, "file", None)  # the definition's file, where the command took one
-        if extra and len(extra["diagnostics"]) > 1 and not out.as_json and file:
-            message = message.rstrip(".") + f"; 'scones asl validate {file}' lists them all."
-        out.error(exc.code, message, extra)
+        out.error(exc.code, validate_pointer(str(exc), extra, getattr(args, "file", None), out.as_json), extra)
         return EXIT_ERROR
     except KeyboardInterrupt:
         out.error("Interrupted", "interrupted.")

@@ -46,6 +46,8 @@ def test_diagnostic_is_frozen_and_readable():
     with pytest.raises(AttributeError):
         d.state = "B"  # type: ignore[misc]
     assert str(d) == "state 'A', Next: names no state 'Ghost' in this scope"
+    # a message that starts with its field says it once: not "the definition, StartAt: StartAt names ..."
+    assert str(Diagnostic("", "StartAt", "StartAt names no state 'X'")) == "the definition: StartAt names no state 'X'"
 
 
 def test_definition_too_large():

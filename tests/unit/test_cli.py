@@ -366,6 +366,9 @@ def test_an_invalid_definition_on_import_gives_every_diagnostic(tmp_path):
     r = scones("workflow", "import", str(broken), home=tmp_path / "ws")
     assert r.returncode == 2 and f"'scones asl validate {broken}' lists them all" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = scones("asl", "run", str(broken), home=tmp_path / "ws")  # the same pointer (it had none: audit)
+    assert r.returncode == 2 and f"'scones asl validate {broken}' lists them all" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):

@@ -95,7 +95,9 @@ class Diagnostic:
 
     def __str__(self) -> str:
         where = f"state '{self.state}'" if self.state else "the definition"
-        return f"{where}, {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        if not self.field or self.message.startswith(self.field):  # not "StartAt: StartAt names no state"
+            return f"{where}: {self.message}"
+        return f"{where}, {self.field}: {self.message}"
 
 
 class DefinitionInvalid(ValidationError):
