@@ -148,7 +148,9 @@ class WorkspaceBackend:
             return StepStatus("stage", "in_progress", f"{job.message} ({job.progress:.0%}).")
         report = self.latest_stage_report()
         if job and job.status == JOB_FAILED and report is None:
-            return StepStatus("stage", "failed", job.failure_reason)
+            cleared = self.last_cleanup(deleted_something=True)
+            if cleared is None or job.updated > cleared[0]:  # a failure from before a clean up is not this state
+                return StepStatus("stage", "failed", job.failure_reason)
         if report is not None:
             n = sum(sum(c.values()) for c in report.counts.values())
             detail = f"{n:,} images of {', '.join(report.classes)} in s3://{report.bucket}/."

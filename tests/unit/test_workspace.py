@@ -125,6 +125,21 @@ def test_a_failed_job_keeps_its_reason_and_status_shows_failed(backend, tmp_path
     assert status.state == "failed" and "not a tar archive" in status.detail
 
 
+def test_a_staging_failure_from_before_a_clean_up_is_not_the_steps_state(backend, tmp_path):
+    """Staged, a later attempt failed (the data kept), then everything deleted: the step read 'failed' with the
+    old attempt's reason, not 'not started' (audit)."""
+    backend.stage_data("sample")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"nope")
+    assert backend.wait_job(backend.start_staging(str(bad)), timeout=60).status == JOB_FAILED
+    assert backend.step_statuses()["stage"].state == "done"
+    report = backend.cleanup(None, include_data=True)
+    assert any(kind == "data" for kind, _ in report.deleted)
+    assert backend.step_statuses()["stage"].state == "not_started"
+    assert backend.wait_job(backend.start_staging(str(bad)), timeout=60).status == JOB_FAILED  # a new failure is
+    assert backend.step_statuses()["stage"].state == "failed"
+
+
 def test_killed_worker_is_failed_as_soon_as_anyone_looks(backend):
     job_id = backend.jobs.create("stage", {"source": "sample", "classes": ["bicycle", "motorcycle"]})
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
