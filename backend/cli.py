@@ -316,6 +316,9 @@ def cmd_train(backend: Any, args: argparse.Namespace, out: Output) -> int:
         hps["epochs"] = str(args.epochs)
     name = backend.create_training_job(hps)
     for note in backend.training_advisories(hps):  # allowed, but not what the values seem to ask for
+        param = note.split("=", 1)[0]
+        if param in hps and param not in given:  # a default the command line did not set: say where it came from
+            note = note.rstrip(".") + f" ({param} is the defaults' value; --hp {param}=... sets another)."
         print(f"scones: note: {note}", file=sys.stderr)
     job = backend.describe_training_job(name)
     while args.wait and job.status not in ("Completed", "Failed", "Stopped"):

@@ -103,6 +103,9 @@ def test_train_jobs_evaluate(tmp_path):
     assert r.returncode == 0, r.stderr
     # the preset's learning-rate steps (55, 73) never come in one epoch: allowed, and said on stderr
     assert "scones: note: lr_scheduler_step=55,73: steps at or after epoch 1, the last, never come" in r.stderr
+    # ... and where the value came from, since the command line did not set it (audit)
+    assert "set the steps below epochs (lr_scheduler_step is the defaults' value; --hp lr_scheduler_step=... " \
+           "sets another)." in r.stderr
     doc = json.loads(r.stdout)
     assert doc["status"] == "Completed"
     assert {"train:accuracy", "validation:accuracy"} <= set(doc["metrics"])
