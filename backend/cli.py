@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # one sentence, exit 2, no usage dump
-        raise UsageError(f"{message} (see 'scones --help').")
+        raise UsageError(f"{message} (see '{self.prog} --help').")  # the command's own help, where it has one
 
 
 def _add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:

@@ -69,6 +69,8 @@ def test_status_after_staging_and_text_output(tmp_path):
     (("train", "--epoch", "2"), "unrecognized arguments: --epoch 2"),  # not taken as --epochs
     (("train", "--epochs", "1", "--hp", "epochs=2"), "--epochs 1 and --hp epochs=2 disagree"),  # --epochs won silently
     (("status", "--jso"), "unrecognized arguments: --jso"),
+    (("asl",), "required: ACTION (see 'scones asl --help')"),  # the command's own help: 'scones --help' lists no actions
+    (("workflow", "run", "--count", "x"), "invalid int value: 'x' (see 'scones workflow run --help')"),
 ])
 def test_bad_usage_exits_2_with_one_sentence(tmp_path, args, message):
     r = scones(*args, "--json", home=tmp_path) if args else scones(home=tmp_path)
