@@ -305,7 +305,7 @@ def encode_upload(filename: str, data: bytes, size: tuple[int, int]) -> bytes:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise too_big(pixels=pillows_count(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise ValidationError(f"{filename} is not an image this dashboard can read: send a PNG or JPEG.") from None
+        raise ValidationError(f"{filename} is not an image that can be read: send a PNG or JPEG.") from None
     with img:
         if img.width * img.height > MAX_UPLOAD_PIXELS:  # Pillow's limit set higher elsewhere in this process
             raise too_big(img.size)

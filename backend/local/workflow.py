@@ -176,8 +176,10 @@ class WorkflowService:
     def _machine_row(self, name: str) -> dict[str, Any]:
         row = self.db.query_one("SELECT * FROM state_machines WHERE name=?", (name,))
         if row is None:
-            raise ResourceNotFound(f"No state machine named {name!r}: deploy the workflow first (Workflow page or "
-                                   "'scones workflow deploy').")
+            names = [r["name"] for r in self.db.query("SELECT name FROM state_machines ORDER BY name")]
+            raise ResourceNotFound(f"No state machine named {name!r}: " + (
+                f"choose one of {', '.join(names)}, or import it ('scones workflow import', or the Workflow page)."
+                if names else "deploy the workflow first (Workflow page or 'scones workflow deploy')."))
         return {**dict(row), "mapping": loads(row["mapping"])}
 
     def _definition(self, machine: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_an_upload_cut_short_says_so_and_one_that_is_no_image_says_that():
     jpeg = png(Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)), "JPEG")
     with pytest.raises(ValidationError, match="trunc.jpg is a JPEG file whose data is cut short or corrupt"):
         encode_upload("trunc.jpg", jpeg[: len(jpeg) // 2], (32, 32))
-    with pytest.raises(ValidationError, match="notes.png is not an image this dashboard can read: send a PNG or JPEG"):
+    with pytest.raises(ValidationError, match="notes.png is not an image that can be read: send a PNG or JPEG"):
         encode_upload("notes.png", b"plain text", (32, 32))
     webp = png(Image.new("RGB", (40, 30), (9, 9, 9)), "WEBP")  # any format Pillow reads is stored as a PNG
     assert Image.open(io.BytesIO(encode_upload("photo.png", webp, (32, 32)))).format == "PNG"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from backend import get_backend
-from backend.api import THRESHOLD_ERROR, ValidationError
+from backend.api import THRESHOLD_ERROR, ResourceNotFound, ValidationError
 from backend.settings import load_settings
 from tests.workspaces import workflow_of_its_own
 
@@ -272,3 +272,10 @@ def test_a_restart_during_a_batch_leaves_no_execution_running(wf_home, wf):
     assert statuses and "RUNNING" not in statuses
     lost = [e for e in fresh.list_workflow_executions(limit=1000) if e.error == "States.Runtime"]
     assert all("runner" in (e.cause or "").lower() for e in lost)
+
+
+def test_an_unknown_state_machine_is_named_with_those_there_are(wf):
+    """A mistyped imported name was told to 'deploy the workflow first', which only makes scones-workflow (audit)."""
+    with pytest.raises(ResourceNotFound, match=r"No state machine named 'nope': choose one of .*scones-workflow.*, "
+                                                r"or import it"):
+        wf.start_workflow_batch(1, state_machine="nope")

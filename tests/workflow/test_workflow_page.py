@@ -344,7 +344,7 @@ def test_an_upload_that_cannot_run_is_refused_when_chosen_not_after_start(wf_pag
     at.radio(key="wf_source").set_value("Upload an image").run()
     at.file_uploader(key="wf_upload").set_value(("x.png", b"not an image at all", "image/png")).run()
     assert not at.exception
-    assert "x.png is not an image this dashboard can read: send a PNG or JPEG." in [e.value for e in at.error]
+    assert "x.png is not an image that can be read: send a PNG or JPEG." in [e.value for e in at.error]
     assert at.button(key="wf_start").disabled
     good = wf.get_object(wf.test_image_keys()[0])
     at.file_uploader(key="wf_upload").set_value(("ok.png", good, "image/png")).run()
