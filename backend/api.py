@@ -96,6 +96,12 @@ class CredentialsError(SconesError):
     code = "CredentialsError"
 
 
+class NetworkError(SconesError):
+    """AWS (or the proxy before it) could not be reached, or the connection failed."""
+
+    code = "NetworkError"
+
+
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class AwsBackend(MonitoringBackendMixin, AwsTrainingMixin, AwsDeploymentMixin, A
 
     @cached_property
     def account_id(self) -> str:
-        with aws_errors("checking the AWS credentials (sts:GetCallerIdentity)"):
+        with aws_errors("the identity check (sts:GetCallerIdentity)"):
             return self.client("sts").get_caller_identity()["Account"]
 
     @cached_property

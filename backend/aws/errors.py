@@ -17,7 +17,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from backend.api import (
-    AccessDenied, CredentialsError, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, SconesError,
+    AccessDenied, CredentialsError, NetworkError, ResourceInUse, ResourceLimitExceeded, ResourceNotFound, SconesError,
     Throttling, ValidationError,
 )
 
@@ -73,17 +73,17 @@ def translate(exc: Exception, operation: str) -> SconesError:
     if isinstance(exc, NoRegionError):
         return CredentialsError(f"No AWS region is set for {operation}: {REGION_HINT}.")
     if isinstance(exc, ProxyConnectionError):
-        return SconesError(f"The proxy in HTTPS_PROXY / HTTP_PROXY could not be reached for {operation}; check it, "
+        return NetworkError(f"The proxy in HTTPS_PROXY / HTTP_PROXY could not be reached for {operation}; check it, "
                            "or unset it to connect to AWS directly.")
     if isinstance(exc, SSLError):
-        return SconesError(f"The TLS connection to AWS failed for {operation} (a certificate the machine does not "
+        return NetworkError(f"The TLS connection to AWS failed for {operation} (a certificate the machine does not "
                            "trust, often an intercepting proxy); set AWS_CA_BUNDLE to its CA file, or check the network.")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, BotoConnectionError)):
-        return SconesError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
+        return NetworkError(f"AWS could not be reached for {operation}; check the network (or use the local backend).")
     if isinstance(exc, ReadTimeoutError):
-        return SconesError(f"AWS did not answer in time for {operation}; check the network (or use the local backend).")
+        return NetworkError(f"AWS did not answer in time for {operation}; check the network (or use the local backend).")
     if isinstance(exc, ConnectionClosedError):
-        return SconesError(f"AWS closed the connection during {operation}; check the network and try again.")
+        return NetworkError(f"AWS closed the connection during {operation}; check the network and try again.")
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))

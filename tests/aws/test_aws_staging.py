@@ -123,8 +123,9 @@ def test_network_failures_say_network_not_settings():
              (SSLError(endpoint_url="https://s3", error="x"), "set AWS_CA_BUNDLE"),
              (ConnectionClosedError(endpoint_url="https://s3"), "AWS closed the connection during listing buckets")]
     for exc, words in cases:
-        message = str(translate(exc, "listing buckets"))
-        assert words in message and "check the AWS settings" not in message, message
+        error = translate(exc, "listing buckets")
+        assert words in str(error) and "check the AWS settings" not in str(error), str(error)
+        assert error.code == "NetworkError"  # a code of its own for scripts, not the generic SconesError
 
 
 def test_large_objects_go_multipart(aws):
@@ -145,6 +146,8 @@ def test_missing_credentials_is_one_clear_sentence(aws_env, monkeypatch):
     with pytest.raises(CredentialsError, match="No AWS credentials were found") as err:
         b.describe_workspace()
     assert "AWS_PROFILE" in str(err.value) and "\n" not in str(err.value)
+    # said once: not "No AWS credentials were found for checking the AWS credentials" (audit)
+    assert str(err.value).startswith("No AWS credentials were found for the identity check (sts:GetCallerIdentity)")
 
 
 def test_missing_region_is_one_clear_sentence(aws_env, monkeypatch):
