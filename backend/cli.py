@@ -415,8 +415,8 @@ def cmd_deploy(backend: Any, args: argparse.Namespace, out: Output) -> int:
             model_name = created = backend.create_model(job_name).model_name
         else:
             model_name = existing[0].model_name
-    options = capture_options(backend, args)
     try:
+        options = capture_options(backend, args)  # reads the endpoint: may be refused too (a bad name, throttled)
         endpoint = backend.deploy(model_name, args.endpoint, **options)
     except Exception:
         if created is not None:  # a refused deploy leaves nothing behind

@@ -119,6 +119,12 @@ class WorkspaceBackend:
         return row["at"], CleanupReport(tuple(tuple(d) for d in loads(row["deleted"])),
                                         tuple(tuple(x) for x in loads(row["left_over"])))
 
+    def last_deleted(self, kind: str, name: str) -> str | None:
+        """When a cleanup last deleted this resource (ISO 8601 UTC), or None."""
+        needle = f"%{dumps([kind, name])}%"
+        row = self.db.query_one("SELECT at FROM cleanups WHERE deleted LIKE ? ORDER BY id DESC LIMIT 1", (needle,))
+        return None if row is None else row["at"]
+
     def _cleanup_status(self, steps: dict[str, StepStatus]) -> StepStatus:
         """Done once a cleanup deleted something and no step holds resources any more; while train, deploy
         or the workflow still hold some (a partial cleanup, or a new round of work since), in progress."""
@@ -148,8 +154,8 @@ class WorkspaceBackend:
             return StepStatus("stage", "in_progress", f"{job.message} ({job.progress:.0%}).")
         report = self.latest_stage_report()
         if job and job.status == JOB_FAILED and report is None:
-            cleared = self.last_cleanup(deleted_something=True)
-            if cleared is None or job.updated > cleared[0]:  # a failure from before a clean up is not this state
+            cleared = self.last_deleted("data", "staged-images")
+            if cleared is None or job.updated > cleared:  # a failure from before the data was deleted: not this state
                 return StepStatus("stage", "failed", job.failure_reason)
         if report is not None:
             n = sum(sum(c.values()) for c in report.counts.values())

@@ -1,6 +1,7 @@
 """Deploy: a model to an endpoint with data capture, its status as it changes, and Try it on images."""
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pandas as pd
@@ -378,9 +379,10 @@ def images_ui(local: bool) -> list[tuple[str, bytes, str, str | None]]:
     return [(n, s.data, "image/png", s.label) for n, s in zip(names, samples) if n in picked]
 
 
-def images_signature(images: list[tuple[str, bytes, str, str | None]]) -> list[tuple[str, int]]:
-    """Which images were classified: their names and sizes."""
-    return [(name, len(data)) for name, data, _, _ in images]
+def images_signature(images: list[tuple[str, bytes, str, str | None]]) -> list[tuple[str, str]]:
+    """Which images were classified: their names and a digest of their bytes (another file of the same name and
+    size is another image)."""
+    return [(name, hashlib.blake2b(data, digest_size=8).hexdigest()) for name, data, _, _ in images]
 
 
 def show_results(results: list[dict]) -> None:

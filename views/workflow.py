@@ -227,14 +227,18 @@ def test_labels() -> dict[str, str]:
     """The staged test images' classes by key, read once a staging (the page polls every second)."""
     try:
         report = b.latest_stage_report()
-        stamp = None if report is None else (report.test_lst, report.staged_at)
-        kept_labels = st.session_state.get("wf_test_labels")
-        if kept_labels is None or kept_labels[0] != stamp:
-            kept_labels = (stamp, b.test_image_labels())
-            st.session_state["wf_test_labels"] = kept_labels
-        return kept_labels[1]
     except SconesError:
         return {}  # the table goes without them; the page's own sections say what failed
+    stamp = None if report is None else (report.test_lst, report.staged_at)
+    kept_labels = st.session_state.get("wf_test_labels")
+    if kept_labels is None or kept_labels[0] != stamp:
+        try:
+            labels = b.test_image_labels()
+        except SconesError:  # test.lst unreadable: without them, and not read again every second (review)
+            labels = {}
+        kept_labels = (stamp, labels)
+        st.session_state["wf_test_labels"] = kept_labels
+    return kept_labels[1]
 
 
 def executions_frame(executions, truth: dict[str, str] | None = None) -> pd.DataFrame:

@@ -380,6 +380,7 @@ class _Pool:
         self._all: set[_Worker] = set()
         self._starting = 0
         self._served = False  # some environment has finished an invocation (the function is warm)
+        self._prewarming: set[threading.Thread] = set()  # background starts (start_if_cold), joined by close()
         self._cond = threading.Condition()
         self._closed = False
 
@@ -393,7 +394,7 @@ class _Pool:
             self._release(worker, healthy)
 
     def warm(self, count: int) -> None:
-        workers = [self._acquire() for _ in range(min(count, self.config.max_workers))]
+        workers = [self._acquire(share=False) for _ in range(min(count, self.config.max_workers))]
         for worker in workers:
             self._release(worker, healthy=worker.start_error is None)
 
@@ -401,7 +402,7 @@ class _Pool:
         with self._cond:
             return [w.pid for w in self._all]
 
-    def _acquire(self) -> _Worker:
+    def _acquire(self, share: bool = True) -> _Worker:
         # A cold function whose first environment is starting: wait for that one rather than start more (each
         # start costs a Python process's imports, a few hundred ms on two cores, where a warm invocation takes a
         # millisecond), and then COLD_SHARE_SECONDS at most for it to come free (as long while the busy ones are
@@ -416,9 +417,11 @@ class _Pool:
                 if self._idle:
                     return self._idle.pop()
                 now = time.monotonic()
-                if share_until is None and self._starting and not self._all:
+                if not share or self._served:
+                    pass  # warm (or warming on purpose): as Lambda, a waiting invocation starts one at once
+                elif share_until is None and self._starting and not self._all:
                     share_until = math.inf  # until the start ends
-                elif share_until is None and self._all and not self._served:  # all busy on first invocations
+                elif share_until is None and self._all:  # all busy on their first invocations
                     share_until = now + COLD_SHARE_SECONDS
                 if share_until == math.inf and not self._starting:
                     share_until = now + COLD_SHARE_SECONDS
@@ -434,18 +437,30 @@ class _Pool:
     def start_if_cold(self) -> bool:
         """Start the first environment in the background when none is up or starting (True if so). The start
         is counted at once, so an invocation arriving meanwhile waits for it rather than starting its own."""
+        thread = threading.Thread(target=self._start_idle, daemon=True, name=f"prewarm-{self.config.name}")
         with self._cond:
             if self._all or self._starting or self._closed:
                 return False
             self._starting += 1
-        threading.Thread(target=self._start_idle, daemon=True, name=f"prewarm-{self.config.name}").start()
+            self._prewarming.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (out of resources, shutting down): the invocation starts its own
+            with self._cond:
+                self._starting -= 1
+                self._prewarming.discard(thread)
+                self._cond.notify_all()
+            return False
         return True
 
     def _start_idle(self) -> None:
         try:
             worker = self._start()
-        except RuntimeClosed:
-            return  # closed or replaced meanwhile: the next invocation starts its own
+        except Exception:  # noqa: BLE001 - closed or replaced meanwhile, or no process to be had (EMFILE, ...):
+            return         # the next invocation starts its own, and says what failed
+        finally:
+            with self._cond:
+                self._prewarming.discard(threading.current_thread())
         self._release(worker, healthy=worker.start_error is None)
 
     def _start(self) -> _Worker:
@@ -488,6 +503,10 @@ class _Pool:
             self._cond.notify_all()
         for worker in busy:
             worker.terminate()
+        with self._cond:
+            prewarming = list(self._prewarming)
+        for thread in prewarming:  # a start under way ends, and its worker is disposed of, before this returns
+            thread.join(max(INIT_TIMEOUT, float(self.config.timeout)) + 1.0)
         for worker in idle:
             worker.stop()
         for worker in idle:

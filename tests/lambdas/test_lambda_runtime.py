@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -319,6 +320,46 @@ def test_prewarm_starts_cold_functions_side_by_side_and_an_invocation_takes_that
         assert len(rt.worker_pids("b")) == 1  # started without being invoked
         assert rt.invoke("b", {"y": 2}).payload == {"y": 2} and len(rt.worker_pids("b")) == 1
         assert "Init Duration" in first.log_result  # the environment's init is still reported on its first invocation
+
+
+def worker_children() -> list[int]:
+    """This process's children that are Lambda workers."""
+    import os
+
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() \
+                    and b"_worker_main" in (entry / "cmdline").read_bytes():
+                out.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def test_close_right_after_a_prewarm_leaves_no_worker_starting():
+    """A background start is not a worker yet: close() returned while its process still imported (review)."""
+    before = set(worker_children())
+    with LambdaRuntime([probe("a", "echo"), probe("b", "echo")]) as rt:
+        rt.prewarm(["a", "b"])
+    assert set(worker_children()) - before == set()
+
+
+def test_no_thread_for_a_prewarm_leaves_the_function_usable(monkeypatch):
+    """A start counted before its thread failed to start left every invocation waiting for it (review)."""
+    with LambdaRuntime([probe("a", "echo")]) as rt:
+        real_start = threading.Thread.start
+
+        def refuse(self):
+            if self.name.startswith("prewarm-"):
+                raise RuntimeError("can't start new thread")
+            return real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        rt.prewarm(["a"])
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        results, _ = run_together(rt, "a", [{"n": 1}, {"n": 2}])
+        assert [r.payload for r in results] == [{"n": 1}, {"n": 2}]
 
 
 def test_invocations_queue_at_the_worker_cap(runtime):

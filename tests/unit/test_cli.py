@@ -396,6 +396,29 @@ def test_deploy_without_wait_names_the_model_it_deploys(monkeypatch, capsys):
     assert "(model new-model, capture 50% of input and output" in capsys.readouterr().out
 
 
+def test_a_deploy_refused_while_reading_the_endpoint_leaves_no_model_behind(monkeypatch, capsys):
+    """Reading the endpoint's capture came before the guarded deploy: a refusal there (on AWS a malformed name, a
+    throttle) left the model just created (review)."""
+    from types import SimpleNamespace
+
+    import backend as backend_package
+    from backend import cli
+    from backend.api import ValidationError
+
+    deleted = []
+
+    def refuse(name):
+        raise ValidationError("Endpoint name my_ep is not valid.")
+
+    stub = SimpleNamespace(billing_notice=lambda *a: None, list_models=lambda: [],
+                           list_training_jobs=lambda: [SimpleNamespace(job_name="j", status="Completed")],
+                           create_model=lambda job: SimpleNamespace(model_name="m-new"),
+                           describe_endpoint=refuse, delete_model=deleted.append)
+    monkeypatch.setattr(backend_package, "get_backend", lambda settings: stub)
+    assert cli.main(["deploy", "--endpoint", "my_ep"]) == 2
+    assert deleted == ["m-new"] and "is not valid" in capsys.readouterr().err
+
+
 def test_asl_run_says_on_stderr_that_a_long_execution_still_runs_and_how_to_stop_it(capsys):
     """`asl run` of a definition with a long Wait printed nothing until it ended (audit)."""
     from backend.cli import say_still_running

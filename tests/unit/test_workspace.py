@@ -128,9 +128,12 @@ def test_a_failed_job_keeps_its_reason_and_status_shows_failed(backend, tmp_path
 def test_a_staging_failure_from_before_a_clean_up_is_not_the_steps_state(backend, tmp_path):
     """Staged, a later attempt failed (the data kept), then everything deleted: the step read 'failed' with the
     old attempt's reason, not 'not started' (audit)."""
-    backend.stage_data("sample")
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"nope")
+    assert backend.wait_job(backend.start_staging(str(bad)), timeout=60).status == JOB_FAILED
+    backend.record_cleanup([("endpoint", "e")], [])  # a clean up that deleted no data hides no failure (review)
+    assert backend.step_statuses()["stage"].state == "failed"
+    backend.stage_data("sample")
     assert backend.wait_job(backend.start_staging(str(bad)), timeout=60).status == JOB_FAILED
     assert backend.step_statuses()["stage"].state == "done"
     report = backend.cleanup(None, include_data=True)
