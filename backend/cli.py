@@ -78,6 +78,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("jobs", help="training jobs, newest first")
     p.set_defaults(handler=cmd_jobs)
 
+    p = sub.add_parser("stop", help="stop a running training job (as StopTrainingJob)")
+    p.add_argument("--job", required=True, help="training job name")
+    p.set_defaults(handler=cmd_stop)
+
     p = sub.add_parser("evaluate", help="evaluate a training job's model on the test split")
     p.add_argument("--job", required=True, help="training job name")
     p.set_defaults(handler=cmd_evaluate)
@@ -343,6 +347,14 @@ def cmd_jobs(backend: Any, args: argparse.Namespace, out: Output) -> int:
     lines = [f"{j.job_name:40} {j.status:11} {j.seconds:7.1f}s  "
              + " ".join(f"{k}={v:.3f}" for k, v in j.final_metrics.items()) + served_text(j, 3) for j in jobs]
     out.done(doc, "\n".join(lines) or "No training jobs yet.")
+    return EXIT_OK
+
+
+def cmd_stop(backend: Any, args: argparse.Namespace, out: Output) -> int:
+    """Stop a training job; one that has already ended is told as it is (stopping twice is harmless)."""
+    job = backend.stop_training_job(args.job)
+    out.done(job_doc(job), f"{job.job_name}: {job.status}" + (f" ({job.secondary_status})" if job.secondary_status
+                                                              not in ("", job.status) else ""))
     return EXIT_OK
 
 

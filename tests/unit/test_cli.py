@@ -94,6 +94,23 @@ def test_a_staging_job_that_fails_exits_1(tmp_path):
     assert "Traceback" not in r.stderr and r.stderr.startswith("scones: staging failed: ")
 
 
+def test_stop_ends_a_running_job_and_the_refusal_to_start_another_says_how(tmp_path):
+    """The refusal said 'stop it', with no command to do so (audit)."""
+    assert scones("stage", "--source", "sample", home=tmp_path).returncode == 0
+    r = scones("train", "--epochs", "400", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    name = json.loads(r.stdout)["job_name"]
+    refused = scones("train", "--epochs", "1", home=tmp_path)
+    assert refused.returncode == 2 and f"'scones stop --job {name}'" in refused.stderr
+    r = scones("stop", "--job", name, "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "Stopped"
+    again = scones("stop", "--job", name, home=tmp_path)  # stopping twice is harmless: says what it is
+    assert again.returncode == 0 and again.stdout.strip() == f"{name}: Stopped"
+    missing = scones("stop", "--job", "nope", "--json", home=tmp_path)
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"]["code"] == "ResourceNotFound"
+
+
 def test_bad_environment_is_exit_2(tmp_path):
     r = scones("status", home=tmp_path, env={"SCONES_BACKEND": "mars"})
     assert r.returncode == 2 and "Unknown backend 'mars'" in r.stderr

@@ -182,7 +182,7 @@ class TrainingService:
             name = self._name_for_job_id(running[0].job_id) or running[0].job_id
             raise ResourceLimitExceeded(
                 f"Training job {name} is still running and local training runs one job at a time: "
-                "wait for it to end, or stop it (Stop on the Train page).")
+                f"wait for it to end, or stop it ('scones stop --job {name}', or Stop on the Train page).")
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         stored = hps.as_strings(hp, hyperparameters)
         job_id = self.jobs.create(JOB_KIND, {"job_name": job_name})
