@@ -80,7 +80,15 @@ class WorkspaceBackend:
     def _deploy_after_endpoints_went(self, step: StepStatus) -> StepStatus:
         """No endpoint, but a model is there (its endpoint deleted, or none made yet): say so, not 'No endpoint yet'
         as on a fresh workspace."""
-        if step.state != "not_started" or not (models := getattr(self, "list_models", list)()):
+        if step.state != "not_started":
+            return step
+        models = getattr(self, "list_models", list)()
+        if not models:  # an endpoint config left without its model reads as a fresh workspace otherwise (audit)
+            configs = getattr(self, "list_endpoint_configs", list)()
+            if configs:
+                return StepStatus("deploy", "not_started", f"No endpoint now; {len(configs)} endpoint config"
+                                  f"{'s are' if len(configs) > 1 else ' is'} left (the Clean up page lists "
+                                  f"{'them' if len(configs) > 1 else 'it'}).")
             return step
         newest = max(models, key=lambda m: m.created)
         more = f" (and {len(models) - 1} more)" if len(models) > 1 else ""
@@ -142,7 +150,13 @@ class WorkspaceBackend:
         detail = f"Last clean up {at.replace('T', ' ')[:19]} UTC: deleted {len(deleted)} resource{'s' if len(deleted) != 1 else ''}"
         if left:
             detail += f"; {len(left)} left, with the reason on the Clean up page"
-        holding = [words for s, words in HOLDING_WORDS.items() if s in steps and steps[s].state != "not_started"]
+        holding = []
+        for step, words in HOLDING_WORDS.items():
+            if step in steps and steps[step].state != "not_started":
+                holding.append(words)
+            elif step == "deploy" and step in steps:  # no endpoint, but models or endpoint configs may be left (audit)
+                holding += [kind for kind, lister in (("models", "list_models"), ("endpoint configs", "list_endpoint_configs"))
+                            if getattr(self, lister, list)()]
         if holding:
             return StepStatus("cleanup", "in_progress", f"{detail}. Made since or left: {', '.join(holding)}; "
                                                         f"the Clean up page lists every resource.{refused}")

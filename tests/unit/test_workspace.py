@@ -198,6 +198,15 @@ def test_the_cleanup_step_is_in_progress_while_steps_hold_resources(backend, mon
                                  "deploy": StepStatus("deploy", "not_started")})
     step = backend.step_statuses()["cleanup"]
     assert step.state == "in_progress" and "Made since or left: training jobs;" in step.detail
+    # no endpoint, but a model or an endpoint config left: not 'done' (audit: 'done' while a config stayed)
+    monkeypatch.setattr(backend, "resource_step_statuses", lambda: {"deploy": StepStatus("deploy", "not_started")})
+    monkeypatch.setattr(backend, "list_endpoint_configs", lambda: ["cfg"], raising=False)
+    step = backend.step_statuses()["cleanup"]
+    assert step.state == "in_progress" and "Made since or left: endpoint configs;" in step.detail
+    deploy = backend.step_statuses()["deploy"]
+    assert deploy.detail == "No endpoint now; 1 endpoint config is left (the Clean up page lists it)."
+    monkeypatch.setattr(backend, "list_endpoint_configs", lambda: [], raising=False)
+    assert backend.step_statuses()["cleanup"].state == "done"
 
 
 def test_the_workflow_step_fails_while_its_endpoint_cannot_answer_but_not_while_it_updates(backend, monkeypatch):
