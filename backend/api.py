@@ -610,6 +610,14 @@ class IdleEndpoint:
     cost_so_far_usd: float | None  # hourly price x hours since creation
 
 
+def confidence_text(value: float, digits: int = 4) -> str:
+    """A confidence cut (not rounded) to `digits` decimals: 0.92996 under a 0.93 threshold reads 0.9299, never
+    0.9300 beside THRESHOLD_CONFIDENCE_NOT_MET (the filter compares the full value)."""
+    from decimal import ROUND_FLOOR, Decimal
+
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR))
+
+
 def usd(amount: float) -> str:
     """A price from the table: $0.23, or $3.825 where the table has a third decimal."""
     return f"${amount:,.2f}" if round(amount, 2) == round(amount, 6) else f"${amount:,.3f}"

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from backend.api import (
     DEFAULT_ENDPOINT, DEFAULT_STATE_MACHINE, JOB_COMPLETED, BatchPartlyStarted, ResourceNotFound, SconesError,
-    human_size,
+    confidence_text, human_size,
 )
 from backend.inventory import NOT_CREATED_HERE, left_by_this_workspace
 from backend.workflow_defs import check_batch, check_threshold
@@ -568,7 +568,7 @@ def _executions_text(executions: list[Any]) -> str:
     several = len({e.state_machine for e in executions}) > 1  # then each line names its state machine
     return "\n".join(
         f"{e.name:38} {e.status:9} {e.label or '-':11} "
-        f"{'' if e.confidence is None else f'{e.confidence:.3f}':6} {e.error or ''}"
+        f"{'' if e.confidence is None else confidence_text(e.confidence):6} {e.error or ''}"
         + (f"  [{e.state_machine}]" if several else "") for e in executions
     ) or "No executions."
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from backend.api import (
     DEFAULT_STATE_MACHINE as DEFAULT_MACHINE, SERVING_STATUSES, THRESHOLD_ERROR, BatchPartlyStarted, SconesError,
+    confidence_text,
 )
 from backend.workflow_defs import encode_upload
 from ui.cards import execution_cards, lost_endpoint_text
@@ -254,7 +255,7 @@ def executions_frame(executions, truth: dict[str, str] | None = None) -> pd.Data
         "name": e.name, "machine": e.state_machine, "status": e.status,
         "error": e.error or ("(not read yet)" if e.details_pending else ""), "start": e.start,
         "seconds": "" if e.seconds is None else f"{e.seconds:.3f}", "class": e.label or "",
-        "confidence": "" if e.confidence is None else f"{e.confidence:.4f}", "image": e.s3_key or "",
+        "confidence": "" if e.confidence is None else confidence_text(e.confidence), "image": e.s3_key or "",
         "threshold": "" if e.threshold is None else threshold_text(e.threshold),
         # a staged test image's own class, and whether the answer was it (uploads have none: blank)
         "true class": truth.get(e.s3_key or "", ""),
@@ -264,7 +265,7 @@ def executions_frame(executions, truth: dict[str, str] | None = None) -> pd.Data
 
 def pick_label(e) -> str:
     """An execution as the Execution picker lists it: its name, status, answer or error, and start time."""
-    answer = e.error or (f"{e.label} {e.confidence:.2f}" if e.label and e.confidence is not None else "")
+    answer = e.error or (f"{e.label} {confidence_text(e.confidence, 2)}" if e.label and e.confidence is not None else "")
     return " · ".join(part for part in (e.name, e.status, answer, utc_time(e.start) if e.start else "") if part)
 
 

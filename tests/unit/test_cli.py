@@ -456,3 +456,11 @@ def test_asl_run_says_on_stderr_that_a_long_execution_still_runs_and_how_to_stop
                                    line.endswith(" s (a Wait state or a slow task); Ctrl-C stops it.") for line in lines)
     say_still_running(Ended(0), 5.0, 60.0)  # a quick run says nothing
     assert capsys.readouterr().err == ""
+
+
+def test_a_confidence_is_cut_not_rounded_so_a_failure_never_reads_as_the_threshold():
+    """'FAILED motorcycle 0.930 THRESHOLD_CONFIDENCE_NOT_MET' under a 0.93 threshold (audit)."""
+    from backend.api import confidence_text
+
+    assert confidence_text(0.92996) == "0.9299" and confidence_text(0.57) == "0.5700"
+    assert confidence_text(0.93) == "0.9300" and confidence_text(0.999999, 2) == "0.99"
