@@ -117,8 +117,9 @@ def charts_ui(charts, status) -> None:
             st.info(f"Capture on {status.endpoint} samples 0% of requests, so nothing is captured whatever the traffic: "
                     "deploy it again with a capture percentage above 0 (Deploy page, or `scones deploy "
                     "--capture-percent 100`).")
-        elif status.state == "off":
-            st.info(f"No inference captured in this window, and none will be: {status.reason}")
+        elif status.state == "off":  # what was captured before may lie outside the window (audit: no hint)
+            st.info(f"No inference captured in this window, and no new ones will be: {status.reason} Widen the "
+                    "window to see what was captured earlier.")
         else:
             st.info("No inference captured in this window: widen the window, or send the endpoint traffic.")
     per = bucket_label(charts.bucket_seconds)
