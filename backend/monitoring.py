@@ -13,6 +13,7 @@ files, oldest first, as an S3 lifecycle rule would.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -42,6 +43,7 @@ DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_MAX_BYTES = 10 * 1024 ** 3
 ENFORCE_EVERY_SECONDS = 60.0
 EXECUTIONS_LIMIT = 5000
+LOWEST_CANDIDATES = 8  # the lowest-confidence grid reads up to 8n inferences to find n distinct images
 HIST_BINS = 20  # 5% bins: 50 drew hairlines at 1,000 px (audit); each bin is split at the threshold anyway
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                 172800, 604800, 2592000)
@@ -697,7 +699,10 @@ class MonitoringService:
                                 self._executions(endpoint, start, end), max_points, max_buckets)
 
     def lowest_confidence(self, endpoint: str, n: int = 12, since: Any = None, until: Any = None) -> list[CapturedImage]:
-        """The n least confident inferences of the window, lowest first, with their images decoded."""
+        """The n least confident inferences of the window, lowest first, with their images decoded: one per image
+        (a batch of random test images sends some images several times, and the same image's answers filled the
+        grid: audit). An inference is the same as one already taken when its captured input has the same bytes, or,
+        without a captured input, the same confidence and class."""
         snap = self._snapshot(endpoint)
         cols = snap.columns
         mask = window_mask(cols.time, _epoch(since), _epoch(until))
@@ -705,22 +710,30 @@ class MonitoringService:
         if n <= 0 or len(rows) == 0:
             return []
         conf = cols.conf[rows]
-        pick = np.argpartition(conf, min(n, len(rows)) - 1)[:n] if len(rows) > n else np.arange(len(rows))
+        wanted = min(len(rows), LOWEST_CANDIDATES * n)  # enough to find n distinct images among repeats
+        pick = np.argpartition(conf, wanted - 1)[:wanted] if len(rows) > wanted else np.arange(len(rows))
         pick = pick[np.lexsort((cols.time[rows[pick]], conf[pick]))]
         c = cols.take(rows[pick])
         names = self._classes(endpoint, cols.classes)
         src = self._source(endpoint)
         store = self.open_bucket(src.bucket)
         handles = _handles(src.bucket, snap, c)
-        out = []
+        out: list[CapturedImage] = []
+        seen: set[Any] = set()
         for i in range(len(c)):
-            image = None
+            if len(out) == n:
+                break
+            image, raw = None, None
             if c.kind[i] != IMAGE_NONE:
                 try:
                     raw = read_range(store, snap.key_of(c.file[i]), int(c.offset[i]), int(c.length[i]))
                     image = decode_image(raw, int(c.kind[i]))
                 except (SconesError, OSError, ValueError, KeyError):
                     image = None  # the file went (retention) since the refresh
+            same = hashlib.blake2b(raw, digest_size=16).digest() if raw else (float(c.conf[i]), int(c.pred[i]))
+            if same in seen:
+                continue
+            seen.add(same)
             probs = {names[j]: float(p) for j, p in enumerate(c.probs[i]) if j < len(names) and np.isfinite(p)}
             out.append(CapturedImage(c.event[i].decode("utf-8", "replace"), _iso(float(c.time[i])), image, probs,
                                      names[int(c.pred[i])] if names else "", float(c.conf[i]), handles[i]))

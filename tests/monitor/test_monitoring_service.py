@@ -124,6 +124,20 @@ def test_lowest_confidence_images_and_table_handles(captured):
     assert list(newest["event_id"]) == list(table["event_id"][-10:])
 
 
+def test_the_lowest_confidence_grid_shows_each_image_once(mb):
+    """A batch of random test images sends some several times: the same image's answers took 4 of 12 tiles (audit)."""
+    from tests.monitor.capture_files import png, record_line
+
+    bucket_dir = mb.store.bucket_dir(mb.objects.bucket)
+    a, b, c = png(1), png(2), png(3)
+    sent = [(a, 0.51), (a, 0.51), (b, 0.6), (a, 0.51), (c, 0.7), (None, 0.55), (None, 0.55), (None, 0.56)]
+    lines = [record_line([p, 1 - p], T0 + i, image)[0] for i, (image, p) in enumerate(sent)]
+    write_file(bucket_dir, EP, T0, lines)
+    low = mb.lowest_confidence(EP, 5)
+    assert [(im.image, im.confidence) for im in low] == [(a, 0.51), (None, 0.55), (None, 0.56), (b, 0.6), (c, 0.7)]
+    assert [im.confidence for im in mb.lowest_confidence(EP, 2)] == [0.51, 0.55]
+
+
 def test_chart_frames_stay_small_at_a_million_records():
     n = 1_000_000
     rng = np.random.default_rng(1)
