@@ -220,6 +220,20 @@ class InventoryMixin:
         step; the Deploy page's Delete asks the same). `resources`: the inventory the plan was made from."""
         busy = {(r.kind, r.name): r.busy for r in (self.inventory() if resources is None else resources) if r.busy}
         out = [f"{kind}:{name}: {busy[kind, name]}" for kind, name in going if (kind, name) in busy]
+        models = {name for kind, name in going if kind == "model"}
+        if models:  # a config that stays would name a model that is gone (nothing said so: audit)
+            try:
+                configs = self.list_endpoint_configs()
+            except SconesError:
+                configs = []
+            for model in sorted(models):
+                staying = [c.config_name for c in configs
+                           if c.model_name == model and ("endpoint-config", c.config_name) not in going]
+                if staying:
+                    one = len(staying) == 1
+                    out.append(f"model:{model} is named by endpoint config{'' if one else 's'} {', '.join(staying)}, "
+                               f"which stay{'s' if one else ''}: an endpoint made from {'it' if one else 'them'} would "
+                               f"fail without its model. Tick {'it' if one else 'them'} too.")
         endpoints = sorted(name for kind, name in going if kind == "endpoint")
         if not endpoints:
             return out

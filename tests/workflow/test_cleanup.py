@@ -224,6 +224,15 @@ def test_cleanup_page_warns_when_a_kept_state_machine_calls_an_endpoint_going(fu
                                "another endpoint first."]
     text = scones(home, "cleanup", "endpoint:scones-endpoint", "state-machine:scones-workflow").stdout
     assert "would delete endpoint:scones-endpoint" in text and "warning:" not in text  # both go: nothing breaks
+    # A model going while the endpoint config that names it stays: said too (audit: nothing was)
+    config = b.describe_endpoint("scones-endpoint").config_name
+    model = b.list_models()[0].model_name
+    b.delete_endpoint("scones-endpoint")
+    doc = json.loads(scones(home, "cleanup", f"model:{model}", "--json").stdout)
+    assert doc["warnings"] == [f"model:{model} is named by endpoint config {config}, which stays: an endpoint made "
+                               "from it would fail without its model. Tick it too."]
+    doc = json.loads(scones(home, "cleanup", f"model:{model}", f"endpoint-config:{config}", "--json").stdout)
+    assert doc["warnings"] == []
 
 
 def test_cleanup_page_keeps_each_choice_and_asks_again_when_the_selection_changes(full, cleanup_page):
