@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import time
 import uuid
 from datetime import datetime
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 
 from backend import cifar, staging
 from backend.api import (
-    JOB_FAILED, JOB_IN_PROGRESS, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job,
+    JOB_FAILED, JOB_IN_PROGRESS, ArchiveError, ArchiveInfo, BillingNotice, CleanupReport, DownloadError, IdleEndpoint, Job,
     ProgressCallback, ResourceInUse, ResourceNotFound, RolePlan, StagedImage, StageReport, StepStatus, StoredObject,
     SERVING_STATUSES, ValidationError,
 )
@@ -252,7 +253,13 @@ class WorkspaceBackend:
         """Called in the worker process."""
         if job.kind == "stage":
             p = job.params
-            report = self.stage_data(p["source"], p["classes"], progress, p.get("fallback_to_sample", False), job.job_id)
+            try:
+                report = self.stage_data(p["source"], p["classes"], progress, p.get("fallback_to_sample", False),
+                                         job.job_id)
+            except ArchiveError as exc:  # an upload refused for what it holds is of no further use: not kept
+                if self.discard_upload(p["source"]):
+                    exc.message = exc.message.rstrip(".") + ". The uploaded copy was deleted."
+                raise
             return report.to_dict()
         raise ValidationError(f"Unknown job kind {job.kind!r}.")
 
@@ -329,6 +336,19 @@ class WorkspaceBackend:
         tmp.write_bytes(data)
         tmp.replace(path)
         return str(path)
+
+    def discard_upload(self, source: str) -> bool:
+        """Delete an uploaded archive (its folder under uploads/) that cannot be staged; False when `source` is not
+        one (a path elsewhere is never touched)."""
+        try:
+            path = Path(source).resolve()
+            uploads = self.settings.uploads_dir.resolve()
+        except (OSError, ValueError):
+            return False
+        if path.parent.parent != uploads or not path.is_file():
+            return False
+        shutil.rmtree(path.parent, ignore_errors=True)
+        return not path.exists()
 
     def archive_info(self, source: str | None = None) -> ArchiveInfo:
         source = self.resolve_source(source or "sample")

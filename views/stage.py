@@ -52,7 +52,9 @@ def source_text(source: str) -> tuple[str, str]:
 
 
 def source_ui() -> tuple[str | None, bytes | None, str]:
-    """Returns (source, uploaded bytes, uploaded file name)."""
+    """Returns (source, uploaded bytes, uploaded file name). A source refused as typed says so here, and sets
+    `stage_input_refused` (the older attempt's failure is then not shown under it: two red boxes at once)."""
+    st.session_state["stage_input_refused"] = False
     choice = SOURCES[st.radio("Source", list(SOURCES), key="stage_source")]
     if choice == "url":
         url = st.text_input("Archive URL", placeholder="https://mirror.example.com/cifar-100-python.tar.gz",
@@ -64,11 +66,13 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
             return None, None, ""
         if not url.lower().startswith(("http://", "https://")):  # else the backend would look for a file of that name
             st.error(f"{url} is not an http:// or https:// address: enter the archive's URL, or choose Local file path.")
+            st.session_state["stage_input_refused"] = True
             return None, None, ""
         try:
             return b.resolve_source(url), None, ""  # no host, say: refused as typed, with Start disabled
         except SconesError as exc:
             show_error(exc)
+            st.session_state["stage_input_refused"] = True
             return None, None, ""
     if choice == "path":
         path = st.text_input("Archive path on this machine", placeholder="/data/cifar-100-python.tar.gz", key="stage_path")
@@ -81,11 +85,14 @@ def source_ui() -> tuple[str | None, bytes | None, str]:
 
 def start(source: str, data: bytes | None, filename: str, classes: list[str], request: tuple) -> bool:
     """Start a staging, or say in one sentence why not (another one running included: the backend refuses it)."""
+    saved = None
     try:
         if source == "upload":
-            source = b.save_upload(filename, data or b"")
+            source = saved = b.save_upload(filename, data or b"")
         job_id = b.start_staging(source, classes, fallback_to_sample=(source == "official"))
     except SconesError as exc:
+        if saved is not None:  # refused before it started (another staging, a training job): the copy goes
+            b.discard_upload(saved)
         show_error(exc)
         return False
     pressed("stage_last_start", request, job_id)
@@ -109,7 +116,8 @@ with tab_stage:
         names = stageable_classes(source or "official")
         classes = st.multiselect("Classes (fine labels; the order sets the class index)", names,
                                  default=[c for c in DEFAULT_CLASSES if c in names], key="stage_classes")
-        refused = False  # this press was refused, with its own message: no older failure under it
+        # this press (or the source as typed) was refused, with its own message: no older failure under it
+        refused = bool(st.session_state.get("stage_input_refused"))
         # Enabled while a staging runs: a disabled button's click is dropped by Streamlit, so a press that met
         # a staging started just before (another tab, the CLI) was lost without a word; the backend refuses it.
         if st.button("Start staging", type="primary", disabled=source is None, key="stage_start"):

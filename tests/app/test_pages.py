@@ -143,6 +143,11 @@ def test_a_failed_staging_reads_as_the_last_attempt_and_does_not_stack_under_a_n
     at.text_input(key="stage_path").input("/no/such.tar.gz").run()
     at.button(key="stage_start").click().run()
     assert [e.value.split(":")[0] for e in at.error] == ["No archive file at /no/such.tar.gz"]  # this press's alone
+    # a URL refused as typed, before any press: its sentence alone too (audit: the old failure stood beside it)
+    at.radio(key="stage_source").set_value("A URL (a mirror of the official archive)").run()
+    at.text_input(key="stage_url").input("https://me:secret@example.com/cifar.tar.gz").run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "user name or password" in errors[0] and "secret" not in errors[0], errors
     assert not at.exception
 
 

@@ -125,6 +125,19 @@ def test_a_failed_job_keeps_its_reason_and_status_shows_failed(backend, tmp_path
     assert status.state == "failed" and "not a tar archive" in status.detail
 
 
+def test_an_uploaded_archive_refused_for_what_it_holds_is_not_kept(backend, tmp_path):
+    """Every refused upload stayed under uploads/, a hostile one included, and Clean up later listed them (audit)."""
+    saved = Path(backend.save_upload("evil.tar.gz", b"not an archive at all"))
+    job = backend.wait_job(backend.start_staging(str(saved)), timeout=60)
+    assert job.status == JOB_FAILED and job.failure_reason.endswith("The uploaded copy was deleted.")
+    assert not saved.exists() and not saved.parent.exists()
+    elsewhere = tmp_path / "mine.tar.gz"  # a path of the operator's own is never touched
+    elsewhere.write_bytes(b"nope")
+    job = backend.wait_job(backend.start_staging(str(elsewhere)), timeout=60)
+    assert job.status == JOB_FAILED and "deleted" not in job.failure_reason and elsewhere.exists()
+    assert backend.discard_upload(str(elsewhere)) is False and elsewhere.exists()
+
+
 def test_a_staging_failure_from_before_a_clean_up_is_not_the_steps_state(backend, tmp_path):
     """Staged, a later attempt failed (the data kept), then everything deleted: the step read 'failed' with the
     old attempt's reason, not 'not started' (audit)."""
