@@ -117,17 +117,24 @@ def per_bucket_title(text: str, bucket_label: str) -> alt.TitleParams:
     return alt.TitleParams(text, subtitle=f"per {bucket_label}" if bucket_label else "")
 
 
+SHARE_SIDES = ["below threshold", "passes"]
+SHARE_COLORS = ["#d62728", "#e6e6e6"]  # the passing rest pale: a bucket with traffic and 0% below still shows
+
+
 def share_below_chart(buckets: pd.DataFrame, bucket_label: str = "", domain: tuple[Any, Any] | None = None) -> alt.Chart:
-    """Share of inferences below the threshold in each time bucket."""
-    df = with_when(buckets.assign(zero=0.0, side="below threshold"), "start")
+    """Share of inferences below the threshold in each time bucket, over the passing rest drawn pale (a bucket at
+    0% below looked like one without traffic: audit)."""
+    below = buckets.assign(side=SHARE_SIDES[0], y0=0.0, y1=buckets["share_below"])
+    passes = buckets.assign(side=SHARE_SIDES[1], y0=buckets["share_below"], y1=1.0)
+    df = with_when(pd.concat([below, passes], ignore_index=True), "start")
     return (alt.Chart(df).mark_rect()
             .encode(x=time_x("start", df["start"], df["end"], domain=domain), x2="end:T",
                     # A legend below, as the class mix beside it has: both plots then take the same width and
                     # height, and their time axes line up (audit: a legend on the right narrowed one of them).
-                    color=alt.Color("side:N", scale=alt.Scale(domain=["below threshold"], range=["#d62728"]),
+                    color=alt.Color("side:N", scale=alt.Scale(domain=SHARE_SIDES, range=SHARE_COLORS),
                                     title=None, legend=alt.Legend(orient="bottom")),
-                    y=alt.Y("share_below:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y,
-                            title="below threshold"), y2="zero:Q",
+                    y=alt.Y("y1:Q", scale=alt.Scale(domain=[0, 1]), axis=PERCENT_Y, title="below threshold"),
+                    y2="y0:Q",
                     tooltip=[WHEN, alt.Tooltip("records:Q", format=","),
                              alt.Tooltip("below:Q", format=","), alt.Tooltip("share_below:Q", format=".1%")])
             .properties(title=per_bucket_title("Share below threshold", bucket_label), height=HEIGHT))

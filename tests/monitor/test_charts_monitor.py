@@ -52,7 +52,12 @@ def test_buckets_are_stacked_rectangles_that_add_up():
                                              "share": [1.0]})).to_dict()
     for spec in (share, mix_spec):
         assert spec["encoding"]["color"]["legend"] == {"orient": "bottom"}
-    assert share["encoding"]["color"]["scale"] == {"domain": ["below threshold"], "range": ["#d62728"]}
+    assert share["encoding"]["color"]["scale"] == {"domain": ["below threshold", "passes"], "range": ["#d62728", "#e6e6e6"]}
+    # a bucket at 0% below still draws (its passing rest, pale): it looked like a bucket without traffic (audit)
+    zero = share_below_chart(pd.DataFrame({"start": [t(0)], "end": [t(5)], "records": [1], "below": [0],
+                                           "share_below": [0.0]}))
+    rows = pd.DataFrame(zero.to_dict()["datasets"][zero.to_dict()["data"]["name"]])
+    assert rows[["side", "y0", "y1"]].values.tolist() == [["below threshold", 0.0, 0.0], ["passes", 0.0, 1.0]]
 
 
 def test_bucket_labels():
