@@ -29,6 +29,10 @@ st.caption("Everything this workspace created: endpoints (and their processes), 
 
 
 
+def tick_key(kind: str, name: str) -> str:
+    return f"cleanup_tick:{kind}:{name}"
+
+
 def inventory_signature(resources) -> tuple:
     """What the page draws from the inventory: a change made elsewhere (the CLI, a batch starting) redraws it."""
     return tuple((r.kind, r.name, r.status, r.busy, r.created_here) for r in resources)
@@ -63,13 +67,21 @@ elif (last := b.last_cleanup()) is not None and last[1].left:  # an earlier clea
         for kind, name, reason in earlier.left:
             st.markdown(f"- `{kind}:{name}`: {reason}")
 
+# A ticked resource that is gone now went elsewhere (the CLI, another tab): said once, not silently dropped (audit).
+present = {tick_key(r.kind, r.name) for r in resources} if resources else set()
+gone = sorted({key.removeprefix("_kept:") for key, on in list(st.session_state.items()) if isinstance(key, str)
+               and key.removeprefix("_kept:").startswith("cleanup_tick:") and on is True
+               and key.removeprefix("_kept:") not in present})  # the widget's value, or kept while on another page
+for key in gone:
+    st.session_state.pop(key, None)
+    st.session_state.pop(f"_kept:{key}", None)
+if gone and report is None:  # (this page's own deletion says what it deleted above)
+    st.info("Deleted elsewhere since ticked here (the CLI, another tab): "
+            + ", ".join(f"`{k.removeprefix('cleanup_tick:')}`" for k in gone) + ".", icon=":material/sync:")
+
 if not resources:
     st.info("Nothing left: the workspace holds no resources. Every other step on the Home page is back to not started.")
     st.stop()
-
-
-def tick_key(kind: str, name: str) -> str:
-    return f"cleanup_tick:{kind}:{name}"
 
 
 def set_ticks(keys: list[str], value: bool) -> None:

@@ -372,3 +372,20 @@ def test_an_import_sharing_functions_whose_endpoint_was_deleted_says_what_to_do(
             "exists: point scones-workflow at an InService endpoint first ('scones workflow deploy --endpoint NAME'"
             in r.stderr)
     assert "after-delete" not in [m.name for m in b.list_state_machines()]
+
+
+def test_a_resource_ticked_here_and_deleted_elsewhere_is_said_once(full, cleanup_page):
+    """It vanished from the list with only 'The selection changed' to show for it (audit)."""
+    home, b = full
+    at, backend = cleanup_page
+    runs = [r for r in backend().inventory() if r.kind == "executions"]
+    assert runs, "the full workspace has executions"
+    key = f"cleanup_tick:executions:{runs[0].name}"
+    assert at.checkbox(key=key).value  # ticked by default
+    assert scones(home, "cleanup", f"executions:{runs[0].name}", "--yes").returncode == 0  # the CLI, meanwhile
+    at.run()
+    assert not at.exception
+    said = [i.value for i in at.info if i.value.startswith("Deleted elsewhere since ticked here")]
+    assert said == [f"Deleted elsewhere since ticked here (the CLI, another tab): `executions:{runs[0].name}`."]
+    at.run()
+    assert not any(i.value.startswith("Deleted elsewhere") for i in at.info)  # once
