@@ -9,7 +9,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from backend import cifar, staging
@@ -44,6 +44,8 @@ def sample_classes() -> tuple[str, ...]:
 
 # What each step's resources are, as the Clean up step's detail names them when they are back (or left).
 HOLDING_WORDS = {"train": "training jobs", "deploy": "models and endpoints", "workflow": "the workflow"}
+# What a workspace without an endpoint may still hold of the deploy step, and the backend method that lists it.
+LEFT_WITHOUT_ENDPOINT = {"models": "list_models", "endpoint configs": "list_endpoint_configs"}
 
 
 class WorkspaceBackend:
@@ -65,9 +67,16 @@ class WorkspaceBackend:
         steps = {s: StepStatus(s, "not_started", "Not started.") for s in ("stage", "train", "deploy", "workflow", "monitor", "cleanup")}
         steps["stage"] = self._stage_status()
         steps.update(self.resource_step_statuses())
-        steps["deploy"] = self._deploy_after_endpoints_went(steps["deploy"])
+        read: dict[str, list] = {}  # the models and endpoint configs, listed once for the two steps that ask
+
+        def listed(kind: str) -> list:
+            if kind not in read:
+                read[kind] = getattr(self, LEFT_WITHOUT_ENDPOINT[kind], list)()
+            return read[kind]
+
+        steps["deploy"] = self._deploy_after_endpoints_went(steps["deploy"], listed)
         steps["workflow"] = self._workflow_reachable(steps["workflow"])
-        steps["cleanup"] = self._cleanup_status(steps)
+        steps["cleanup"] = self._cleanup_status(steps, listed)
         return steps
 
     def resource_step_statuses(self) -> dict[str, StepStatus]:
@@ -78,14 +87,14 @@ class WorkspaceBackend:
         """{state machine: the endpoint its functions call}, of the machines that call functions."""
         return {}
 
-    def _deploy_after_endpoints_went(self, step: StepStatus) -> StepStatus:
+    def _deploy_after_endpoints_went(self, step: StepStatus, listed: Callable[[str], list]) -> StepStatus:
         """No endpoint, but a model is there (its endpoint deleted, or none made yet): say so, not 'No endpoint yet'
         as on a fresh workspace."""
         if step.state != "not_started":
             return step
-        models = getattr(self, "list_models", list)()
+        models = listed("models")
         if not models:  # an endpoint config left without its model reads as a fresh workspace otherwise (audit)
-            configs = getattr(self, "list_endpoint_configs", list)()
+            configs = listed("endpoint configs")
             if configs:
                 return StepStatus("deploy", "not_started", f"No endpoint now; {len(configs)} endpoint config"
                                   f"{'s are' if len(configs) > 1 else ' is'} left (the Clean up page lists "
@@ -134,7 +143,7 @@ class WorkspaceBackend:
         row = self.db.query_one("SELECT at FROM cleanups WHERE deleted LIKE ? ORDER BY id DESC LIMIT 1", (needle,))
         return None if row is None else row["at"]
 
-    def _cleanup_status(self, steps: dict[str, StepStatus]) -> StepStatus:
+    def _cleanup_status(self, steps: dict[str, StepStatus], listed: Callable[[str], list]) -> StepStatus:
         """Done once a cleanup deleted something and no step holds resources any more; while train, deploy
         or the workflow still hold some (a partial cleanup, or a new round of work since), in progress."""
         newest, last = self.last_cleanup(), self.last_cleanup(deleted_something=True)
@@ -156,8 +165,7 @@ class WorkspaceBackend:
             if step in steps and steps[step].state != "not_started":
                 holding.append(words)
             elif step == "deploy" and step in steps:  # no endpoint, but models or endpoint configs may be left (audit)
-                holding += [kind for kind, lister in (("models", "list_models"), ("endpoint configs", "list_endpoint_configs"))
-                            if getattr(self, lister, list)()]
+                holding += [kind for kind in LEFT_WITHOUT_ENDPOINT if listed(kind)]
         if holding:
             return StepStatus("cleanup", "in_progress", f"{detail}. Made since or left: {', '.join(holding)}; "
                                                         f"the Clean up page lists every resource.{refused}")
@@ -390,19 +398,20 @@ class WorkspaceBackend:
 
     def test_image_keys(self) -> list[str]:
         """Keys of the staged test images, in .lst order."""
-        report = self.latest_stage_report()
-        if report is None:
-            return []
-        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
+        report, rows = self._test_rows()
         return [report.test_prefix + rel for _, _, rel in rows]
 
     def test_image_labels(self) -> dict[str, str]:
         """The class of each staged test image, by key (what an execution's answer is checked against)."""
+        report, rows = self._test_rows()
+        return {report.test_prefix + rel: report.classes[cls] for _, cls, rel in rows if 0 <= cls < len(report.classes)}
+
+    def _test_rows(self) -> tuple[Any, list[tuple[int, int, str]]]:
+        """The latest staging's report and its test.lst rows (none while nothing is staged)."""
         report = self.latest_stage_report()
         if report is None:
-            return {}
-        rows = cifar.parse_lst(self.get_object(report.test_lst).decode())
-        return {report.test_prefix + rel: report.classes[cls] for _, cls, rel in rows if 0 <= cls < len(report.classes)}
+            return None, []
+        return report, cifar.parse_lst(self.get_object(report.test_lst).decode())
 
     def default_threshold(self) -> float:
         return self.settings.threshold

@@ -417,12 +417,12 @@ class _Pool:
                 if self._idle:
                     return self._idle.pop()
                 now = time.monotonic()
-                if not share or self._served:
-                    pass  # warm (or warming on purpose): as Lambda, a waiting invocation starts one at once
-                elif share_until is None and self._starting and not self._all:
-                    share_until = math.inf  # until the start ends
-                elif share_until is None and self._all:  # all busy on their first invocations
-                    share_until = now + COLD_SHARE_SECONDS
+                # Warm (or warming on purpose), nothing is shared: as Lambda, a waiting invocation starts one at once.
+                if share and not self._served and share_until is None:
+                    if self._starting and not self._all:
+                        share_until = math.inf  # until the start ends
+                    elif self._all:  # all busy on their first invocations
+                        share_until = now + COLD_SHARE_SECONDS
                 if share_until == math.inf and not self._starting:
                     share_until = now + COLD_SHARE_SECONDS
                 if share_until is not None and now < share_until:
