@@ -50,7 +50,13 @@ def test_the_table_matches_every_line_the_endpoint_wrote(wf, traffic):
         assert sum(v["records"] for v in summary["by_label"].values()) == len(truth)
     assert wf.monitor_summary()["threshold"] == 0.5  # the workflow's threshold by default
     low = wf.lowest_confidence(EP, 3)
-    assert [im.confidence for im in low] == sorted(r["confidence"] for r in truth)[:3]
+    # one tile per image: random test images repeat, and a repeated image answers the same (the grid showed one
+    # picture several times: audit), so the expected are the lowest of the distinct images sent
+    distinct: dict[bytes, float] = {}
+    for r in sorted(truth, key=lambda r: r["confidence"]):
+        distinct.setdefault(r["image"], r["confidence"])
+    assert [im.confidence for im in low] == sorted(distinct.values())[:3]
+    assert len({im.image for im in low}) == len(low)
     assert all(im.image == by_event[im.event_id]["image"] for im in low)
 
 
